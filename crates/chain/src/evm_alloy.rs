@@ -1,0 +1,126 @@
+//! [`EvmChain`] over an alloy HTTP provider with local private-key signers.
+
+use alloy::eips::eip2718::Encodable2718;
+use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
+use alloy::primitives::{Address, B256, Bytes};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::transports::{RpcError, TransportErrorKind};
+use async_trait::async_trait;
+
+use crate::evm::{ChainError, EvmChain, SignedTx};
+
+/// Production [`EvmChain`]: JSON-RPC over HTTP(S) with alloy; signs locally.
+pub struct AlloyEvmChain {
+    chain_id: u64,
+    provider: DynProvider,
+    wallet: EthereumWallet,
+    signers: Vec<Address>,
+}
+
+/// Gas limit headroom over `eth_estimateGas`, in percent (unused gas is not charged).
+const GAS_LIMIT_HEADROOM_PERCENT: u64 = 20;
+
+impl AlloyEvmChain {
+    /// Connects to `rpc_url` for chain `chain_id` with the given signing keys.
+    ///
+    /// Errors: a malformed URL. The chain id is not checked here; see [`AlloyEvmChain::check_chain_id`].
+    pub fn new(rpc_url: &str, chain_id: u64, keys: Vec<PrivateKeySigner>) -> Result<Self, String> {
+        let url = rpc_url.parse().map_err(|e| format!("invalid RPC URL {rpc_url:?}: {e}"))?;
+        let signers = keys.iter().map(|k| k.address()).collect();
+        let mut wallet = EthereumWallet::default();
+        for key in keys {
+            wallet.register_signer(key);
+        }
+        let provider = ProviderBuilder::new().disable_recommended_fillers().connect_http(url).erased();
+        Ok(AlloyEvmChain { chain_id, provider, wallet, signers })
+    }
+
+    /// Asks the node for its chain id and compares it with the configured one.
+    pub async fn check_chain_id(&self) -> Result<(), String> {
+        let got = self.provider.get_chain_id().await.map_err(|e| e.to_string())?;
+        if got != self.chain_id {
+            return Err(format!("RPC reports chain id {got}, configured {}", self.chain_id));
+        }
+        Ok(())
+    }
+}
+
+fn classify(e: RpcError<TransportErrorKind>) -> ChainError {
+    match &e {
+        RpcError::ErrorResp(payload) => {
+            let data = payload.as_revert_data();
+            let msg = payload.message.to_string();
+            if data.is_some() || msg.contains("revert") {
+                ChainError::Reverted { message: msg, data }
+            } else {
+                ChainError::Rejected(msg)
+            }
+        }
+        _ => ChainError::Unavailable(e.to_string()),
+    }
+}
+
+#[async_trait]
+impl EvmChain for AlloyEvmChain {
+    fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    fn signers(&self) -> &[Address] {
+        &self.signers
+    }
+
+    async fn call(&self, tx: &TransactionRequest) -> Result<Bytes, ChainError> {
+        self.provider.call(tx.clone()).await.map_err(classify)
+    }
+
+    async fn code_at(&self, address: Address) -> Result<Bytes, ChainError> {
+        self.provider.get_code_at(address).await.map_err(classify)
+    }
+
+    async fn pending_nonce(&self, address: Address) -> Result<u64, ChainError> {
+        self.provider.get_transaction_count(address).pending().await.map_err(classify)
+    }
+
+    async fn sign(&self, tx: TransactionRequest) -> Result<SignedTx, ChainError> {
+        let from = tx.from.ok_or(ChainError::UnknownSigner(Address::ZERO))?;
+        if !self.signers.contains(&from) {
+            return Err(ChainError::UnknownSigner(from));
+        }
+        let nonce = tx.nonce.ok_or_else(|| ChainError::Rejected("nonce not set".into()))?;
+        let gas = self.provider.estimate_gas(tx.clone()).await.map_err(classify)?;
+        let fees = self.provider.estimate_eip1559_fees().await.map_err(classify)?;
+        let tx = tx
+            .with_chain_id(self.chain_id)
+            .with_gas_limit(gas + gas * GAS_LIMIT_HEADROOM_PERCENT / 100)
+            .with_max_fee_per_gas(fees.max_fee_per_gas)
+            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        let env = tx
+            .build(&self.wallet)
+            .await
+            .map_err(|e| ChainError::Rejected(format!("signing failed: {e}")))?;
+        Ok(SignedTx { hash: *env.tx_hash(), raw: env.encoded_2718().into(), nonce })
+    }
+
+    async fn send_raw(&self, raw: &Bytes) -> Result<B256, ChainError> {
+        match self.provider.send_raw_transaction(raw).await {
+            Ok(pending) => Ok(*pending.tx_hash()),
+            Err(e) => {
+                let err = classify(e);
+                if let ChainError::Rejected(msg) = &err {
+                    if msg.contains("already known") || msg.contains("already imported") {
+                        let hash = alloy::primitives::keccak256(raw);
+                        return Ok(hash);
+                    }
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn receipt(&self, hash: B256) -> Result<Option<TransactionReceipt>, ChainError> {
+        self.provider.get_transaction_receipt(hash).await.map_err(classify)
+    }
+}
