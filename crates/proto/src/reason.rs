@@ -8,8 +8,12 @@ pub enum Reason {
     UnsupportedScheme,
     /// The network is unknown or not configured.
     InvalidNetwork,
-    /// The scheme-specific payload is malformed.
-    InvalidPayload,
+    /// The requirements name an asset this facilitator does not settle.
+    InvalidPaymentRequirements,
+    /// EVM: the asset address holds no contract.
+    AssetNotDeployedContract,
+    /// EVM: the signature is not hex or has an impossible length.
+    EvmFailedToParseSignature,
     /// EVM: scheme of payload or requirements is not `exact`.
     EvmScheme,
     /// EVM: `extra.name` / `extra.version` (EIP-712 domain) missing.
@@ -61,7 +65,9 @@ impl Reason {
         match self {
             UnsupportedScheme => "unsupported_scheme",
             InvalidNetwork => "invalid_network",
-            InvalidPayload => "invalid_payload",
+            InvalidPaymentRequirements => "invalid_payment_requirements",
+            AssetNotDeployedContract => "asset_not_deployed_contract",
+            EvmFailedToParseSignature => "invalid_exact_evm_failed_to_parse_signature",
             EvmScheme => "invalid_exact_evm_scheme",
             EvmMissingEip712Domain => "invalid_exact_evm_missing_eip712_domain",
             EvmNetworkMismatch => "invalid_exact_evm_network_mismatch",

@@ -1,0 +1,375 @@
+//! EVM `exact` scheme verification (specs/schemes/exact/scheme_exact_evm.md; EIP-3009, EIP-712).
+//!
+//! [`ExactEvmVerifier::verify`] runs the checks in the reference order (`@x402/evm` 2.27):
+//! 1. scheme is `exact`; 2. EIP-712 domain in `extra`; 3. network match; (asset configured);
+//! 4. signature; 5. recipient; 6. `validBefore`; 7. `validAfter`; 8. amount; 9. asset deployed;
+//! 10. one `eth_call` simulation of `transferWithAuthorization`, diagnosed on failure.
+
+pub mod eip712;
+pub mod signature;
+mod simulate;
+pub mod token;
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::sol_types::{SolCall, SolValue};
+use x402_chain::{ChainError, EvmChain};
+use x402_proto::evm::ExactEvmPayload;
+use x402_proto::request::Payload;
+use x402_proto::{Network, ParseError, PaymentRequest, Reason, X402Version};
+
+use crate::{Invalid, Verdict, VerifyError};
+use eip712::TransferWithAuthorization;
+use signature::{PayerSignature, recover_ecdsa};
+use token::{IEip3009Token, IErc1271};
+
+/// `validBefore` must be at least this many seconds ahead of now (reference: 6 s, about
+/// the time to land the transaction).
+pub const VALID_BEFORE_MARGIN_SECONDS: u64 = 6;
+
+/// A verified EVM payment: everything settlement needs to call `transferWithAuthorization`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvmPayment {
+    /// `authorization.from`.
+    pub payer: Address,
+    /// Token contract.
+    pub asset: Address,
+    /// The signed authorization (value in atomic token units, times in Unix seconds).
+    pub authorization: TransferWithAuthorization,
+    /// [`PayerSignature::Ecdsa`] (sent as `v,r,s`) or [`PayerSignature::Contract`] (sent as `bytes`).
+    pub signature: PayerSignature,
+}
+
+impl EvmPayment {
+    /// Calldata of `transferWithAuthorization`: the `(…,uint8 v,bytes32 r,bytes32 s)` overload for
+    /// ECDSA signatures, the `(…,bytes signature)` overload for contract signatures.
+    pub fn settlement_calldata(&self) -> Bytes {
+        let a = &self.authorization;
+        match &self.signature {
+            PayerSignature::Ecdsa(sig) => IEip3009Token::transferWithAuthorization_0Call {
+                from: a.from,
+                to: a.to,
+                value: a.value,
+                validAfter: a.validAfter,
+                validBefore: a.validBefore,
+                nonce: a.nonce,
+                v: 27 + sig.v() as u8,
+                r: sig.r().into(),
+                s: sig.s().into(),
+            }
+            .abi_encode()
+            .into(),
+            PayerSignature::Contract(bytes) | PayerSignature::Erc6492(bytes) => {
+                IEip3009Token::transferWithAuthorization_1Call {
+                    from: a.from,
+                    to: a.to,
+                    value: a.value,
+                    validAfter: a.validAfter,
+                    validBefore: a.validBefore,
+                    nonce: a.nonce,
+                    signature: bytes.clone(),
+                }
+                .abi_encode()
+                .into()
+            }
+        }
+    }
+
+    /// The payer as an EIP-55 checksummed string.
+    pub fn payer_string(&self) -> String {
+        self.payer.to_checksum(None)
+    }
+}
+
+/// Verifies EVM `exact` payments on one network.
+pub struct ExactEvmVerifier {
+    chain: Arc<dyn EvmChain>,
+    network: Network,
+    assets: Vec<Address>,
+    deployed_assets: Mutex<HashSet<Address>>,
+}
+
+impl ExactEvmVerifier {
+    /// A verifier for `chain` (network `eip155:{chain_id}`) that accepts only the listed token
+    /// contracts.
+    pub fn new(chain: Arc<dyn EvmChain>, assets: Vec<Address>) -> Self {
+        let network = Network::evm(chain.chain_id());
+        ExactEvmVerifier {
+            chain,
+            network,
+            assets,
+            deployed_assets: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The chain this verifier reads.
+    pub fn chain(&self) -> &Arc<dyn EvmChain> {
+        &self.chain
+    }
+
+    /// Runs every check; `now` is the Unix time in seconds. With `simulate` false the final
+    /// `eth_call` is skipped (settlement simulates through `eth_estimateGas` anyway).
+    ///
+    /// Errors: [`VerifyError::Malformed`] for an unparsable payload field (named),
+    /// [`VerifyError::ChainUnavailable`] when the RPC cannot be reached.
+    pub async fn verify(
+        &self,
+        req: &PaymentRequest,
+        now: u64,
+        simulate: bool,
+    ) -> Result<Verdict<EvmPayment>, VerifyError> {
+        let payload: ExactEvmPayload = req.scheme_payload_as()?;
+        let auth = &payload.authorization;
+        let payer = Some(auth.from.clone());
+        let invalid =
+            |reason, msg: String| Ok(Verdict::Invalid(Invalid::new(reason, msg, payer.clone())));
+
+        // 1. scheme
+        if req.accepted_scheme() != "exact" || req.scheme() != "exact" {
+            return invalid(
+                Reason::EvmScheme,
+                format!("scheme {:?} is not exact", req.accepted_scheme()),
+            );
+        }
+        // 2. EIP-712 domain
+        let (Some(name), Some(version)) = (req.extra_str("name"), req.extra_str("version")) else {
+            return invalid(
+                Reason::EvmMissingEip712Domain,
+                "paymentRequirements.extra.name and .version are required".into(),
+            );
+        };
+        // 3. network
+        if !networks_match(req) {
+            return invalid(
+                Reason::EvmNetworkMismatch,
+                format!(
+                    "payload network {:?} differs from {:?}",
+                    req.accepted_network_wire(),
+                    req.network_wire()
+                ),
+            );
+        }
+        let asset = address(req.asset(), "paymentRequirements.asset")?;
+        if !self.assets.contains(&asset) {
+            return invalid(
+                Reason::InvalidPaymentRequirements,
+                format!(
+                    "asset {asset} is not settled by this facilitator on {}",
+                    self.network
+                ),
+            );
+        }
+        let authorization = TransferWithAuthorization {
+            from: address(&auth.from, "paymentPayload.payload.authorization.from")?,
+            to: address(&auth.to, "paymentPayload.payload.authorization.to")?,
+            value: uint(&auth.value, "paymentPayload.payload.authorization.value")?,
+            validAfter: uint(
+                &auth.valid_after,
+                "paymentPayload.payload.authorization.validAfter",
+            )?,
+            validBefore: uint(
+                &auth.valid_before,
+                "paymentPayload.payload.authorization.validBefore",
+            )?,
+            nonce: B256::from_str(&auth.nonce).map_err(|_| {
+                ParseError::new(
+                    "paymentPayload.payload.authorization.nonce",
+                    "expected 0x + 32 bytes hex",
+                )
+            })?,
+        };
+        // 4. signature
+        let domain = eip712::domain(name, version, self.chain.chain_id(), asset);
+        let digest = eip712::digest(&domain, &authorization);
+        let signature = match PayerSignature::parse(&payload.signature) {
+            Ok(sig) => sig,
+            Err(e) => return invalid(Reason::EvmFailedToParseSignature, e.to_string()),
+        };
+        let signature = match self
+            .check_signature(signature, authorization.from, digest)
+            .await?
+        {
+            Ok(sig) => sig,
+            Err(invalid_sig) => {
+                return Ok(Verdict::Invalid(Invalid {
+                    payer,
+                    ..invalid_sig
+                }));
+            }
+        };
+        // 5. recipient
+        let pay_to = address(req.pay_to(), "paymentRequirements.payTo")?;
+        if authorization.to != pay_to {
+            return invalid(
+                Reason::RecipientMismatch,
+                format!(
+                    "authorization.to {} is not payTo {pay_to}",
+                    authorization.to
+                ),
+            );
+        }
+        // 6., 7. time window
+        if authorization.validBefore < U256::from(now + VALID_BEFORE_MARGIN_SECONDS) {
+            return invalid(
+                Reason::EvmValidBefore,
+                format!(
+                    "validBefore {} is before now ({now}) + {VALID_BEFORE_MARGIN_SECONDS} s",
+                    authorization.validBefore
+                ),
+            );
+        }
+        if authorization.validAfter > U256::from(now) {
+            return invalid(
+                Reason::EvmValidAfter,
+                format!(
+                    "validAfter {} is after now ({now})",
+                    authorization.validAfter
+                ),
+            );
+        }
+        // 8. amount
+        let required = uint(req.amount(), amount_field(req))?;
+        if authorization.value != required {
+            let reason = match req.version {
+                X402Version::V1 => Reason::EvmAuthorizationValueV1,
+                X402Version::V2 => Reason::EvmValueMismatch,
+            };
+            return invalid(
+                reason,
+                format!(
+                    "authorization.value {} differs from required {required}",
+                    authorization.value
+                ),
+            );
+        }
+        // 9. asset deployed
+        if !self.asset_deployed(asset).await? {
+            return invalid(
+                Reason::AssetNotDeployedContract,
+                format!("no contract at {asset}"),
+            );
+        }
+        let payment = EvmPayment {
+            payer: authorization.from,
+            asset,
+            authorization,
+            signature,
+        };
+        // 10. simulation
+        if simulate {
+            if let Some(failure) = self.simulate(&payment, name, version).await? {
+                return Ok(Verdict::Invalid(failure));
+            }
+        }
+        Ok(Verdict::Valid(payment))
+    }
+
+    /// EOA: ECDSA recovery must give `from`. Otherwise (`from` has code) ERC-1271
+    /// `isValidSignature` must return its magic value. ERC-6492 of an undeployed wallet is refused.
+    async fn check_signature(
+        &self,
+        sig: PayerSignature,
+        from: Address,
+        digest: B256,
+    ) -> Result<Result<PayerSignature, Invalid>, VerifyError> {
+        let bad = |msg: &str| Ok(Err(Invalid::new(Reason::EvmSignature, msg, None)));
+        let contract_sig = match sig {
+            PayerSignature::Ecdsa(ecdsa) => {
+                if recover_ecdsa(&ecdsa, &digest) == Some(from) {
+                    return Ok(Ok(PayerSignature::Ecdsa(ecdsa)));
+                }
+                Bytes::from(ecdsa.as_bytes().to_vec())
+            }
+            PayerSignature::Contract(bytes) => bytes,
+            PayerSignature::Erc6492(wrapped) => {
+                if self.code(from).await?.is_empty() {
+                    return Ok(Err(Invalid::new(
+                        Reason::EvmUndeployedSmartWallet,
+                        "ERC-6492 signature of an undeployed wallet",
+                        None,
+                    )));
+                }
+                let inner = &wrapped[..wrapped.len() - 32];
+                match <(Address, Bytes, Bytes)>::abi_decode_params(inner) {
+                    Ok((_, _, inner_sig)) => inner_sig,
+                    Err(_) => return bad("malformed ERC-6492 wrapper"),
+                }
+            }
+        };
+        if self.code(from).await?.is_empty() {
+            return bad("signature does not recover to authorization.from");
+        }
+        let call = IErc1271::isValidSignatureCall {
+            hash: digest,
+            signature: contract_sig.clone(),
+        };
+        let tx = alloy::rpc::types::TransactionRequest::default()
+            .to(from)
+            .input(call.abi_encode().into());
+        match self.chain.call(&tx).await {
+            Ok(ret) if ret.len() >= 4 && ret[..4] == token::ERC1271_MAGIC => {
+                Ok(Ok(PayerSignature::Contract(contract_sig)))
+            }
+            Ok(_) | Err(ChainError::Reverted { .. }) | Err(ChainError::Rejected(_)) => {
+                bad("ERC-1271 isValidSignature refused the signature")
+            }
+            Err(e) => Err(VerifyError::ChainUnavailable(e.to_string())),
+        }
+    }
+
+    async fn code(&self, address: Address) -> Result<Bytes, VerifyError> {
+        self.chain
+            .code_at(address)
+            .await
+            .map_err(|e| VerifyError::ChainUnavailable(e.to_string()))
+    }
+
+    async fn asset_deployed(&self, asset: Address) -> Result<bool, VerifyError> {
+        if self
+            .deployed_assets
+            .lock()
+            .expect("lock poisoned")
+            .contains(&asset)
+        {
+            return Ok(true);
+        }
+        let deployed = !self.code(asset).await?.is_empty();
+        if deployed {
+            self.deployed_assets
+                .lock()
+                .expect("lock poisoned")
+                .insert(asset);
+        }
+        Ok(deployed)
+    }
+}
+
+fn networks_match(req: &PaymentRequest) -> bool {
+    match &req.payload {
+        Payload::V1(p) => p.network == req.network_wire(),
+        Payload::V2(p) => p.accepted.network == req.network_wire(),
+    }
+}
+
+fn amount_field(req: &PaymentRequest) -> &'static str {
+    match req.version {
+        X402Version::V1 => "paymentRequirements.maxAmountRequired",
+        X402Version::V2 => "paymentRequirements.amount",
+    }
+}
+
+fn address(s: &str, field: &str) -> Result<Address, ParseError> {
+    Address::from_str(s)
+        .map_err(|_| ParseError::new(field, format!("{s:?} is not a 0x-hex 20-byte address")))
+}
+
+fn uint(s: &str, field: &str) -> Result<U256, ParseError> {
+    U256::from_str_radix(s, 10)
+        .map_err(|_| ParseError::new(field, format!("{s:?} is not a uint256 decimal")))
+}
+
+#[cfg(test)]
+mod tests;

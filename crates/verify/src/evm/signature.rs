@@ -1,0 +1,118 @@
+//! The payer's signature: parsing, EOA recovery (ECDSA over the EIP-712 digest) and the
+//! smart-wallet forms (ERC-1271, ERC-6492).
+
+use alloy::primitives::{Address, B256, Bytes, U256, hex};
+
+/// ERC-6492 magic suffix of a counterfactual (not yet deployed) wallet's signature.
+const ERC6492_SUFFIX: [u8; 32] = [
+    0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92,
+    0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92, 0x64, 0x92,
+];
+
+/// secp256k1 order / 2: signatures with a larger `s` are malleable copies (EIP-2) and refused.
+const SECP256K1_HALF_N: U256 = U256::from_be_slice(&hex!(
+    "7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0"
+));
+
+/// A parsed payer signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayerSignature {
+    /// 65-byte `r ‖ s ‖ v` (v 0/1/27/28) or 64-byte EIP-2098 compact, as an ECDSA signature.
+    Ecdsa(alloy::primitives::Signature),
+    /// Anything longer: a smart-contract wallet signature checked with ERC-1271.
+    Contract(Bytes),
+    /// ERC-6492 wrapped signature of a wallet that may not be deployed yet.
+    Erc6492(Bytes),
+}
+
+/// Why a signature could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureParseError {
+    /// Not 0x-hex.
+    #[error("signature is not 0x-prefixed hex")]
+    NotHex,
+    /// Too short to be any signature.
+    #[error("signature has {0} bytes; expected 64, 65 or a smart-wallet signature")]
+    BadLength(usize),
+}
+
+impl PayerSignature {
+    /// Parses `0x…` hex. 64 and 65 bytes are ECDSA; longer ones are contract signatures
+    /// (ERC-6492 when they end with its magic suffix).
+    pub fn parse(hex_sig: &str) -> Result<Self, SignatureParseError> {
+        let body = hex_sig
+            .strip_prefix("0x")
+            .ok_or(SignatureParseError::NotHex)?;
+        let bytes = hex::decode(body).map_err(|_| SignatureParseError::NotHex)?;
+        match bytes.len() {
+            65 => {
+                let v = bytes[64];
+                let parity = match v {
+                    0 | 27 => false,
+                    1 | 28 => true,
+                    _ => return Ok(PayerSignature::Contract(bytes.into())),
+                };
+                Ok(PayerSignature::Ecdsa(
+                    alloy::primitives::Signature::from_bytes_and_parity(&bytes[..64], parity),
+                ))
+            }
+            64 => Ok(PayerSignature::Ecdsa(
+                alloy::primitives::Signature::from_erc2098(&bytes),
+            )),
+            n if n > 65 && bytes.ends_with(&ERC6492_SUFFIX) => {
+                Ok(PayerSignature::Erc6492(bytes.into()))
+            }
+            n if n > 65 => Ok(PayerSignature::Contract(bytes.into())),
+            n => Err(SignatureParseError::BadLength(n)),
+        }
+    }
+}
+
+/// Recovers the signer of `digest`; `None` for a high-s (malleable) or unrecoverable signature.
+pub fn recover_ecdsa(sig: &alloy::primitives::Signature, digest: &B256) -> Option<Address> {
+    if sig.s() > SECP256K1_HALF_N {
+        return None;
+    }
+    sig.recover_address_from_prehash(digest).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_and_forms() {
+        assert_eq!(
+            PayerSignature::parse("12"),
+            Err(SignatureParseError::NotHex)
+        );
+        assert_eq!(
+            PayerSignature::parse("0xzz"),
+            Err(SignatureParseError::NotHex)
+        );
+        assert_eq!(
+            PayerSignature::parse("0x0102"),
+            Err(SignatureParseError::BadLength(2))
+        );
+        let mut sig65 = vec![1u8; 64];
+        sig65.push(27);
+        assert!(matches!(
+            PayerSignature::parse(&hex::encode_prefixed(&sig65)),
+            Ok(PayerSignature::Ecdsa(_))
+        ));
+        assert!(matches!(
+            PayerSignature::parse(&hex::encode_prefixed([1u8; 64])),
+            Ok(PayerSignature::Ecdsa(_))
+        ));
+        assert!(matches!(
+            PayerSignature::parse(&hex::encode_prefixed([1u8; 100])),
+            Ok(PayerSignature::Contract(_))
+        ));
+        let mut wrapped = vec![1u8; 96];
+        wrapped.extend_from_slice(&ERC6492_SUFFIX);
+        assert!(matches!(
+            PayerSignature::parse(&hex::encode_prefixed(&wrapped)),
+            Ok(PayerSignature::Erc6492(_))
+        ));
+    }
+}
