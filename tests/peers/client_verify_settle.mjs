@@ -1,0 +1,114 @@
+// Peer client: the official @x402/evm client signs an EIP-3009 payment and the official
+// @x402/core HTTPFacilitatorClient calls GET /supported, POST /verify and POST /settle.
+//
+// Env:
+//   FACILITATOR_URL  (required) e.g. http://127.0.0.1:8080
+//   PAYER_KEY        (required) 0x-prefixed secp256k1 private key of the payer
+//   PAY_TO           (required) recipient address
+//   ASSET            token address (default Base USDC 0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913)
+//   AMOUNT           atomic amount (default 1000)
+//   NETWORK          CAIP-2 (default eip155:8453); for X402_VERSION=1 a v1 name ("base") or a CAIP-2
+//                    eip155 id that is mapped to its v1 name
+//   X402_VERSION     1 or 2 (default 2)
+//   TOKEN_NAME / TOKEN_VERSION   EIP-712 domain in extra (default "USD Coin" / "2")
+//   MAX_TIMEOUT_SECONDS          (default 60)
+//   SKIP_SETTLE=1    only /supported and /verify
+//
+// Stdout: one JSON line
+//   {"supported":…, "verify":…, "settle":…, "paymentPayload":…, "paymentRequirements":…}
+// A call that throws is recorded as {"error": message, "name": ErrorClass, "statusCode"?, ...fields}.
+// Exit 0 when verify.isValid and settle.success (or SKIP_SETTLE), 1 otherwise, 2 on setup errors.
+import { HTTPFacilitatorClient } from "@x402/core/http";
+import { x402Client } from "@x402/core/client";
+import { registerExactEvmScheme } from "@x402/evm/exact/client";
+import { EVM_NETWORK_CHAIN_ID_MAP } from "@x402/evm/v1";
+import { privateKeyToAccount } from "viem/accounts";
+
+function env(name, fallback) {
+  const v = process.env[name];
+  if (v === undefined || v === "") {
+    if (fallback === undefined) throw new Error(`missing env ${name}`);
+    return fallback;
+  }
+  return v;
+}
+
+function errorJson(err) {
+  const out = { error: err?.message ?? String(err), name: err?.name ?? typeof err };
+  for (const k of ["statusCode", "invalidReason", "invalidMessage", "errorReason", "errorMessage",
+    "payer", "transaction", "network"]) {
+    if (err && err[k] !== undefined) out[k] = err[k];
+  }
+  return out;
+}
+
+async function capture(fn) {
+  try {
+    return await fn();
+  } catch (err) {
+    return errorJson(err);
+  }
+}
+
+function v1NetworkName(network) {
+  if (!network.includes(":")) return network;
+  const chainId = Number(network.split(":")[1]);
+  const name = Object.entries(EVM_NETWORK_CHAIN_ID_MAP).find(([, id]) => id === chainId)?.[0];
+  if (!name) throw new Error(`no x402 v1 network name for ${network}`);
+  return name;
+}
+
+async function main() {
+  const url = env("FACILITATOR_URL");
+  const account = privateKeyToAccount(env("PAYER_KEY"));
+  const payTo = env("PAY_TO");
+  const asset = env("ASSET", "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913");
+  const amount = env("AMOUNT", "1000");
+  const version = Number(env("X402_VERSION", "2"));
+  const network = env("NETWORK", "eip155:8453");
+  const extra = { name: env("TOKEN_NAME", "USD Coin"), version: env("TOKEN_VERSION", "2") };
+  const maxTimeoutSeconds = Number(env("MAX_TIMEOUT_SECONDS", "60"));
+  const resourceUrl = "http://127.0.0.1/peer-client";
+
+  let paymentRequired;
+  if (version === 2) {
+    paymentRequired = {
+      x402Version: 2,
+      resource: { url: resourceUrl, description: "peer client", mimeType: "application/json" },
+      accepts: [{ scheme: "exact", network, amount, asset, payTo, maxTimeoutSeconds, extra }],
+    };
+  } else if (version === 1) {
+    paymentRequired = {
+      x402Version: 1,
+      accepts: [{
+        scheme: "exact", network: v1NetworkName(network), maxAmountRequired: amount,
+        resource: resourceUrl, description: "peer client", mimeType: "application/json",
+        payTo, maxTimeoutSeconds, asset, extra,
+      }],
+    };
+  } else {
+    throw new Error(`X402_VERSION must be 1 or 2, got ${version}`);
+  }
+  const paymentRequirements = paymentRequired.accepts[0];
+
+  const client = new x402Client();
+  registerExactEvmScheme(client, { signer: account });
+  const paymentPayload = await client.createPaymentPayload(paymentRequired);
+
+  const facilitator = new HTTPFacilitatorClient({ url });
+  const supported = await capture(() => facilitator.getSupported());
+  const verify = await capture(() => facilitator.verify(paymentPayload, paymentRequirements));
+  const skipSettle = process.env.SKIP_SETTLE === "1";
+  const settle = skipSettle
+    ? null
+    : await capture(() => facilitator.settle(paymentPayload, paymentRequirements));
+
+  process.stdout.write(JSON.stringify({ supported, verify, settle, paymentPayload, paymentRequirements }) + "\n");
+  const ok = verify?.isValid === true && (skipSettle || settle?.success === true);
+  process.exitCode = ok ? 0 : 1;
+}
+
+main().catch(err => {
+  process.stdout.write(JSON.stringify({ setupError: errorJson(err) }) + "\n");
+  process.exitCode = 2;
+});
