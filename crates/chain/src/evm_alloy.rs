@@ -27,21 +27,38 @@ impl AlloyEvmChain {
     ///
     /// Errors: a malformed URL. The chain id is not checked here; see [`AlloyEvmChain::check_chain_id`].
     pub fn new(rpc_url: &str, chain_id: u64, keys: Vec<PrivateKeySigner>) -> Result<Self, String> {
-        let url = rpc_url.parse().map_err(|e| format!("invalid RPC URL {rpc_url:?}: {e}"))?;
+        let url = rpc_url
+            .parse()
+            .map_err(|e| format!("invalid RPC URL {rpc_url:?}: {e}"))?;
         let signers = keys.iter().map(|k| k.address()).collect();
         let mut wallet = EthereumWallet::default();
         for key in keys {
             wallet.register_signer(key);
         }
-        let provider = ProviderBuilder::new().disable_recommended_fillers().connect_http(url).erased();
-        Ok(AlloyEvmChain { chain_id, provider, wallet, signers })
+        let provider = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .connect_http(url)
+            .erased();
+        Ok(AlloyEvmChain {
+            chain_id,
+            provider,
+            wallet,
+            signers,
+        })
     }
 
     /// Asks the node for its chain id and compares it with the configured one.
     pub async fn check_chain_id(&self) -> Result<(), String> {
-        let got = self.provider.get_chain_id().await.map_err(|e| e.to_string())?;
+        let got = self
+            .provider
+            .get_chain_id()
+            .await
+            .map_err(|e| e.to_string())?;
         if got != self.chain_id {
-            return Err(format!("RPC reports chain id {got}, configured {}", self.chain_id));
+            return Err(format!(
+                "RPC reports chain id {got}, configured {}",
+                self.chain_id
+            ));
         }
         Ok(())
     }
@@ -81,7 +98,11 @@ impl EvmChain for AlloyEvmChain {
     }
 
     async fn pending_nonce(&self, address: Address) -> Result<u64, ChainError> {
-        self.provider.get_transaction_count(address).pending().await.map_err(classify)
+        self.provider
+            .get_transaction_count(address)
+            .pending()
+            .await
+            .map_err(classify)
     }
 
     async fn sign(&self, tx: TransactionRequest) -> Result<SignedTx, ChainError> {
@@ -89,9 +110,19 @@ impl EvmChain for AlloyEvmChain {
         if !self.signers.contains(&from) {
             return Err(ChainError::UnknownSigner(from));
         }
-        let nonce = tx.nonce.ok_or_else(|| ChainError::Rejected("nonce not set".into()))?;
-        let gas = self.provider.estimate_gas(tx.clone()).await.map_err(classify)?;
-        let fees = self.provider.estimate_eip1559_fees().await.map_err(classify)?;
+        let nonce = tx
+            .nonce
+            .ok_or_else(|| ChainError::Rejected("nonce not set".into()))?;
+        let gas = self
+            .provider
+            .estimate_gas(tx.clone())
+            .await
+            .map_err(classify)?;
+        let fees = self
+            .provider
+            .estimate_eip1559_fees()
+            .await
+            .map_err(classify)?;
         let tx = tx
             .with_chain_id(self.chain_id)
             .with_gas_limit(gas + gas * GAS_LIMIT_HEADROOM_PERCENT / 100)
@@ -101,7 +132,11 @@ impl EvmChain for AlloyEvmChain {
             .build(&self.wallet)
             .await
             .map_err(|e| ChainError::Rejected(format!("signing failed: {e}")))?;
-        Ok(SignedTx { hash: *env.tx_hash(), raw: env.encoded_2718().into(), nonce })
+        Ok(SignedTx {
+            hash: *env.tx_hash(),
+            raw: env.encoded_2718().into(),
+            nonce,
+        })
     }
 
     async fn send_raw(&self, raw: &Bytes) -> Result<B256, ChainError> {
@@ -121,6 +156,9 @@ impl EvmChain for AlloyEvmChain {
     }
 
     async fn receipt(&self, hash: B256) -> Result<Option<TransactionReceipt>, ChainError> {
-        self.provider.get_transaction_receipt(hash).await.map_err(classify)
+        self.provider
+            .get_transaction_receipt(hash)
+            .await
+            .map_err(classify)
     }
 }

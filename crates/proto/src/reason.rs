@@ -48,6 +48,8 @@ pub enum Reason {
     EvmSimulationFailed,
     /// EVM: the settlement transaction reverted.
     EvmTransactionFailed,
+    /// EVM: the mined settlement has no matching `Transfer(from, to, value)` log.
+    EvmTransferEventMismatch,
     /// Broadcast, outcome not known yet; retry `/settle` with the same payload.
     SettlementPending,
     /// This payment is already being settled by another request.
@@ -85,6 +87,7 @@ impl Reason {
             EvmInsufficientBalance => "invalid_exact_evm_insufficient_balance",
             EvmSimulationFailed => "invalid_exact_evm_transaction_simulation_failed",
             EvmTransactionFailed => "invalid_exact_evm_transaction_failed",
+            EvmTransferEventMismatch => "invalid_exact_evm_transfer_event_mismatch",
             SettlementPending => "settlement_pending",
             DuplicateSettlement => "duplicate_settlement",
             UnexpectedSettleError => "unexpected_settle_error",

@@ -162,25 +162,7 @@ impl ExactEvmVerifier {
                 ),
             );
         }
-        let authorization = TransferWithAuthorization {
-            from: address(&auth.from, "paymentPayload.payload.authorization.from")?,
-            to: address(&auth.to, "paymentPayload.payload.authorization.to")?,
-            value: uint(&auth.value, "paymentPayload.payload.authorization.value")?,
-            validAfter: uint(
-                &auth.valid_after,
-                "paymentPayload.payload.authorization.validAfter",
-            )?,
-            validBefore: uint(
-                &auth.valid_before,
-                "paymentPayload.payload.authorization.validBefore",
-            )?,
-            nonce: B256::from_str(&auth.nonce).map_err(|_| {
-                ParseError::new(
-                    "paymentPayload.payload.authorization.nonce",
-                    "expected 0x + 32 bytes hex",
-                )
-            })?,
-        };
+        let authorization = parse_authorization(auth)?;
         // 4. signature
         let domain = eip712::domain(name, version, self.chain.chain_id(), asset);
         let digest = eip712::digest(&domain, &authorization);
@@ -345,6 +327,80 @@ impl ExactEvmVerifier {
         }
         Ok(deployed)
     }
+}
+
+/// Identity of an EVM payment, computed without any check or I/O: the parts of its replay key and
+/// a fingerprint of exactly what was signed and required.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvmPaymentId {
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// Token contract.
+    pub asset: Address,
+    /// `authorization.from`.
+    pub from: Address,
+    /// `authorization.nonce`.
+    pub nonce: B256,
+    /// `authorization.validBefore` in Unix seconds (saturated to `u64::MAX`).
+    pub valid_before: u64,
+    /// keccak256 of the ABI encoding of chain id, asset, the whole authorization, the signature
+    /// bytes and the requirements' `payTo` and amount: two requests with the same fingerprint
+    /// are the same payment for the same requirements.
+    pub fingerprint: B256,
+}
+
+impl ExactEvmVerifier {
+    /// The identity of the payment in `req`. Errors name the malformed field.
+    pub fn payment_id(&self, req: &PaymentRequest) -> Result<EvmPaymentId, ParseError> {
+        let payload: ExactEvmPayload = req.scheme_payload_as()?;
+        let a = parse_authorization(&payload.authorization)?;
+        let asset = address(req.asset(), "paymentRequirements.asset")?;
+        let pay_to = address(req.pay_to(), "paymentRequirements.payTo")?;
+        let amount = uint(req.amount(), amount_field(req))?;
+        let chain_id = self.chain.chain_id();
+        let signature = Bytes::from(payload.signature.to_ascii_lowercase().into_bytes());
+        let encoded = (
+            U256::from(chain_id),
+            asset,
+            (a.from, a.to, a.value, a.validAfter, a.validBefore, a.nonce),
+            signature,
+            pay_to,
+            amount,
+        )
+            .abi_encode();
+        Ok(EvmPaymentId {
+            chain_id,
+            asset,
+            from: a.from,
+            nonce: a.nonce,
+            valid_before: u64::try_from(a.validBefore).unwrap_or(u64::MAX),
+            fingerprint: alloy::primitives::keccak256(encoded),
+        })
+    }
+}
+
+fn parse_authorization(
+    auth: &x402_proto::evm::Eip3009Authorization,
+) -> Result<TransferWithAuthorization, ParseError> {
+    Ok(TransferWithAuthorization {
+        from: address(&auth.from, "paymentPayload.payload.authorization.from")?,
+        to: address(&auth.to, "paymentPayload.payload.authorization.to")?,
+        value: uint(&auth.value, "paymentPayload.payload.authorization.value")?,
+        validAfter: uint(
+            &auth.valid_after,
+            "paymentPayload.payload.authorization.validAfter",
+        )?,
+        validBefore: uint(
+            &auth.valid_before,
+            "paymentPayload.payload.authorization.validBefore",
+        )?,
+        nonce: B256::from_str(&auth.nonce).map_err(|_| {
+            ParseError::new(
+                "paymentPayload.payload.authorization.nonce",
+                "expected 0x + 32 bytes hex",
+            )
+        })?,
+    })
 }
 
 fn networks_match(req: &PaymentRequest) -> bool {

@@ -1,0 +1,106 @@
+//! Redis replay store: atomic across replicas (`SET NX PX`), fail closed when Redis is down.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{ReplayStore, SettlementRecord, StoreError, decode, encode};
+
+/// How long one Redis command may take before the store counts as unavailable.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Replay store over a Redis connection manager (reconnects by itself).
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError(format!("redis: {e}"))
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://host:port/db`). Errors when the URL is malformed or Redis does
+    /// not answer within the command timeout.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unavailable)?;
+        let store = RedisStore { conn };
+        store.ping().await?;
+        Ok(store)
+    }
+}
+
+#[async_trait]
+impl ReplayStore for RedisStore {
+    async fn reserve(
+        &self,
+        key: &str,
+        record: &SettlementRecord,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let reply: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(encode(record)?)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(reply.is_some())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<SettlementRecord>, StoreError> {
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        raw.map(|r| decode(&r)).transpose()
+    }
+
+    async fn update(&self, key: &str, record: &SettlementRecord) -> Result<(), StoreError> {
+        let reply: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(encode(record)?)
+            .arg("XX")
+            .arg("KEEPTTL")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        match reply {
+            Some(_) => Ok(()),
+            None => Err(StoreError(format!("record {key} vanished before update"))),
+        }
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        let _: i64 = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
