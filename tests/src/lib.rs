@@ -1,1 +1,19 @@
-//! harness
+//! Test harness for the x402 facilitator: a private anvil with Circle's real USDC
+//! (`FiatTokenV2_2`) at the Base address, an independent EIP-3009 signer and x402 request
+//! builders, and a private Redis server. No mocks: every helper drives the real tool.
+//!
+//! Units: token amounts are atomic USDC (6 decimals), gas prices and fees in wei, times in
+//! seconds since the Unix epoch.
+
+pub mod anvil;
+pub mod artifacts;
+pub mod eip3009;
+pub mod net;
+pub mod redis_server;
+pub mod tools;
+pub mod usdc;
+
+pub use anvil::{Anvil, AnvilBuilder, DEV_PRIVATE_KEYS, dev_signer};
+pub use eip3009::Authorization;
+pub use redis_server::RedisServer;
+pub use usdc::{BASE_SEPOLIA_USDC, BASE_USDC, Usdc};

@@ -1,0 +1,120 @@
+//! A private, non-persistent `redis-server` on a free loopback port, killed on drop.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{net, tools};
+
+/// A running `redis-server` child (`--save "" --appendonly no`); killed and reaped on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts `redis-server --bind 127.0.0.1 --port <free>` and waits until it answers `PING`.
+    pub async fn spawn() -> anyhow::Result<RedisServer> {
+        let bin = tools::redis_server_bin()?;
+        let mut last_err = None;
+        for _ in 0..3 {
+            let port = net::free_port()?;
+            let child = Command::new(&bin)
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .with_context(|| format!("spawning {}", bin.display()))?;
+            let mut server = RedisServer {
+                child: Some(child),
+                port,
+            };
+            match server.wait_ready(Duration::from_secs(10)).await {
+                Ok(()) => return Ok(server),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
+    }
+
+    /// The connection URL, `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The TCP port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether the server answers `PING` with `+PONG` right now.
+    pub async fn ping(&self) -> bool {
+        ping(self.port).await
+    }
+
+    /// Kills the server and waits (up to 10 s) until its port refuses connections.
+    /// Idempotent; the port may then be taken by anyone.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let _ = child.kill();
+        child.wait().context("waiting for redis-server")?;
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("port {} still accepts connections after stop", self.port);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let child = self.child.as_mut().expect("running");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("redis-server exited early on port {}: {status}", self.port);
+            }
+            if ping(self.port).await && net::pid_listens_on(child.id(), self.port) {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "redis-server on port {} not ready after {timeout:?}",
+                    self.port
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn ping(port: u16) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(b"PING\r\n").await?;
+        let mut buf = [0u8; 7];
+        stream.read_exact(&mut buf).await?;
+        Ok::<_, std::io::Error>(&buf == b"+PONG\r\n")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), attempt).await,
+        Ok(Ok(true))
+    )
+}
