@@ -1,0 +1,76 @@
+//! Prometheus metrics served at `GET /metrics` (text exposition format).
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+/// The facilitator's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `x402_verify_total{network,result}`: `result` is `valid` or the `invalidReason`.
+    pub verify_total: IntCounterVec,
+    /// `x402_settle_total{network,result}`: `result` is `success` or the `errorReason`.
+    pub settle_total: IntCounterVec,
+    /// `x402_settle_duration_seconds{network}`: wall time of `/settle` calls.
+    pub settle_duration: HistogramVec,
+    /// `x402_request_errors_total{endpoint,kind}`: `kind` is `malformed` (400) or `unavailable` (503).
+    pub request_errors: IntCounterVec,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let verify_total = IntCounterVec::new(
+            Opts::new("x402_verify_total", "Verifications by network and result"),
+            &["network", "result"],
+        )
+        .expect("valid metric");
+        let settle_total = IntCounterVec::new(
+            Opts::new("x402_settle_total", "Settlements by network and result"),
+            &["network", "result"],
+        )
+        .expect("valid metric");
+        let settle_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "x402_settle_duration_seconds",
+                "Duration of /settle calls in seconds",
+            )
+            .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
+            &["network"],
+        )
+        .expect("valid metric");
+        let request_errors = IntCounterVec::new(
+            Opts::new("x402_request_errors_total", "Requests answered 400 or 503"),
+            &["endpoint", "kind"],
+        )
+        .expect("valid metric");
+        for c in [&verify_total, &settle_total, &request_errors] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+        }
+        registry
+            .register(Box::new(settle_duration.clone()))
+            .expect("unique metric");
+        Metrics {
+            registry,
+            verify_total,
+            settle_total,
+            settle_duration,
+            request_errors,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

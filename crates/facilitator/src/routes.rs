@@ -1,0 +1,168 @@
+//! HTTP API (x402 v2 §7 facilitator API) on actix-web:
+//! `POST /verify`, `POST /settle`, `GET /supported`, `GET /health`, `GET /metrics`.
+//!
+//! Status codes: a well-formed request that fails a check is HTTP 200 with `isValid:false` /
+//! `success:false`; an unparsable body is 400 `{"error", "field"}`; the facilitator's own faults
+//! (Redis or RPC down) are 503 with the same response shape and reason `unexpected_*_error`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+use x402_proto::{ParseError, PaymentRequest, Reason, SettleResponse, VerifyResponse};
+use x402_settle::SettleError;
+use x402_verify::VerifyError;
+
+use crate::metrics::Metrics;
+use crate::registry::Facilitator;
+
+/// Shared state of the routes.
+pub struct AppState {
+    /// The handler registry.
+    pub facilitator: Arc<Facilitator>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// Registers every route and the JSON body limit of `body_limit_bytes`.
+pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(body_limit_bytes)
+            .content_type_required(false)
+            .error_handler(|e, _| {
+                let status = match &e {
+                    actix_web::error::JsonPayloadError::Overflow { .. }
+                    | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
+                        actix_web::http::StatusCode::PAYLOAD_TOO_LARGE
+                    }
+                    _ => actix_web::http::StatusCode::BAD_REQUEST,
+                };
+                let body = json!({"error": format!("body: {e}"), "field": "body"});
+                actix_web::error::InternalError::from_response(
+                    e,
+                    HttpResponse::build(status).json(body),
+                )
+                .into()
+            }),
+    )
+    .route("/verify", web::post().to(verify))
+    .route("/settle", web::post().to(settle))
+    .route("/supported", web::get().to(supported))
+    .route("/health", web::get().to(health))
+    .route("/metrics", web::get().to(metrics));
+}
+
+fn bad_request(state: &AppState, endpoint: &str, e: &ParseError) -> HttpResponse {
+    state
+        .metrics
+        .request_errors
+        .with_label_values(&[endpoint, "malformed"])
+        .inc();
+    HttpResponse::BadRequest().json(json!({"error": e.to_string(), "field": e.field}))
+}
+
+async fn verify(state: web::Data<AppState>, body: web::Json<serde_json::Value>) -> HttpResponse {
+    let req = match PaymentRequest::from_value(body.into_inner()) {
+        Ok(r) => r,
+        Err(e) => return bad_request(&state, "verify", &e),
+    };
+    match state.facilitator.verify(&req).await {
+        Ok(resp) => {
+            let result = resp.invalid_reason.as_deref().unwrap_or("valid");
+            state
+                .metrics
+                .verify_total
+                .with_label_values(&[req.network_wire(), result])
+                .inc();
+            HttpResponse::Ok().json(resp)
+        }
+        Err(VerifyError::Malformed(e)) => bad_request(&state, "verify", &e),
+        Err(VerifyError::ChainUnavailable(msg)) => {
+            tracing::error!(error = %msg, "verify: chain unavailable");
+            state
+                .metrics
+                .request_errors
+                .with_label_values(&["verify", "unavailable"])
+                .inc();
+            HttpResponse::ServiceUnavailable().json(VerifyResponse::invalid(
+                Reason::UnexpectedVerifyError,
+                Some(format!("chain unavailable: {msg}")),
+                None,
+            ))
+        }
+    }
+}
+
+async fn settle(state: web::Data<AppState>, body: web::Json<serde_json::Value>) -> HttpResponse {
+    let req = match PaymentRequest::from_value(body.into_inner()) {
+        Ok(r) => r,
+        Err(e) => return bad_request(&state, "settle", &e),
+    };
+    let started = Instant::now();
+    let outcome = state.facilitator.settle(&req).await;
+    state
+        .metrics
+        .settle_duration
+        .with_label_values(&[req.network_wire()])
+        .observe(started.elapsed().as_secs_f64());
+    match outcome {
+        Ok(resp) => {
+            let result = if resp.success {
+                "success"
+            } else {
+                resp.error_reason.as_deref().unwrap_or("unknown")
+            };
+            state
+                .metrics
+                .settle_total
+                .with_label_values(&[req.network_wire(), result])
+                .inc();
+            if resp.success || resp.transaction.is_empty() {
+                tracing::info!(network = req.network_wire(), result, transaction = %resp.transaction, "settle");
+            } else {
+                tracing::warn!(network = req.network_wire(), result, transaction = %resp.transaction, "settle");
+            }
+            HttpResponse::Ok().json(resp)
+        }
+        Err(SettleError::Malformed(e)) => bad_request(&state, "settle", &e),
+        Err(e) => {
+            tracing::error!(error = %e, "settle refused, nothing broadcast");
+            state
+                .metrics
+                .request_errors
+                .with_label_values(&["settle", "unavailable"])
+                .inc();
+            HttpResponse::ServiceUnavailable().json(SettleResponse::failed(
+                Reason::UnexpectedSettleError,
+                Some(format!("{e}; nothing was broadcast")),
+                String::new(),
+                req.network_wire().to_string(),
+                None,
+            ))
+        }
+    }
+}
+
+async fn supported(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.facilitator.supported())
+}
+
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let store = state.facilitator.store();
+    match store.ping().await {
+        Ok(()) => HttpResponse::Ok()
+            .json(json!({"status": "ok", "replayStore": {"kind": store.kind(), "ok": true}})),
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({
+            "status": "unavailable",
+            "replayStore": {"kind": store.kind(), "ok": false, "error": e.to_string()}
+        })),
+    }
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
