@@ -8,6 +8,7 @@
 pub mod anvil;
 pub mod artifacts;
 pub mod eip3009;
+pub mod facilitator;
 pub mod net;
 pub mod redis_server;
 pub mod tools;

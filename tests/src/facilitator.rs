@@ -1,0 +1,142 @@
+//! The facilitator under test, served in-process over real HTTP on 127.0.0.1, and a fixture
+//! with everything one EVM payment needs.
+//!
+//! Accounts of the fixture (anvil dev keys): 0 USDC owner/minter, 1 facilitator signer (pays
+//! gas), 2 payer (funded with [`EvmFixture::PAYER_FUNDS`] atomic USDC), 3 payee (`payTo`).
+
+use std::net::TcpListener;
+
+use alloy::primitives::{Address, U256};
+use alloy::signers::local::PrivateKeySigner;
+use serde_json::Value;
+use x402_facilitator::config::Config;
+
+use crate::eip3009::ExactEvmRequirements;
+use crate::{Anvil, Usdc};
+
+/// A running facilitator; stopped on drop.
+pub struct TestFacilitator {
+    url: String,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TestFacilitator {
+    /// The TOML configuration used for `anvil` (chain 8453, Base USDC) with signer `signer_key`
+    /// and, if given, Redis at `redis_url` (else the in-memory store).
+    pub fn config_toml(anvil: &Anvil, signer_key: &str, redis_url: Option<&str>) -> String {
+        let redis = redis_url
+            .map(|u| format!("[redis]\nurl = \"{u}\"\n"))
+            .unwrap_or_default();
+        format!(
+            r#"listen = "127.0.0.1:0"
+{redis}
+[settle]
+receipt_timeout_seconds = 10
+poll_interval_ms = 50
+
+[[evm]]
+chain_id = {chain_id}
+rpc_url = "{rpc}"
+signer_private_keys = ["{signer_key}"]
+
+[[evm.assets]]
+address = "{usdc}"
+name = "USD Coin"
+version = "2"
+"#,
+            chain_id = anvil.chain_id(),
+            rpc = anvil.rpc_url(),
+            usdc = crate::BASE_USDC,
+        )
+    }
+
+    /// Starts the facilitator from TOML text on a free loopback port.
+    pub async fn start_with_toml(toml: &str) -> anyhow::Result<Self> {
+        let config = Config::from_toml(toml)?;
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let server = x402_facilitator::start(&config, listener).await?;
+        let handle = server.handle();
+        tokio::spawn(server);
+        Ok(TestFacilitator { url, handle })
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// POSTs `body` to `path` and returns the HTTP status and JSON answer.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let resp = reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await?))
+    }
+
+    /// GETs `path` and returns the HTTP status and body text.
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let resp = reqwest::get(format!("{}{path}", self.url)).await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text().await?))
+    }
+}
+
+impl Drop for TestFacilitator {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        tokio::spawn(async move { handle.stop(false).await });
+    }
+}
+
+/// anvil + real USDC + a funded payer + the facilitator.
+pub struct EvmFixture {
+    /// The chain.
+    pub anvil: Anvil,
+    /// The token at the Base USDC address.
+    pub usdc: Usdc,
+    /// The facilitator.
+    pub facilitator: TestFacilitator,
+    /// The payer's key (account 2).
+    pub payer: PrivateKeySigner,
+    /// The payee (account 3).
+    pub pay_to: Address,
+    /// The facilitator's signer address (account 1).
+    pub facilitator_signer: Address,
+}
+
+impl EvmFixture {
+    /// Atomic USDC minted to the payer (100 USDC).
+    pub const PAYER_FUNDS: u64 = 100_000_000;
+
+    /// Starts everything; `redis_url` None uses the in-memory replay store.
+    pub async fn start(redis_url: Option<&str>) -> anyhow::Result<Self> {
+        let anvil = Anvil::spawn().await?;
+        let usdc = Usdc::deploy(&anvil, anvil.signer(0)).await?;
+        let payer = anvil.signer(2);
+        usdc.mint(payer.address(), Self::PAYER_FUNDS).await?;
+        let toml = TestFacilitator::config_toml(&anvil, crate::DEV_PRIVATE_KEYS[1], redis_url);
+        let facilitator = TestFacilitator::start_with_toml(&toml).await?;
+        Ok(EvmFixture {
+            pay_to: anvil.address(3),
+            facilitator_signer: anvil.address(1),
+            anvil,
+            usdc,
+            facilitator,
+            payer,
+        })
+    }
+
+    /// Requirements for `amount` atomic USDC to the payee.
+    pub fn requirements(&self, amount: u64) -> ExactEvmRequirements {
+        ExactEvmRequirements::base_usdc(amount, self.pay_to)
+    }
+
+    /// The payee's USDC balance in atomic units.
+    pub async fn payee_balance(&self) -> anyhow::Result<U256> {
+        self.usdc.balance_of(self.pay_to).await
+    }
+}
