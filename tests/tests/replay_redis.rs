@@ -1,0 +1,119 @@
+//! Replay protection with a real Redis: concurrent settles of one payment broadcast once, and a
+//! stopped Redis makes `/settle` refuse (fail closed) without broadcasting.
+
+use alloy::primitives::U256;
+use alloy::providers::Provider;
+use serde_json::Value;
+use x402_tests::RedisServer;
+use x402_tests::eip3009::v2_evm_payment_json;
+use x402_tests::facilitator::EvmFixture;
+
+const AMOUNT: u64 = 25_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_settles_of_one_payment_transfer_once() {
+    let redis = RedisServer::spawn().await.unwrap();
+    let fx = EvmFixture::start(Some(&redis.url())).await.unwrap();
+    let req = fx.requirements(AMOUNT);
+    let (auth, sig) = req.authorize(&fx.payer).unwrap();
+    let body = v2_evm_payment_json(&req.v2_json(), &sig, &auth);
+    let signer_nonce_before = fx
+        .anvil
+        .provider()
+        .get_transaction_count(fx.facilitator_signer)
+        .await
+        .unwrap();
+
+    let answers: Vec<(u16, Value)> =
+        futures::future::join_all((0..50).map(|_| fx.facilitator.post("/settle", &body)))
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+
+    let successes: Vec<&Value> = answers
+        .iter()
+        .filter(|(_, a)| a["success"] == true)
+        .map(|(_, a)| a)
+        .collect();
+    assert!(!successes.is_empty(), "{answers:?}");
+    let tx = successes[0]["transaction"].as_str().unwrap();
+    for (status, a) in &answers {
+        assert_eq!(*status, 200, "{a}");
+        if a["success"] == true {
+            assert_eq!(a["transaction"], tx, "two different receipts: {a}");
+        } else {
+            let reason = a["errorReason"].as_str().unwrap();
+            assert!(
+                matches!(reason, "duplicate_settlement" | "settlement_pending"),
+                "unexpected answer {a}"
+            );
+            assert!(a["transaction"] == "" || a["transaction"] == tx, "{a}");
+        }
+    }
+    // Exactly one transaction from the facilitator, one transfer.
+    let signer_nonce_after = fx
+        .anvil
+        .provider()
+        .get_transaction_count(fx.facilitator_signer)
+        .await
+        .unwrap();
+    assert_eq!(signer_nonce_after, signer_nonce_before + 1);
+    assert_eq!(fx.payee_balance().await.unwrap(), U256::from(AMOUNT));
+}
+
+#[tokio::test]
+async fn redis_down_means_settle_refuses_and_broadcasts_nothing() {
+    let mut redis = RedisServer::spawn().await.unwrap();
+    let fx = EvmFixture::start(Some(&redis.url())).await.unwrap();
+    let req = fx.requirements(AMOUNT);
+    let (auth, sig) = req.authorize(&fx.payer).unwrap();
+    let body = v2_evm_payment_json(&req.v2_json(), &sig, &auth);
+    let (_, health) = fx.facilitator.get("/health").await.unwrap();
+    assert!(health.contains("\"redis\""), "{health}");
+
+    redis.stop().await.unwrap();
+    let signer_nonce_before = fx
+        .anvil
+        .provider()
+        .get_transaction_count(fx.facilitator_signer)
+        .await
+        .unwrap();
+    let (status, answer) = fx.facilitator.post("/settle", &body).await.unwrap();
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["success"], false);
+    assert_eq!(answer["errorReason"], "unexpected_settle_error");
+    assert_eq!(answer["transaction"], "");
+    assert!(
+        answer["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("replay store"),
+        "{answer}"
+    );
+    let (status, _) = fx.facilitator.get("/health").await.unwrap();
+    assert_eq!(status, 503);
+
+    assert_eq!(
+        fx.anvil
+            .provider()
+            .get_transaction_count(fx.facilitator_signer)
+            .await
+            .unwrap(),
+        signer_nonce_before
+    );
+    assert!(
+        !fx.usdc
+            .authorization_state(auth.from, auth.nonce)
+            .await
+            .unwrap()
+    );
+    assert_eq!(fx.payee_balance().await.unwrap(), U256::ZERO);
+    // Verification needs no Redis and still works.
+    let (status, v) = fx.facilitator.post("/verify", &body).await.unwrap();
+    assert_eq!(
+        (status, v["isValid"].clone()),
+        (200, Value::Bool(true)),
+        "{v}"
+    );
+}
