@@ -24,6 +24,16 @@ impl TestFacilitator {
     /// The TOML configuration used for `anvil` (chain 8453, Base USDC) with signer `signer_key`
     /// and, if given, Redis at `redis_url` (else the in-memory store).
     pub fn config_toml(anvil: &Anvil, signer_key: &str, redis_url: Option<&str>) -> String {
+        Self::config_toml_with_timeout(anvil, signer_key, redis_url, 10)
+    }
+
+    /// [`TestFacilitator::config_toml`] with a receipt timeout of `receipt_timeout_seconds`.
+    pub fn config_toml_with_timeout(
+        anvil: &Anvil,
+        signer_key: &str,
+        redis_url: Option<&str>,
+        receipt_timeout_seconds: u64,
+    ) -> String {
         let redis = redis_url
             .map(|u| format!("[redis]\nurl = \"{u}\"\n"))
             .unwrap_or_default();
@@ -31,7 +41,7 @@ impl TestFacilitator {
             r#"listen = "127.0.0.1:0"
 {redis}
 [settle]
-receipt_timeout_seconds = 10
+receipt_timeout_seconds = {receipt_timeout_seconds}
 poll_interval_ms = 50
 
 [[evm]]
@@ -114,11 +124,24 @@ impl EvmFixture {
 
     /// Starts everything; `redis_url` None uses the in-memory replay store.
     pub async fn start(redis_url: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_with_timeout(redis_url, 10).await
+    }
+
+    /// [`EvmFixture::start`] with a receipt timeout of `receipt_timeout_seconds` per `/settle`.
+    pub async fn start_with_timeout(
+        redis_url: Option<&str>,
+        receipt_timeout_seconds: u64,
+    ) -> anyhow::Result<Self> {
         let anvil = Anvil::spawn().await?;
         let usdc = Usdc::deploy(&anvil, anvil.signer(0)).await?;
         let payer = anvil.signer(2);
         usdc.mint(payer.address(), Self::PAYER_FUNDS).await?;
-        let toml = TestFacilitator::config_toml(&anvil, crate::DEV_PRIVATE_KEYS[1], redis_url);
+        let toml = TestFacilitator::config_toml_with_timeout(
+            &anvil,
+            crate::DEV_PRIVATE_KEYS[1],
+            redis_url,
+            receipt_timeout_seconds,
+        );
         let facilitator = TestFacilitator::start_with_toml(&toml).await?;
         Ok(EvmFixture {
             pay_to: anvil.address(3),
