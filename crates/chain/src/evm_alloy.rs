@@ -144,11 +144,10 @@ impl EvmChain for AlloyEvmChain {
             Ok(pending) => Ok(*pending.tx_hash()),
             Err(e) => {
                 let err = classify(e);
-                if let ChainError::Rejected(msg) = &err {
-                    if msg.contains("already known") || msg.contains("already imported") {
-                        let hash = alloy::primitives::keccak256(raw);
-                        return Ok(hash);
-                    }
+                if let ChainError::Rejected(msg) = &err
+                    && (msg.contains("already known") || msg.contains("already imported"))
+                {
+                    return Ok(alloy::primitives::keccak256(raw));
                 }
                 Err(err)
             }

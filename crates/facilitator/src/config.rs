@@ -192,10 +192,10 @@ impl Config {
             }
             if let Some(keys) = env.get(&format!("X402_EVM_{}_SIGNER_KEYS", net.chain_id)) {
                 net.signer_private_keys = split(keys);
-            } else if net.signer_private_keys.is_empty() {
-                if let Some(keys) = env.get("X402_EVM_SIGNER_KEYS") {
-                    net.signer_private_keys = split(keys);
-                }
+            } else if net.signer_private_keys.is_empty()
+                && let Some(keys) = env.get("X402_EVM_SIGNER_KEYS")
+            {
+                net.signer_private_keys = split(keys);
             }
         }
     }
@@ -208,16 +208,15 @@ impl Config {
         if self.body_limit_bytes < 1024 {
             return Err(err("body_limit_bytes", "must be at least 1024"));
         }
-        if let Some(r) = &self.redis {
-            if !(r.url.starts_with("redis://")
+        if let Some(r) = &self.redis
+            && !(r.url.starts_with("redis://")
                 || r.url.starts_with("rediss://")
                 || r.url.starts_with("unix://"))
-            {
-                return Err(err(
-                    "redis.url",
-                    "must start with redis://, rediss:// or unix://",
-                ));
-            }
+        {
+            return Err(err(
+                "redis.url",
+                "must start with redis://, rediss:// or unix://",
+            ));
         }
         if self.evm.is_empty() {
             return Err(err("evm", "configure at least one [[evm]] network"));

@@ -63,8 +63,8 @@ pub enum Requirements {
 pub enum Payload {
     /// v1 shape.
     V1(v1::PaymentPayload),
-    /// v2 shape.
-    V2(v2::PaymentPayload),
+    /// v2 shape (boxed: it carries the whole `accepted` requirements).
+    V2(Box<v2::PaymentPayload>),
 }
 
 /// A parsed `/verify` or `/settle` body with version-independent accessors.
@@ -133,7 +133,7 @@ impl PaymentRequest {
                 Requirements::V1(typed(requirements, "paymentRequirements")?),
             ),
             X402Version::V2 => (
-                Payload::V2(typed(payload, "paymentPayload")?),
+                Payload::V2(Box::new(typed(payload, "paymentPayload")?)),
                 Requirements::V2(typed(requirements, "paymentRequirements")?),
             ),
         };

@@ -339,10 +339,10 @@ impl EvmSettler {
                     let age = unix_now().saturating_sub(*at);
                     if !resent && age >= self.timing.resend_after.as_secs() {
                         resent = true;
-                        if let Ok(raw) = raw.parse::<Bytes>() {
-                            if let Err(e) = self.chain().send_raw(&raw).await {
-                                tracing::warn!(%transaction, error = %e, "re-send failed");
-                            }
+                        if let Ok(raw) = raw.parse::<Bytes>()
+                            && let Err(e) = self.chain().send_raw(&raw).await
+                        {
+                            tracing::warn!(%transaction, error = %e, "re-send failed");
                         }
                     }
                 }

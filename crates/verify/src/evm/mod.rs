@@ -241,10 +241,8 @@ impl ExactEvmVerifier {
             signature,
         };
         // 10. simulation
-        if simulate {
-            if let Some(failure) = self.simulate(&payment, name, version).await? {
-                return Ok(Verdict::Invalid(failure));
-            }
+        if simulate && let Some(failure) = self.simulate(&payment, name, version).await? {
+            return Ok(Verdict::Invalid(failure));
         }
         Ok(Verdict::Valid(payment))
     }

@@ -76,24 +76,23 @@ impl ExactEvmVerifier {
             }
             Some(false) => {}
         }
-        if let Some(token_name) = self.read(payment.asset, IEip3009Token::nameCall {}).await? {
-            if token_name != name {
-                return out(
-                    Reason::EvmTokenNameMismatch,
-                    format!("token name is {token_name:?}, extra.name {name:?}"),
-                );
-            }
+        if let Some(token_name) = self.read(payment.asset, IEip3009Token::nameCall {}).await?
+            && token_name != name
+        {
+            return out(
+                Reason::EvmTokenNameMismatch,
+                format!("token name is {token_name:?}, extra.name {name:?}"),
+            );
         }
         if let Some(token_version) = self
             .read(payment.asset, IEip3009Token::versionCall {})
             .await?
+            && token_version != version
         {
-            if token_version != version {
-                return out(
-                    Reason::EvmTokenVersionMismatch,
-                    format!("token version is {token_version:?}, extra.version {version:?}"),
-                );
-            }
+            return out(
+                Reason::EvmTokenVersionMismatch,
+                format!("token version is {token_version:?}, extra.version {version:?}"),
+            );
         }
         let balance: Option<U256> = self
             .read(
@@ -101,13 +100,13 @@ impl ExactEvmVerifier {
                 IEip3009Token::balanceOfCall { account: a.from },
             )
             .await?;
-        if let Some(balance) = balance {
-            if balance < a.value {
-                return out(
-                    Reason::EvmInsufficientBalance,
-                    format!("balance {balance} < value {}", a.value),
-                );
-            }
+        if let Some(balance) = balance
+            && balance < a.value
+        {
+            return out(
+                Reason::EvmInsufficientBalance,
+                format!("balance {balance} < value {}", a.value),
+            );
         }
         out(Reason::EvmSimulationFailed, revert_message)
     }
