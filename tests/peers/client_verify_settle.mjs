@@ -13,9 +13,12 @@
 //   TOKEN_NAME / TOKEN_VERSION   EIP-712 domain in extra (default "USD Coin" / "2")
 //   MAX_TIMEOUT_SECONDS          (default 60)
 //   SKIP_SETTLE=1    only /supported and /verify
+//   SETTLE_AGAIN=1   after the first /settle, settle the identical payload once more (replay);
+//                    its answer is printed as "settleAgain"
 //
 // Stdout: one JSON line
-//   {"supported":…, "verify":…, "settle":…, "paymentPayload":…, "paymentRequirements":…}
+//   {"supported":…, "verify":…, "settle":…, "settleAgain"?:…, "paymentPayload":…,
+//    "paymentRequirements":…}
 // A call that throws is recorded as {"error": message, "name": ErrorClass, "statusCode"?, ...fields}.
 // Exit 0 when verify.isValid and settle.success (or SKIP_SETTLE), 1 otherwise, 2 on setup errors.
 import { HTTPFacilitatorClient } from "@x402/core/http";
@@ -103,8 +106,16 @@ async function main() {
     ? null
     : await capture(() => facilitator.settle(paymentPayload, paymentRequirements));
 
-  process.stdout.write(JSON.stringify({ supported, verify, settle, paymentPayload, paymentRequirements }) + "\n");
-  const ok = verify?.isValid === true && (skipSettle || settle?.success === true);
+  const settleAgainWanted = !skipSettle && process.env.SETTLE_AGAIN === "1";
+  const settleAgain = settleAgainWanted
+    ? await capture(() => facilitator.settle(paymentPayload, paymentRequirements))
+    : undefined;
+
+  process.stdout.write(JSON.stringify({
+    supported, verify, settle, settleAgain, paymentPayload, paymentRequirements,
+  }) + "\n");
+  const ok = verify?.isValid === true && (skipSettle || settle?.success === true)
+    && (!settleAgainWanted || settleAgain?.success === true);
   process.exitCode = ok ? 0 : 1;
 }
 

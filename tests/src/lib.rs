@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod eip3009;
 pub mod facilitator;
 pub mod net;
+pub mod peers;
 pub mod redis_server;
 pub mod tools;
 pub mod usdc;
