@@ -117,3 +117,64 @@ async fn redis_down_means_settle_refuses_and_broadcasts_nothing() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_sharing_redis_and_a_signer_key_settle_everything_once() {
+    use x402_tests::facilitator::TestFacilitator;
+    let redis = RedisServer::spawn().await.unwrap();
+    let fx = EvmFixture::start(Some(&redis.url())).await.unwrap();
+    let toml = TestFacilitator::config_toml(
+        &fx.anvil,
+        x402_tests::DEV_PRIVATE_KEYS[1],
+        Some(&redis.url()),
+    );
+    let replica = TestFacilitator::start_with_toml(&toml).await.unwrap();
+    let replicas = [&fx.facilitator, &replica];
+    let signer_nonce_before = fx
+        .anvil
+        .provider()
+        .get_transaction_count(fx.facilitator_signer)
+        .await
+        .unwrap();
+
+    // 12 different payments, alternating replicas, all at once: one signer key, no nonce clash.
+    let req = fx.requirements(AMOUNT);
+    let bodies: Vec<Value> = (0..12)
+        .map(|_| {
+            let (auth, sig) = req.authorize(&fx.payer).unwrap();
+            v2_evm_payment_json(&req.v2_json(), &sig, &auth)
+        })
+        .collect();
+    let answers = futures::future::join_all(
+        bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| replicas[i % 2].post("/settle", b)),
+    )
+    .await;
+    for a in &answers {
+        let (status, a) = a.as_ref().unwrap();
+        assert_eq!((*status, &a["success"]), (200, &Value::Bool(true)), "{a}");
+    }
+    // One payment sent to both replicas 10 times each: one transfer.
+    let (auth, sig) = req.authorize(&fx.payer).unwrap();
+    let one = v2_evm_payment_json(&req.v2_json(), &sig, &auth);
+    let answers =
+        futures::future::join_all((0..20).map(|i| replicas[i % 2].post("/settle", &one))).await;
+    let txs: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|a| a.as_ref().unwrap().1.clone())
+        .filter(|a| a["success"] == true)
+        .map(|a| a["transaction"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(txs.len(), 1, "{answers:?}");
+
+    let signer_nonce_after = fx
+        .anvil
+        .provider()
+        .get_transaction_count(fx.facilitator_signer)
+        .await
+        .unwrap();
+    assert_eq!(signer_nonce_after, signer_nonce_before + 13);
+    assert_eq!(fx.payee_balance().await.unwrap(), U256::from(AMOUNT * 13));
+}

@@ -19,7 +19,9 @@ use x402_verify::evm::token::IEip3009Token;
 use x402_verify::evm::{EvmPayment, ExactEvmVerifier};
 
 use crate::SettleError;
-use crate::replay::keys::{evm_replay_key, replay_ttl_seconds};
+use crate::replay::keys::{
+    SIGNER_LEASE_SECONDS, evm_replay_key, evm_signer_lease_key, replay_ttl_seconds,
+};
 use crate::replay::{ReplayStore, SettlementRecord};
 
 /// Timing of receipt waits.
@@ -55,6 +57,14 @@ pub struct EvmSettler {
     signer_locks: Vec<(Address, tokio::sync::Mutex<()>)>,
     next_signer: AtomicUsize,
     timing: EvmSettleTiming,
+}
+
+/// Result of signing and sending under the signer lock.
+enum Sent {
+    /// Final answer without waiting (refused before broadcast, or outcome unknown).
+    Done(SettleResponse),
+    /// Broadcast: wait for the receipt of this record.
+    Broadcast(SettlementRecord),
 }
 
 /// What the caller asked for, kept for the answer.
@@ -142,7 +152,8 @@ impl EvmSettler {
         self.broadcast(&ctx, req, &payment, now).await
     }
 
-    /// Signs, records and sends the reserved payment, then waits for its receipt.
+    /// Signs, records and sends the reserved payment under the signer's local lock and
+    /// cross-replica lease, then waits for its receipt.
     async fn broadcast(
         &self,
         ctx: &Ctx<'_>,
@@ -157,10 +168,51 @@ impl EvmSettler {
             ));
         };
         let guard = lock.lock().await;
+        let lease = evm_signer_lease_key(&self.key_prefix, self.chain().chain_id(), signer);
+        if let Err(e) = self.take_lease(&lease, &ctx.fingerprint).await {
+            drop(guard);
+            self.release(&ctx.key).await;
+            return Err(e);
+        }
+        let outcome = self.sign_record_send(ctx, req, payment, signer, now).await;
+        if let Err(e) = self.store.end_lease(&lease, &ctx.fingerprint).await {
+            tracing::warn!(lease, error = %e, "could not end signer lease; it expires by itself");
+        }
+        drop(guard);
+        match outcome? {
+            Sent::Done(response) => Ok(response),
+            Sent::Broadcast(record) => self.await_receipt(ctx, &record).await,
+        }
+    }
+
+    /// Waits (up to the lease lifetime) for the cross-replica lease of a signer.
+    async fn take_lease(&self, lease: &str, holder: &str) -> Result<(), SettleError> {
+        let ttl = Duration::from_secs(SIGNER_LEASE_SECONDS);
+        let deadline = tokio::time::Instant::now() + ttl;
+        while !self.store.try_lease(lease, holder, ttl).await? {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SettleError::ChainUnavailable(format!(
+                    "signer busy: {lease} held for {ttl:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// With the signer held: nonce, sign (a reverting estimate is diagnosed and the reservation
+    /// released), record `broadcast`, send.
+    async fn sign_record_send(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &PaymentRequest,
+        payment: &EvmPayment,
+        signer: Address,
+        now: u64,
+    ) -> Result<Sent, SettleError> {
         let signed = match self.sign(signer, payment).await {
             Ok(signed) => signed,
             Err(ChainError::Reverted { message, .. }) => {
-                drop(guard);
                 self.release(&ctx.key).await;
                 let (name, version) = (
                     req.extra_str("name").unwrap_or(""),
@@ -170,16 +222,15 @@ impl EvmSettler {
                     .verifier
                     .diagnose(payment, name, version, message)
                     .await?;
-                return Ok(SettleResponse::failed(
+                return Ok(Sent::Done(SettleResponse::failed(
                     inv.reason,
                     inv.message,
                     String::new(),
                     ctx.network.into(),
                     inv.payer,
-                ));
+                )));
             }
             Err(e) => {
-                drop(guard);
                 self.release(&ctx.key).await;
                 return Err(SettleError::ChainUnavailable(e.to_string()));
             }
@@ -202,36 +253,29 @@ impl EvmSettler {
         };
         if let Err(e) = self.store.update(&ctx.key, &record).await {
             // Not recorded, so not sent: the payment stays unbroadcast.
-            drop(guard);
             self.release(&ctx.key).await;
             return Err(e.into());
         }
-        let sent = self.chain().send_raw(&signed.raw).await;
-        drop(guard);
-        match sent {
-            Ok(_) => {}
+        match self.chain().send_raw(&signed.raw).await {
+            Ok(_) => Ok(Sent::Broadcast(record)),
             Err(ChainError::Unavailable(msg)) => {
                 tracing::warn!(%transaction, error = %msg, "broadcast outcome unknown");
-                return Ok(pending(
-                    ctx,
-                    transaction,
-                    format!("broadcast outcome unknown: {msg}"),
-                ));
+                let message = format!("broadcast outcome unknown: {msg}");
+                Ok(Sent::Done(pending(ctx, transaction, message)))
             }
             Err(e) => {
                 // The node refused the transaction: it is in no mempool and cannot land.
                 tracing::warn!(%transaction, error = %e, "broadcast refused");
                 self.release(&ctx.key).await;
-                return Ok(SettleResponse::failed(
+                Ok(Sent::Done(SettleResponse::failed(
                     Reason::EvmTransactionFailed,
                     Some(format!("node refused the settlement transaction: {e}")),
                     String::new(),
                     ctx.network.into(),
                     Some(ctx.payer.clone()),
-                ));
+                )))
             }
         }
-        self.await_receipt(ctx, &record).await
     }
 
     async fn sign(

@@ -3,6 +3,9 @@
 //! - `{prefix}:replay:evm:{chainId}:{asset}:{from}:{nonce}`: the EVM payment's
 //!   [`super::SettlementRecord`]; addresses and nonce lower-case 0x-hex. Expires no earlier than
 //!   the authorization's `validBefore` (plus [`REPLAY_GRACE_SECONDS`]).
+//! - `{prefix}:lease:evm:{chainId}:{signer}`: who may take the next nonce of a facilitator signer
+//!   (value: the holder's payment fingerprint; expires after [`SIGNER_LEASE_SECONDS`]), so that
+//!   replicas sharing a key never sign two transactions with one nonce.
 
 use alloy::primitives::{Address, B256};
 
@@ -11,6 +14,14 @@ pub const REPLAY_GRACE_SECONDS: u64 = 3600;
 /// Longest lifetime of a replay key, in seconds (365 days). Beyond it the token's own
 /// `authorizationState` still refuses a used nonce.
 pub const REPLAY_MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
+
+/// Longest hold of a signer lease, in seconds (it covers nonce read, signing and broadcast).
+pub const SIGNER_LEASE_SECONDS: u64 = 30;
+
+/// Lease key of a facilitator signer on an EVM chain.
+pub fn evm_signer_lease_key(prefix: &str, chain_id: u64, signer: Address) -> String {
+    format!("{prefix}:lease:evm:{chain_id}:{signer:#x}")
+}
 
 /// Replay key of an EVM EIP-3009 payment `(chainId, asset, from, nonce)`.
 pub fn evm_replay_key(

@@ -69,6 +69,25 @@ impl ReplayStore for MemoryStore {
         Ok(())
     }
 
+    async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        Ok(self.with(|m| {
+            if m.contains_key(key) {
+                return false;
+            }
+            m.insert(key.to_string(), (holder.to_string(), Instant::now() + ttl));
+            true
+        }))
+    }
+
+    async fn end_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {
+        self.with(|m| {
+            if m.get(key).is_some_and(|(h, _)| h == holder) {
+                m.remove(key);
+            }
+        });
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

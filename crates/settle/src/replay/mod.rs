@@ -85,6 +85,11 @@ pub trait ReplayStore: Send + Sync {
     async fn update(&self, key: &str, record: &SettlementRecord) -> Result<(), StoreError>;
     /// Deletes a reservation whose payment was not broadcast, so the payment can be retried.
     async fn release(&self, key: &str) -> Result<(), StoreError>;
+    /// Takes a short exclusive lease on `key` for `holder` (`SET NX PX`), e.g. a signer's nonce
+    /// across replicas. `Ok(false)` while someone else holds it.
+    async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Ends the lease if `holder` still holds it (compare-and-delete).
+    async fn end_lease(&self, key: &str, holder: &str) -> Result<(), StoreError>;
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// `"redis"` or `"memory"`, for `/health`.
