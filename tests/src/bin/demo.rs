@@ -1,0 +1,325 @@
+//! End-to-end demo: one real x402 payment through the real `x402-facilitator` binary.
+//!
+//! anvil (chain 8453) + Circle's FiatTokenV2_2 at the Base USDC address, Redis (the one on
+//! 127.0.0.1:6379 if it answers, else a private one), the facilitator started as a child process
+//! from a generated config, then `/supported`, `/verify` and `/settle` over HTTP for 0.01 USDC.
+//!
+//! Accounts (anvil dev keys): 0 USDC owner, 1 facilitator signer (pays gas), 2 payer, 3 payee.
+//! Run it with `scripts/demo.sh` (installs the tools and builds both binaries first).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{B256, U256};
+use alloy::providers::Provider;
+use anyhow::{Context, bail, ensure};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use x402_tests::eip3009::{ExactEvmRequirements, v2_evm_payment_json};
+use x402_tests::facilitator::TestFacilitator;
+use x402_tests::{Anvil, DEV_PRIVATE_KEYS, RedisServer, Usdc};
+
+/// Minted to the payer: 10 USDC (atomic units, 6 decimals).
+const PAYER_FUNDS: u64 = 10_000_000;
+/// The price paid: 0.01 USDC.
+const PRICE: u64 = 10_000;
+/// The Redis tried first.
+const LOCAL_REDIS: &str = "redis://127.0.0.1:6379/";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let started = Instant::now();
+    match run().await {
+        Ok(()) => {
+            println!("\nDEMO OK in {:.1} s", started.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("\nDEMO FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    step("chain: anvil (chain id 8453) + Circle FiatTokenV2_2 at the Base USDC address");
+    let anvil = Anvil::spawn().await?;
+    let usdc = Usdc::deploy(&anvil, anvil.signer(0)).await?;
+    let payer = anvil.signer(2);
+    let pay_to = anvil.address(3);
+    usdc.mint(payer.address(), PAYER_FUNDS).await?;
+    println!("  rpc      {}", anvil.rpc_url());
+    println!("  USDC     {}", usdc.address());
+    println!(
+        "  payer    {} (minted {})",
+        payer.address(),
+        usdc_fmt(U256::from(PAYER_FUNDS))
+    );
+    println!("  payee    {pay_to}");
+    println!("  signer   {} (facilitator, pays gas)", anvil.address(1));
+
+    step("replay store: Redis");
+    // `_own_redis` keeps a private server alive until the end of `run`.
+    let (redis_url, _own_redis) = if ping_redis(6379).await {
+        println!("  using the Redis already answering on 127.0.0.1:6379");
+        (LOCAL_REDIS.to_string(), None)
+    } else {
+        let server = RedisServer::spawn().await?;
+        let url = server.url();
+        println!("  nothing on 127.0.0.1:6379: started a private redis-server at {url}");
+        (url, Some(server))
+    };
+
+    step("facilitator: the real x402-facilitator binary");
+    let toml = TestFacilitator::config_toml(&anvil, DEV_PRIVATE_KEYS[1], Some(&redis_url));
+    let facilitator = FacilitatorProcess::start(&toml).await?;
+    let url = facilitator.url.clone();
+    println!("  {} listening on {url}", facilitator.bin.display());
+    println!("  config {}", facilitator.config.display());
+    println!(
+        "  log    {} (kept if the demo fails)",
+        facilitator.log.display()
+    );
+    let http = reqwest::Client::new();
+
+    step("GET /supported");
+    let supported: Value = http
+        .get(format!("{url}/supported"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    println!("{}", pretty(&supported));
+
+    step("payer signs an EIP-3009 transferWithAuthorization for 0.01 USDC (10000 atomic)");
+    let requirements = ExactEvmRequirements::base_usdc(PRICE, pay_to);
+    let (auth, signature) = requirements.authorize(&payer)?;
+    let body = v2_evm_payment_json(&requirements.v2_json(), &signature, &auth);
+    println!("  nonce {}  signature {}…", auth.nonce, &signature[..20]);
+    let payer_before = usdc.balance_of(payer.address()).await?;
+    let payee_before = usdc.balance_of(pay_to).await?;
+
+    step("POST /verify");
+    let (status, verify) = post(&http, &url, "/verify", &body).await?;
+    println!("HTTP {status}\n{}", pretty(&verify));
+    ensure!(
+        status == 200 && verify["isValid"] == true,
+        "/verify did not accept the payment"
+    );
+
+    step("POST /settle");
+    let (status, settle) = post(&http, &url, "/settle", &body).await?;
+    println!("HTTP {status}\n{}", pretty(&settle));
+    ensure!(
+        status == 200 && settle["success"] == true,
+        "/settle did not settle the payment"
+    );
+
+    step("on chain");
+    let tx: B256 = settle["transaction"]
+        .as_str()
+        .context("/settle answer without a transaction")?
+        .parse()
+        .context("transaction is not a 32-byte hash")?;
+    let receipt = anvil
+        .provider()
+        .get_transaction_receipt(tx)
+        .await?
+        .context("no receipt for the settlement transaction")?;
+    ensure!(receipt.status(), "settlement transaction {tx} reverted");
+    let payer_after = usdc.balance_of(payer.address()).await?;
+    let payee_after = usdc.balance_of(pay_to).await?;
+    println!("  tx        {tx}");
+    println!(
+        "  block     {}   gas used {}   from {}",
+        receipt.block_number.unwrap_or_default(),
+        receipt.gas_used,
+        receipt.from
+    );
+    println!("  USDC balance {:>28}  {:>28}", "before", "after");
+    for (who, before, after) in [
+        ("payer", payer_before, payer_after),
+        ("payee", payee_before, payee_after),
+    ] {
+        let (before, after) = (atomic_and_usdc(before), atomic_and_usdc(after));
+        println!("  {who:<12} {before:>28}  {after:>28}");
+    }
+    let price = U256::from(PRICE);
+    ensure!(
+        payer_before - payer_after == price && payee_after - payee_before == price,
+        "balances did not move by exactly {PRICE} atomic USDC"
+    );
+
+    step("GET /metrics (x402_settle_total)");
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("x402_settle_total"))
+        .for_each(|l| println!("  {l}"));
+
+    step("stopping the facilitator and anvil");
+    let log = facilitator.log.clone();
+    drop(facilitator);
+    drop(anvil);
+    // All went well: the log is only worth keeping after a failure.
+    let _ = std::fs::remove_file(log);
+    Ok(())
+}
+
+/// The `x402-facilitator` binary running as a child process; killed on drop.
+struct FacilitatorProcess {
+    child: Child,
+    bin: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    port: u16,
+    url: String,
+}
+
+impl FacilitatorProcess {
+    /// Starts the binary next to this executable with `X402_CONFIG` pointing at `toml` (a
+    /// harness config with `listen = "127.0.0.1:0"`) rewritten to a free port, and waits until
+    /// `/health` answers 200. Retries on another port if the first one was taken meanwhile.
+    async fn start(toml: &str) -> anyhow::Result<Self> {
+        let bin = std::env::current_exe()?.with_file_name("x402-facilitator");
+        ensure!(
+            bin.is_file(),
+            "{} not found: run `cargo build -p x402-facilitator` (or scripts/demo.sh)",
+            bin.display()
+        );
+        let any_port = "listen = \"127.0.0.1:0\"";
+        ensure!(
+            toml.contains(any_port),
+            "unexpected harness config:\n{toml}"
+        );
+        let mut last_err = None;
+        for _ in 0..3 {
+            let port = x402_tests::net::free_port()?;
+            let toml = toml.replace(any_port, &format!("listen = \"127.0.0.1:{port}\""));
+            let mut process = Self::spawn(&bin, &toml, port)?;
+            match process.wait_healthy(Duration::from_secs(20)).await {
+                Ok(()) => return Ok(process),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
+    }
+
+    fn spawn(bin: &std::path::Path, toml: &str, port: u16) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir();
+        let config = dir.join(format!("x402-demo-{}.toml", std::process::id()));
+        let log = dir.join(format!("x402-demo-{}.log", std::process::id()));
+        std::fs::write(&config, toml)?;
+        let mut cmd = Command::new(bin);
+        // Only the generated file configures it: drop any X402_* override from our environment.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("X402_") {
+                cmd.env_remove(key);
+            }
+        }
+        let log_file = std::fs::File::create(&log)?;
+        let child = cmd
+            .env("X402_CONFIG", &config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        Ok(FacilitatorProcess {
+            child,
+            bin: bin.to_path_buf(),
+            config,
+            log,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("x402-facilitator exited ({status}):\n{}", self.log_text());
+            }
+            // Our process must own the port: never trust whoever else may have grabbed it.
+            if x402_tests::net::pid_listens_on(self.child.id(), self.port)
+                && let Ok(resp) = reqwest::get(format!("{}/health", self.url)).await
+                && resp.status().is_success()
+            {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!("/health not 200 after {timeout:?}:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Kills the process and removes its config file (the log is kept).
+impl Drop for FacilitatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// Whether something on 127.0.0.1:`port` answers a Redis `PING` with `+PONG` within 1 s.
+async fn ping_redis(port: u16) -> bool {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(b"PING\r\n").await?;
+        let mut buf = [0u8; 7];
+        stream.read_exact(&mut buf).await?;
+        Ok::<_, std::io::Error>(&buf == b"+PONG\r\n")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), attempt).await,
+        Ok(Ok(true))
+    )
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    path: &str,
+    body: &Value,
+) -> anyhow::Result<(u16, Value)> {
+    let resp = http.post(format!("{url}{path}")).json(body).send().await?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await?;
+    let json = serde_json::from_str(&text)
+        .with_context(|| format!("{path}: HTTP {status}, not JSON: {text}"))?;
+    Ok((status, json))
+}
+
+fn step(title: &str) {
+    println!("\n== {title}");
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+/// `10000` → `0.010000 USDC`.
+fn usdc_fmt(atomic: U256) -> String {
+    let unit = U256::from(1_000_000u64);
+    format!("{}.{:06} USDC", atomic / unit, (atomic % unit).to::<u64>())
+}
+
+/// `10000` → `10000 (0.010000 USDC)`.
+fn atomic_and_usdc(atomic: U256) -> String {
+    format!("{atomic} ({})", usdc_fmt(atomic))
+}
