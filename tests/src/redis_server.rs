@@ -54,7 +54,7 @@ impl RedisServer {
 
     /// Whether the server answers `PING` with `+PONG` right now.
     pub async fn ping(&self) -> bool {
-        ping(self.port).await
+        ping_port(self.port).await
     }
 
     /// Kills the server and waits (up to 10 s) until its port refuses connections.
@@ -82,7 +82,7 @@ impl RedisServer {
             if let Some(status) = child.try_wait()? {
                 bail!("redis-server exited early on port {}: {status}", self.port);
             }
-            if ping(self.port).await && net::pid_listens_on(child.id(), self.port) {
+            if ping_port(self.port).await && net::pid_listens_on(child.id(), self.port) {
                 return Ok(());
             }
             if start.elapsed() > timeout {
@@ -105,7 +105,8 @@ impl Drop for RedisServer {
     }
 }
 
-async fn ping(port: u16) -> bool {
+/// Whether something on 127.0.0.1:`port` answers a Redis `PING` with `+PONG` within 1 s.
+pub async fn ping_port(port: u16) -> bool {
     let attempt = async {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
         stream.write_all(b"PING\r\n").await?;

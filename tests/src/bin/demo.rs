@@ -15,7 +15,6 @@ use alloy::primitives::{B256, U256};
 use alloy::providers::Provider;
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use x402_tests::eip3009::{ExactEvmRequirements, v2_evm_payment_json};
 use x402_tests::facilitator::TestFacilitator;
 use x402_tests::{Anvil, DEV_PRIVATE_KEYS, RedisServer, Usdc};
@@ -61,7 +60,7 @@ async fn run() -> anyhow::Result<()> {
 
     step("replay store: Redis");
     // `_own_redis` keeps a private server alive until the end of `run`.
-    let (redis_url, _own_redis) = if ping_redis(6379).await {
+    let (redis_url, _own_redis) = if x402_tests::redis_server::ping_port(6379).await {
         println!("  using the Redis already answering on 127.0.0.1:6379");
         (LOCAL_REDIS.to_string(), None)
     } else {
@@ -274,21 +273,6 @@ impl Drop for FacilitatorProcess {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
     }
-}
-
-/// Whether something on 127.0.0.1:`port` answers a Redis `PING` with `+PONG` within 1 s.
-async fn ping_redis(port: u16) -> bool {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        stream.write_all(b"PING\r\n").await?;
-        let mut buf = [0u8; 7];
-        stream.read_exact(&mut buf).await?;
-        Ok::<_, std::io::Error>(&buf == b"+PONG\r\n")
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), attempt).await,
-        Ok(Ok(true))
-    )
 }
 
 async fn post(

@@ -21,6 +21,17 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// `SET NX PX`: true when this call inserted it.
+    fn insert_if_absent(&self, key: &str, value: String, ttl: Duration) -> bool {
+        self.with(|m| {
+            if m.contains_key(key) {
+                return false;
+            }
+            m.insert(key.to_string(), (value, Instant::now() + ttl));
+            true
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, (String, Instant)>) -> T) -> T {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
@@ -37,14 +48,7 @@ impl ReplayStore for MemoryStore {
         record: &SettlementRecord,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let value = encode(record)?;
-        Ok(self.with(|m| {
-            if m.contains_key(key) {
-                return false;
-            }
-            m.insert(key.to_string(), (value, Instant::now() + ttl));
-            true
-        }))
+        Ok(self.insert_if_absent(key, encode(record)?, ttl))
     }
 
     async fn get(&self, key: &str) -> Result<Option<SettlementRecord>, StoreError> {
@@ -70,13 +74,7 @@ impl ReplayStore for MemoryStore {
     }
 
     async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
-        Ok(self.with(|m| {
-            if m.contains_key(key) {
-                return false;
-            }
-            m.insert(key.to_string(), (holder.to_string(), Instant::now() + ttl));
-            true
-        }))
+        Ok(self.insert_if_absent(key, holder.to_string(), ttl))
     }
 
     async fn end_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {

@@ -39,6 +39,22 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// `SET key value NX PX ttl`: true when this call set it.
+    async fn set_nx_px(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let reply: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(reply.is_some())
+    }
+}
+
 #[async_trait]
 impl ReplayStore for RedisStore {
     async fn reserve(
@@ -47,16 +63,7 @@ impl ReplayStore for RedisStore {
         record: &SettlementRecord,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let reply: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(encode(record)?)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64)
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok(reply.is_some())
+        self.set_nx_px(key, &encode(record)?, ttl).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<SettlementRecord>, StoreError> {
@@ -93,16 +100,7 @@ impl ReplayStore for RedisStore {
     }
 
     async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let reply: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(holder)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64)
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok(reply.is_some())
+        self.set_nx_px(key, holder, ttl).await
     }
 
     async fn end_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {
