@@ -10,7 +10,8 @@ pub const SOLANA_DEVNET: &str = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1";
 /// CAIP-2 reference of Solana testnet.
 pub const SOLANA_TESTNET: &str = "solana:4uhcVJyU9pJkvQyS88uRDiswHXSCkY3z";
 
-/// The v1 network names and their CAIP-2 identifiers (x402 transports v1; `@x402/core` v1 table).
+/// The v1 network names and their CAIP-2 identifiers (x402 transports v1; `@x402/evm` 2.27
+/// `EVM_NETWORK_CHAIN_ID_MAP` and the `@x402/svm` v1 names).
 const V1_NAMES: &[(&str, &str)] = &[
     ("base", "eip155:8453"),
     ("base-sepolia", "eip155:84532"),
@@ -23,6 +24,18 @@ const V1_NAMES: &[(&str, &str)] = &[
     ("iotex", "eip155:4689"),
     ("ethereum", "eip155:1"),
     ("sepolia", "eip155:11155111"),
+    ("abstract", "eip155:2741"),
+    ("abstract-testnet", "eip155:11124"),
+    ("peaq", "eip155:3338"),
+    ("story", "eip155:1514"),
+    ("educhain", "eip155:41923"),
+    ("skale-base-sepolia", "eip155:324705682"),
+    ("megaeth", "eip155:4326"),
+    ("monad", "eip155:143"),
+    ("stable", "eip155:988"),
+    ("stable-testnet", "eip155:2201"),
+    ("celo", "eip155:42220"),
+    ("flare", "eip155:14"),
     ("solana", SOLANA_MAINNET),
     ("solana-devnet", SOLANA_DEVNET),
     ("solana-testnet", SOLANA_TESTNET),

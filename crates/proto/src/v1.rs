@@ -39,6 +39,19 @@ pub struct PaymentRequirements {
     pub extra: Option<Map<String, Value>>,
 }
 
+/// The v1 402 answer body: `{x402Version: 1, error, accepts[]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRequired {
+    /// Always 1.
+    pub x402_version: u8,
+    /// Why payment is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The payment options; the client picks one.
+    pub accepts: Vec<PaymentRequirements>,
+}
+
 /// v1 payment payload (the decoded `X-PAYMENT` header).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -51,4 +64,23 @@ pub struct PaymentPayload {
     pub network: String,
     /// Scheme-specific payload.
     pub payload: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn payment_required_round_trips() {
+        let v = json!({"x402Version": 1, "error": "X-PAYMENT header is required", "accepts": [{
+            "scheme": "exact", "network": "base", "maxAmountRequired": "13938",
+            "asset": "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", "payTo": "0xabc",
+            "resource": "https://api.example/v1/generate", "description": "one image",
+            "mimeType": "application/json", "outputSchema": {"type": "object"},
+            "maxTimeoutSeconds": 300, "extra": {"name": "USD Coin", "version": "2"}}]});
+        let parsed: PaymentRequired = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(parsed.accepts[0].max_amount_required, "13938");
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), v);
+    }
 }

@@ -76,3 +76,33 @@ pub struct PaymentPayload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extensions: Option<Map<String, Value>>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn payment_required_and_payload_round_trip() {
+        let req = json!({"scheme": "exact", "network": "eip155:8453", "amount": "13938",
+            "asset": "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", "payTo": "0xabc",
+            "maxTimeoutSeconds": 300,
+            "extra": {"name": "USD Coin", "version": "2",
+                      "breakdown": {"service_usdc": "0.012", "gas_usdc": "0.001938", "total_usdc": "0.013938"}}});
+        let required = json!({"x402Version": 2, "error": "payment required",
+            "resource": {"url": "https://api.example/v1/generate", "description": "one image", "mimeType": "application/json"},
+            "accepts": [req.clone()], "extensions": {"bazaar": {}}});
+        let parsed: PaymentRequired = serde_json::from_value(required.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), required);
+        let payload = json!({"x402Version": 2, "resource": {"url": "https://api.example/v1/generate"},
+            "accepted": req, "payload": {"transaction": "AQID"}});
+        let parsed: PaymentPayload = serde_json::from_value(payload.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), payload);
+        // The header codec carries it unchanged.
+        let header = crate::header::encode(&parsed).unwrap();
+        assert_eq!(
+            crate::header::decode::<PaymentPayload>(&header).unwrap(),
+            parsed
+        );
+    }
+}
