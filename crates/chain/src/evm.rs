@@ -1,7 +1,7 @@
 //! The [`EvmChain`] trait: the chain operations the EVM `exact` scheme needs.
 
 use alloy::primitives::{Address, B256, Bytes};
-use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
+use alloy::rpc::types::{FeeHistory, TransactionReceipt, TransactionRequest};
 use async_trait::async_trait;
 
 /// A failure talking to an EVM chain.
@@ -50,6 +50,18 @@ pub trait EvmChain: Send + Sync {
 
     /// `eth_call` at the latest block. A revert is [`ChainError::Reverted`].
     async fn call(&self, tx: &TransactionRequest) -> Result<Bytes, ChainError>;
+
+    /// `eth_estimateGas` at the latest block: gas units. A revert is [`ChainError::Reverted`].
+    async fn estimate_gas(&self, tx: &TransactionRequest) -> Result<u64, ChainError>;
+
+    /// `eth_feeHistory` over the last `block_count` blocks with the given reward percentiles
+    /// (0–100). Its `base_fee_per_gas` has one more entry than blocks: the next block's base fee
+    /// (wei).
+    async fn fee_history(
+        &self,
+        block_count: u64,
+        reward_percentiles: &[f64],
+    ) -> Result<FeeHistory, ChainError>;
 
     /// `eth_getCode` at the latest block (empty for an EOA).
     async fn code_at(&self, address: Address) -> Result<Bytes, ChainError>;

@@ -1,10 +1,11 @@
 //! [`EvmChain`] over an alloy HTTP provider with local private-key signers.
 
+use alloy::eips::BlockNumberOrTag;
 use alloy::eips::eip2718::Encodable2718;
 use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
 use alloy::primitives::{Address, B256, Bytes};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
+use alloy::rpc::types::{FeeHistory, TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::transports::{RpcError, TransportErrorKind};
 use async_trait::async_trait;
@@ -91,6 +92,24 @@ impl EvmChain for AlloyEvmChain {
 
     async fn call(&self, tx: &TransactionRequest) -> Result<Bytes, ChainError> {
         self.provider.call(tx.clone()).await.map_err(classify)
+    }
+
+    async fn estimate_gas(&self, tx: &TransactionRequest) -> Result<u64, ChainError> {
+        self.provider
+            .estimate_gas(tx.clone())
+            .await
+            .map_err(classify)
+    }
+
+    async fn fee_history(
+        &self,
+        block_count: u64,
+        reward_percentiles: &[f64],
+    ) -> Result<FeeHistory, ChainError> {
+        self.provider
+            .get_fee_history(block_count, BlockNumberOrTag::Latest, reward_percentiles)
+            .await
+            .map_err(classify)
     }
 
     async fn code_at(&self, address: Address) -> Result<Bytes, ChainError> {

@@ -15,16 +15,18 @@ use actix_web::{App, HttpServer, web};
 
 pub use registry::{Facilitator, StartError};
 
-/// Serves `facilitator` on `listener` with a body limit of `body_limit_bytes`.
+/// Serves `facilitator` (reporting to `metrics`) on `listener` with a body limit of
+/// `body_limit_bytes`.
 /// Returns the running server (await it, or keep its handle to stop it).
 pub fn serve(
     facilitator: Arc<Facilitator>,
+    metrics: metrics::Metrics,
     listener: TcpListener,
     body_limit_bytes: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
     let state = web::Data::new(routes::AppState {
         facilitator,
-        metrics: metrics::Metrics::new(),
+        metrics,
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -42,6 +44,12 @@ pub async fn start(
     config: &config::Config,
     listener: TcpListener,
 ) -> Result<actix_web::dev::Server, anyhow::Error> {
-    let facilitator = Arc::new(Facilitator::from_config(config).await?);
-    Ok(serve(facilitator, listener, config.body_limit_bytes)?)
+    let metrics = metrics::Metrics::new();
+    let facilitator = Arc::new(Facilitator::from_config(config, &metrics).await?);
+    Ok(serve(
+        facilitator,
+        metrics,
+        listener,
+        config.body_limit_bytes,
+    )?)
 }

@@ -12,6 +12,10 @@ pub struct Metrics {
     pub settle_total: IntCounterVec,
     /// `x402_settle_duration_seconds{network}`: wall time of `/settle` calls.
     pub settle_duration: HistogramVec,
+    /// `x402_settle_gas_used_total{network}`: gas units of mined settlements (receipt `gasUsed`).
+    pub gas_used_total: IntCounterVec,
+    /// `x402_settle_gas_fee_wei_total{network}`: native fees paid, wei (`gasUsed × effectiveGasPrice`).
+    pub gas_fee_wei_total: prometheus::CounterVec,
     /// `x402_request_errors_total{endpoint,kind}`: `kind` is `malformed` (400) or `unavailable` (503).
     pub request_errors: IntCounterVec,
 }
@@ -44,7 +48,31 @@ impl Metrics {
             &["endpoint", "kind"],
         )
         .expect("valid metric");
-        for c in [&verify_total, &settle_total, &request_errors] {
+        let gas_used_total = IntCounterVec::new(
+            Opts::new(
+                "x402_settle_gas_used_total",
+                "Gas units used by mined settlements",
+            ),
+            &["network"],
+        )
+        .expect("valid metric");
+        let gas_fee_wei_total = prometheus::CounterVec::new(
+            Opts::new(
+                "x402_settle_gas_fee_wei_total",
+                "Native fees paid for mined settlements, wei",
+            ),
+            &["network"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(gas_fee_wei_total.clone()))
+            .expect("unique metric");
+        for c in [
+            &verify_total,
+            &settle_total,
+            &request_errors,
+            &gas_used_total,
+        ] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -57,6 +85,8 @@ impl Metrics {
             verify_total,
             settle_total,
             settle_duration,
+            gas_used_total,
+            gas_fee_wei_total,
             request_errors,
         }
     }

@@ -17,6 +17,7 @@ use x402_verify::evm::ExactEvmVerifier;
 use x402_verify::{Verdict, VerifyError};
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 
 /// One configured EVM network.
 struct EvmHandler {
@@ -60,7 +61,8 @@ pub fn unix_now() -> u64 {
 
 impl Facilitator {
     /// Connects the replay store and every network, checking each RPC's chain id.
-    pub async fn from_config(config: &Config) -> Result<Self, StartError> {
+    /// Mined settlements report their gas to `metrics`.
+    pub async fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, StartError> {
         let networks = config.validate()?;
         let (store, prefix): (Arc<dyn ReplayStore>, String) = match &config.redis {
             Some(r) => (
@@ -104,7 +106,8 @@ impl Facilitator {
                 store.clone(),
                 prefix.clone(),
                 timing.clone(),
-            );
+            )
+            .with_gas_observer(gas_metrics(metrics, &network));
             if let Some(v1) = network.v1_name() {
                 kinds.push(SupportedKind {
                     x402_version: 1,
@@ -187,6 +190,20 @@ impl Facilitator {
             )),
         }
     }
+}
+
+/// Counts the gas of mined settlements on `network`.
+fn gas_metrics(metrics: &Metrics, network: &Network) -> x402_settle::evm::GasObserver {
+    let used = metrics
+        .gas_used_total
+        .with_label_values(&[network.as_str()]);
+    let fee = metrics
+        .gas_fee_wei_total
+        .with_label_values(&[network.as_str()]);
+    Arc::new(move |gas| {
+        used.inc_by(gas.gas_used);
+        fee.inc_by(gas.fee_wei as f64);
+    })
 }
 
 fn unsupported_message(req: &PaymentRequest, reason: Reason) -> String {

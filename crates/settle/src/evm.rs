@@ -22,7 +22,7 @@ use crate::SettleError;
 use crate::replay::keys::{
     SIGNER_LEASE_SECONDS, evm_replay_key, evm_signer_lease_key, replay_ttl_seconds,
 };
-use crate::replay::{ReplayStore, SettlementRecord};
+use crate::replay::{GasPaid, ReplayStore, SettlementRecord};
 
 /// Timing of receipt waits.
 #[derive(Debug, Clone)]
@@ -57,7 +57,11 @@ pub struct EvmSettler {
     signer_locks: Vec<(Address, tokio::sync::Mutex<()>)>,
     next_signer: AtomicUsize,
     timing: EvmSettleTiming,
+    gas_observer: Option<GasObserver>,
 }
+
+/// Called once per mined settlement with its gas cost (by the request that saw the receipt).
+pub type GasObserver = Arc<dyn Fn(&GasPaid) + Send + Sync>;
 
 /// Result of signing and sending under the signer lock.
 enum Sent {
@@ -96,7 +100,14 @@ impl EvmSettler {
             signer_locks,
             next_signer: AtomicUsize::new(0),
             timing,
+            gas_observer: None,
         }
+    }
+
+    /// Reports the gas of every mined settlement to `observer` (metrics, accounting).
+    pub fn with_gas_observer(mut self, observer: GasObserver) -> Self {
+        self.gas_observer = Some(observer);
+        self
     }
 
     fn chain(&self) -> &Arc<dyn EvmChain> {
@@ -370,12 +381,29 @@ impl EvmSettler {
             match self.chain().receipt(hash).await {
                 Ok(Some(mined)) => {
                     let response = self.final_response(ctx, receipt, &mined);
+                    let gas_used = mined.gas_used;
+                    let price = mined.effective_gas_price;
+                    let gas = GasPaid {
+                        transaction: transaction.clone(),
+                        gas_used,
+                        effective_gas_price_wei: price,
+                        fee_wei: u128::from(gas_used).saturating_mul(price),
+                    };
                     let done = SettlementRecord::Done {
                         fingerprint: ctx.fingerprint.clone(),
                         response: response.clone(),
+                        gas: Some(gas.clone()),
                     };
-                    if let Err(e) = self.store.update(&ctx.key, &done).await {
-                        tracing::warn!(%transaction, error = %e, "could not record confirmation; a retry re-reads the chain");
+                    match self.store.finish(&ctx.key, &done).await {
+                        Ok(true) => {
+                            if let Some(observer) = &self.gas_observer {
+                                observer(&gas);
+                            }
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(%transaction, error = %e, "could not record confirmation; a retry re-reads the chain")
+                        }
                     }
                     return Ok(response);
                 }

@@ -68,6 +68,20 @@ impl ReplayStore for MemoryStore {
         })
     }
 
+    async fn finish(&self, key: &str, done: &SettlementRecord) -> Result<bool, StoreError> {
+        let value = encode(done)?;
+        self.with(|m| match m.get_mut(key) {
+            Some(entry) if matches!(decode(&entry.0)?, SettlementRecord::Done { .. }) => Ok(false),
+            Some(entry) => {
+                entry.0 = value;
+                Ok(true)
+            }
+            None => Err(StoreError(format!(
+                "record {key} vanished before it was finished"
+            ))),
+        })
+    }
+
     async fn release(&self, key: &str) -> Result<(), StoreError> {
         self.with(|m| m.remove(key));
         Ok(())

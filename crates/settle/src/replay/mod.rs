@@ -54,7 +54,42 @@ pub enum SettlementRecord {
         fingerprint: String,
         /// The final answer.
         response: SettleResponse,
+        /// What the mined transaction cost the facilitator (absent for old records).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gas: Option<GasPaid>,
     },
+}
+
+/// The gas a mined settlement transaction cost the facilitator, from its receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GasPaid {
+    /// Transaction hash, 0x-hex.
+    pub transaction: String,
+    /// Receipt `gasUsed`, gas units.
+    pub gas_used: u64,
+    /// Receipt `effectiveGasPrice`, wei per gas (a decimal string in JSON).
+    #[serde(with = "u128_decimal")]
+    pub effective_gas_price_wei: u128,
+    /// `gas_used × effective_gas_price_wei`, wei (L2 data fees not included; a decimal string in
+    /// JSON).
+    #[serde(with = "u128_decimal")]
+    pub fee_wei: u128,
+}
+
+/// `u128` as a decimal string: the records are internally tagged enums, whose buffered
+/// deserialization has no 128-bit integers.
+mod u128_decimal {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl SettlementRecord {
@@ -83,6 +118,9 @@ pub trait ReplayStore: Send + Sync {
     async fn get(&self, key: &str) -> Result<Option<SettlementRecord>, StoreError>;
     /// Replaces an existing record, keeping its expiry (`SET XX KEEPTTL`).
     async fn update(&self, key: &str, record: &SettlementRecord) -> Result<(), StoreError>;
+    /// Replaces a record that is not yet `done` with the final `done` record, keeping its expiry.
+    /// `Ok(true)` when this call finished it, `Ok(false)` when another request already had.
+    async fn finish(&self, key: &str, done: &SettlementRecord) -> Result<bool, StoreError>;
     /// Deletes a reservation whose payment was not broadcast, so the payment can be retried.
     async fn release(&self, key: &str) -> Result<(), StoreError>;
     /// Takes a short exclusive lease on `key` for `holder` (`SET NX PX`), e.g. a signer's nonce
@@ -102,4 +140,40 @@ fn encode(record: &SettlementRecord) -> Result<String, StoreError> {
 
 fn decode(raw: &str) -> Result<SettlementRecord, StoreError> {
     serde_json::from_str(raw).map_err(|e| StoreError(format!("corrupt settlement record: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn done_records_start_with_their_state_tag() {
+        // RedisStore::finish relies on this prefix.
+        let done = SettlementRecord::Done {
+            fingerprint: "0x01".into(),
+            response: SettleResponse::settled(
+                "0xab".into(),
+                "eip155:8453".into(),
+                "0xa".into(),
+                "1".into(),
+            ),
+            gas: Some(GasPaid {
+                transaction: "0xab".into(),
+                gas_used: 95_617,
+                effective_gas_price_wei: u128::MAX,
+                fee_wei: 1,
+            }),
+        };
+        assert!(encode(&done).unwrap().starts_with(r#"{"state":"done","#));
+        let reserved = SettlementRecord::Reserved {
+            fingerprint: "0x01".into(),
+            at: 1,
+        };
+        assert!(
+            !encode(&reserved)
+                .unwrap()
+                .starts_with(r#"{"state":"done","#)
+        );
+        assert_eq!(decode(&encode(&done).unwrap()).unwrap(), done);
+    }
 }

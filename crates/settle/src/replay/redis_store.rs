@@ -90,6 +90,29 @@ impl ReplayStore for RedisStore {
         }
     }
 
+    async fn finish(&self, key: &str, done: &SettlementRecord) -> Result<bool, StoreError> {
+        // Records are serde JSON with the `state` tag first: `{"state":"done",…}`.
+        let script = redis::Script::new(
+            r#"local v = redis.call('GET', KEYS[1])
+            if not v then return -1 end
+            if string.sub(v, 1, 16) == '{"state":"done",' then return 0 end
+            redis.call('SET', KEYS[1], ARGV[1], 'XX', 'KEEPTTL')
+            return 1"#,
+        );
+        let done_now: i64 = script
+            .key(key)
+            .arg(encode(done)?)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        match done_now {
+            -1 => Err(StoreError(format!(
+                "record {key} vanished before it was finished"
+            ))),
+            n => Ok(n == 1),
+        }
+    }
+
     async fn release(&self, key: &str) -> Result<(), StoreError> {
         let _: i64 = redis::cmd("DEL")
             .arg(key)
