@@ -6,6 +6,7 @@
 pub mod config;
 pub mod metrics;
 pub mod registry;
+pub mod requirements;
 pub mod routes;
 
 use std::net::TcpListener;
