@@ -1,4 +1,49 @@
-//! Gas oracle: prices settlement gas (and Solana rent) in atomic USDC so that quotes include it.
+//! Gas oracle: prices the gas of one settlement in atomic USDC so that quotes include it.
 //!
-//! Empty in this release; the cost models, price sources, quotes and requirements builder come
-//! with the gas-oracle issue. The crate exists so that the workspace has its final shape.
+//! Pipeline for an EVM network (all money in integers: wei as `u128`, USDC in atomic units of
+//! 6 decimals, prices as exact decimals; every rounding up, in the facilitator's favour):
+//!
+//! 1. [`cost::evm::EvmCostModel`]: gas units of `transferWithAuthorization` (`eth_estimateGas` of
+//!    a representative call + a documented allowance, cached per asset) × fee per gas (EIP-1559:
+//!    next base fee from `eth_feeHistory` with headroom + a tip percentile), plus the OP-stack
+//!    L1 data fee ([`cost::l1_fee::OpStackL1Fee`], `GasPriceOracle.getL1Fee`) where configured.
+//! 2. [`price`]: USD per native token from pluggable sources — Chainlink
+//!    `AggregatorV3Interface` on chain, a fixed price, an HTTP API — tried in order by
+//!    [`price::FallbackPriceSource`]; with no price there is no quote.
+//! 3. [`convert::UsdcConversion`]: wei → atomic USDC with markup and minimum.
+//! 4. [`quote`]: [`quote::EvmQuoter`] computes a [`quote::Quote`]; [`quote::QuoteRefresher`]
+//!    refreshes quoters in the background into a [`quote::QuoteCache`], whose `get` never does
+//!    I/O and refuses expired quotes.
+//!
+//! ```no_run
+//! # async fn demo(chain: std::sync::Arc<dyn x402_chain::EvmChain>) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::{sync::Arc, time::Duration};
+//! use x402_gas_oracle::{cost::evm::*, price::*, quote::*, convert::UsdcConversion};
+//! let feed = "0x71041dddad3595F9CEd3DcCFBe3D1F4b0a16Bb70".parse()?; // Base ETH/USD
+//! let price: Arc<dyn PriceSource> = Arc::new(FallbackPriceSource::new(vec![
+//!     Arc::new(ChainlinkPriceSource::new(chain.clone(), feed, Duration::from_secs(3600))),
+//!     Arc::new(HttpPriceSource::coinbase("https://api.coinbase.com", "ETH-USD", Duration::from_secs(2))?),
+//! ]));
+//! let cost = Arc::new(EvmCostModel::new(chain, EvmCostConfig::default()));
+//! let usdc = EvmAsset::new("0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913".parse()?, "USD Coin", "2");
+//! let quoter: Arc<dyn Quoter> = Arc::new(EvmQuoter::new(cost, usdc, price, UsdcConversion::new(1000, 1)));
+//! let cache = Arc::new(QuoteCache::new(Duration::from_secs(120)));
+//! let _refresher = QuoteRefresher::spawn(cache.clone(), vec![quoter], Duration::from_secs(15));
+//! let quote = cache.get("eip155:8453", "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913");
+//! # Ok(()) }
+//! ```
+
+pub mod convert;
+pub mod cost;
+pub mod decimal;
+pub mod price;
+pub mod quote;
+
+pub use convert::UsdcConversion;
+pub use cost::CostError;
+pub use cost::evm::{EvmAsset, EvmCostConfig, EvmCostModel, EvmGasCost};
+pub use cost::l1_fee::OpStackL1Fee;
+pub use price::{NativePrice, PriceError, PriceSource};
+pub use quote::{
+    EvmQuoter, Quote, QuoteCache, QuoteError, QuoteRefresher, QuoteUnavailable, Quoter,
+};
