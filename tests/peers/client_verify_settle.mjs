@@ -12,6 +12,9 @@
 //   X402_VERSION     1 or 2 (default 2)
 //   TOKEN_NAME / TOKEN_VERSION   EIP-712 domain in extra (default "USD Coin" / "2")
 //   MAX_TIMEOUT_SECONDS          (default 60)
+//   REQUIREMENTS_JSON  a whole PaymentRequirements object (v1 or v2 shape as X402_VERSION says),
+//                    used verbatim as the only `accepts` entry (e.g. from our POST /requirements);
+//                    ASSET/AMOUNT/NETWORK/TOKEN_*/MAX_TIMEOUT_SECONDS are then ignored
 //   SKIP_SETTLE=1    only /supported and /verify
 //   SETTLE_AGAIN=1   after the first /settle, settle the identical payload once more (replay);
 //                    its answer is printed as "settleAgain"
@@ -91,6 +94,9 @@ async function main() {
     };
   } else {
     throw new Error(`X402_VERSION must be 1 or 2, got ${version}`);
+  }
+  if (process.env.REQUIREMENTS_JSON) {
+    paymentRequired.accepts = [JSON.parse(process.env.REQUIREMENTS_JSON)];
   }
   const paymentRequirements = paymentRequired.accepts[0];
 

@@ -132,7 +132,23 @@ impl EvmFixture {
         redis_url: Option<&str>,
         receipt_timeout_seconds: u64,
     ) -> anyhow::Result<Self> {
-        let anvil = Anvil::spawn().await?;
+        Self::start_custom(
+            Anvil::spawn().await?,
+            redis_url,
+            receipt_timeout_seconds,
+            "",
+        )
+        .await
+    }
+
+    /// Everything on a given `anvil`, with `extra_toml` appended to the facilitator's
+    /// configuration (e.g. an `[evm.gas]` table, which then belongs to the one `[[evm]]`).
+    pub async fn start_custom(
+        anvil: Anvil,
+        redis_url: Option<&str>,
+        receipt_timeout_seconds: u64,
+        extra_toml: &str,
+    ) -> anyhow::Result<Self> {
         let usdc = Usdc::deploy(&anvil, anvil.signer(0)).await?;
         let payer = anvil.signer(2);
         usdc.mint(payer.address(), Self::PAYER_FUNDS).await?;
@@ -141,7 +157,7 @@ impl EvmFixture {
             crate::DEV_PRIVATE_KEYS[1],
             redis_url,
             receipt_timeout_seconds,
-        );
+        ) + extra_toml;
         let facilitator = TestFacilitator::start_with_toml(&toml).await?;
         Ok(EvmFixture {
             pay_to: anvil.address(3),

@@ -47,6 +47,9 @@ pub struct Config {
     /// Settlement timing.
     #[serde(default)]
     pub settle: SettleConfig,
+    /// Quote cache.
+    #[serde(default)]
+    pub quotes: QuotesConfig,
     /// EVM networks.
     #[serde(default)]
     pub evm: Vec<EvmNetworkConfig>,
@@ -97,6 +100,117 @@ pub struct EvmNetworkConfig {
     pub signer_private_keys: Vec<String>,
     /// Tokens settled on this chain.
     pub assets: Vec<EvmAssetConfig>,
+    /// Gas pricing in USDC for `/quote` and `/requirements`; absent → those endpoints answer
+    /// 503 for this network.
+    #[serde(default)]
+    pub gas: Option<GasConfig>,
+}
+
+/// `[evm.gas]`: how settlement gas is priced in USDC (see the `x402-gas-oracle` crate).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GasConfig {
+    /// Safety markup on the converted gas cost, basis points (default 2000 = +20 %).
+    #[serde(default = "default_markup_bps")]
+    pub markup_bps: u32,
+    /// Smallest gas charge, atomic USDC (default 0).
+    #[serde(default)]
+    pub minimum_usdc_atomic: u64,
+    /// Headroom on the next block's base fee, basis points (default 2500).
+    #[serde(default = "default_headroom_bps")]
+    pub headroom_bps: u32,
+    /// Priority-fee percentile of `eth_feeHistory` (default 50).
+    #[serde(default = "default_tip_percentile")]
+    pub tip_percentile: u8,
+    /// OP-stack `GasPriceOracle` predeploy for the L1 data fee (Base:
+    /// `0x420000000000000000000000000000000000000F`); absent → no L1 fee.
+    #[serde(default)]
+    pub l1_fee_oracle: Option<String>,
+    /// USD price sources of the native token, tried in order.
+    pub price_sources: Vec<PriceSourceConfig>,
+}
+
+/// One `[[evm.gas.price_sources]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PriceSourceConfig {
+    /// Chainlink `AggregatorV3Interface` feed on this chain (Base ETH/USD:
+    /// `0x71041dddad3595F9CEd3DcCFBe3D1F4b0a16Bb70`); older than `max_age_seconds` = stale.
+    Chainlink {
+        /// Feed address.
+        address: String,
+        /// Oldest accepted `updatedAt`, seconds (default 3600).
+        #[serde(default = "default_feed_age")]
+        max_age_seconds: u64,
+    },
+    /// Coinbase-style spot API: `GET {base_url}/v2/prices/{pair}/spot`.
+    Coinbase {
+        /// API base URL.
+        base_url: String,
+        /// Pair, e.g. `ETH-USD`.
+        pair: String,
+        /// Request timeout, milliseconds (default 2000).
+        #[serde(default = "default_http_timeout_ms")]
+        timeout_ms: u64,
+    },
+    /// Any JSON API: `GET url`, price at an RFC 6901 pointer (decimal string or integer).
+    Http {
+        /// URL.
+        url: String,
+        /// JSON pointer, e.g. `/data/amount`.
+        json_pointer: String,
+        /// Request timeout, milliseconds (default 2000).
+        #[serde(default = "default_http_timeout_ms")]
+        timeout_ms: u64,
+    },
+    /// A fixed price in USD, e.g. `"3000.00"` (a last resort, or for test chains).
+    Fixed {
+        /// USD per whole native token, decimal string.
+        usd: String,
+    },
+}
+
+/// `[quotes]`: the quote cache shared by every network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotesConfig {
+    /// Background refresh interval, seconds (default 15).
+    #[serde(default = "default_quote_refresh")]
+    pub refresh_seconds: u64,
+    /// Oldest quote served, seconds (default 120); older → 503, never a stale price.
+    #[serde(default = "default_quote_age")]
+    pub max_age_seconds: u64,
+}
+
+impl Default for QuotesConfig {
+    fn default() -> Self {
+        QuotesConfig {
+            refresh_seconds: default_quote_refresh(),
+            max_age_seconds: default_quote_age(),
+        }
+    }
+}
+
+fn default_markup_bps() -> u32 {
+    2000
+}
+fn default_headroom_bps() -> u32 {
+    2500
+}
+fn default_tip_percentile() -> u8 {
+    50
+}
+fn default_feed_age() -> u64 {
+    3600
+}
+fn default_http_timeout_ms() -> u64 {
+    2000
+}
+fn default_quote_refresh() -> u64 {
+    15
+}
+fn default_quote_age() -> u64 {
+    120
 }
 
 /// `[[evm.assets]]`: one EIP-3009 token.
@@ -143,6 +257,8 @@ pub struct EvmNetwork {
     pub signers: Vec<PrivateKeySigner>,
     /// Token contracts with their EIP-712 domain.
     pub assets: Vec<(Address, EvmAssetConfig)>,
+    /// Gas pricing, if configured.
+    pub gas: Option<GasConfig>,
 }
 
 impl Config {
@@ -264,10 +380,56 @@ impl Config {
                         Ok((addr, asset.clone()))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(EvmNetwork { chain_id: net.chain_id, rpc_url: net.rpc_url.clone(), signers, assets })
+                if let Some(gas) = &net.gas {
+                    validate_gas(gas, &at("gas"))?;
+                }
+                Ok(EvmNetwork {
+                    chain_id: net.chain_id,
+                    rpc_url: net.rpc_url.clone(),
+                    signers,
+                    assets,
+                    gas: net.gas.clone(),
+                })
             })
             .collect()
     }
+}
+
+fn validate_gas(gas: &GasConfig, at: &str) -> Result<(), ConfigError> {
+    if gas.tip_percentile > 100 {
+        return Err(err(format!("{at}.tip_percentile"), "must be 0..=100"));
+    }
+    if let Some(oracle) = &gas.l1_fee_oracle {
+        oracle
+            .parse::<Address>()
+            .map_err(|_| err(format!("{at}.l1_fee_oracle"), "not a 0x 20-byte address"))?;
+    }
+    if gas.price_sources.is_empty() {
+        return Err(err(
+            format!("{at}.price_sources"),
+            "list at least one price source",
+        ));
+    }
+    for (i, source) in gas.price_sources.iter().enumerate() {
+        let key = format!("{at}.price_sources[{i}]");
+        match source {
+            PriceSourceConfig::Chainlink { address, .. } => {
+                address
+                    .parse::<Address>()
+                    .map_err(|_| err(format!("{key}.address"), "not a 0x 20-byte address"))?;
+            }
+            PriceSourceConfig::Coinbase { base_url: url, .. }
+            | PriceSourceConfig::Http { url, .. } => {
+                url.parse::<alloy::transports::http::reqwest::Url>()
+                    .map_err(|e| err(format!("{key}.url"), e.to_string()))?;
+            }
+            PriceSourceConfig::Fixed { usd } => {
+                x402_gas_oracle::NativePrice::from_decimal_str(usd, 0, "fixed")
+                    .map_err(|e| err(format!("{key}.usd"), e.to_string()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -301,6 +463,28 @@ version = "2"
         let nets = c.validate().unwrap();
         assert_eq!(nets[0].signers.len(), 1);
         assert!(c.redis.is_none());
+    }
+
+    #[test]
+    fn gas_section_parses_and_is_checked() {
+        let with_gas = format!(
+            "{GOOD}\n[evm.gas]\nmarkup_bps = 1500\n[[evm.gas.price_sources]]\nkind = \"chainlink\"\naddress = \"0x71041dddad3595F9CEd3DcCFBe3D1F4b0a16Bb70\"\n[[evm.gas.price_sources]]\nkind = \"fixed\"\nusd = \"3000.50\"\n"
+        );
+        let mut c = Config::from_toml(&with_gas).unwrap();
+        c.evm[0].signer_private_keys = vec![ANVIL_KEY.into()];
+        let nets = c.validate().unwrap();
+        let gas = nets[0].gas.as_ref().unwrap();
+        assert_eq!((gas.markup_bps, gas.price_sources.len()), (1500, 2));
+        let bad = with_gas.replace("3000.50", "free");
+        let mut c = Config::from_toml(&bad).unwrap();
+        c.evm[0].signer_private_keys = vec![ANVIL_KEY.into()];
+        assert_eq!(
+            c.validate().err().unwrap().key,
+            "evm[0].gas.price_sources[1].usd"
+        );
+        let e = Config::from_toml(&with_gas.replace("kind = \"fixed\"", "kind = \"magic\""))
+            .unwrap_err();
+        assert!(e.key.starts_with("evm[0].gas.price_sources[1]"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! which is how both the binary and the end-to-end tests run it.
 
 pub mod config;
+pub mod gas;
 pub mod metrics;
 pub mod registry;
 pub mod requirements;

@@ -16,6 +16,12 @@ pub struct Metrics {
     pub gas_used_total: IntCounterVec,
     /// `x402_settle_gas_fee_wei_total{network}`: native fees paid, wei (`gasUsed × effectiveGasPrice`).
     pub gas_fee_wei_total: prometheus::CounterVec,
+    /// `x402_settle_gas_usdc_atomic_total{network}`: the same fees in atomic USDC at the quote's
+    /// native price (no markup).
+    pub gas_usdc_total: IntCounterVec,
+    /// `x402_settle_gas_quoted_usdc_atomic_total{network}`: what the quotes current at those
+    /// settlements charge for gas, atomic USDC (compare with the actual above).
+    pub gas_quoted_usdc_total: IntCounterVec,
     /// `x402_request_errors_total{endpoint,kind}`: `kind` is `malformed` (400) or `unavailable` (503).
     pub request_errors: IntCounterVec,
 }
@@ -64,6 +70,22 @@ impl Metrics {
             &["network"],
         )
         .expect("valid metric");
+        let gas_usdc_total = IntCounterVec::new(
+            Opts::new(
+                "x402_settle_gas_usdc_atomic_total",
+                "Gas fees paid, atomic USDC at the quote's native price",
+            ),
+            &["network"],
+        )
+        .expect("valid metric");
+        let gas_quoted_usdc_total = IntCounterVec::new(
+            Opts::new(
+                "x402_settle_gas_quoted_usdc_atomic_total",
+                "Gas charged by the quote current at settlement, atomic USDC",
+            ),
+            &["network"],
+        )
+        .expect("valid metric");
         registry
             .register(Box::new(gas_fee_wei_total.clone()))
             .expect("unique metric");
@@ -72,6 +94,8 @@ impl Metrics {
             &settle_total,
             &request_errors,
             &gas_used_total,
+            &gas_usdc_total,
+            &gas_quoted_usdc_total,
         ] {
             registry
                 .register(Box::new(c.clone()))
@@ -87,6 +111,8 @@ impl Metrics {
             settle_duration,
             gas_used_total,
             gas_fee_wei_total,
+            gas_usdc_total,
+            gas_quoted_usdc_total,
             request_errors,
         }
     }

@@ -16,13 +16,21 @@ use x402_settle::replay::{MemoryStore, RedisStore, ReplayStore};
 use x402_verify::evm::ExactEvmVerifier;
 use x402_verify::{Verdict, VerifyError};
 
-use crate::config::Config;
+use alloy::primitives::Address;
+use x402_chain::EvmChain;
+use x402_gas_oracle::{Quote, QuoteCache, QuoteRefresher, QuoteUnavailable};
+use x402_proto::ParseError;
+
+use crate::config::{Config, EvmAssetConfig};
+use crate::gas;
 use crate::metrics::Metrics;
+use crate::requirements::{self, RequirementsRequest, RequirementsResponse};
 
 /// One configured EVM network.
 struct EvmHandler {
     verifier: Arc<ExactEvmVerifier>,
     settler: EvmSettler,
+    assets: Vec<(Address, EvmAssetConfig)>,
 }
 
 /// Everything the routes need.
@@ -30,6 +38,19 @@ pub struct Facilitator {
     evm: HashMap<Network, EvmHandler>,
     store: Arc<dyn ReplayStore>,
     supported: SupportedResponse,
+    quotes: Arc<QuoteCache>,
+    _refresher: Option<QuoteRefresher>,
+}
+
+/// Why `/quote` or `/requirements` has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum QuoteLookupError {
+    /// A request field is wrong (HTTP 400 naming it).
+    #[error(transparent)]
+    Malformed(#[from] ParseError),
+    /// No fresh quote (HTTP 503): not configured, not computed yet, or expired.
+    #[error(transparent)]
+    Unavailable(#[from] QuoteUnavailable),
 }
 
 /// Why the facilitator could not start.
@@ -85,10 +106,14 @@ impl Facilitator {
             poll_interval: Duration::from_millis(config.settle.poll_interval_ms),
             ..EvmSettleTiming::default()
         };
+        let quotes = Arc::new(QuoteCache::new(Duration::from_secs(
+            config.quotes.max_age_seconds,
+        )));
+        let mut quoters = Vec::new();
         let mut evm = HashMap::new();
         let mut kinds = Vec::new();
         let mut signers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for net in networks {
+        for (index, net) in networks.into_iter().enumerate() {
             let rpc_err = |message: String| StartError::Rpc {
                 chain_id: net.chain_id,
                 message,
@@ -97,17 +122,32 @@ impl Facilitator {
                 .map_err(rpc_err)?;
             chain.check_chain_id().await.map_err(rpc_err)?;
             let network = Network::evm(net.chain_id);
+            let chain: Arc<dyn EvmChain> = Arc::new(chain);
             let verifier = Arc::new(ExactEvmVerifier::new(
-                Arc::new(chain),
+                chain.clone(),
                 net.assets.iter().map(|(a, _)| *a).collect(),
             ));
-            let settler = EvmSettler::new(
+            let mut settler = EvmSettler::new(
                 verifier.clone(),
                 store.clone(),
                 prefix.clone(),
                 timing.clone(),
             )
             .with_gas_observer(gas_metrics(metrics, &network));
+            let net_quoters = gas::quoters(chain, &net, index).map_err(rpc_err)?;
+            if !net_quoters.is_empty() {
+                let assets = net
+                    .assets
+                    .iter()
+                    .map(|(a, _)| a.to_checksum(None))
+                    .collect();
+                settler = settler.with_gas_pricer(gas::pricer(
+                    quotes.clone(),
+                    network.to_string(),
+                    assets,
+                ));
+            }
+            quoters.extend(net_quoters);
             if let Some(v1) = network.v1_name() {
                 kinds.push(SupportedKind {
                     x402_version: 1,
@@ -129,11 +169,27 @@ impl Facilitator {
                     list.push(a);
                 }
             }
-            evm.insert(network, EvmHandler { verifier, settler });
+            evm.insert(
+                network,
+                EvmHandler {
+                    verifier,
+                    settler,
+                    assets: net.assets,
+                },
+            );
         }
+        let refresher = (!quoters.is_empty()).then(|| {
+            QuoteRefresher::spawn(
+                quotes.clone(),
+                quoters,
+                Duration::from_secs(config.quotes.refresh_seconds),
+            )
+        });
         Ok(Facilitator {
             evm,
             store,
+            quotes,
+            _refresher: refresher,
             supported: SupportedResponse {
                 kinds,
                 extensions: vec![],
@@ -150,6 +206,66 @@ impl Facilitator {
     /// The replay store (for `/health`).
     pub fn store(&self) -> &Arc<dyn ReplayStore> {
         &self.store
+    }
+
+    /// The cached gas quote of `asset` (default: the first configured) on `network` (CAIP-2 or
+    /// v1 name). Memory only: never waits on a chain or price API.
+    pub fn quote(&self, network: &str, asset: Option<&str>) -> Result<Quote, QuoteLookupError> {
+        let (network, _, asset) = self.asset_of(network, asset)?;
+        Ok(self
+            .quotes
+            .get(network.as_str(), &asset.0.to_checksum(None))?)
+    }
+
+    /// `POST /requirements`: requirements whose amount is the service price plus the cached gas
+    /// quote, converted to the asset's units.
+    pub fn requirements(
+        &self,
+        req: &RequirementsRequest,
+    ) -> Result<RequirementsResponse, QuoteLookupError> {
+        let (network, _, (address, asset)) = self.asset_of(&req.network, req.asset.as_deref())?;
+        req.pay_to
+            .parse::<Address>()
+            .map_err(|_| ParseError::new("payTo", "not a 0x 20-byte address"))?;
+        let service: u128 = req.price.parse().map_err(|_| {
+            ParseError::new("price", "expected atomic units as a decimal integer string")
+        })?;
+        let quote = self
+            .quotes
+            .get(network.as_str(), &address.to_checksum(None))?;
+        let gas = requirements::usdc_to_asset_units(quote.gas_usdc_atomic, asset.decimals);
+        let amounts = requirements::Amounts { service, gas };
+        let total = amounts
+            .total()
+            .ok_or_else(|| ParseError::new("price", "too large"))?;
+        let mut asset = asset.clone();
+        asset.address = address.to_checksum(None);
+        Ok(requirements::build(req, &network, &asset, amounts, total))
+    }
+
+    fn asset_of(
+        &self,
+        network: &str,
+        asset: Option<&str>,
+    ) -> Result<(Network, &EvmHandler, &(Address, EvmAssetConfig)), ParseError> {
+        let net = Network::parse(network)
+            .ok_or_else(|| ParseError::new("network", format!("unknown network {network:?}")))?;
+        let handler = self
+            .evm
+            .get(&net)
+            .ok_or_else(|| ParseError::new("network", format!("{net} is not configured")))?;
+        let found = match asset {
+            None => handler.assets.first(),
+            Some(a) => {
+                let wanted: Address = a
+                    .parse()
+                    .map_err(|_| ParseError::new("asset", "not a 0x 20-byte address"))?;
+                handler.assets.iter().find(|(addr, _)| *addr == wanted)
+            }
+        };
+        let found =
+            found.ok_or_else(|| ParseError::new("asset", format!("not settled on {net}")))?;
+        Ok((net, handler, found))
     }
 
     fn handler(&self, req: &PaymentRequest) -> Result<&EvmHandler, Reason> {
@@ -194,15 +310,18 @@ impl Facilitator {
 
 /// Counts the gas of mined settlements on `network`.
 fn gas_metrics(metrics: &Metrics, network: &Network) -> x402_settle::evm::GasObserver {
-    let used = metrics
-        .gas_used_total
-        .with_label_values(&[network.as_str()]);
-    let fee = metrics
-        .gas_fee_wei_total
-        .with_label_values(&[network.as_str()]);
+    let label = [network.as_str()];
+    let used = metrics.gas_used_total.with_label_values(&label);
+    let fee = metrics.gas_fee_wei_total.with_label_values(&label);
+    let usdc = metrics.gas_usdc_total.with_label_values(&label);
+    let quoted = metrics.gas_quoted_usdc_total.with_label_values(&label);
     Arc::new(move |gas| {
         used.inc_by(gas.gas_used);
         fee.inc_by(gas.fee_wei as f64);
+        if let Some(in_usdc) = gas.usdc {
+            usdc.inc_by(in_usdc.actual);
+            quoted.inc_by(in_usdc.quoted);
+        }
     })
 }
 

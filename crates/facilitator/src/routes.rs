@@ -1,5 +1,6 @@
 //! HTTP API (x402 v2 §7 facilitator API) on actix-web:
-//! `POST /verify`, `POST /settle`, `GET /supported`, `GET /health`, `GET /metrics`.
+//! `POST /verify`, `POST /settle`, `GET /supported`, `GET /health`, `GET /metrics`, and the gas
+//! oracle's `GET /quote` and `POST /requirements`.
 //!
 //! Status codes: a well-formed request that fails a check is HTTP 200 with `isValid:false` /
 //! `success:false`; an unparsable body is 400 `{"error", "field"}`; the facilitator's own faults
@@ -15,7 +16,8 @@ use x402_settle::SettleError;
 use x402_verify::VerifyError;
 
 use crate::metrics::Metrics;
-use crate::registry::Facilitator;
+use crate::registry::{Facilitator, QuoteLookupError};
+use crate::requirements::RequirementsRequest;
 
 /// Shared state of the routes.
 pub struct AppState {
@@ -50,6 +52,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
     .route("/verify", web::post().to(verify))
     .route("/settle", web::post().to(settle))
     .route("/supported", web::get().to(supported))
+    .route("/quote", web::get().to(quote))
+    .route("/requirements", web::post().to(requirements))
     .route("/health", web::get().to(health))
     .route("/metrics", web::get().to(metrics));
 }
@@ -142,6 +146,62 @@ async fn settle(state: web::Data<AppState>, body: web::Json<serde_json::Value>) 
                 None,
             ))
         }
+    }
+}
+
+/// Query of `GET /quote`.
+#[derive(serde::Deserialize)]
+struct QuoteQuery {
+    network: Option<String>,
+    asset: Option<String>,
+}
+
+fn quote_error(state: &AppState, endpoint: &str, e: QuoteLookupError) -> HttpResponse {
+    match e {
+        QuoteLookupError::Malformed(p) => bad_request(state, endpoint, &p),
+        QuoteLookupError::Unavailable(u) => {
+            state
+                .metrics
+                .request_errors
+                .with_label_values(&[endpoint, "unavailable"])
+                .inc();
+            HttpResponse::ServiceUnavailable().json(json!({"error": u.to_string()}))
+        }
+    }
+}
+
+async fn quote(state: web::Data<AppState>, query: web::Query<QuoteQuery>) -> HttpResponse {
+    let Some(network) = query.network.as_deref() else {
+        return bad_request(
+            &state,
+            "quote",
+            &ParseError::new("network", "missing query parameter"),
+        );
+    };
+    match state.facilitator.quote(network, query.asset.as_deref()) {
+        Ok(q) => HttpResponse::Ok().json(q),
+        Err(e) => quote_error(&state, "quote", e),
+    }
+}
+
+async fn requirements(
+    state: web::Data<AppState>,
+    body: web::Json<serde_json::Value>,
+) -> HttpResponse {
+    let req: RequirementsRequest = match serde_path_to_error::deserialize(body.into_inner()) {
+        Ok(r) => r,
+        Err(e) => {
+            let field = e.path().to_string();
+            let p = ParseError::new(
+                if field == "." { "body".into() } else { field },
+                e.into_inner().to_string(),
+            );
+            return bad_request(&state, "requirements", &p);
+        }
+    };
+    match state.facilitator.requirements(&req) {
+        Ok(r) => HttpResponse::Ok().json(r),
+        Err(e) => quote_error(&state, "requirements", e),
     }
 }
 

@@ -253,19 +253,29 @@ fn version_of(v: &Value, field: &str) -> Result<X402Version, ParseError> {
     }
 }
 
-fn typed<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ParseError> {
+/// Deserializes `value` into `T`; an error names the field by its dotted path under `prefix`
+/// (`""` for the top level), including a missing field's own name.
+pub fn typed<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ParseError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
+        let join = |parts: &[&str]| {
+            parts
+                .iter()
+                .filter(|p| !p.is_empty() && **p != ".")
+                .copied()
+                .collect::<Vec<_>>()
+                .join(".")
+        };
         // serde reports a missing field at its parent; put its name into the path.
         let (field, message) = match missing_field_name(&inner) {
-            Some(name) if path == "." => (format!("{prefix}.{name}"), "missing field".to_string()),
-            Some(name) => (
-                format!("{prefix}.{path}.{name}"),
-                "missing field".to_string(),
-            ),
-            None if path == "." => (prefix.to_string(), inner),
-            None => (format!("{prefix}.{path}"), inner),
+            Some(name) => (join(&[prefix, &path, name]), "missing field".to_string()),
+            None => (join(&[prefix, &path]), inner),
+        };
+        let field = if field.is_empty() {
+            "body".to_string()
+        } else {
+            field
         };
         ParseError::new(field, message)
     })

@@ -22,7 +22,7 @@ use crate::SettleError;
 use crate::replay::keys::{
     SIGNER_LEASE_SECONDS, evm_replay_key, evm_signer_lease_key, replay_ttl_seconds,
 };
-use crate::replay::{GasPaid, ReplayStore, SettlementRecord};
+use crate::replay::{GasInUsdc, GasPaid, ReplayStore, SettlementRecord};
 
 /// Timing of receipt waits.
 #[derive(Debug, Clone)]
@@ -58,7 +58,11 @@ pub struct EvmSettler {
     next_signer: AtomicUsize,
     timing: EvmSettleTiming,
     gas_observer: Option<GasObserver>,
+    gas_pricer: Option<GasPricer>,
 }
+
+/// Prices a mined settlement's fee in USDC for its record (see [`GasInUsdc`]).
+pub type GasPricer = Arc<dyn Fn(&GasPaid) -> Option<GasInUsdc> + Send + Sync>;
 
 /// Called once per mined settlement with its gas cost (by the request that saw the receipt).
 pub type GasObserver = Arc<dyn Fn(&GasPaid) + Send + Sync>;
@@ -101,7 +105,14 @@ impl EvmSettler {
             next_signer: AtomicUsize::new(0),
             timing,
             gas_observer: None,
+            gas_pricer: None,
         }
+    }
+
+    /// Prices every mined settlement's fee in USDC into its record.
+    pub fn with_gas_pricer(mut self, pricer: GasPricer) -> Self {
+        self.gas_pricer = Some(pricer);
+        self
     }
 
     /// Reports the gas of every mined settlement to `observer` (metrics, accounting).
@@ -383,12 +394,14 @@ impl EvmSettler {
                     let response = self.final_response(ctx, receipt, &mined);
                     let gas_used = mined.gas_used;
                     let price = mined.effective_gas_price;
-                    let gas = GasPaid {
+                    let mut gas = GasPaid {
                         transaction: transaction.clone(),
                         gas_used,
                         effective_gas_price_wei: price,
                         fee_wei: u128::from(gas_used).saturating_mul(price),
+                        usdc: None,
                     };
+                    gas.usdc = self.gas_pricer.as_ref().and_then(|p| p(&gas));
                     let done = SettlementRecord::Done {
                         fingerprint: ctx.fingerprint.clone(),
                         response: response.clone(),

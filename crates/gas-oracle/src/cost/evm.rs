@@ -14,9 +14,10 @@
 //! sends for EOA payers) of **value 0** from a fresh random key to a fresh random address, signed
 //! under the asset's EIP-712 domain, estimated from the facilitator's first signer. Value 0 works
 //! on any FiatToken (0 ≤ a zero balance) and so needs no funded account. Its random fields (from,
-//! to, nonce, r, s) are redrawn until none has a zero byte, and `validAfter`/`validBefore` are
-//! fixed all-non-zero values, so the calldata cost is the worst case for those fields and every
-//! measurement of one chain state gives the same number. What a real payment costs beyond it is
+//! to, nonce, r, s) are redrawn until none has a zero byte and `v` is 28 (the dearer branch of
+//! FiatToken's signature check), and `validAfter`/`validBefore` are fixed all-non-zero values, so
+//! the calldata and execution cost is the worst case for those fields and every measurement of
+//! one chain state gives the same number. What a real payment costs beyond it is
 //! covered by [`SETTLEMENT_GAS_ALLOWANCE`].
 
 use std::collections::HashMap;
@@ -192,7 +193,8 @@ fn no_zero_byte(bytes: &[u8]) -> bool {
 
 /// A value-0 `transferWithAuthorization` (the `v,r,s` overload) from a fresh random key to a fresh
 /// random address, signed under `asset`'s domain on `chain_id`: its calldata. Random fields are
-/// redrawn until none has a zero byte (see the module documentation).
+/// redrawn until none has a zero byte and the signature's `v` is 28 (see the module
+/// documentation).
 pub fn representative_calldata(chain_id: u64, asset: &EvmAsset) -> Bytes {
     let domain = eip712::domain(&asset.name, &asset.version, chain_id, asset.address);
     loop {
@@ -211,16 +213,17 @@ pub fn representative_calldata(chain_id: u64, asset: &EvmAsset) -> Bytes {
             continue;
         };
         let (r, s) = (B256::from(sig.r()), B256::from(sig.s()));
-        if [
-            payer.address().as_slice(),
+        // v = 28 costs more than 27 in FiatToken's `ECRecover.recover` (`v != 27 && v != 28`
+        // short-circuits on 27): take the dearer one.
+        let from = payer.address();
+        let fields = [
+            from.as_slice(),
             payee.as_slice(),
             &nonce[..],
             &r[..],
             &s[..],
-        ]
-        .iter()
-        .all(|field| no_zero_byte(field))
-        {
+        ];
+        if sig.v() && fields.iter().all(|field| no_zero_byte(field)) {
             return IEip3009Token::transferWithAuthorization_0Call {
                 from: authorization.from,
                 to: authorization.to,
@@ -472,6 +475,7 @@ mod tests {
         );
         let call = IEip3009Token::transferWithAuthorization_0Call::abi_decode(&a).unwrap();
         assert_eq!(call.value, U256::ZERO);
+        assert_eq!(call.v, 28);
         let auth = TransferWithAuthorization {
             from: call.from,
             to: call.to,

@@ -74,6 +74,19 @@ pub struct GasPaid {
     /// JSON).
     #[serde(with = "u128_decimal")]
     pub fee_wei: u128,
+    /// The same fee in atomic USDC at the native price of the quote current at settlement, next
+    /// to what that quote charges for gas (absent when gas pricing is not configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usdc: Option<GasInUsdc>,
+}
+
+/// Actual versus quoted settlement gas, in atomic USDC (6 decimals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GasInUsdc {
+    /// `fee_wei` converted at the quote's native price, without markup, rounded up.
+    pub actual: u64,
+    /// Gas charge of the quote (with markup and minimum).
+    pub quoted: u64,
 }
 
 /// `u128` as a decimal string: the records are internally tagged enums, whose buffered
@@ -162,6 +175,10 @@ mod tests {
                 gas_used: 95_617,
                 effective_gas_price_wei: u128::MAX,
                 fee_wei: 1,
+                usdc: Some(GasInUsdc {
+                    actual: 3,
+                    quoted: 4,
+                }),
             }),
         };
         assert!(encode(&done).unwrap().starts_with(r#"{"state":"done","#));

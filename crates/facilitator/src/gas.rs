@@ -1,0 +1,127 @@
+//! Gas pricing wiring: quoters per configured EVM asset (from `[evm.gas]`), one quote cache
+//! refreshed in the background, and the hooks that price mined settlements in USDC.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use x402_chain::EvmChain;
+use x402_gas_oracle::convert::{ETH_DECIMALS, native_to_usdc_atomic};
+use x402_gas_oracle::price::{
+    ChainlinkPriceSource, FallbackPriceSource, FixedPriceSource, HttpPriceSource,
+};
+use x402_gas_oracle::{
+    EvmAsset, EvmCostConfig, EvmCostModel, EvmQuoter, NativePrice, OpStackL1Fee, PriceSource,
+    QuoteCache, Quoter, UsdcConversion,
+};
+use x402_settle::evm::GasPricer;
+use x402_settle::replay::GasInUsdc;
+
+use crate::config::{EvmNetwork, GasConfig, PriceSourceConfig};
+
+/// Quoters for every asset of `net`, or none when it has no `[evm.gas]`.
+/// Errors: a price source that cannot be built (names the key).
+pub fn quoters(
+    chain: Arc<dyn EvmChain>,
+    net: &EvmNetwork,
+    index: usize,
+) -> Result<Vec<Arc<dyn Quoter>>, String> {
+    let Some(gas) = &net.gas else {
+        return Ok(vec![]);
+    };
+    let price = price_source(chain.clone(), gas, index)?;
+    let config = EvmCostConfig {
+        headroom_bps: gas.headroom_bps,
+        tip_percentile: gas.tip_percentile,
+        ..EvmCostConfig::default()
+    };
+    let mut cost = EvmCostModel::new(chain, config);
+    if let Some(oracle) = &gas.l1_fee_oracle {
+        let oracle: Address = oracle
+            .parse()
+            .map_err(|_| format!("evm[{index}].gas.l1_fee_oracle: bad address"))?;
+        cost = cost.with_l1_fee(OpStackL1Fee::new(oracle));
+    }
+    let cost = Arc::new(cost);
+    let conversion = UsdcConversion::new(gas.markup_bps, u128::from(gas.minimum_usdc_atomic));
+    Ok(net
+        .assets
+        .iter()
+        .map(|(address, a)| {
+            let asset = EvmAsset::new(*address, a.name.clone(), a.version.clone());
+            Arc::new(EvmQuoter::new(
+                cost.clone(),
+                asset,
+                price.clone(),
+                conversion,
+            )) as Arc<dyn Quoter>
+        })
+        .collect())
+}
+
+fn price_source(
+    chain: Arc<dyn EvmChain>,
+    gas: &GasConfig,
+    index: usize,
+) -> Result<Arc<dyn PriceSource>, String> {
+    let sources = gas
+        .price_sources
+        .iter()
+        .enumerate()
+        .map(|(i, source)| {
+            let key = format!("evm[{index}].gas.price_sources[{i}]");
+            let built: Arc<dyn PriceSource> = match source {
+                PriceSourceConfig::Chainlink {
+                    address,
+                    max_age_seconds,
+                } => Arc::new(ChainlinkPriceSource::new(
+                    chain.clone(),
+                    address
+                        .parse()
+                        .map_err(|_| format!("{key}.address: bad address"))?,
+                    Duration::from_secs(*max_age_seconds),
+                )),
+                PriceSourceConfig::Coinbase {
+                    base_url,
+                    pair,
+                    timeout_ms,
+                } => Arc::new(
+                    HttpPriceSource::coinbase(base_url, pair, Duration::from_millis(*timeout_ms))
+                        .map_err(|e| format!("{key}: {e}"))?,
+                ),
+                PriceSourceConfig::Http {
+                    url,
+                    json_pointer,
+                    timeout_ms,
+                } => Arc::new(
+                    HttpPriceSource::new(url, json_pointer, Duration::from_millis(*timeout_ms))
+                        .map_err(|e| format!("{key}: {e}"))?,
+                ),
+                PriceSourceConfig::Fixed { usd } => {
+                    Arc::new(FixedPriceSource::new(usd).map_err(|e| format!("{key}.usd: {e}"))?)
+                }
+            };
+            Ok(built)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Arc::new(FallbackPriceSource::new(sources)))
+}
+
+/// Prices mined settlements on `network` with the cached quote of any of its `assets`: the fee
+/// at the quote's native price (no markup) next to the quote's gas charge.
+pub fn pricer(cache: Arc<QuoteCache>, network: String, assets: Vec<String>) -> GasPricer {
+    Arc::new(move |gas| {
+        let quote = assets.iter().find_map(|a| cache.get(&network, a).ok())?;
+        let price = NativePrice::from_decimal_str(
+            &quote.native_usd,
+            quote.price_observed_at,
+            quote.price_source,
+        )
+        .ok()?;
+        let actual = native_to_usdc_atomic(gas.fee_wei, ETH_DECIMALS, &price).ok()?;
+        Some(GasInUsdc {
+            actual: u64::try_from(actual).ok()?,
+            quoted: u64::try_from(quote.gas_usdc_atomic).ok()?,
+        })
+    })
+}
