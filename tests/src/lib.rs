@@ -11,6 +11,7 @@ pub mod eip3009;
 pub mod facilitator;
 pub mod net;
 pub mod peers;
+pub mod price_feed;
 pub mod redis_server;
 pub mod tools;
 pub mod usdc;
