@@ -523,3 +523,40 @@ async fn op_stack_l1_fee_is_added_and_covers_the_real_transaction() {
         ceil_div(fjord_raw * U256::from(12_500u64), U256::from(10_000u64))
     );
 }
+
+#[tokio::test]
+async fn gas_measurement_is_cached_per_asset_until_its_refresh_time() {
+    let (anvil, _usdc, _feed) = chain_with_usdc_and_feed().await;
+    let chain = chain(&anvil);
+    let cached = EvmCostModel::new(chain.clone(), EvmCostConfig::default());
+    let uncached = EvmCostModel::new(
+        chain,
+        EvmCostConfig {
+            gas_refresh: Duration::ZERO,
+            ..EvmCostConfig::default()
+        },
+    );
+    let asset = usdc_asset();
+    let first = cached.gas_units(&asset).await.unwrap();
+    assert_eq!(uncached.gas_units(&asset).await.unwrap(), first);
+
+    // Remove the token's code: a new estimate is a plain call to an account without code.
+    anvil
+        .provider()
+        .raw_request::<_, ()>(
+            "anvil_setCode".into(),
+            (BASE_USDC, alloy::primitives::Bytes::new()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        cached.gas_units(&asset).await.unwrap(),
+        first,
+        "remembered for gas_refresh (600 s)"
+    );
+    let remeasured = uncached.gas_units(&asset).await.unwrap();
+    assert!(remeasured < first - 40_000, "{remeasured} vs {first}");
+    // An explicit measurement always asks the node.
+    assert_eq!(cached.measure_gas(&asset).await.unwrap(), remeasured);
+    assert_eq!(cached.gas_units(&asset).await.unwrap(), remeasured);
+}
