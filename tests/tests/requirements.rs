@@ -170,3 +170,62 @@ async fn requirements_add_gas_and_the_official_client_pays_them() {
         "actual {actual_usdc} quoted {quoted_usdc}"
     );
 }
+
+#[tokio::test]
+async fn quote_and_requirements_are_served_from_cache_with_the_rpc_down() {
+    let fx = fixture().await;
+    let before = wait_for_quote(&fx).await;
+    drop(fx.anvil); // the chain is gone: any RPC on the request path would now fail
+    let started = std::time::Instant::now();
+    let (status, body) = fx
+        .facilitator
+        .get("/quote?network=eip155:8453")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let after: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(after["gasUsdcAtomic"], before["gasUsdcAtomic"]);
+    let (status, r) = fx
+        .facilitator
+        .post(
+            "/requirements",
+            &json!({"network": "base", "payTo": fx.pay_to.to_checksum(None), "price": "1"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{r}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answers waited on something"
+    );
+}
+
+#[tokio::test]
+async fn no_gas_config_means_no_quote() {
+    let fx = EvmFixture::start(None).await.unwrap();
+    let (status, body) = fx
+        .facilitator
+        .get("/quote?network=eip155:8453")
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    let (status, _) = fx
+        .facilitator
+        .post(
+            "/requirements",
+            &json!({"network": "eip155:8453", "payTo": fx.pay_to.to_checksum(None), "price": "1"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 503);
+    let (status, body) = fx
+        .facilitator
+        .post(
+            "/requirements",
+            &json!({"network": "eip155:8453", "price": "1"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(body["field"], "payTo", "{body}");
+}

@@ -188,16 +188,9 @@ async fn requirements(
     state: web::Data<AppState>,
     body: web::Json<serde_json::Value>,
 ) -> HttpResponse {
-    let req: RequirementsRequest = match serde_path_to_error::deserialize(body.into_inner()) {
+    let req: RequirementsRequest = match x402_proto::request::typed(body.into_inner(), "") {
         Ok(r) => r,
-        Err(e) => {
-            let field = e.path().to_string();
-            let p = ParseError::new(
-                if field == "." { "body".into() } else { field },
-                e.into_inner().to_string(),
-            );
-            return bad_request(&state, "requirements", &p);
-        }
+        Err(e) => return bad_request(&state, "requirements", &e),
     };
     match state.facilitator.requirements(&req) {
         Ok(r) => HttpResponse::Ok().json(r),

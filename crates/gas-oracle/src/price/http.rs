@@ -17,6 +17,8 @@ pub struct HttpPriceSource {
     url: String,
     pointer: String,
     name: String,
+    /// `(pointer, value)`: when the answer has a value at `pointer`, it must equal `value`.
+    currency: Option<(String, String)>,
 }
 
 impl HttpPriceSource {
@@ -33,14 +35,18 @@ impl HttpPriceSource {
             url: url.to_owned(),
             pointer: json_pointer.to_owned(),
             name: format!("http:{url}"),
+            currency: None,
         })
     }
 
     /// A Coinbase-style spot price API: `GET {base_url}/v2/prices/{pair}/spot` answering
     /// `{"data":{"amount":"3000.12","base":"ETH","currency":"USD"}}`; `pair` e.g. `ETH-USD`.
+    /// An answer whose `data.currency` is present and not `USD` is refused.
     pub fn coinbase(base_url: &str, pair: &str, timeout: Duration) -> Result<Self, PriceError> {
         let url = format!("{}/v2/prices/{pair}/spot", base_url.trim_end_matches('/'));
-        Self::new(&url, "/data/amount", timeout)
+        let mut source = Self::new(&url, "/data/amount", timeout)?;
+        source.currency = Some(("/data/currency".into(), "USD".into()));
+        Ok(source)
     }
 
     /// The URL read.
@@ -90,6 +96,14 @@ impl PriceSource for HttpPriceSource {
         let body = resp.bytes().await.map_err(unavailable)?;
         let json: Value = serde_json::from_slice(&body)
             .map_err(|e| PriceError::Invalid(format!("answer is not JSON: {e}")))?;
+        if let Some((pointer, want)) = &self.currency
+            && let Some(got) = json.pointer(pointer)
+            && got.as_str() != Some(want.as_str())
+        {
+            return Err(PriceError::Invalid(format!(
+                "{pointer} is {got}, expected {want:?}"
+            )));
+        }
         let text = price_text(&json, &self.pointer)?;
         NativePrice::from_decimal_str(&text, unix_now(), self.name.clone())
     }
