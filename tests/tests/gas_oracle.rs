@@ -409,7 +409,7 @@ async fn background_refresh_serves_from_memory_and_refuses_expired_quotes() {
     while slow_since.elapsed() < Duration::from_secs(1) {
         let t = Instant::now();
         let q = cache.get(NETWORK, &asset).unwrap();
-        assert!(t.elapsed() < Duration::from_millis(5), "get waited");
+        assert!(t.elapsed() < Duration::from_millis(50), "get waited");
         assert_eq!(q.native_usd, "3500");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -559,4 +559,25 @@ async fn gas_measurement_is_cached_per_asset_until_its_refresh_time() {
     // An explicit measurement always asks the node.
     assert_eq!(cached.measure_gas(&asset).await.unwrap(), remeasured);
     assert_eq!(cached.gas_units(&asset).await.unwrap(), remeasured);
+}
+
+#[tokio::test]
+async fn http_source_reads_the_decimal_answer_and_refuses_other_currencies() {
+    let server = PriceServer::start("3123.456789").await.unwrap();
+    let timeout = Duration::from_secs(2);
+    let usd = HttpPriceSource::coinbase(server.url(), "ETH-USD", timeout).unwrap();
+    let p = usd.price().await.unwrap();
+    assert_eq!((p.usd_mantissa, p.usd_decimals), (3_123_456_789, 6));
+    assert!(p.observed_at.abs_diff(unix_now()) < 60);
+    let eur = HttpPriceSource::coinbase(server.url(), "ETH-EUR", timeout).unwrap();
+    assert!(matches!(eur.price().await, Err(PriceError::Invalid(m)) if m.contains("EUR")));
+    server.set_amount(Some("1e3"));
+    assert!(matches!(usd.price().await, Err(PriceError::Invalid(_))));
+    // A generic JSON pointer source on the same answer.
+    server.set_amount(Some("42.5"));
+    let url = format!("{}/v2/prices/ETH-USD/spot", server.url());
+    let generic = HttpPriceSource::new(&url, "/data/amount", timeout).unwrap();
+    assert_eq!(generic.price().await.unwrap().usd_string(), "42.5");
+    let missing = HttpPriceSource::new(&url, "/data/price", timeout).unwrap();
+    assert!(matches!(missing.price().await, Err(PriceError::Invalid(_))));
 }
