@@ -2,7 +2,9 @@
 //!
 //! anvil (chain 8453) + Circle's FiatTokenV2_2 at the Base USDC address, Redis (the one on
 //! 127.0.0.1:6379 if it answers, else a private one), the facilitator started as a child process
-//! from a generated config, then `/supported`, `/verify` and `/settle` over HTTP for 0.01 USDC.
+//! from a generated config, a Chainlink-style ETH/USD feed (MockV3Aggregator) for gas pricing,
+//! then `/supported`, `/quote`, `/requirements` (0.01 USDC service + quoted gas), `/verify` and
+//! `/settle` over HTTP, and the gas actually paid next to the quote.
 //!
 //! Accounts (anvil dev keys): 0 USDC owner, 1 facilitator signer (pays gas), 2 payer, 3 payee.
 //! Run it with `scripts/demo.sh` (installs the tools and builds both binaries first).
@@ -17,12 +19,15 @@ use anyhow::{Context, bail, ensure};
 use serde_json::Value;
 use x402_tests::eip3009::{ExactEvmRequirements, v2_evm_payment_json};
 use x402_tests::facilitator::TestFacilitator;
+use x402_tests::price_feed::MockAggregator;
 use x402_tests::{Anvil, DEV_PRIVATE_KEYS, RedisServer, Usdc};
 
 /// Minted to the payer: 10 USDC (atomic units, 6 decimals).
 const PAYER_FUNDS: u64 = 10_000_000;
 /// The price paid: 0.01 USDC.
 const PRICE: u64 = 10_000;
+/// $3000.00 with the feed's 8 decimals.
+const ETH_USD_8_DECIMALS: i128 = 300_000_000_000;
 /// The Redis tried first.
 const LOCAL_REDIS: &str = "redis://127.0.0.1:6379/";
 
@@ -57,6 +62,11 @@ async fn run() -> anyhow::Result<()> {
     );
     println!("  payee    {pay_to}");
     println!("  signer   {} (facilitator, pays gas)", anvil.address(1));
+    let feed = MockAggregator::deploy(&anvil, anvil.signer(0), 8, ETH_USD_8_DECIMALS).await?;
+    println!(
+        "  ETH/USD  {} (MockV3Aggregator, $3000.00, 8 decimals)",
+        feed.address()
+    );
 
     step("replay store: Redis");
     // `_own_redis` keeps a private server alive until the end of `run`.
@@ -71,7 +81,8 @@ async fn run() -> anyhow::Result<()> {
     };
 
     step("facilitator: the real x402-facilitator binary");
-    let toml = TestFacilitator::config_toml(&anvil, DEV_PRIVATE_KEYS[1], Some(&redis_url));
+    let toml = TestFacilitator::config_toml(&anvil, DEV_PRIVATE_KEYS[1], Some(&redis_url))
+        + &gas_toml(&feed.address().to_checksum(None));
     let facilitator = FacilitatorProcess::start(&toml).await?;
     let url = facilitator.url.clone();
     println!("  {} listening on {url}", facilitator.bin.display());
@@ -91,10 +102,30 @@ async fn run() -> anyhow::Result<()> {
         .await?;
     println!("{}", pretty(&supported));
 
-    step("payer signs an EIP-3009 transferWithAuthorization for 0.01 USDC (10000 atomic)");
-    let requirements = ExactEvmRequirements::base_usdc(PRICE, pay_to);
+    step("GET /quote (settlement gas in USDC, from the background-refreshed cache)");
+    let quote = wait_for_quote(&http, &url).await?;
+    println!("{}", pretty(&quote));
+
+    step("POST /requirements (service price 0.01 USDC + quoted gas)");
+    let ask = serde_json::json!({
+        "network": "eip155:8453", "payTo": pay_to.to_checksum(None),
+        "price": PRICE.to_string(), "maxTimeoutSeconds": 60
+    });
+    let (status, offered) = post(&http, &url, "/requirements", &ask).await?;
+    ensure!(status == 200, "/requirements answered {status}: {offered}");
+    let accepted = offered["v2"].clone();
+    println!("{}", pretty(&accepted));
+    let total: u64 = accepted["amount"].as_str().context("no amount")?.parse()?;
+    let breakdown = &accepted["extra"]["breakdown"];
+    println!(
+        "  breakdown: service {} + gas {} = total {} USDC",
+        breakdown["service_usdc"], breakdown["gas_usdc"], breakdown["total_usdc"]
+    );
+
+    step("payer signs an EIP-3009 transferWithAuthorization for exactly that total");
+    let requirements = ExactEvmRequirements::base_usdc(total, pay_to);
     let (auth, signature) = requirements.authorize(&payer)?;
-    let body = v2_evm_payment_json(&requirements.v2_json(), &signature, &auth);
+    let body = v2_evm_payment_json(&accepted, &signature, &auth);
     println!("  nonce {}  signature {}…", auth.nonce, &signature[..20]);
     let payer_before = usdc.balance_of(payer.address()).await?;
     let payee_before = usdc.balance_of(pay_to).await?;
@@ -144,13 +175,13 @@ async fn run() -> anyhow::Result<()> {
         let (before, after) = (atomic_and_usdc(before), atomic_and_usdc(after));
         println!("  {who:<12} {before:>28}  {after:>28}");
     }
-    let price = U256::from(PRICE);
+    let paid = U256::from(total);
     ensure!(
-        payer_before - payer_after == price && payee_after - payee_before == price,
-        "balances did not move by exactly {PRICE} atomic USDC"
+        payer_before - payer_after == paid && payee_after - payee_before == paid,
+        "balances did not move by exactly {total} atomic USDC"
     );
 
-    step("GET /metrics (x402_settle_total)");
+    step("GET /metrics (settlements and gas: actual vs quoted)");
     let metrics = http
         .get(format!("{url}/metrics"))
         .send()
@@ -159,7 +190,7 @@ async fn run() -> anyhow::Result<()> {
         .await?;
     metrics
         .lines()
-        .filter(|l| l.starts_with("x402_settle_total"))
+        .filter(|l| l.starts_with("x402_settle_total") || l.starts_with("x402_settle_gas"))
         .for_each(|l| println!("  {l}"));
 
     step("stopping the facilitator and anvil");
@@ -287,6 +318,41 @@ async fn post(
     let json = serde_json::from_str(&text)
         .with_context(|| format!("{path}: HTTP {status}, not JSON: {text}"))?;
     Ok((status, json))
+}
+
+/// `[evm.gas]` for the demo chain: the on-chain feed first, a fixed price as fallback.
+fn gas_toml(feed: &str) -> String {
+    format!(
+        r#"
+[evm.gas]
+markup_bps = 2000
+[[evm.gas.price_sources]]
+kind = "chainlink"
+address = "{feed}"
+[[evm.gas.price_sources]]
+kind = "fixed"
+usd = "3000.00"
+
+[quotes]
+refresh_seconds = 5
+max_age_seconds = 60
+"#
+    )
+}
+
+/// Polls `GET /quote` until the first background refresh is done (at most 10 s).
+async fn wait_for_quote(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+    for _ in 0..100 {
+        let resp = http
+            .get(format!("{url}/quote?network=eip155:8453"))
+            .send()
+            .await?;
+        if resp.status() == 200 {
+            return Ok(resp.json().await?);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("no gas quote after 10 s")
 }
 
 fn step(title: &str) {
