@@ -12,19 +12,9 @@ VENV="$ROOT/.tools/venv"
 REQS="$PEERS/requirements.txt"
 STAMP="$VENV/.peers-requirements.sha256"
 
-fail() { echo "install-peers.sh: $*" >&2; exit 1; }
-
-# Run a command silently; on failure print its output and abort.
-quiet() {
-    local log
-    log="$(mktemp)"
-    if ! "$@" >"$log" 2>&1; then
-        cat "$log" >&2
-        rm -f "$log"
-        fail "command failed: $*"
-    fi
-    rm -f "$log"
-}
+SCRIPT_NAME=install-peers.sh
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 # --- npm peers -------------------------------------------------------------------------------
 command -v npm >/dev/null 2>&1 || fail "npm not found"

@@ -22,19 +22,9 @@ OP_PKG="@eth-optimism/contracts-bedrock@0.17.3"
 PRICE_FEED_DIR="$TOOLS/price-feed"
 PRICE_FEED_ARTIFACTS=(MockV3Aggregator.json GasPriceOracle.json L1Block.json)
 
-fail() { echo "install-tools.sh: $*" >&2; exit 1; }
-
-# Run a command silently; on failure print its output and abort.
-quiet() {
-    local log
-    log="$(mktemp)"
-    if ! "$@" >"$log" 2>&1; then
-        cat "$log" >&2
-        rm -f "$log"
-        fail "command failed: $*"
-    fi
-    rm -f "$log"
-}
+SCRIPT_NAME=install-tools.sh
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 npm_tools_present() { [[ -x "$ANVIL_BIN" && -f "$USDC_ARTIFACT" ]]; }
 

@@ -174,6 +174,16 @@ impl EvmFixture {
         ExactEvmRequirements::base_usdc(amount, self.pay_to)
     }
 
+    /// Transactions sent so far by the facilitator's signer (its mined nonce).
+    pub async fn signer_tx_count(&self) -> anyhow::Result<u64> {
+        use alloy::providers::Provider;
+        Ok(self
+            .anvil
+            .provider()
+            .get_transaction_count(self.facilitator_signer)
+            .await?)
+    }
+
     /// The payee's USDC balance in atomic units.
     pub async fn payee_balance(&self) -> anyhow::Result<U256> {
         self.usdc.balance_of(self.pay_to).await

@@ -11,14 +11,14 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy::primitives::{Address, Bytes, I256, U256, address};
 use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -84,41 +84,27 @@ pub struct FeedArtifact {
     pub deployed_bytecode: Bytes,
 }
 
-/// The folder of the price-feed artifacts, running `scripts/install-tools.sh` once per process if
-/// one is missing.
+/// The folder of the price-feed artifacts, installing the tools once per process
+/// ([`crate::tools::ensure_installed`]) if one is missing.
 pub fn artifacts_dir() -> anyhow::Result<PathBuf> {
-    static DONE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DONE.get_or_init(|| install_if_missing().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
-
-fn install_if_missing() -> anyhow::Result<PathBuf> {
-    let dir = crate::tools::tools_dir().join(PRICE_FEED_REL);
-    let present = || ARTIFACTS.iter().all(|a| dir.join(a).is_file());
-    if present() {
-        return Ok(dir);
-    }
-    let script = crate::tools::repo_root().join("scripts/install-tools.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed ({}):\n{}{}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    crate::tools::ensure_installed()?;
+    let dir = artifacts_path();
     ensure!(
-        present(),
+        artifacts_present(),
         "price-feed artifacts still missing in {}",
         dir.display()
     );
     Ok(dir)
+}
+
+fn artifacts_path() -> PathBuf {
+    crate::tools::tools_dir().join(PRICE_FEED_REL)
+}
+
+/// Whether every price-feed artifact is installed.
+pub(crate) fn artifacts_present() -> bool {
+    let dir = artifacts_path();
+    ARTIFACTS.iter().all(|a| dir.join(a).is_file())
 }
 
 impl FeedArtifact {

@@ -86,6 +86,7 @@ fn all_present() -> bool {
             .join("v2/FiatTokenV2_2.sol/FiatTokenV2_2.json")
             .is_file()
         && which("redis-server").is_some()
+        && crate::price_feed::artifacts_present()
 }
 
 fn install_if_missing() -> anyhow::Result<()> {

@@ -2,7 +2,6 @@
 //! stopped Redis makes `/settle` refuse (fail closed) without broadcasting.
 
 use alloy::primitives::U256;
-use alloy::providers::Provider;
 use serde_json::Value;
 use x402_tests::RedisServer;
 use x402_tests::eip3009::v2_evm_payment_json;
@@ -17,12 +16,7 @@ async fn fifty_concurrent_settles_of_one_payment_transfer_once() {
     let req = fx.requirements(AMOUNT);
     let (auth, sig) = req.authorize(&fx.payer).unwrap();
     let body = v2_evm_payment_json(&req.v2_json(), &sig, &auth);
-    let signer_nonce_before = fx
-        .anvil
-        .provider()
-        .get_transaction_count(fx.facilitator_signer)
-        .await
-        .unwrap();
+    let signer_nonce_before = fx.signer_tx_count().await.unwrap();
 
     let answers: Vec<(u16, Value)> =
         futures::future::join_all((0..50).map(|_| fx.facilitator.post("/settle", &body)))
@@ -52,12 +46,7 @@ async fn fifty_concurrent_settles_of_one_payment_transfer_once() {
         }
     }
     // Exactly one transaction from the facilitator, one transfer.
-    let signer_nonce_after = fx
-        .anvil
-        .provider()
-        .get_transaction_count(fx.facilitator_signer)
-        .await
-        .unwrap();
+    let signer_nonce_after = fx.signer_tx_count().await.unwrap();
     assert_eq!(signer_nonce_after, signer_nonce_before + 1);
     assert_eq!(fx.payee_balance().await.unwrap(), U256::from(AMOUNT));
 }
@@ -73,12 +62,7 @@ async fn redis_down_means_settle_refuses_and_broadcasts_nothing() {
     assert!(health.contains("\"redis\""), "{health}");
 
     redis.stop().await.unwrap();
-    let signer_nonce_before = fx
-        .anvil
-        .provider()
-        .get_transaction_count(fx.facilitator_signer)
-        .await
-        .unwrap();
+    let signer_nonce_before = fx.signer_tx_count().await.unwrap();
     let (status, answer) = fx.facilitator.post("/settle", &body).await.unwrap();
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["success"], false);
@@ -94,14 +78,7 @@ async fn redis_down_means_settle_refuses_and_broadcasts_nothing() {
     let (status, _) = fx.facilitator.get("/health").await.unwrap();
     assert_eq!(status, 503);
 
-    assert_eq!(
-        fx.anvil
-            .provider()
-            .get_transaction_count(fx.facilitator_signer)
-            .await
-            .unwrap(),
-        signer_nonce_before
-    );
+    assert_eq!(fx.signer_tx_count().await.unwrap(), signer_nonce_before);
     assert!(
         !fx.usdc
             .authorization_state(auth.from, auth.nonce)
@@ -130,12 +107,7 @@ async fn two_replicas_sharing_redis_and_a_signer_key_settle_everything_once() {
     );
     let replica = TestFacilitator::start_with_toml(&toml).await.unwrap();
     let replicas = [&fx.facilitator, &replica];
-    let signer_nonce_before = fx
-        .anvil
-        .provider()
-        .get_transaction_count(fx.facilitator_signer)
-        .await
-        .unwrap();
+    let signer_nonce_before = fx.signer_tx_count().await.unwrap();
 
     // 12 different payments, alternating replicas, all at once: one signer key, no nonce clash.
     let req = fx.requirements(AMOUNT);
@@ -169,12 +141,7 @@ async fn two_replicas_sharing_redis_and_a_signer_key_settle_everything_once() {
         .collect();
     assert_eq!(txs.len(), 1, "{answers:?}");
 
-    let signer_nonce_after = fx
-        .anvil
-        .provider()
-        .get_transaction_count(fx.facilitator_signer)
-        .await
-        .unwrap();
+    let signer_nonce_after = fx.signer_tx_count().await.unwrap();
     assert_eq!(signer_nonce_after, signer_nonce_before + 13);
     assert_eq!(fx.payee_balance().await.unwrap(), U256::from(AMOUNT * 13));
 }
