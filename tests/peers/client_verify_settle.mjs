@@ -29,15 +29,7 @@ import { x402Client } from "@x402/core/client";
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
 import { EVM_NETWORK_CHAIN_ID_MAP } from "@x402/evm/v1";
 import { privateKeyToAccount } from "viem/accounts";
-
-function env(name, fallback) {
-  const v = process.env[name];
-  if (v === undefined || v === "") {
-    if (fallback === undefined) throw new Error(`missing env ${name}`);
-    return fallback;
-  }
-  return v;
-}
+import { env } from "./env.mjs";
 
 function errorJson(err) {
   const out = { error: err?.message ?? String(err), name: err?.name ?? typeof err };

@@ -27,15 +27,7 @@ import { ExactEvmScheme as ExactEvmServerScheme } from "@x402/evm/exact/server";
 import { wrapFetchWithPayment, x402Client } from "@x402/fetch";
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
 import { privateKeyToAccount } from "viem/accounts";
-
-function env(name, fallback) {
-  const v = process.env[name];
-  if (v === undefined || v === "") {
-    if (fallback === undefined) throw new Error(`missing env ${name}`);
-    return fallback;
-  }
-  return v;
-}
+import { env } from "./env.mjs";
 
 function tryDecode(fn, value) {
   if (!value) return undefined;
