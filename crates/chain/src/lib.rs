@@ -3,9 +3,16 @@
 //!
 //! - [`EvmChain`]: what the EVM `exact` scheme needs (`eth_call`, code, nonces, signing, raw
 //!   send, receipts); [`AlloyEvmChain`] implements it over an alloy HTTP provider.
+//! - [`SvmChain`]: what the Solana `exact` scheme needs (simulate, send, signature statuses,
+//!   blockhash validity, accounts, rent, priority fees); [`RpcSvmChain`] implements it over the
+//!   agave JSON-RPC client.
 
 mod evm;
 mod evm_alloy;
+mod svm;
+mod svm_rpc;
 
 pub use evm::{ChainError, EvmChain, SignedTx};
 pub use evm_alloy::AlloyEvmChain;
+pub use svm::{SvmAccount, SvmChain, SvmChainError, SvmSimulation, SvmTxStatus};
+pub use svm_rpc::RpcSvmChain;

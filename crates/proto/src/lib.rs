@@ -10,6 +10,7 @@
 //! - [`reason`]: the reason strings of the TypeScript reference (`@x402/evm`, `@x402/core` 2.27);
 //! - [`header`]: base64 codecs of the `PAYMENT-*` / `X-PAYMENT*` headers;
 //! - [`evm`]: the `exact` EVM (EIP-3009) scheme payload.
+//! - [`svm`]: the `exact` Solana (SPL `TransferChecked`) scheme payload.
 
 pub mod evm;
 pub mod header;
@@ -17,6 +18,7 @@ pub mod network;
 pub mod reason;
 pub mod request;
 pub mod response;
+pub mod svm;
 pub mod v1;
 pub mod v2;
 

@@ -1,5 +1,5 @@
 //! Reason strings of `invalidReason` / `errorReason`, character for character as the TypeScript
-//! reference emits them (`@x402/core`, `@x402/evm` 2.27 on npm).
+//! reference emits them (`@x402/core`, `@x402/evm`, `@x402/svm` 2.27 on npm).
 
 /// A reason a payment is invalid or a settlement did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,6 +50,58 @@ pub enum Reason {
     EvmTransactionFailed,
     /// EVM: the mined settlement has no matching `Transfer(from, to, value)` log.
     EvmTransferEventMismatch,
+    /// SVM: scheme of payload or requirements is not `exact`.
+    SvmUnsupportedScheme,
+    /// SVM: `accepted.network` differs from the requirements' network.
+    SvmNetworkMismatch,
+    /// SVM: `extra.feePayer` is missing.
+    SvmMissingFeePayer,
+    /// SVM: `extra.feePayer` is not one of this facilitator's keys.
+    SvmFeePayerNotManaged,
+    /// SVM: account key 0 of the transaction is not `extra.feePayer`.
+    SvmFeePayerMismatch,
+    /// SVM: the transaction is not base64 of a `VersionedTransaction`, or uses unresolved address lookup tables.
+    SvmCouldNotBeDecoded,
+    /// SVM: a required signature other than the fee payer's is missing or invalid.
+    SvmSignatureInvalid,
+    /// SVM: more required signers than allowed.
+    SvmExcessiveSigners,
+    /// SVM: fewer than 3 or more than 6 instructions.
+    SvmInstructionsLength,
+    /// SVM: instruction 0 is not ComputeBudget `SetComputeUnitLimit`.
+    SvmComputeLimitInstruction,
+    /// SVM: the compute unit limit is above the configured cap.
+    SvmComputeLimitTooHigh,
+    /// SVM: instruction 1 is not ComputeBudget `SetComputeUnitPrice`.
+    SvmComputePriceInstruction,
+    /// SVM: the compute unit price is above the configured cap (micro-lamports per CU).
+    SvmComputePriceTooHigh,
+    /// SVM: instruction 2 is not a `TransferChecked` of SPL Token or Token-2022.
+    SvmNoTransferInstruction,
+    /// SVM: the fee payer appears in an instruction's accounts (e.g. as source or authority).
+    SvmFeePayerTransferringFunds,
+    /// SVM: the transfer's mint is not the required asset.
+    SvmMintMismatch,
+    /// SVM: the destination is not the associated token account of `payTo`.
+    SvmRecipientMismatch,
+    /// SVM: the transfer amount differs from the required amount.
+    SvmAmountMismatch,
+    /// SVM: instruction 3 is neither Memo nor Lighthouse (nor an allowed CreateIdempotent).
+    SvmUnknownFourthInstruction,
+    /// SVM: instruction 4 is neither Memo nor Lighthouse.
+    SvmUnknownFifthInstruction,
+    /// SVM: instruction 5 is neither Memo nor Lighthouse.
+    SvmUnknownSixthInstruction,
+    /// SVM: `extra.memo` is set but the transaction has not exactly one Memo instruction.
+    SvmMemoCount,
+    /// SVM: the Memo differs from `extra.memo`.
+    SvmMemoMismatch,
+    /// SVM: the co-signed transaction fails simulation.
+    SvmSimulationFailed,
+    /// SVM: the settlement transaction failed on chain, or its blockhash expired before it landed (terminal: nothing moved).
+    SvmTransactionFailed,
+    /// SVM: `payTo` has no token account for the mint and creating it is not allowed (this facilitator's own reason).
+    SvmDestinationAtaMissing,
     /// Broadcast, outcome not known yet; retry `/settle` with the same payload.
     SettlementPending,
     /// This payment is already being settled by another request.
@@ -88,6 +140,32 @@ impl Reason {
             EvmSimulationFailed => "invalid_exact_evm_transaction_simulation_failed",
             EvmTransactionFailed => "invalid_exact_evm_transaction_failed",
             EvmTransferEventMismatch => "invalid_exact_evm_transfer_event_mismatch",
+            SvmUnsupportedScheme => "invalid_exact_svm_unsupported_scheme",
+            SvmNetworkMismatch => "invalid_exact_svm_network_mismatch",
+            SvmMissingFeePayer => "invalid_exact_svm_payload_missing_fee_payer",
+            SvmFeePayerNotManaged => "invalid_exact_svm_fee_payer_not_managed_by_facilitator",
+            SvmFeePayerMismatch => "invalid_exact_svm_fee_payer_mismatch",
+            SvmCouldNotBeDecoded => "invalid_exact_svm_payload_transaction_could_not_be_decoded",
+            SvmSignatureInvalid => "invalid_exact_svm_payload_signature_invalid",
+            SvmExcessiveSigners => "invalid_exact_svm_payload_excessive_signers",
+            SvmInstructionsLength => "invalid_exact_svm_payload_transaction_instructions_length",
+            SvmComputeLimitInstruction => "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction",
+            SvmComputeLimitTooHigh => "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction_too_high",
+            SvmComputePriceInstruction => "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction",
+            SvmComputePriceTooHigh => "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction_too_high",
+            SvmNoTransferInstruction => "invalid_exact_svm_payload_no_transfer_instruction",
+            SvmFeePayerTransferringFunds => "invalid_exact_svm_payload_transaction_fee_payer_transferring_funds",
+            SvmMintMismatch => "invalid_exact_svm_payload_mint_mismatch",
+            SvmRecipientMismatch => "invalid_exact_svm_payload_recipient_mismatch",
+            SvmAmountMismatch => "invalid_exact_svm_payload_amount_mismatch",
+            SvmUnknownFourthInstruction => "invalid_exact_svm_payload_unknown_fourth_instruction",
+            SvmUnknownFifthInstruction => "invalid_exact_svm_payload_unknown_fifth_instruction",
+            SvmUnknownSixthInstruction => "invalid_exact_svm_payload_unknown_sixth_instruction",
+            SvmMemoCount => "invalid_exact_svm_payload_memo_count",
+            SvmMemoMismatch => "invalid_exact_svm_payload_memo_mismatch",
+            SvmSimulationFailed => "invalid_exact_svm_transaction_simulation_failed",
+            SvmTransactionFailed => "invalid_exact_svm_transaction_failed",
+            SvmDestinationAtaMissing => "invalid_exact_svm_destination_ata_missing",
             SettlementPending => "settlement_pending",
             DuplicateSettlement => "duplicate_settlement",
             UnexpectedSettleError => "unexpected_settle_error",

@@ -363,6 +363,9 @@ impl EvmSettler {
             broadcast @ SettlementRecord::Broadcast { .. } => {
                 self.await_receipt(ctx, &broadcast).await
             }
+            SettlementRecord::SvmBroadcast { .. } => Err(SettleError::StoreUnavailable(
+                "a Solana record under an EVM replay key".into(),
+            )),
         }
     }
 
@@ -406,6 +409,7 @@ impl EvmSettler {
                         fingerprint: ctx.fingerprint.clone(),
                         response: response.clone(),
                         gas: Some(gas.clone()),
+                        svm_fee: None,
                     };
                     match self.store.finish(&ctx.key, &done).await {
                         Ok(true) => {

@@ -3,6 +3,8 @@
 //! - [`replay`]: the replay store (Redis, or in-memory for one process) holding one
 //!   [`replay::SettlementRecord`] per payment under its replay key ([`replay::keys`]).
 //! - [`evm`]: EVM `exact` settlement: re-verify, reserve, sign, record, broadcast, confirm.
+//! - [`svm`]: Solana `exact` settlement: re-verify, reserve, co-sign, record, send, confirm or
+//!   expire.
 //!
 //! Invariants: a payment is broadcast at most once (the reservation is an atomic `SET NX`); the
 //! signed transaction is recorded before it is sent, so a retry or another replica finds its hash;
@@ -11,6 +13,7 @@
 
 pub mod evm;
 pub mod replay;
+pub mod svm;
 
 use x402_proto::ParseError;
 

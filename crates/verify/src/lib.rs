@@ -1,9 +1,11 @@
 //! Payment verification per scheme. Verification never writes: no Redis, no broadcast; the only
-//! chain traffic is read-only (`eth_call`, `eth_getCode`).
+//! chain traffic is read-only (`eth_call`, `eth_getCode`, `simulateTransaction`, `getAccountInfo`).
 //!
 //! - [`evm`]: the `exact` scheme on EVM chains (EIP-3009 `transferWithAuthorization`, EIP-712).
+//! - [`svm`]: the `exact` scheme on Solana (SPL `TransferChecked`, facilitator as fee payer).
 
 pub mod evm;
+pub mod svm;
 
 use x402_proto::{ParseError, Reason};
 

@@ -6,6 +6,10 @@
 //! - `{prefix}:lease:evm:{chainId}:{signer}`: who may take the next nonce of a facilitator signer
 //!   (value: the holder's payment fingerprint; expires after [`SIGNER_LEASE_SECONDS`]), so that
 //!   replicas sharing a key never sign two transactions with one nonce.
+//! - `{prefix}:replay:svm:{network}:{signature}`: the Solana payment's record, keyed by the
+//!   settlement transaction's first signature (base58; the fee payer's deterministic Ed25519
+//!   signature of the message, so one payment has one key). Expires after the configured record
+//!   lifetime, never less than [`SVM_REPLAY_MIN_TTL_SECONDS`].
 
 use alloy::primitives::{Address, B256};
 
@@ -17,6 +21,15 @@ pub const REPLAY_MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
 
 /// Longest hold of a signer lease, in seconds (it covers nonce read, signing and broadcast).
 pub const SIGNER_LEASE_SECONDS: u64 = 30;
+
+/// Shortest lifetime of a Solana replay key, seconds: about twice a blockhash's lifetime, after
+/// which the transaction can no longer land (x402-reference §7).
+pub const SVM_REPLAY_MIN_TTL_SECONDS: u64 = 120;
+
+/// Replay key of a Solana payment on `network` (CAIP-2), by its transaction signature (base58).
+pub fn svm_replay_key(prefix: &str, network: &str, signature: &str) -> String {
+    format!("{prefix}:replay:svm:{network}:{signature}")
+}
 
 /// Lease key of a facilitator signer on an EVM chain.
 pub fn evm_signer_lease_key(prefix: &str, chain_id: u64, signer: Address) -> String {

@@ -48,7 +48,28 @@ pub enum SettlementRecord {
         /// Unix seconds of the first broadcast.
         at: u64,
     },
-    /// Final: confirmed success, or a terminal failure (reverted on chain).
+    /// Solana: signed by the fee payer and (about to be) broadcast; it may land until its
+    /// blockhash expires.
+    SvmBroadcast {
+        /// The payment's identity (the transaction signature, base58).
+        fingerprint: String,
+        /// Transaction signature, base58.
+        transaction: String,
+        /// The signed `VersionedTransaction`, base64, to re-send until it lands or expires.
+        raw: String,
+        /// Its recent blockhash, base58.
+        blockhash: String,
+        /// Fee the transaction costs the fee payer, lamports (signatures + priority fee).
+        fee_lamports: u64,
+        /// Rent the fee payer deposits for a destination account it creates, lamports.
+        rent_lamports: u64,
+        /// The answer to give once confirmed.
+        receipt: SettleResponse,
+        /// Unix seconds of the first broadcast.
+        at: u64,
+    },
+    /// Final: confirmed success, or a terminal failure (reverted on chain, Solana blockhash
+    /// expired).
     Done {
         /// Fingerprint of the exact payment, 0x-hex.
         fingerprint: String,
@@ -57,7 +78,25 @@ pub enum SettlementRecord {
         /// What the mined transaction cost the facilitator (absent for old records).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gas: Option<GasPaid>,
+        /// What a landed Solana settlement cost the fee payer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        svm_fee: Option<SvmFeePaid>,
     },
+}
+
+/// What a landed Solana settlement transaction cost the fee payer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SvmFeePaid {
+    /// Transaction signature, base58.
+    pub transaction: String,
+    /// Transaction fee, lamports (signatures + priority fee).
+    pub fee_lamports: u64,
+    /// Rent deposited for a created destination token account, lamports (0 when none).
+    pub rent_lamports: u64,
+    /// Fee plus rent in atomic USDC at the quote's SOL price, next to the quoted charge (absent
+    /// when gas pricing is not configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usdc: Option<GasInUsdc>,
 }
 
 /// The gas a mined settlement transaction cost the facilitator, from its receipt.
@@ -111,6 +150,7 @@ impl SettlementRecord {
         match self {
             SettlementRecord::Reserved { fingerprint, .. }
             | SettlementRecord::Broadcast { fingerprint, .. }
+            | SettlementRecord::SvmBroadcast { fingerprint, .. }
             | SettlementRecord::Done { fingerprint, .. } => fingerprint,
         }
     }
@@ -180,6 +220,7 @@ mod tests {
                     quoted: 4,
                 }),
             }),
+            svm_fee: None,
         };
         assert!(encode(&done).unwrap().starts_with(r#"{"state":"done","#));
         let reserved = SettlementRecord::Reserved {

@@ -1,0 +1,44 @@
+//! Program ids and instruction tags the SVM `exact` layout refers to (x402-reference §6).
+
+use solana_address::Address;
+
+/// SPL Token program (`TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA`).
+pub const TOKEN_PROGRAM: Address = spl_token_interface::ID;
+/// SPL Token-2022 program (`TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb`).
+pub const TOKEN_2022_PROGRAM: Address = spl_token_2022_interface::ID;
+/// Associated Token Account program (`ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL`).
+pub const ASSOCIATED_TOKEN_PROGRAM: Address = spl_associated_token_account_interface::program::ID;
+/// SPL Memo program v2 (`MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr`).
+pub const MEMO_PROGRAM: Address = spl_memo_interface::v3::ID;
+/// Lighthouse assertion program used by wallets (`L2TExMFKdjpN9kozasaurPirfHy9P8sbXoAN1qA3S95`).
+pub const LIGHTHOUSE_PROGRAM: Address =
+    Address::from_str_const("L2TExMFKdjpN9kozasaurPirfHy9P8sbXoAN1qA3S95");
+/// Compute Budget program (`ComputeBudget111111111111111111111111111111`).
+pub const COMPUTE_BUDGET_PROGRAM: Address =
+    Address::from_str_const("ComputeBudget111111111111111111111111111111");
+/// System program (`11111111111111111111111111111111`).
+pub const SYSTEM_PROGRAM: Address = Address::from_str_const("11111111111111111111111111111111");
+
+/// ComputeBudget `SetComputeUnitLimit` tag (data: tag, u32 LE units).
+pub const SET_COMPUTE_UNIT_LIMIT: u8 = 2;
+/// ComputeBudget `SetComputeUnitPrice` tag (data: tag, u64 LE micro-lamports per CU).
+pub const SET_COMPUTE_UNIT_PRICE: u8 = 3;
+/// SPL Token `TransferChecked` tag (data: tag, u64 LE amount, u8 decimals).
+pub const TRANSFER_CHECKED: u8 = 12;
+/// Associated Token Account `CreateIdempotent` tag (data: the tag alone).
+pub const CREATE_IDEMPOTENT: u8 = 1;
+
+/// Whether `program` is SPL Token or Token-2022.
+pub fn is_token_program(program: &Address) -> bool {
+    *program == TOKEN_PROGRAM || *program == TOKEN_2022_PROGRAM
+}
+
+/// The associated token account of `owner` for `mint` under `token_program` (a PDA of the ATA
+/// program).
+pub fn associated_token_address(owner: &Address, mint: &Address, token_program: &Address) -> Address {
+    spl_associated_token_account_interface::address::get_associated_token_address_with_program_id(
+        owner,
+        mint,
+        token_program,
+    )
+}
