@@ -13,10 +13,12 @@ pub mod net;
 pub mod peers;
 pub mod price_feed;
 pub mod redis_server;
+pub mod surfnet;
 pub mod tools;
 pub mod usdc;
 
 pub use anvil::{Anvil, AnvilBuilder, DEV_PRIVATE_KEYS, dev_signer};
 pub use eip3009::Authorization;
 pub use redis_server::RedisServer;
+pub use surfnet::Surfnet;
 pub use usdc::{BASE_SEPOLIA_USDC, BASE_USDC, Usdc};
