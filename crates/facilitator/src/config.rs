@@ -7,6 +7,9 @@
 //! - `X402_EVM_SIGNER_KEYS`: comma-separated 0x private keys for every EVM network that has none.
 //! - `X402_EVM_<chainId>_SIGNER_KEYS`: comma-separated 0x private keys for one chain.
 //! - `X402_EVM_<chainId>_RPC_URL`: RPC URL for one chain.
+//! - `X402_SVM_…`: Solana RPC URLs and fee-payer keys, see [`svm`].
+
+pub mod svm;
 
 use std::collections::HashMap;
 
@@ -53,6 +56,9 @@ pub struct Config {
     /// EVM networks.
     #[serde(default)]
     pub evm: Vec<EvmNetworkConfig>,
+    /// Solana networks.
+    #[serde(default)]
+    pub svm: Vec<svm::SvmNetworkConfig>,
 }
 
 /// `[redis]`.
@@ -302,6 +308,7 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .collect::<Vec<_>>()
         };
+        svm::apply_env(&mut self.svm, env);
         for net in &mut self.evm {
             if let Some(url) = env.get(&format!("X402_EVM_{}_RPC_URL", net.chain_id)) {
                 net.rpc_url = url.clone();
@@ -334,9 +341,13 @@ impl Config {
                 "must start with redis://, rediss:// or unix://",
             ));
         }
-        if self.evm.is_empty() {
-            return Err(err("evm", "configure at least one [[evm]] network"));
+        if self.evm.is_empty() && self.svm.is_empty() {
+            return Err(err(
+                "evm",
+                "configure at least one [[evm]] or [[svm]] network",
+            ));
         }
+        self.validate_svm()?;
         let mut seen = std::collections::HashSet::new();
         self.evm
             .iter()
@@ -392,6 +403,14 @@ impl Config {
                 })
             })
             .collect()
+    }
+}
+
+impl Config {
+    /// Checks every `[[svm]]` entry and returns the Solana networks ready to connect (reads
+    /// fee-payer key files). Errors name the key.
+    pub fn validate_svm(&self) -> Result<Vec<svm::SvmNetwork>, ConfigError> {
+        svm::validate(&self.svm)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod registry;
 pub mod requirements;
 pub mod routes;
+pub mod svm;
 
 use std::net::TcpListener;
 use std::sync::Arc;

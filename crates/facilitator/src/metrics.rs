@@ -22,6 +22,12 @@ pub struct Metrics {
     /// `x402_settle_gas_quoted_usdc_atomic_total{network}`: what the quotes current at those
     /// settlements charge for gas, atomic USDC (compare with the actual above).
     pub gas_quoted_usdc_total: IntCounterVec,
+    /// `x402_settle_svm_fee_lamports_total{network}`: Solana transaction fees paid by the fee
+    /// payer for landed settlements, lamports.
+    pub svm_fee_lamports_total: IntCounterVec,
+    /// `x402_settle_svm_rent_lamports_total{network}`: rent deposited for destination token
+    /// accounts the settlements created, lamports.
+    pub svm_rent_lamports_total: IntCounterVec,
     /// `x402_request_errors_total{endpoint,kind}`: `kind` is `malformed` (400) or `unavailable` (503).
     pub request_errors: IntCounterVec,
 }
@@ -86,6 +92,22 @@ impl Metrics {
             &["network"],
         )
         .expect("valid metric");
+        let svm_fee_lamports_total = IntCounterVec::new(
+            Opts::new(
+                "x402_settle_svm_fee_lamports_total",
+                "Solana fees paid for landed settlements, lamports",
+            ),
+            &["network"],
+        )
+        .expect("valid metric");
+        let svm_rent_lamports_total = IntCounterVec::new(
+            Opts::new(
+                "x402_settle_svm_rent_lamports_total",
+                "Rent deposited for destination token accounts created by settlements, lamports",
+            ),
+            &["network"],
+        )
+        .expect("valid metric");
         registry
             .register(Box::new(gas_fee_wei_total.clone()))
             .expect("unique metric");
@@ -96,6 +118,8 @@ impl Metrics {
             &gas_used_total,
             &gas_usdc_total,
             &gas_quoted_usdc_total,
+            &svm_fee_lamports_total,
+            &svm_rent_lamports_total,
         ] {
             registry
                 .register(Box::new(c.clone()))
@@ -113,6 +137,8 @@ impl Metrics {
             gas_fee_wei_total,
             gas_usdc_total,
             gas_quoted_usdc_total,
+            svm_fee_lamports_total,
+            svm_rent_lamports_total,
             request_errors,
         }
     }

@@ -25,6 +25,7 @@ use crate::config::{Config, EvmAssetConfig};
 use crate::gas;
 use crate::metrics::Metrics;
 use crate::requirements::{self, RequirementsRequest, RequirementsResponse};
+use crate::svm::{self as svm_part, SvmHandler};
 
 /// One configured EVM network.
 struct EvmHandler {
@@ -33,9 +34,16 @@ struct EvmHandler {
     assets: Vec<(Address, EvmAssetConfig)>,
 }
 
+/// The handler of a payment's network.
+enum Handler<'a> {
+    Evm(&'a EvmHandler),
+    Svm(&'a SvmHandler),
+}
+
 /// Everything the routes need.
 pub struct Facilitator {
     evm: HashMap<Network, EvmHandler>,
+    svm: HashMap<Network, SvmHandler>,
     store: Arc<dyn ReplayStore>,
     supported: SupportedResponse,
     quotes: Arc<QuoteCache>,
@@ -85,6 +93,7 @@ impl Facilitator {
     /// Mined settlements report their gas to `metrics`.
     pub async fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, StartError> {
         let networks = config.validate()?;
+        let svm_networks = config.validate_svm()?;
         let (store, prefix): (Arc<dyn ReplayStore>, String) = match &config.redis {
             Some(r) => (
                 Arc::new(
@@ -178,6 +187,15 @@ impl Facilitator {
                 },
             );
         }
+        let svm_timing = x402_settle::svm::SvmSettleTiming {
+            confirm_timeout: Duration::from_secs(config.settle.receipt_timeout_seconds),
+            ..x402_settle::svm::SvmSettleTiming::default()
+        };
+        let svm = svm_part::build(svm_networks, &store, &prefix, &svm_timing, metrics);
+        kinds.extend(svm.kinds);
+        if !svm.signers.is_empty() {
+            signers.insert("solana:*".into(), svm.signers);
+        }
         let refresher = (!quoters.is_empty()).then(|| {
             QuoteRefresher::spawn(
                 quotes.clone(),
@@ -187,6 +205,7 @@ impl Facilitator {
         });
         Ok(Facilitator {
             evm,
+            svm: svm.handlers,
             store,
             quotes,
             _refresher: refresher,
@@ -268,9 +287,13 @@ impl Facilitator {
         Ok((net, handler, found))
     }
 
-    fn handler(&self, req: &PaymentRequest) -> Result<&EvmHandler, Reason> {
+    fn handler(&self, req: &PaymentRequest) -> Result<Handler<'_>, Reason> {
         let network = req.network().ok_or(Reason::InvalidNetwork)?;
-        let handler = self.evm.get(&network).ok_or(Reason::InvalidNetwork)?;
+        let handler = match (self.evm.get(&network), self.svm.get(&network)) {
+            (Some(h), _) => Handler::Evm(h),
+            (None, Some(h)) => Handler::Svm(h),
+            (None, None) => return Err(Reason::InvalidNetwork),
+        };
         if req.scheme() != "exact" {
             return Err(Reason::UnsupportedScheme);
         }
@@ -279,24 +302,30 @@ impl Facilitator {
 
     /// `POST /verify`.
     pub async fn verify(&self, req: &PaymentRequest) -> Result<VerifyResponse, VerifyError> {
-        let handler = match self.handler(req) {
-            Ok(h) => h,
+        let verdict = match self.handler(req) {
+            Ok(Handler::Evm(h)) => h
+                .verifier
+                .verify(req, unix_now(), true)
+                .await?
+                .map(|p| p.payer_string()),
+            Ok(Handler::Svm(h)) => h
+                .verifier
+                .verify(req, true)
+                .await?
+                .map(|p| p.payer_string()),
             Err(reason) => return Ok(unsupported_verify(req, reason)),
         };
-        Ok(
-            match handler.verifier.verify(req, unix_now(), true).await? {
-                Verdict::Valid(p) => VerifyResponse::valid(p.payer_string()),
-                Verdict::Invalid(inv) => {
-                    VerifyResponse::invalid(inv.reason, inv.message, inv.payer)
-                }
-            },
-        )
+        Ok(match verdict {
+            Verdict::Valid(payer) => VerifyResponse::valid(payer),
+            Verdict::Invalid(inv) => VerifyResponse::invalid(inv.reason, inv.message, inv.payer),
+        })
     }
 
     /// `POST /settle`.
     pub async fn settle(&self, req: &PaymentRequest) -> Result<SettleResponse, SettleError> {
         match self.handler(req) {
-            Ok(h) => h.settler.settle(req, unix_now()).await,
+            Ok(Handler::Evm(h)) => h.settler.settle(req, unix_now()).await,
+            Ok(Handler::Svm(h)) => h.settler.settle(req, unix_now()).await,
             Err(reason) => Ok(SettleResponse::failed(
                 reason,
                 Some(unsupported_message(req, reason)),

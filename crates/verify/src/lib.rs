@@ -18,6 +18,16 @@ pub enum Verdict<T> {
     Invalid(Invalid),
 }
 
+impl<T> Verdict<T> {
+    /// Maps the valid payment, keeping a failure as it is.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Verdict<U> {
+        match self {
+            Verdict::Valid(t) => Verdict::Valid(f(t)),
+            Verdict::Invalid(inv) => Verdict::Invalid(inv),
+        }
+    }
+}
+
 /// A failed check: the reference reason string, a human message, and the payer when known.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Invalid {

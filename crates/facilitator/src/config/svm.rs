@@ -1,0 +1,339 @@
+//! `[[svm]]`: Solana networks (x402-reference §6).
+//!
+//! ```toml
+//! [[svm]]
+//! network = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"   # or a v1 name: "solana-devnet"
+//! rpc_url = "https://api.devnet.solana.com"
+//! fee_payer_key_files = ["/run/secrets/fee-payer.json"] # solana-keygen JSON byte arrays
+//! [[svm.assets]]
+//! mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
+//! ```
+//!
+//! Environment overrides, with `<NAME>` the v1 name upper-cased and `-` → `_`
+//! (`SOLANA`, `SOLANA_DEVNET`, `SOLANA_TESTNET`):
+//! - `X402_SVM_<NAME>_RPC_URL`: RPC URL of one network.
+//! - `X402_SVM_<NAME>_FEE_PAYER_KEYS`: comma-separated base58 64-byte keypairs for one network.
+//! - `X402_SVM_FEE_PAYER_KEYS`: the same for every Solana network that has none.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use solana_address::Address;
+use solana_keypair::Keypair;
+use x402_proto::Network;
+use x402_verify::svm::SvmPolicy;
+
+use super::{ConfigError, GasConfig, err};
+
+/// `[[svm]]`: one Solana cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SvmNetworkConfig {
+    /// CAIP-2 (`solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp` mainnet, `solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1`
+    /// devnet, `solana:4uhcVJyU9pJkvQyS88uRDiswHXSCkY3z` testnet) or v1 name (`solana`,
+    /// `solana-devnet`, `solana-testnet`).
+    pub network: String,
+    /// JSON-RPC URL.
+    pub rpc_url: String,
+    /// Per-request RPC timeout, seconds (default 10).
+    #[serde(default = "default_rpc_timeout")]
+    pub rpc_timeout_seconds: u64,
+    /// Fee-payer keypairs, base58 of the 64 secret+public bytes (prefer the environment).
+    #[serde(default)]
+    pub fee_payer_keys: Vec<String>,
+    /// Fee-payer keypair files: JSON arrays of 64 bytes, as `solana-keygen` writes them.
+    #[serde(default)]
+    pub fee_payer_key_files: Vec<String>,
+    /// Cap on `SetComputeUnitPrice`, micro-lamports per compute unit (default 5,000,000, the
+    /// reference's).
+    #[serde(default = "default_max_price")]
+    pub max_compute_unit_price_micro_lamports: u64,
+    /// Cap on `SetComputeUnitLimit`, compute units (default 200,000).
+    #[serde(default = "default_max_limit")]
+    pub max_compute_unit_limit: u32,
+    /// Most required signatures per payment transaction (default 2: fee payer and payer).
+    #[serde(default = "default_max_signers")]
+    pub max_signers: u8,
+    /// `payTo` owners (base58) that are the operator's own: a payment to one of them may create
+    /// its missing associated token account (`CreateIdempotent`, rent paid by the fee payer).
+    /// Empty (default): creation refused.
+    #[serde(default)]
+    pub create_destination_ata_for: Vec<String>,
+    /// SPL mints settled on this cluster.
+    pub assets: Vec<SvmAssetConfig>,
+    /// Fee and rent pricing in USDC for `/quote` and `/requirements`; the price sources quote
+    /// SOL in USD (`fixed`, `coinbase` with `SOL-USD`, `http`; `chainlink` is EVM-only).
+    #[serde(default)]
+    pub gas: Option<GasConfig>,
+}
+
+/// `[[svm.assets]]`: one SPL token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SvmAssetConfig {
+    /// Mint address (base58). Mainnet USDC: `EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v`;
+    /// devnet USDC: `4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU`.
+    pub mint: String,
+    /// Token decimals (USDC: 6).
+    #[serde(default = "default_decimals")]
+    pub decimals: u8,
+}
+
+/// A validated Solana network ready to connect.
+pub struct SvmNetwork {
+    /// CAIP-2 network.
+    pub network: Network,
+    /// JSON-RPC URL.
+    pub rpc_url: String,
+    /// Per-request RPC timeout.
+    pub rpc_timeout: std::time::Duration,
+    /// Fee payers (at least one).
+    pub fee_payers: Vec<Arc<Keypair>>,
+    /// Mints with their decimals.
+    pub assets: Vec<(Address, u8)>,
+    /// Caps and ATA-creation allow-list.
+    pub policy: SvmPolicy,
+    /// Fee pricing, if configured.
+    pub gas: Option<GasConfig>,
+}
+
+fn default_rpc_timeout() -> u64 {
+    10
+}
+fn default_max_price() -> u64 {
+    SvmPolicy::default().max_compute_unit_price
+}
+fn default_max_limit() -> u32 {
+    SvmPolicy::default().max_compute_unit_limit
+}
+fn default_max_signers() -> u8 {
+    SvmPolicy::default().max_signers
+}
+fn default_decimals() -> u8 {
+    6
+}
+
+/// The environment-variable stem of a Solana network: its v1 name upper-cased, `-` → `_`.
+pub fn env_stem(network: &Network) -> String {
+    network
+        .v1_name()
+        .unwrap_or(network.as_str())
+        .to_ascii_uppercase()
+        .replace(['-', ':'], "_")
+}
+
+/// Applies `X402_SVM_*` overrides from `env` to `nets`.
+pub fn apply_env(nets: &mut [SvmNetworkConfig], env: &HashMap<String, String>) {
+    let split = |v: &String| {
+        v.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+    };
+    for net in nets {
+        let Some(network) = Network::parse(&net.network) else {
+            continue;
+        };
+        let stem = env_stem(&network);
+        if let Some(url) = env.get(&format!("X402_SVM_{stem}_RPC_URL")) {
+            net.rpc_url = url.clone();
+        }
+        if let Some(keys) = env.get(&format!("X402_SVM_{stem}_FEE_PAYER_KEYS")) {
+            net.fee_payer_keys = split(keys);
+        } else if net.fee_payer_keys.is_empty()
+            && net.fee_payer_key_files.is_empty()
+            && let Some(keys) = env.get("X402_SVM_FEE_PAYER_KEYS")
+        {
+            net.fee_payer_keys = split(keys);
+        }
+    }
+}
+
+/// A keypair from base58 of its 64 bytes. Never panics on bad input.
+pub fn keypair_from_base58(s: &str) -> Result<Keypair, String> {
+    let bytes = bs58::decode(s.trim())
+        .into_vec()
+        .map_err(|_| "not base58".to_string())?;
+    keypair_from_bytes(&bytes)
+}
+
+fn keypair_from_bytes(bytes: &[u8]) -> Result<Keypair, String> {
+    if bytes.len() != 64 {
+        return Err(format!("{} bytes; a keypair has 64", bytes.len()));
+    }
+    Keypair::try_from(bytes).map_err(|e| format!("not an Ed25519 keypair: {e}"))
+}
+
+fn keypair_from_file(path: &str) -> Result<Keypair, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let bytes: Vec<u8> = serde_json::from_str(&text)
+        .map_err(|e| format!("{path} is not a JSON array of bytes: {e}"))?;
+    keypair_from_bytes(&bytes)
+}
+
+/// Checks every `[[svm]]` entry; errors name the key (`svm[0].assets[1].mint`).
+pub fn validate(nets: &[SvmNetworkConfig]) -> Result<Vec<SvmNetwork>, ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    nets.iter()
+        .enumerate()
+        .map(|(i, net)| {
+            let at = |k: &str| format!("svm[{i}].{k}");
+            let network = Network::parse(&net.network)
+                .filter(|n| n.namespace() == "solana")
+                .ok_or_else(|| {
+                    err(
+                        at("network"),
+                        format!("{:?} is not a solana:… CAIP-2 id or v1 name", net.network),
+                    )
+                })?;
+            if !seen.insert(network.clone()) {
+                return Err(err(at("network"), format!("{network} configured twice")));
+            }
+            if !(net.rpc_url.starts_with("http://") || net.rpc_url.starts_with("https://")) {
+                return Err(err(at("rpc_url"), "must be an http:// or https:// URL"));
+            }
+            let mut fee_payers = Vec::new();
+            for (k, key) in net.fee_payer_keys.iter().enumerate() {
+                let kp = keypair_from_base58(key)
+                    .map_err(|m| err(at(&format!("fee_payer_keys[{k}]")), m))?;
+                fee_payers.push(Arc::new(kp));
+            }
+            for (k, path) in net.fee_payer_key_files.iter().enumerate() {
+                let kp = keypair_from_file(path)
+                    .map_err(|m| err(at(&format!("fee_payer_key_files[{k}]")), m))?;
+                fee_payers.push(Arc::new(kp));
+            }
+            if fee_payers.is_empty() {
+                return Err(err(
+                    at("fee_payer_keys"),
+                    format!(
+                        "no fee payer: set fee_payer_keys, fee_payer_key_files, \
+                         X402_SVM_{}_FEE_PAYER_KEYS or X402_SVM_FEE_PAYER_KEYS",
+                        env_stem(&network)
+                    ),
+                ));
+            }
+            if net.assets.is_empty() {
+                return Err(err(at("assets"), "list at least one mint"));
+            }
+            let assets = net
+                .assets
+                .iter()
+                .enumerate()
+                .map(|(a, asset)| {
+                    Address::from_str(&asset.mint)
+                        .map(|m| (m, asset.decimals))
+                        .map_err(|_| err(at(&format!("assets[{a}].mint")), "not a base58 address"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let create_destination_for = net
+                .create_destination_ata_for
+                .iter()
+                .enumerate()
+                .map(|(o, owner)| {
+                    Address::from_str(owner).map_err(|_| {
+                        err(
+                            at(&format!("create_destination_ata_for[{o}]")),
+                            "not a base58 address",
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if net.max_signers == 0 {
+                return Err(err(at("max_signers"), "must be at least 1"));
+            }
+            if let Some(gas) = &net.gas {
+                super::validate_gas(gas, &at("gas"))?;
+            }
+            Ok(SvmNetwork {
+                network,
+                rpc_url: net.rpc_url.clone(),
+                rpc_timeout: std::time::Duration::from_secs(net.rpc_timeout_seconds.max(1)),
+                fee_payers,
+                assets,
+                policy: SvmPolicy {
+                    max_compute_unit_price: net.max_compute_unit_price_micro_lamports,
+                    max_compute_unit_limit: net.max_compute_unit_limit,
+                    max_signers: net.max_signers,
+                    create_destination_for,
+                },
+                gas: net.gas.clone(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use solana_signer::Signer;
+
+    use super::*;
+    use crate::config::Config;
+
+    const SVM_ONLY: &str = r#"
+[[svm]]
+network = "solana-devnet"
+rpc_url = "http://127.0.0.1:8899"
+max_compute_unit_limit = 40000
+[[svm.assets]]
+mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
+"#;
+
+    #[test]
+    fn env_supplies_fee_payer_and_network_resolves() {
+        let mut c = Config::from_toml(SVM_ONLY).unwrap();
+        assert_eq!(c.validate_svm().err().unwrap().key, "svm[0].fee_payer_keys");
+        let kp = Keypair::new();
+        let env = HashMap::from([
+            ("X402_SVM_FEE_PAYER_KEYS".to_string(), kp.to_base58_string()),
+            (
+                "X402_SVM_SOLANA_DEVNET_RPC_URL".to_string(),
+                "http://127.0.0.1:9999".to_string(),
+            ),
+        ]);
+        c.apply_env(&env);
+        c.validate().unwrap();
+        let nets = c.validate_svm().unwrap();
+        assert_eq!(nets[0].network.as_str(), x402_proto::network::SOLANA_DEVNET);
+        assert_eq!(nets[0].rpc_url, "http://127.0.0.1:9999");
+        assert_eq!(nets[0].fee_payers[0].pubkey(), kp.pubkey());
+        assert_eq!(nets[0].policy.max_compute_unit_limit, 40_000);
+        assert_eq!(nets[0].policy.max_compute_unit_price, 5_000_000);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut c = Config::from_toml(SVM_ONLY).unwrap();
+        c.svm[0].fee_payer_keys = vec!["not-a-key".into()];
+        assert_eq!(
+            c.validate_svm().err().unwrap().key,
+            "svm[0].fee_payer_keys[0]"
+        );
+        c.svm[0].fee_payer_keys = vec![Keypair::new().to_base58_string()];
+        c.svm[0].assets[0].mint = "0x12".into();
+        assert_eq!(c.validate_svm().err().unwrap().key, "svm[0].assets[0].mint");
+        c.svm[0].assets[0].mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU".into();
+        c.svm[0].network = "eip155:8453".into();
+        assert_eq!(c.validate_svm().err().unwrap().key, "svm[0].network");
+        c.svm[0].network = "solana".into();
+        c.svm[0].fee_payer_key_files = vec!["/nonexistent/key.json".into()];
+        let e = c.validate_svm().err().unwrap();
+        assert_eq!(e.key, "svm[0].fee_payer_key_files[0]");
+    }
+
+    #[test]
+    fn key_file_is_a_json_byte_array() {
+        let kp = Keypair::new();
+        let path = std::env::temp_dir().join(format!("x402-kp-{}.json", kp.pubkey()));
+        std::fs::write(
+            &path,
+            serde_json::to_string(&kp.to_bytes().to_vec()).unwrap(),
+        )
+        .unwrap();
+        let loaded = keypair_from_file(path.to_str().unwrap()).unwrap();
+        assert_eq!(loaded.pubkey(), kp.pubkey());
+        std::fs::remove_file(path).unwrap();
+    }
+}
