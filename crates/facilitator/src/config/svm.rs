@@ -323,6 +323,42 @@ mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
         assert_eq!(e.key, "svm[0].fee_payer_key_files[0]");
     }
 
+    /// The commented `[[svm]]` template of deploy/config.example.toml, uncommented, is valid.
+    #[test]
+    fn example_config_solana_section_is_valid() {
+        let text = include_str!("../../../../deploy/config.example.toml");
+        let (evm, solana) = text.split_once("# Solana").unwrap();
+        let uncommented: String = solana
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.starts_with('[')
+                    || (l.starts_with(|c: char| c.is_ascii_lowercase()) && l.contains(" = "))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let mut c = Config::from_toml(&format!("{evm}\n{uncommented}")).unwrap();
+        let env = HashMap::from([
+            (
+                "X402_SVM_SOLANA_FEE_PAYER_KEYS".to_string(),
+                Keypair::new().to_base58_string(),
+            ),
+            (
+                "X402_EVM_SIGNER_KEYS".to_string(),
+                "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcaf784d7bf4f2ff80".to_string(),
+            ),
+        ]);
+        c.apply_env(&env);
+        c.validate().unwrap();
+        let nets = c.validate_svm().unwrap();
+        assert_eq!(nets.len(), 1);
+        assert_eq!(
+            nets[0].network.as_str(),
+            x402_proto::network::SOLANA_MAINNET
+        );
+        assert_eq!(nets[0].assets[0].1, 6);
+    }
+
     #[test]
     fn key_file_is_a_json_byte_array() {
         let kp = Keypair::new();
