@@ -1,5 +1,6 @@
-//! Conversion of a native-token cost (wei) into atomic USDC (6 decimals) with a safety markup
-//! and a minimum, in integer arithmetic, every rounding up (in the facilitator's favour).
+//! Conversion of a native-token cost (wei on EVM, lamports on Solana: any `native_decimals`)
+//! into atomic USDC (6 decimals) with a safety markup and a minimum, in integer arithmetic,
+//! every rounding up (in the facilitator's favour).
 
 use alloy::primitives::U256;
 
@@ -9,6 +10,8 @@ use crate::price::NativePrice;
 pub const USDC_DECIMALS: u8 = 6;
 /// Decimals of ETH (and of the native token of every EVM chain here): 1 ETH = 10^18 wei.
 pub const ETH_DECIMALS: u8 = 18;
+/// Decimals of SOL: 1 SOL = 10^9 lamports.
+pub const SOL_DECIMALS: u8 = 9;
 /// Basis points in one: 10 000 bps = 100 %.
 pub const BPS: u32 = 10_000;
 
@@ -67,9 +70,22 @@ impl UsdcConversion {
         }
     }
 
-    /// The charge in atomic USDC for a cost of `native_atomic` (wei for `native_decimals` 18):
-    /// `max(minimum, ceil(ceil(native value in atomic USDC) × (10000 + markup_bps) / 10000))`.
+    /// The charge in atomic USDC for a cost of `native_atomic` (wei for `native_decimals` 18,
+    /// lamports for 9): `max(minimum, marked_up_atomic(…))`.
     pub fn charge_atomic(
+        &self,
+        native_atomic: u128,
+        native_decimals: u8,
+        price: &NativePrice,
+    ) -> Result<u128, ConvertError> {
+        let marked = self.marked_up_atomic(native_atomic, native_decimals, price)?;
+        Ok(marked.max(self.minimum_atomic))
+    }
+
+    /// The value with markup but without the minimum, atomic USDC:
+    /// `ceil(ceil(native value in atomic USDC) × (10000 + markup_bps) / 10000)`. For a cost added
+    /// to a charge that already had its minimum (Solana rent on top of the fee).
+    pub fn marked_up_atomic(
         &self,
         native_atomic: u128,
         native_decimals: u8,
@@ -80,9 +96,7 @@ impl UsdcConversion {
             U256::from(base) * U256::from(BPS + self.markup_bps.min(u32::MAX - BPS)),
             U256::from(BPS),
         );
-        let marked = u128::try_from(marked)
-            .map_err(|_| ConvertError(format!("{base} with markup does not fit")))?;
-        Ok(marked.max(self.minimum_atomic))
+        u128::try_from(marked).map_err(|_| ConvertError(format!("{base} with markup does not fit")))
     }
 }
 
@@ -116,6 +130,18 @@ mod tests {
         );
         // Solana-style 9 decimals: 5000 lamports at $150 = $0.00075 = 750 atomic.
         assert_eq!(native_to_usdc_atomic(5000, 9, &price("150")), Ok(750));
+        // Token-account rent 2 039 280 lamports at $150 = $0.305892 = 305 892 atomic; +10 % =
+        // 336 481.2 → 336 482; the minimum is not applied by marked_up_atomic.
+        let conv = UsdcConversion::new(1000, 1_000_000);
+        assert_eq!(
+            conv.marked_up_atomic(2_039_280, SOL_DECIMALS, &price("150")),
+            Ok(336_482)
+        );
+        assert_eq!(
+            conv.charge_atomic(2_039_280, SOL_DECIMALS, &price("150")),
+            Ok(1_000_000)
+        );
+        assert_eq!(conv.marked_up_atomic(0, SOL_DECIMALS, &price("150")), Ok(0));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Gas oracle: prices the gas of one settlement in atomic USDC so that quotes include it.
+//! Gas oracle: prices the gas of one settlement (EVM and Solana) in atomic USDC so that quotes
+//! include it.
 //!
 //! Pipeline for an EVM network (all money in integers: wei as `u128`, USDC in atomic units of
 //! 6 decimals, prices as exact decimals; every rounding up, in the facilitator's favour):
@@ -14,6 +15,19 @@
 //! 4. [`quote`]: [`quote::EvmQuoter`] computes a [`quote::Quote`]; [`quote::QuoteRefresher`]
 //!    refreshes quoters in the background into a [`quote::QuoteCache`], whose `get` never does
 //!    I/O and refuses expired quotes.
+//!
+//! For Solana (all money in integers: lamports as `u64`, 9 decimals):
+//!
+//! 1. [`cost::svm::SvmCostModel`]: `signatures × 5000` lamports + `ceil(compute unit price ×
+//!    compute unit limit / 10^6)`, the price a percentile of `getRecentPrioritizationFees` for
+//!    the mint with headroom, between a floor and the verifier's cap; plus, for a `payTo` whose
+//!    associated token account is missing and which the facilitator may create, the
+//!    token account's rent-exemption minimum (cached).
+//! 2. [`price`]: USD per SOL, from the same kinds of sources.
+//! 3. [`convert::UsdcConversion`]: lamports → atomic USDC ([`convert::SOL_DECIMALS`]).
+//! 4. [`quote::SvmQuoter`]: the base quote (fee, no rent) for the same cache and refresher;
+//!    [`quote::svm_quote_for_pay_to`] / [`quote::quote_with_rent`] add a `payTo`'s rent to a
+//!    cached base quote at request time.
 //!
 //! ```no_run
 //! # async fn demo(chain: std::sync::Arc<dyn x402_chain::EvmChain>) -> Result<(), Box<dyn std::error::Error>> {
@@ -32,6 +46,24 @@
 //! let quote = cache.get("eip155:8453", "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913");
 //! # Ok(()) }
 //! ```
+//!
+//! ```no_run
+//! # async fn demo(quoters: &mut Vec<std::sync::Arc<dyn x402_gas_oracle::Quoter>>, cache: &x402_gas_oracle::QuoteCache, pay_to: solana_address::Address) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::{sync::Arc, time::Duration};
+//! use x402_gas_oracle::{cost::svm::*, price::*, quote::*, convert::UsdcConversion};
+//! let chain: Arc<dyn x402_chain::SvmChain> =
+//!     Arc::new(x402_chain::RpcSvmChain::new("https://api.mainnet-beta.solana.com", Duration::from_secs(5)));
+//! let model = Arc::new(SvmCostModel::new(chain, SvmCostParams::default()));
+//! let usdc = SvmAsset::spl_token("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v".parse()?);
+//! let sol_usd: Arc<dyn PriceSource> = Arc::new(HttpPriceSource::coinbase("https://api.coinbase.com", "SOL-USD", Duration::from_secs(2))?);
+//! let quoter = SvmQuoter::new(x402_proto::network::SOLANA_MAINNET, model.clone(), usdc, sol_usd, UsdcConversion::new(1000, 1));
+//! quoters.push(Arc::new(quoter)); // refreshed into `cache` by a QuoteRefresher
+//! // At request time: the cached base quote, plus rent if payTo's token account is missing and
+//! // the operator lets the facilitator create it (one getAccountInfo).
+//! let base = cache.get(x402_proto::network::SOLANA_MAINNET, "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v")?;
+//! let quote = svm_quote_for_pay_to(&base, &model, &usdc, &pay_to, true).await?;
+//! # Ok(()) }
+//! ```
 
 pub mod convert;
 pub mod cost;
@@ -43,7 +75,9 @@ pub use convert::UsdcConversion;
 pub use cost::CostError;
 pub use cost::evm::{EvmAsset, EvmCostConfig, EvmCostModel, EvmGasCost};
 pub use cost::l1_fee::OpStackL1Fee;
+pub use cost::svm::{SvmAsset, SvmCost, SvmCostModel, SvmCostParams};
 pub use price::{NativePrice, PriceError, PriceSource};
 pub use quote::{
     EvmQuoter, Quote, QuoteCache, QuoteError, QuoteRefresher, QuoteUnavailable, Quoter,
+    SvmQuoteDetails, SvmQuoter, quote_with_rent, svm_quote_for_pay_to,
 };

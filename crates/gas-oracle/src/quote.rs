@@ -5,6 +5,12 @@
 //! quoter on a timer and stores the results in a [`QuoteCache`]; [`QuoteCache::get`] never does
 //! I/O and refuses a quote older than its max age, so a request never waits on a price API and
 //! never gets a stale price.
+//!
+//! Solana: [`SvmQuoter`] quotes the fee of one settlement without rent (`Quote::svm` holds the
+//! lamport breakdown and the rent a missing payee token account would add). The rent depends on
+//! `payTo`, so it is added at request time to the cached base quote: [`svm_quote_for_pay_to`]
+//! (one `getAccountInfo` when the operator lets the facilitator create `payTo`'s account, no RPC
+//! otherwise) or, with a rent already known, [`quote_with_rent`] (no I/O).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -13,10 +19,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::convert::{ConvertError, ETH_DECIMALS, UsdcConversion};
+use solana_address::Address;
+
+use crate::convert::{ConvertError, ETH_DECIMALS, SOL_DECIMALS, UsdcConversion};
 use crate::cost::CostError;
 use crate::cost::evm::{EvmAsset, EvmCostModel};
-use crate::price::{PriceError, PriceSource, unix_now};
+use crate::cost::svm::{SvmAsset, SvmCost, SvmCostModel};
+use crate::price::{NativePrice, PriceError, PriceSource, unix_now};
 
 /// Gas of one settlement priced in atomic USDC. JSON: camelCase, 128-bit amounts as decimal
 /// strings.
@@ -27,18 +36,20 @@ pub struct Quote {
     pub network: String,
     /// Token contract (EIP-55 checksummed on EVM).
     pub asset: String,
-    /// The charge: atomic USDC (6 decimals), markup and minimum applied, rounded up.
+    /// The charge: atomic USDC (6 decimals), markup and minimum applied, rounded up. On Solana:
+    /// the fee's charge plus [`SvmQuoteDetails::rent_usdc_atomic`].
     #[serde(with = "u128_string")]
     pub gas_usdc_atomic: u128,
-    /// Gas units of one settlement (measured estimate + allowance).
+    /// Gas units of one settlement (measured estimate + allowance). EVM; 0 on Solana.
     pub gas_units: u64,
-    /// Fee per gas, wei (next base fee with headroom + tip, EIP-1559).
+    /// Fee per gas, wei (next base fee with headroom + tip, EIP-1559). EVM; 0 on Solana.
     #[serde(with = "u128_string")]
     pub fee_per_gas_wei: u128,
-    /// L1 data fee with headroom (OP-stack), wei; 0 where not configured.
+    /// L1 data fee with headroom (OP-stack), wei; 0 where not configured and on Solana.
     #[serde(with = "u128_string")]
     pub l1_fee_wei: u128,
-    /// `gas_units × fee_per_gas_wei + l1_fee_wei`, wei.
+    /// `gas_units × fee_per_gas_wei + l1_fee_wei`, wei. EVM; 0 on Solana (see
+    /// [`SvmCost::total_lamports`]).
     #[serde(with = "u128_string")]
     pub total_wei: u128,
     /// USD per whole native token used, plain decimal text (e.g. `"3000.12345678"`).
@@ -51,6 +62,28 @@ pub struct Quote {
     pub markup_bps: u32,
     /// When the quote was computed, Unix seconds.
     pub quoted_at: u64,
+    /// Solana breakdown in lamports; absent on EVM quotes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svm: Option<SvmQuoteDetails>,
+}
+
+/// The Solana part of a [`Quote`]: the cost in lamports ([`SvmCost`], flattened into this
+/// object in JSON), what creating the payee's token account would add, and the USDC of the rent
+/// included. JSON: camelCase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SvmQuoteDetails {
+    /// Fee and included rent, lamports.
+    #[serde(flatten)]
+    pub cost: SvmCost,
+    /// Rent-exemption minimum of the asset's token account (165 bytes, 170 under Token-2022):
+    /// what a settlement that creates `payTo`'s account adds, lamports. Included in `cost` only
+    /// when `cost.rent_lamports` is non-zero.
+    pub ata_rent_lamports: u64,
+    /// The part of [`Quote::gas_usdc_atomic`] paying `cost.rent_lamports`: converted at the
+    /// quote's price with its markup (no minimum), rounded up; 0 without rent.
+    #[serde(with = "u128_string")]
+    pub rent_usdc_atomic: u128,
 }
 
 mod u128_string {
@@ -185,8 +218,172 @@ impl Quoter for EvmQuoter {
             price_observed_at: price.observed_at,
             markup_bps: self.conversion.markup_bps,
             quoted_at: unix_now(),
+            svm: None,
         })
     }
+}
+
+/// Quotes Solana settlement fees of one SPL asset: [`SvmCostModel::cost`] in lamports (no
+/// rent), converted at the SOL price of `price` with `conversion`. The quote's
+/// [`SvmQuoteDetails::ata_rent_lamports`] carries the (cached) token-account rent so that
+/// [`svm_quote_for_pay_to`] / [`quote_with_rent`] can add it at request time without reading it.
+pub struct SvmQuoter {
+    cost: Arc<SvmCostModel>,
+    asset: SvmAsset,
+    price: Arc<dyn PriceSource>,
+    conversion: UsdcConversion,
+    network: String,
+    asset_text: String,
+}
+
+impl SvmQuoter {
+    /// A quoter for `asset` on `cost`'s cluster, named `network` (CAIP-2, e.g.
+    /// `x402_proto::network::SOLANA_MAINNET`); `price` gives USD per SOL.
+    pub fn new(
+        network: impl Into<String>,
+        cost: Arc<SvmCostModel>,
+        asset: SvmAsset,
+        price: Arc<dyn PriceSource>,
+        conversion: UsdcConversion,
+    ) -> Self {
+        SvmQuoter {
+            asset_text: asset.mint.to_string(),
+            cost,
+            asset,
+            price,
+            conversion,
+            network: network.into(),
+        }
+    }
+
+    /// The cost model.
+    pub fn cost_model(&self) -> &Arc<SvmCostModel> {
+        &self.cost
+    }
+
+    /// The asset quoted.
+    pub fn svm_asset(&self) -> &SvmAsset {
+        &self.asset
+    }
+
+    /// A fresh quote for a settlement to `pay_to`: [`Quoter::quote`], then
+    /// [`svm_quote_for_pay_to`].
+    pub async fn quote_for_pay_to(
+        &self,
+        pay_to: &Address,
+        create_ata: bool,
+    ) -> Result<Quote, QuoteError> {
+        let base = self.quote().await?;
+        svm_quote_for_pay_to(&base, &self.cost, &self.asset, pay_to, create_ata).await
+    }
+}
+
+#[async_trait]
+impl Quoter for SvmQuoter {
+    fn network(&self) -> &str {
+        &self.network
+    }
+
+    fn asset(&self) -> &str {
+        &self.asset_text
+    }
+
+    async fn quote(&self) -> Result<Quote, QuoteError> {
+        let (cost, rent, price) = tokio::join!(
+            self.cost.cost(&self.asset),
+            self.cost.token_account_rent(&self.asset),
+            self.price.price()
+        );
+        let (cost, ata_rent_lamports, price) = (cost?, rent?, price?);
+        let gas_usdc_atomic =
+            self.conversion
+                .charge_atomic(u128::from(cost.total_lamports), SOL_DECIMALS, &price)?;
+        Ok(Quote {
+            network: self.network.clone(),
+            asset: self.asset_text.clone(),
+            gas_usdc_atomic,
+            gas_units: 0,
+            fee_per_gas_wei: 0,
+            l1_fee_wei: 0,
+            total_wei: 0,
+            native_usd: price.usd_string(),
+            price_source: price.source,
+            price_observed_at: price.observed_at,
+            markup_bps: self.conversion.markup_bps,
+            quoted_at: unix_now(),
+            svm: Some(SvmQuoteDetails {
+                cost,
+                ata_rent_lamports,
+                rent_usdc_atomic: 0,
+            }),
+        })
+    }
+}
+
+/// `base` (a Solana quote, e.g. from the [`QuoteCache`]) with `rent_lamports` of rent instead of
+/// its current rent: the fee's charge stays, the rent is converted at the quote's own price
+/// (`native_usd`) with its markup (`markup_bps`), without a minimum, rounded up, and added. The
+/// charge of a fee plus rent is therefore exactly the fee's charge plus the rent's. No I/O;
+/// `quoted_at` and the price stay the base's. An error for an EVM quote.
+pub fn quote_with_rent(base: &Quote, rent_lamports: u64) -> Result<Quote, QuoteError> {
+    let svm = base.svm.ok_or_else(|| {
+        QuoteError::Cost(CostError::Unsupported(format!(
+            "{} {}: not a Solana quote",
+            base.network, base.asset
+        )))
+    })?;
+    let price = NativePrice::from_decimal_str(
+        &base.native_usd,
+        base.price_observed_at,
+        base.price_source.clone(),
+    )?;
+    let rent_usdc_atomic = UsdcConversion::new(base.markup_bps, 0).marked_up_atomic(
+        u128::from(rent_lamports),
+        SOL_DECIMALS,
+        &price,
+    )?;
+    let overflow = || {
+        ConvertError(format!(
+            "{} + rent {rent_usdc_atomic}",
+            base.gas_usdc_atomic
+        ))
+    };
+    let gas_usdc_atomic = base
+        .gas_usdc_atomic
+        .checked_sub(svm.rent_usdc_atomic)
+        .and_then(|fee| fee.checked_add(rent_usdc_atomic))
+        .ok_or_else(overflow)?;
+    Ok(Quote {
+        gas_usdc_atomic,
+        svm: Some(SvmQuoteDetails {
+            cost: svm.cost.with_rent(rent_lamports)?,
+            rent_usdc_atomic,
+            ..svm
+        }),
+        ..base.clone()
+    })
+}
+
+/// The quote of a settlement to `pay_to` from a Solana base quote: with the token-account rent
+/// ([`SvmQuoteDetails::ata_rent_lamports`]) when `create_ata` (the operator lets the
+/// facilitator create `pay_to`'s account) and `pay_to`'s associated token account for `asset`
+/// is missing ([`SvmCostModel::ata_exists`], one `getAccountInfo`); else `base` without rent
+/// (and no RPC when `!create_ata`).
+pub async fn svm_quote_for_pay_to(
+    base: &Quote,
+    model: &SvmCostModel,
+    asset: &SvmAsset,
+    pay_to: &Address,
+    create_ata: bool,
+) -> Result<Quote, QuoteError> {
+    let svm = base.svm.ok_or_else(|| {
+        QuoteError::Cost(CostError::Unsupported(format!(
+            "{} {}: not a Solana quote",
+            base.network, base.asset
+        )))
+    })?;
+    let missing = create_ata && !model.ata_exists(pay_to, asset).await?;
+    quote_with_rent(base, if missing { svm.ata_rent_lamports } else { 0 })
 }
 
 /// Cache key: network and asset; EVM (`0x…`) assets compare case-insensitively.
@@ -343,6 +540,7 @@ mod tests {
             price_observed_at: 1,
             markup_bps: 1000,
             quoted_at: 2,
+            svm: None,
         }
     }
 
@@ -398,5 +596,139 @@ mod tests {
             cache.get("eip155:8453", other),
             Err(QuoteUnavailable::Failed { .. })
         ));
+    }
+
+    fn svm_base() -> Quote {
+        // 10 005 lamports at $150 = $0.00150075 → 1 501 atomic; +10 % = 1 651.1 → 1 652.
+        Quote {
+            network: "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp".into(),
+            asset: "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v".into(),
+            gas_usdc_atomic: 1_652,
+            gas_units: 0,
+            fee_per_gas_wei: 0,
+            l1_fee_wei: 0,
+            total_wei: 0,
+            native_usd: "150".into(),
+            price_source: "fixed".into(),
+            price_observed_at: 1,
+            markup_bps: 1000,
+            quoted_at: 2,
+            svm: Some(SvmQuoteDetails {
+                cost: SvmCost::compute(2, 20_000, 250, 0).unwrap(),
+                ata_rent_lamports: 2_039_280,
+                rent_usdc_atomic: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn rent_is_added_at_the_quotes_price_and_markup() {
+        let base = svm_base();
+        let with_rent = quote_with_rent(&base, 2_039_280).unwrap();
+        // 2 039 280 lamports at $150 = $0.305892 = 305 892 atomic; +10 % = 336 481.2 → 336 482.
+        let svm = with_rent.svm.unwrap();
+        assert_eq!(svm.rent_usdc_atomic, 336_482);
+        assert_eq!(with_rent.gas_usdc_atomic, 1_652 + 336_482);
+        assert_eq!(svm.cost.rent_lamports, 2_039_280);
+        assert_eq!(svm.cost.total_lamports, 10_005 + 2_039_280);
+        assert_eq!(svm.cost.fee_lamports(), 10_005);
+        assert_eq!(
+            (with_rent.quoted_at, &with_rent.native_usd),
+            (2, &base.native_usd)
+        );
+        // Setting the rent, not stacking it: back to zero gives the base again.
+        assert_eq!(quote_with_rent(&with_rent, 0).unwrap(), base);
+        assert_eq!(quote_with_rent(&with_rent, 2_039_280).unwrap(), with_rent);
+        assert_eq!(quote_with_rent(&base, 0).unwrap(), base);
+        // Not a Solana quote.
+        assert!(quote_with_rent(&quote(USDC, 1), 5).is_err());
+    }
+
+    #[test]
+    fn svm_json_flattens_the_breakdown() {
+        let q = quote_with_rent(&svm_base(), 2_039_280).unwrap();
+        let v = serde_json::to_value(&q).unwrap();
+        let svm = &v["svm"];
+        assert_eq!(svm["signatures"], 2);
+        assert_eq!(svm["lamportsPerSignature"], 5000);
+        assert_eq!(svm["computeUnitLimit"], 20_000);
+        assert_eq!(svm["computeUnitPriceMicroLamports"], 250);
+        assert_eq!(svm["priorityFeeLamports"], 5);
+        assert_eq!(svm["rentLamports"], 2_039_280);
+        assert_eq!(svm["totalLamports"], 2_049_285);
+        assert_eq!(svm["ataRentLamports"], 2_039_280);
+        assert_eq!(svm["rentUsdcAtomic"], "336482");
+        assert_eq!(v["gasUsdcAtomic"], "338134");
+        let back: Quote = serde_json::from_value(v).unwrap();
+        assert_eq!(back, q);
+        // EVM quotes carry no `svm` key, and old JSON without it still parses.
+        let evm = serde_json::to_value(quote(USDC, 1)).unwrap();
+        assert!(evm.get("svm").is_none());
+        assert_eq!(
+            serde_json::from_value::<Quote>(evm).unwrap(),
+            quote(USDC, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn svm_quoter_prices_fee_and_rent_for_missing_ata() {
+        use crate::cost::svm::stub::{Stub, USDC as MINT};
+        use crate::cost::svm::{SvmCostModel, SvmCostParams};
+        use crate::price::FixedPriceSource;
+
+        let with_ata = Address::from_str_const("9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM");
+        let without_ata = Address::from_str_const("7nYBbXwTC5gPs5ZMjfmLvVnEfTfoY6w2MYAZPJ2CmHfk");
+        let asset = SvmAsset::spl_token(MINT);
+        // In-crate stub chain (arithmetic only, see cost::svm::stub): fees 0 100 200 300.
+        let chain = Arc::new(Stub::new(vec![0, 100, 200, 300]).with_ata(&with_ata, &asset));
+        let model = Arc::new(SvmCostModel::new(chain, SvmCostParams::default()));
+        let quoter = SvmQuoter::new(
+            "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp",
+            model.clone(),
+            asset,
+            Arc::new(FixedPriceSource::new("150").unwrap()),
+            UsdcConversion::new(1000, 1),
+        );
+        assert_eq!(
+            quoter.asset(),
+            "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+        );
+        let base = quoter.quote().await.unwrap();
+        // p75 = 200 → × 1.25 = 250 µlamports → 5 lamports; + 10 000; see svm_base().
+        let mut expected = svm_base();
+        expected.price_observed_at = base.price_observed_at;
+        expected.quoted_at = base.quoted_at;
+        assert_eq!(base, expected);
+
+        let missing = quoter.quote_for_pay_to(&without_ata, true).await.unwrap();
+        assert_eq!(missing.gas_usdc_atomic, 1_652 + 336_482);
+        assert_eq!(missing.svm.unwrap().cost.rent_lamports, 2_039_280);
+        let present = quoter.quote_for_pay_to(&with_ata, true).await.unwrap();
+        assert_eq!(present.gas_usdc_atomic, 1_652);
+        let not_created = quoter.quote_for_pay_to(&without_ata, false).await.unwrap();
+        assert_eq!(not_created.gas_usdc_atomic, 1_652);
+
+        // From the cache, as a request would: the base quote is served and the rent added.
+        let cache = QuoteCache::new(Duration::from_secs(60));
+        cache
+            .refresh(&quoter, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let cached = cache.get(quoter.network(), quoter.asset()).unwrap();
+        let q = svm_quote_for_pay_to(&cached, &model, &asset, &without_ata, true)
+            .await
+            .unwrap();
+        assert_eq!(q.gas_usdc_atomic, 1_652 + 336_482);
+
+        // A minimum applies to the fee, not to the rent on top.
+        let floor = SvmQuoter::new(
+            "solana:x",
+            model,
+            asset,
+            Arc::new(FixedPriceSource::new("150").unwrap()),
+            UsdcConversion::new(1000, 10_000),
+        );
+        let q = floor.quote_for_pay_to(&without_ata, true).await.unwrap();
+        assert_eq!(q.gas_usdc_atomic, 10_000 + 336_482);
     }
 }

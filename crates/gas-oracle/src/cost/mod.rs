@@ -2,11 +2,14 @@
 //!
 //! - [`evm`]: EVM chains: gas units of `transferWithAuthorization` × EIP-1559 fee per gas, plus
 //!   an optional L1 data fee ([`l1_fee`], OP-stack `GasPriceOracle`).
+//! - [`svm`]: Solana: signatures × 5000 lamports + compute unit limit × a prioritization-fee
+//!   percentile, plus the rent of the payee's token account when the facilitator creates it.
 
 pub mod evm;
 pub mod l1_fee;
+pub mod svm;
 
-use x402_chain::ChainError;
+use x402_chain::{ChainError, SvmChainError};
 
 /// Why a cost could not be computed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -18,6 +21,14 @@ pub enum CostError {
         what: &'static str,
         /// The chain error.
         source: ChainError,
+    },
+    /// A Solana RPC read failed; `what` names the read (`getRecentPrioritizationFees`, …).
+    #[error("{what}: {source}")]
+    SvmChain {
+        /// The read that failed.
+        what: &'static str,
+        /// The chain error.
+        source: SvmChainError,
     },
     /// The chain answered without what the model needs (e.g. no base fee: not EIP-1559).
     #[error("{0}")]
