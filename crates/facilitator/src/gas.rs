@@ -29,7 +29,7 @@ pub fn quoters(
     let Some(gas) = &net.gas else {
         return Ok(vec![]);
     };
-    let price = price_source(chain.clone(), gas, index)?;
+    let price = price_source(Some(chain.clone()), gas, &format!("evm[{index}].gas"))?;
     let config = EvmCostConfig {
         headroom_bps: gas.headroom_bps,
         tip_percentile: gas.tip_percentile,
@@ -59,23 +59,27 @@ pub fn quoters(
         .collect())
 }
 
-fn price_source(
-    chain: Arc<dyn EvmChain>,
+/// The fallback chain of `gas.price_sources` (config key `at`); Chainlink feeds read `chain`, so
+/// they need an EVM chain. Errors name the key.
+pub fn price_source(
+    chain: Option<Arc<dyn EvmChain>>,
     gas: &GasConfig,
-    index: usize,
+    at: &str,
 ) -> Result<Arc<dyn PriceSource>, String> {
     let sources = gas
         .price_sources
         .iter()
         .enumerate()
         .map(|(i, source)| {
-            let key = format!("evm[{index}].gas.price_sources[{i}]");
+            let key = format!("{at}.price_sources[{i}]");
             let built: Arc<dyn PriceSource> = match source {
                 PriceSourceConfig::Chainlink {
                     address,
                     max_age_seconds,
                 } => Arc::new(ChainlinkPriceSource::new(
-                    chain.clone(),
+                    chain.clone().ok_or_else(|| {
+                        format!("{key}: chainlink feeds are read on EVM chains only")
+                    })?,
                     address
                         .parse()
                         .map_err(|_| format!("{key}.address: bad address"))?,

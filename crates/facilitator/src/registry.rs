@@ -59,6 +59,9 @@ pub enum QuoteLookupError {
     /// No fresh quote (HTTP 503): not configured, not computed yet, or expired.
     #[error(transparent)]
     Unavailable(#[from] QuoteUnavailable),
+    /// A chain read the answer needs failed, or pricing is not configured (HTTP 503).
+    #[error("{0}")]
+    Chain(String),
 }
 
 /// Why the facilitator could not start.
@@ -70,6 +73,14 @@ pub enum StartError {
     /// Redis configured but not reachable.
     #[error("redis.url: cannot reach Redis: {0}")]
     Redis(String),
+    /// A Solana RPC read needed at start failed, or a mint is not an SPL mint.
+    #[error("svm network {network}: {message}")]
+    SvmRpc {
+        /// CAIP-2 network.
+        network: String,
+        /// What failed.
+        message: String,
+    },
     /// An RPC endpoint is unreachable or serves another chain.
     #[error("evm chain {chain_id}: {message}")]
     Rpc {
@@ -191,7 +202,16 @@ impl Facilitator {
             confirm_timeout: Duration::from_secs(config.settle.receipt_timeout_seconds),
             ..x402_settle::svm::SvmSettleTiming::default()
         };
-        let svm = svm_part::build(svm_networks, &store, &prefix, &svm_timing, metrics);
+        let svm = svm_part::build(
+            svm_networks,
+            &store,
+            &prefix,
+            &svm_timing,
+            metrics,
+            &quotes,
+            &mut quoters,
+        )
+        .await?;
         kinds.extend(svm.kinds);
         if !svm.signers.is_empty() {
             signers.insert("solana:*".into(), svm.signers);
@@ -230,6 +250,9 @@ impl Facilitator {
     /// The cached gas quote of `asset` (default: the first configured) on `network` (CAIP-2 or
     /// v1 name). Memory only: never waits on a chain or price API.
     pub fn quote(&self, network: &str, asset: Option<&str>) -> Result<Quote, QuoteLookupError> {
+        if let Some((net, handler)) = self.svm_handler(network) {
+            return handler.quote(&self.quotes, &net, asset);
+        }
         let (network, _, asset) = self.asset_of(network, asset)?;
         Ok(self
             .quotes
@@ -238,10 +261,13 @@ impl Facilitator {
 
     /// `POST /requirements`: requirements whose amount is the service price plus the cached gas
     /// quote, converted to the asset's units.
-    pub fn requirements(
+    pub async fn requirements(
         &self,
         req: &RequirementsRequest,
     ) -> Result<RequirementsResponse, QuoteLookupError> {
+        if let Some((net, handler)) = self.svm_handler(&req.network) {
+            return handler.requirements(&self.quotes, &net, req).await;
+        }
         let (network, _, (address, asset)) = self.asset_of(&req.network, req.asset.as_deref())?;
         req.pay_to
             .parse::<Address>()
@@ -257,9 +283,22 @@ impl Facilitator {
         let total = amounts
             .total()
             .ok_or_else(|| ParseError::new("price", "too large"))?;
-        let mut asset = asset.clone();
-        asset.address = address.to_checksum(None);
-        Ok(requirements::build(req, &network, &asset, amounts, total))
+        let address = address.to_checksum(None);
+        let mut scheme_extra = serde_json::Map::new();
+        scheme_extra.insert("name".into(), asset.name.clone().into());
+        scheme_extra.insert("version".into(), asset.version.clone().into());
+        let asset = requirements::Asset {
+            address: &address,
+            decimals: asset.decimals,
+            scheme_extra,
+        };
+        Ok(requirements::build(req, &network, asset, amounts, total))
+    }
+
+    fn svm_handler(&self, network: &str) -> Option<(Network, &SvmHandler)> {
+        let net = Network::parse(network)?;
+        let handler = self.svm.get(&net)?;
+        Some((net, handler))
     }
 
     fn asset_of(

@@ -8,8 +8,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use x402_proto::{Network, v1, v2};
 
-use crate::config::EvmAssetConfig;
-
 /// Body of `POST /requirements`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -92,17 +90,25 @@ pub fn format_units(atomic: u128, decimals: u8) -> String {
     )
 }
 
+/// The asset a requirement is paid in.
+pub struct Asset<'a> {
+    /// Token contract (EVM, checksummed) or mint (Solana, base58).
+    pub address: &'a str,
+    /// Token decimals.
+    pub decimals: u8,
+    /// The scheme's own `extra` entries: EVM `name`/`version` (EIP-712 domain), Solana `feePayer`.
+    pub scheme_extra: Map<String, Value>,
+}
+
 /// Builds the v2 and v1 requirements for `amounts` of `asset` on `network`.
 pub fn build(
     req: &RequirementsRequest,
     network: &Network,
-    asset: &EvmAssetConfig,
+    asset: Asset<'_>,
     amounts: Amounts,
     total: u128,
 ) -> RequirementsResponse {
-    let mut extra = Map::new();
-    extra.insert("name".into(), json!(asset.name));
-    extra.insert("version".into(), json!(asset.version));
+    let mut extra = asset.scheme_extra;
     extra.insert("asset_decimals".into(), json!(asset.decimals));
     extra.insert(
         "breakdown".into(),
@@ -116,7 +122,7 @@ pub fn build(
         scheme: "exact".into(),
         network: network.to_string(),
         amount: total.to_string(),
-        asset: asset.address.clone(),
+        asset: asset.address.to_string(),
         pay_to: req.pay_to.clone(),
         max_timeout_seconds: req.max_timeout_seconds,
         extra: Some(extra.clone()),
@@ -125,7 +131,7 @@ pub fn build(
         scheme: "exact".into(),
         network: name.into(),
         max_amount_required: total.to_string(),
-        asset: asset.address.clone(),
+        asset: asset.address.to_string(),
         pay_to: req.pay_to.clone(),
         resource: req.resource.clone().unwrap_or_default(),
         description: req.description.clone().unwrap_or_default(),
@@ -160,11 +166,13 @@ mod tests {
             "network": "eip155:8453", "payTo": "0xabc", "price": "10000", "maxTimeoutSeconds": 120
         }))
         .unwrap();
-        let asset = EvmAssetConfig {
-            address: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913".into(),
-            name: "USD Coin".into(),
-            version: "2".into(),
+        let mut scheme_extra = Map::new();
+        scheme_extra.insert("name".into(), json!("USD Coin"));
+        scheme_extra.insert("version".into(), json!("2"));
+        let asset = Asset {
+            address: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
             decimals: 6,
+            scheme_extra,
         };
         let amounts = Amounts {
             service: 10_000,
@@ -173,7 +181,7 @@ mod tests {
         let out = build(
             &req,
             &Network::evm(8453),
-            &asset,
+            asset,
             amounts,
             amounts.total().unwrap(),
         );

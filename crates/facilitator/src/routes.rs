@@ -159,13 +159,13 @@ struct QuoteQuery {
 fn quote_error(state: &AppState, endpoint: &str, e: QuoteLookupError) -> HttpResponse {
     match e {
         QuoteLookupError::Malformed(p) => bad_request(state, endpoint, &p),
-        QuoteLookupError::Unavailable(u) => {
+        QuoteLookupError::Unavailable(_) | QuoteLookupError::Chain(_) => {
             state
                 .metrics
                 .request_errors
                 .with_label_values(&[endpoint, "unavailable"])
                 .inc();
-            HttpResponse::ServiceUnavailable().json(json!({"error": u.to_string()}))
+            HttpResponse::ServiceUnavailable().json(json!({"error": e.to_string()}))
         }
     }
 }
@@ -192,7 +192,7 @@ async fn requirements(
         Ok(r) => r,
         Err(e) => return bad_request(&state, "requirements", &e),
     };
-    match state.facilitator.requirements(&req) {
+    match state.facilitator.requirements(&req).await {
         Ok(r) => HttpResponse::Ok().json(r),
         Err(e) => quote_error(&state, "requirements", e),
     }

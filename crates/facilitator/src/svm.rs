@@ -1,18 +1,29 @@
 //! The registry's Solana part: one verifier and settler per configured cluster, their
-//! `/supported` kinds (with `extra.feePayer`) and fee-payer signers.
+//! `/supported` kinds (with `extra.feePayer`) and fee-payer signers, and, with `[svm.gas]`, fee
+//! and rent pricing in USDC (`/quote`, `/requirements`, settlement accounting).
 
 use std::collections::HashMap;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use solana_address::Address;
 use x402_chain::{RpcSvmChain, SvmChain};
-use x402_proto::{Network, SupportedKind};
-use x402_settle::replay::ReplayStore;
-use x402_settle::svm::{SvmFeeObserver, SvmSettleTiming, SvmSettler};
+use x402_gas_oracle::convert::{SOL_DECIMALS, native_to_usdc_atomic};
+use x402_gas_oracle::{
+    NativePrice, Quote, QuoteCache, Quoter, SvmAsset, SvmCostModel, SvmCostParams, SvmQuoter,
+    UsdcConversion, quote_with_rent, svm_quote_for_pay_to,
+};
+use x402_proto::{Network, ParseError, SupportedKind};
+use x402_settle::replay::{GasInUsdc, ReplayStore};
+use x402_settle::svm::{SvmFeeObserver, SvmFeePricer, SvmSettleTiming, SvmSettler};
 use x402_verify::svm::ExactSvmVerifier;
+use x402_verify::svm::programs::is_token_program;
 
 use crate::config::svm::SvmNetwork;
+use crate::gas;
 use crate::metrics::Metrics;
+use crate::registry::{QuoteLookupError, StartError};
+use crate::requirements::{self, RequirementsRequest, RequirementsResponse};
 
 /// One configured Solana cluster.
 pub struct SvmHandler {
@@ -22,6 +33,15 @@ pub struct SvmHandler {
     pub settler: SvmSettler,
     /// Mints with their decimals.
     pub assets: Vec<(Address, u8)>,
+    /// Fee pricing, with `[svm.gas]`.
+    pricing: Option<SvmPricing>,
+}
+
+/// What `/requirements` needs at request time: the cost model (for the payee-account check)
+/// and each mint with its token program.
+struct SvmPricing {
+    model: Arc<SvmCostModel>,
+    assets: Vec<SvmAsset>,
 }
 
 /// The Solana handlers with what `/supported` says of them.
@@ -36,26 +56,43 @@ pub struct SvmPart {
 }
 
 /// Builds the handlers of `networks` over the agave RPC client, recording in `store` under
-/// `prefix` and counting landed settlements' fees in `metrics`.
-pub fn build(
+/// `prefix` and counting landed settlements' fees in `metrics`; networks with `[svm.gas]` add
+/// their quoters to `quoters` (cached in `quotes`). Errors: a mint that cannot be read or is not
+/// an SPL mint (only with `[svm.gas]`), a price source that cannot be built.
+pub async fn build(
     networks: Vec<SvmNetwork>,
     store: &Arc<dyn ReplayStore>,
     prefix: &str,
     timing: &SvmSettleTiming,
     metrics: &Metrics,
-) -> SvmPart {
+    quotes: &Arc<QuoteCache>,
+    quoters: &mut Vec<Arc<dyn Quoter>>,
+) -> Result<SvmPart, StartError> {
     let mut part = SvmPart::default();
-    for net in networks {
+    for (index, net) in networks.into_iter().enumerate() {
         let chain: Arc<dyn SvmChain> = Arc::new(RpcSvmChain::new(&net.rpc_url, net.rpc_timeout));
         let verifier = Arc::new(ExactSvmVerifier::new(
-            chain,
+            chain.clone(),
             net.network.clone(),
             net.fee_payers.clone(),
             net.assets.iter().map(|(m, _)| *m).collect(),
             net.policy.clone(),
         ));
-        let settler = SvmSettler::new(verifier.clone(), store.clone(), prefix, timing.clone())
+        let mut settler = SvmSettler::new(verifier.clone(), store.clone(), prefix, timing.clone())
             .with_fee_observer(fee_metrics(metrics, &net.network));
+        let pricing = match pricing(chain, &net, index).await? {
+            Some((pricing, net_quoters)) => {
+                let mints = pricing.assets.iter().map(|a| a.mint.to_string()).collect();
+                settler = settler.with_fee_pricer(fee_pricer(
+                    quotes.clone(),
+                    net.network.to_string(),
+                    mints,
+                ));
+                quoters.extend(net_quoters);
+                Some(pricing)
+            }
+            None => None,
+        };
         let fee_payer = verifier.fee_payer_addresses()[0].to_string();
         let extra = serde_json::json!({ "feePayer": fee_payer });
         if let Some(v1) = net.network.v1_name() {
@@ -74,10 +111,160 @@ pub fn build(
                 verifier,
                 settler,
                 assets: net.assets,
+                pricing,
             },
         );
     }
-    part
+    Ok(part)
+}
+
+/// The cost model and quoters of `net`, when it has `[svm.gas]`: each mint's token program is
+/// read from the chain once.
+async fn pricing(
+    chain: Arc<dyn SvmChain>,
+    net: &SvmNetwork,
+    index: usize,
+) -> Result<Option<(SvmPricing, Vec<Arc<dyn Quoter>>)>, StartError> {
+    let Some(gas) = &net.gas else {
+        return Ok(None);
+    };
+    let start_err = |message: String| StartError::SvmRpc {
+        network: net.network.to_string(),
+        message,
+    };
+    let price = gas::price_source(None, gas, &format!("svm[{index}].gas")).map_err(start_err)?;
+    let params = SvmCostParams {
+        signatures: u64::from(net.policy.max_signers),
+        priority_fee_percentile: gas.tip_percentile,
+        headroom_bps: gas.headroom_bps,
+        max_compute_unit_price: net.policy.max_compute_unit_price,
+        ..SvmCostParams::default()
+    };
+    let model = Arc::new(SvmCostModel::new(chain.clone(), params));
+    let conversion = UsdcConversion::new(gas.markup_bps, u128::from(gas.minimum_usdc_atomic));
+    let mut assets = Vec::new();
+    let mut quoters: Vec<Arc<dyn Quoter>> = Vec::new();
+    for (mint, _) in &net.assets {
+        let account = chain
+            .account(mint)
+            .await
+            .map_err(|e| start_err(format!("cannot read mint {mint}: {e}")))?
+            .ok_or_else(|| start_err(format!("mint {mint} does not exist")))?;
+        if !is_token_program(&account.owner) {
+            return Err(start_err(format!(
+                "{mint} is owned by {}, not SPL Token or Token-2022",
+                account.owner
+            )));
+        }
+        let asset = SvmAsset::new(*mint, account.owner);
+        quoters.push(Arc::new(SvmQuoter::new(
+            net.network.to_string(),
+            model.clone(),
+            asset,
+            price.clone(),
+            conversion,
+        )));
+        assets.push(asset);
+    }
+    Ok(Some((SvmPricing { model, assets }, quoters)))
+}
+
+impl SvmHandler {
+    /// The (mint, decimals) of `asset` (base58), default the first configured.
+    fn asset(&self, network: &Network, asset: Option<&str>) -> Result<(Address, u8), ParseError> {
+        match asset {
+            None => self.assets.first().copied(),
+            Some(a) => {
+                let wanted = Address::from_str(a)
+                    .map_err(|_| ParseError::new("asset", "not a base58 mint address"))?;
+                self.assets.iter().find(|(m, _)| *m == wanted).copied()
+            }
+        }
+        .ok_or_else(|| ParseError::new("asset", format!("not settled on {network}")))
+    }
+
+    /// The cached fee quote of `asset` (no rent: the payee's account is assumed to exist).
+    pub fn quote(
+        &self,
+        cache: &QuoteCache,
+        network: &Network,
+        asset: Option<&str>,
+    ) -> Result<Quote, QuoteLookupError> {
+        let (mint, _) = self.asset(network, asset)?;
+        Ok(cache.get(network.as_str(), &mint.to_string())?)
+    }
+
+    /// `POST /requirements` on Solana: service price plus the cached fee quote, plus the rent of
+    /// `payTo`'s token account when the operator lets payments create it and it is missing (one
+    /// `getAccountInfo`, only then); `extra.feePayer` filled in.
+    pub async fn requirements(
+        &self,
+        cache: &QuoteCache,
+        network: &Network,
+        req: &RequirementsRequest,
+    ) -> Result<RequirementsResponse, QuoteLookupError> {
+        let (mint, decimals) = self.asset(network, req.asset.as_deref())?;
+        let pay_to = Address::from_str(&req.pay_to)
+            .map_err(|_| ParseError::new("payTo", "not a base58 Solana address"))?;
+        let service: u128 = req.price.parse().map_err(|_| {
+            ParseError::new("price", "expected atomic units as a decimal integer string")
+        })?;
+        let base = cache.get(network.as_str(), &mint.to_string())?;
+        let Some(asset) = self
+            .pricing
+            .as_ref()
+            .and_then(|p| p.assets.iter().find(|a| a.mint == mint).map(|a| (p, a)))
+        else {
+            return Err(QuoteLookupError::Chain(format!(
+                "no fee pricing for {mint} on {network}"
+            )));
+        };
+        let create = self
+            .verifier
+            .policy()
+            .create_destination_for
+            .contains(&pay_to);
+        let quote = svm_quote_for_pay_to(&base, &asset.0.model, asset.1, &pay_to, create)
+            .await
+            .map_err(|e| QuoteLookupError::Chain(e.to_string()))?;
+        let gas = requirements::usdc_to_asset_units(quote.gas_usdc_atomic, decimals);
+        let amounts = requirements::Amounts { service, gas };
+        let total = amounts
+            .total()
+            .ok_or_else(|| ParseError::new("price", "too large"))?;
+        let fee_payer = self.verifier.fee_payer_addresses()[0].to_string();
+        let mut scheme_extra = serde_json::Map::new();
+        scheme_extra.insert("feePayer".into(), fee_payer.into());
+        let mint = mint.to_string();
+        let asset = requirements::Asset {
+            address: &mint,
+            decimals,
+            scheme_extra,
+        };
+        Ok(requirements::build(req, network, asset, amounts, total))
+    }
+}
+
+/// Prices landed settlements on `network` with the cached quote of any of its `mints`: fee plus
+/// rent at the quote's SOL price (no markup), next to what the quote charges for that fee and
+/// rent.
+fn fee_pricer(cache: Arc<QuoteCache>, network: String, mints: Vec<String>) -> SvmFeePricer {
+    Arc::new(move |paid| {
+        let quote = mints.iter().find_map(|m| cache.get(&network, m).ok())?;
+        let price = NativePrice::from_decimal_str(
+            &quote.native_usd,
+            quote.price_observed_at,
+            quote.price_source.clone(),
+        )
+        .ok()?;
+        let lamports = u128::from(paid.fee_lamports) + u128::from(paid.rent_lamports);
+        let actual = native_to_usdc_atomic(lamports, SOL_DECIMALS, &price).ok()?;
+        let quoted = quote_with_rent(&quote, paid.rent_lamports).ok()?;
+        Some(GasInUsdc {
+            actual: u64::try_from(actual).ok()?,
+            quoted: u64::try_from(quoted.gas_usdc_atomic).ok()?,
+        })
+    })
 }
 
 fn kind(version: u8, network: &str, extra: &serde_json::Value) -> SupportedKind {

@@ -246,6 +246,19 @@ pub fn validate(nets: &[SvmNetworkConfig]) -> Result<Vec<SvmNetwork>, ConfigErro
             }
             if let Some(gas) = &net.gas {
                 super::validate_gas(gas, &at("gas"))?;
+                if gas.l1_fee_oracle.is_some() {
+                    return Err(err(at("gas.l1_fee_oracle"), "EVM only; remove it"));
+                }
+                if let Some(i) = gas
+                    .price_sources
+                    .iter()
+                    .position(|p| matches!(p, super::PriceSourceConfig::Chainlink { .. }))
+                {
+                    return Err(err(
+                        at(&format!("gas.price_sources[{i}]")),
+                        "chainlink feeds are EVM only; use coinbase (SOL-USD), http or fixed",
+                    ));
+                }
             }
             Ok(SvmNetwork {
                 network,
