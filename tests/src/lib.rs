@@ -9,11 +9,13 @@ pub mod anvil;
 pub mod artifacts;
 pub mod eip3009;
 pub mod facilitator;
+pub mod litesvm_chain;
 pub mod net;
 pub mod peers;
 pub mod price_feed;
 pub mod redis_server;
 pub mod surfnet;
+pub mod svm_payment;
 pub mod tools;
 pub mod usdc;
 
