@@ -147,7 +147,11 @@ impl SvmSettler {
         let fingerprint = id.to_string();
         let mut ctx = Ctx {
             network,
-            key: svm_replay_key(&self.key_prefix, self.verifier.network().as_str(), &fingerprint),
+            key: svm_replay_key(
+                &self.key_prefix,
+                self.verifier.network().as_str(),
+                &fingerprint,
+            ),
             fingerprint,
             payer: None,
         };
@@ -157,6 +161,11 @@ impl SvmSettler {
         let payment = match self.verifier.verify(req, true).await? {
             Verdict::Valid(p) => p,
             Verdict::Invalid(inv) => {
+                // A concurrent request may have settled it meanwhile (its landing makes this
+                // simulation fail): its record, written before the send, holds the answer.
+                if let Some(record) = self.store.get(&ctx.key).await? {
+                    return self.answer_from_record(&ctx, record).await;
+                }
                 return Ok(SettleResponse::failed(
                     inv.reason,
                     inv.message,
@@ -320,7 +329,11 @@ impl SvmSettler {
                 "this payment is being settled by another request".into(),
                 String::new(),
             )),
-            SettlementRecord::Done { response, .. } => Ok(response),
+            SettlementRecord::Done { mut response, .. } => {
+                // Echo the network as this request names it (v1 name or CAIP-2).
+                response.network = ctx.network.to_string();
+                Ok(response)
+            }
             broadcast @ SettlementRecord::SvmBroadcast { .. } => {
                 self.await_confirmation(ctx, &broadcast).await
             }
