@@ -114,7 +114,9 @@ pub fn check(message: &VersionedMessage, expected: &Expected<'_>) -> Result<Layo
                 None,
             )
         })?;
-    let creates = ixs.get(2).is_some_and(|ix| ix.program == ASSOCIATED_TOKEN_PROGRAM);
+    let creates = ixs
+        .get(2)
+        .is_some_and(|ix| ix.program == ASSOCIATED_TOKEN_PROGRAM);
     let transfer_at = if creates { 3 } else { 2 };
     let (min, max) = (transfer_at + 1, transfer_at + 1 + MAX_OPTIONAL_INSTRUCTIONS);
     if ixs.len() < min || ixs.len() > max {
@@ -159,8 +161,7 @@ pub fn check(message: &VersionedMessage, expected: &Expected<'_>) -> Result<Layo
             payer,
         ));
     }
-    let destination =
-        associated_token_address(&expected.pay_to, &expected.mint, &transfer.program);
+    let destination = associated_token_address(&expected.pay_to, &expected.mint, &transfer.program);
     if transfer.destination != destination {
         return Err(broken(
             Reason::SvmRecipientMismatch,
@@ -211,7 +212,10 @@ pub fn check(message: &VersionedMessage, expected: &Expected<'_>) -> Result<Layo
         if memos.len() != 1 {
             return Err(broken(
                 Reason::SvmMemoCount,
-                format!("{} Memo instructions; extra.memo requires exactly one", memos.len()),
+                format!(
+                    "{} Memo instructions; extra.memo requires exactly one",
+                    memos.len()
+                ),
                 payer,
             ));
         }

@@ -35,7 +35,11 @@ pub fn is_token_program(program: &Address) -> bool {
 
 /// The associated token account of `owner` for `mint` under `token_program` (a PDA of the ATA
 /// program).
-pub fn associated_token_address(owner: &Address, mint: &Address, token_program: &Address) -> Address {
+pub fn associated_token_address(
+    owner: &Address,
+    mint: &Address,
+    token_program: &Address,
+) -> Address {
     spl_associated_token_account_interface::address::get_associated_token_address_with_program_id(
         owner,
         mint,
