@@ -149,12 +149,22 @@ impl Reason {
             SvmSignatureInvalid => "invalid_exact_svm_payload_signature_invalid",
             SvmExcessiveSigners => "invalid_exact_svm_payload_excessive_signers",
             SvmInstructionsLength => "invalid_exact_svm_payload_transaction_instructions_length",
-            SvmComputeLimitInstruction => "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction",
-            SvmComputeLimitTooHigh => "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction_too_high",
-            SvmComputePriceInstruction => "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction",
-            SvmComputePriceTooHigh => "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction_too_high",
+            SvmComputeLimitInstruction => {
+                "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction"
+            }
+            SvmComputeLimitTooHigh => {
+                "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction_too_high"
+            }
+            SvmComputePriceInstruction => {
+                "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction"
+            }
+            SvmComputePriceTooHigh => {
+                "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction_too_high"
+            }
             SvmNoTransferInstruction => "invalid_exact_svm_payload_no_transfer_instruction",
-            SvmFeePayerTransferringFunds => "invalid_exact_svm_payload_transaction_fee_payer_transferring_funds",
+            SvmFeePayerTransferringFunds => {
+                "invalid_exact_svm_payload_transaction_fee_payer_transferring_funds"
+            }
             SvmMintMismatch => "invalid_exact_svm_payload_mint_mismatch",
             SvmRecipientMismatch => "invalid_exact_svm_payload_recipient_mismatch",
             SvmAmountMismatch => "invalid_exact_svm_payload_amount_mismatch",

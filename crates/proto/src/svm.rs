@@ -24,9 +24,8 @@ pub fn transaction_fee_lamports(
     compute_unit_limit: u32,
     compute_unit_price_micro_lamports: u64,
 ) -> u64 {
-    let priority = (u128::from(compute_unit_price_micro_lamports)
-        * u128::from(compute_unit_limit))
-    .div_ceil(1_000_000);
+    let priority = (u128::from(compute_unit_price_micro_lamports) * u128::from(compute_unit_limit))
+        .div_ceil(1_000_000);
     signatures
         .saturating_mul(LAMPORTS_PER_SIGNATURE)
         .saturating_add(u64::try_from(priority).unwrap_or(u64::MAX))
@@ -39,7 +38,10 @@ mod tests {
     #[test]
     fn fee_is_signatures_plus_rounded_up_priority() {
         assert_eq!(transaction_fee_lamports(2, 20_000, 1), 10_001);
-        assert_eq!(transaction_fee_lamports(1, 200_000, 5_000_000), 5_000 + 1_000_000);
+        assert_eq!(
+            transaction_fee_lamports(1, 200_000, 5_000_000),
+            5_000 + 1_000_000
+        );
         assert_eq!(transaction_fee_lamports(2, 0, u64::MAX), 10_000);
         assert_eq!(
             transaction_fee_lamports(u64::MAX, u32::MAX, u64::MAX),
