@@ -15,6 +15,7 @@ pub mod peers;
 pub mod price_feed;
 pub mod redis_server;
 pub mod surfnet;
+pub mod svm_fixture;
 pub mod svm_payment;
 pub mod tools;
 pub mod usdc;
