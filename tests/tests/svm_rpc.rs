@@ -231,9 +231,6 @@ async fn twenty_concurrent_settles_with_zero_confirm_timeout_pend_then_return_th
 /// landed: settle must reconcile with the chain (the fee payer's signature, the transaction id,
 /// is deterministic) and answer the receipt, not a plain failure.
 #[tokio::test]
-#[ignore = "bug in crates/settle/src/svm.rs SvmSettler::settle: without a record it trusts the \
-            simulation, which fails with AlreadyProcessed for a landed payment, and answers \
-            invalid_exact_svm_transaction_simulation_failed; it should look up the signature"]
 async fn settle_of_a_landed_payment_without_its_record_returns_the_receipt() {
     let fx = SvmRpcFixture::start().await.unwrap();
     let tx_b64 = fx.payment_b64(AMOUNT).await.unwrap();
@@ -258,6 +255,15 @@ async fn settle_of_a_landed_payment_without_its_record_returns_the_receipt() {
     );
     assert_eq!(again["transaction"], tx, "{again}");
     assert_eq!(fx.pay_to_balance().await.unwrap(), AMOUNT);
+    // The recovered answer is recorded again: a third settle reads it from Redis.
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 1, "record not restored");
+    let (_, third) = fx.facilitator.post("/settle", &body).await.unwrap();
+    assert_eq!(third, again);
 }
 
 #[tokio::test]

@@ -174,6 +174,15 @@ impl PaymentRequest {
         }
     }
 
+    /// The JSON path of the required amount, for errors: `paymentRequirements.amount` (v2) or
+    /// `paymentRequirements.maxAmountRequired` (v1).
+    pub fn amount_field(&self) -> &'static str {
+        match self.version {
+            X402Version::V1 => "paymentRequirements.maxAmountRequired",
+            X402Version::V2 => "paymentRequirements.amount",
+        }
+    }
+
     /// `paymentRequirements.asset`.
     pub fn asset(&self) -> &str {
         match &self.requirements {

@@ -166,6 +166,13 @@ impl SvmSettler {
                 if let Some(record) = self.store.get(&ctx.key).await? {
                     return self.answer_from_record(&ctx, record).await;
                 }
+                // Its record may be gone (store flushed) while the transaction landed: the
+                // cluster knows the deterministic signature.
+                if inv.reason == Reason::SvmSimulationFailed
+                    && let Some(answer) = self.landed_without_record(&ctx, req, &id, &inv).await
+                {
+                    return Ok(answer);
+                }
                 return Ok(SettleResponse::failed(
                     inv.reason,
                     inv.message,
@@ -191,6 +198,63 @@ impl SvmSettler {
             };
         }
         self.broadcast(&ctx, req, &payment, now).await
+    }
+
+    /// The answer for a payment whose transaction the cluster already has although no record
+    /// does: its receipt (recorded again), or its on-chain failure. `None` when the cluster does
+    /// not know it, or cannot be asked.
+    async fn landed_without_record(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &PaymentRequest,
+        id: &Signature,
+        inv: &x402_verify::Invalid,
+    ) -> Option<SettleResponse> {
+        let status = self.chain().signature_status(id).await.ok()??;
+        let transaction = id.to_string();
+        let ctx = Ctx {
+            network: ctx.network,
+            key: ctx.key.clone(),
+            fingerprint: ctx.fingerprint.clone(),
+            payer: inv.payer.clone(),
+        };
+        let response = match status.err {
+            Some(err) => ctx.failed(
+                Reason::SvmTransactionFailed,
+                format!("the settlement transaction failed on chain: {err}"),
+                transaction,
+            ),
+            None if status.confirmed => SettleResponse::settled(
+                transaction,
+                ctx.network.to_string(),
+                inv.payer.clone().unwrap_or_default(),
+                req.amount().to_string(),
+            ),
+            None => ctx.failed(
+                Reason::SettlementPending,
+                "landed, not confirmed yet; retry /settle".into(),
+                transaction,
+            ),
+        };
+        tracing::warn!(key = %ctx.key, "settled payment without a replay record; answered from the chain");
+        if response.success
+            || response.error_reason.as_deref() != Some(Reason::SettlementPending.as_str())
+        {
+            let done = SettlementRecord::Done {
+                fingerprint: ctx.fingerprint.clone(),
+                response: response.clone(),
+                gas: None,
+                svm_fee: None,
+            };
+            let ttl = self
+                .timing
+                .record_ttl
+                .max(Duration::from_secs(SVM_REPLAY_MIN_TTL_SECONDS));
+            if let Err(e) = self.store.reserve(&ctx.key, &done, ttl).await {
+                tracing::warn!(key = %ctx.key, error = %e, "could not record the recovered answer");
+            }
+        }
+        Some(response)
     }
 
     /// The answer for a payload that has no identity: the verification failure.

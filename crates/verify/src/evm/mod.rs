@@ -213,7 +213,7 @@ impl ExactEvmVerifier {
             );
         }
         // 8. amount
-        let required = uint(req.amount(), amount_field(req))?;
+        let required = uint(req.amount(), req.amount_field())?;
         if authorization.value != required {
             let reason = match req.version {
                 X402Version::V1 => Reason::EvmAuthorizationValueV1,
@@ -354,7 +354,7 @@ impl ExactEvmVerifier {
         let a = parse_authorization(&payload.authorization)?;
         let asset = address(req.asset(), "paymentRequirements.asset")?;
         let pay_to = address(req.pay_to(), "paymentRequirements.payTo")?;
-        let amount = uint(req.amount(), amount_field(req))?;
+        let amount = uint(req.amount(), req.amount_field())?;
         let chain_id = self.chain.chain_id();
         let signature = Bytes::from(payload.signature.to_ascii_lowercase().into_bytes());
         let encoded = (
@@ -405,13 +405,6 @@ fn networks_match(req: &PaymentRequest) -> bool {
     match &req.payload {
         Payload::V1(p) => p.network == req.network_wire(),
         Payload::V2(p) => p.accepted.network == req.network_wire(),
-    }
-}
-
-fn amount_field(req: &PaymentRequest) -> &'static str {
-    match req.version {
-        X402Version::V1 => "paymentRequirements.maxAmountRequired",
-        X402Version::V2 => "paymentRequirements.amount",
     }
 }
 

@@ -26,7 +26,7 @@ use solana_signer::Signer;
 use solana_transaction::versioned::VersionedTransaction;
 use x402_chain::{SvmChain, SvmChainError};
 use x402_proto::svm::{ExactSvmPayload, transaction_fee_lamports};
-use x402_proto::{Network, ParseError, PaymentRequest, Reason, X402Version};
+use x402_proto::{Network, ParseError, PaymentRequest, Reason};
 
 use crate::{Invalid, Verdict, VerifyError};
 use layout::{Expected, Layout};
@@ -223,7 +223,7 @@ impl ExactSvmVerifier {
         let pay_to = address(req.pay_to(), "paymentRequirements.payTo")?;
         let amount = req.amount().parse::<u64>().map_err(|_| {
             ParseError::new(
-                amount_field(req),
+                req.amount_field(),
                 format!("{:?} is not a u64 decimal", req.amount()),
             )
         })?;
@@ -329,13 +329,6 @@ impl ExactSvmVerifier {
 
 fn unavailable(e: SvmChainError) -> VerifyError {
     VerifyError::ChainUnavailable(e.to_string())
-}
-
-fn amount_field(req: &PaymentRequest) -> &'static str {
-    match req.version {
-        X402Version::V1 => "paymentRequirements.maxAmountRequired",
-        X402Version::V2 => "paymentRequirements.amount",
-    }
 }
 
 fn address(s: &str, field: &str) -> Result<Address, ParseError> {
