@@ -48,6 +48,8 @@ pub const PAYER_LAMPORTS: u64 = SOL;
 pub const FEE_PAYER_LAMPORTS: u64 = 10 * SOL;
 /// `SetComputeUnitLimit` of a payment (the official client's `DEFAULT_COMPUTE_UNIT_LIMIT`).
 pub const COMPUTE_UNIT_LIMIT: u32 = 20_000;
+/// `SetComputeUnitLimit` of a payment that also creates the payee's token account.
+pub const CREATE_ATA_COMPUTE_UNIT_LIMIT: u32 = 60_000;
 /// `SetComputeUnitPrice` of a payment, micro-lamports per CU (the official client's default).
 pub const COMPUTE_UNIT_PRICE: u64 = 1;
 /// Key prefix of the facilitator's Redis records (the default `x402`).
@@ -87,6 +89,16 @@ impl SvmRpcFixture {
 
     /// [`SvmRpcFixture::start`] with `receipt_timeout_seconds` per `/settle`.
     pub async fn start_with_timeout(receipt_timeout_seconds: u64) -> anyhow::Result<Self> {
+        Self::start_custom(receipt_timeout_seconds, "", "").await
+    }
+
+    /// [`SvmRpcFixture::start_with_timeout`] with `svm_keys` (TOML lines) added to the `[[svm]]`
+    /// table and `tail` (TOML tables, e.g. `[svm.gas]`) appended to the configuration.
+    pub async fn start_custom(
+        receipt_timeout_seconds: u64,
+        svm_keys: &str,
+        tail: &str,
+    ) -> anyhow::Result<Self> {
         let surfnet = Surfnet::spawn().await?;
         let mint = parse_pubkey(DEVNET_USDC)?;
         let token_program = parse_pubkey(SPL_TOKEN_PROGRAM)?;
@@ -122,7 +134,9 @@ impl SvmRpcFixture {
             &mint,
             &redis.url(),
             receipt_timeout_seconds,
-        );
+        )
+        .replace("[[svm.assets]]", &format!("{svm_keys}\n\n[[svm.assets]]"))
+            + tail;
         let facilitator = TestFacilitator::start_with_toml(&toml).await?;
         Ok(SvmRpcFixture {
             facilitator,
@@ -242,11 +256,26 @@ decimals = {USDC_DECIMALS}
     /// The payer's partially signed payment of `amount` to the payee on `blockhash` (layout in
     /// the module documentation).
     pub fn payment_tx(&self, amount: u64, blockhash: Hash) -> anyhow::Result<VersionedTransaction> {
+        self.payment_tx_to(&self.pay_to, amount, blockhash, false)
+    }
+
+    /// The payer's partially signed payment of `amount` to `owner`'s associated token account
+    /// on `blockhash`; with `create_ata`, preceded by a `CreateIdempotent` of that account funded
+    /// by the fee payer (the seed services' flow, allowed for configured owners only).
+    pub fn payment_tx_to(
+        &self,
+        owner: &Pubkey,
+        amount: u64,
+        blockhash: Hash,
+        create_ata: bool,
+    ) -> anyhow::Result<VersionedTransaction> {
+        let destination =
+            crate::surfnet::associated_token_address(owner, &self.mint, &self.token_program);
         let transfer = spl_token_interface::instruction::transfer_checked(
             &self.token_program,
             &self.payer_ata,
             &self.mint,
-            &self.pay_to_ata,
+            &destination,
             &self.payer.pubkey(),
             &[],
             amount,
@@ -257,12 +286,25 @@ decimals = {USDC_DECIMALS}
             accounts: Vec::new(),
             data: random_hex(16).into_bytes(),
         };
-        let instructions = [
-            ComputeBudgetInstruction::set_compute_unit_limit(COMPUTE_UNIT_LIMIT),
+        let mut instructions = vec![
+            ComputeBudgetInstruction::set_compute_unit_limit(if create_ata {
+                CREATE_ATA_COMPUTE_UNIT_LIMIT
+            } else {
+                COMPUTE_UNIT_LIMIT
+            }),
             ComputeBudgetInstruction::set_compute_unit_price(COMPUTE_UNIT_PRICE),
-            transfer,
-            memo,
         ];
+        if create_ata {
+            instructions.push(
+                spl_associated_token_account_interface::instruction::create_associated_token_account_idempotent(
+                    &self.fee_payer.pubkey(),
+                    owner,
+                    &self.mint,
+                    &self.token_program,
+                ),
+            );
+        }
+        instructions.extend([transfer, memo]);
         let message = VersionedMessage::V0(v0::Message::try_compile(
             &self.fee_payer.pubkey(),
             &instructions,
