@@ -102,6 +102,14 @@ pub enum Reason {
     SvmTransactionFailed,
     /// SVM: `payTo` has no token account for the mint and creating it is not allowed (this facilitator's own reason).
     SvmDestinationAtaMissing,
+    /// SVM v1 (`ExactSvmSchemeV1`): the payment's network differs from the requirements'.
+    NetworkMismatch,
+    /// SVM v1: `extra.feePayer` is not one of this facilitator's keys.
+    FeePayerNotManagedByFacilitator,
+    /// SVM v1: the co-signed transaction fails simulation.
+    TransactionSimulationFailed,
+    /// SVM v1: the settlement transaction failed or expired unlanded.
+    TransactionFailed,
     /// Broadcast, outcome not known yet; retry `/settle` with the same payload.
     SettlementPending,
     /// This payment is already being settled by another request.
@@ -176,10 +184,30 @@ impl Reason {
             SvmSimulationFailed => "invalid_exact_svm_transaction_simulation_failed",
             SvmTransactionFailed => "invalid_exact_svm_transaction_failed",
             SvmDestinationAtaMissing => "invalid_exact_svm_destination_ata_missing",
+            NetworkMismatch => "network_mismatch",
+            FeePayerNotManagedByFacilitator => "fee_payer_not_managed_by_facilitator",
+            TransactionSimulationFailed => "transaction_simulation_failed",
+            TransactionFailed => "transaction_failed",
             SettlementPending => "settlement_pending",
             DuplicateSettlement => "duplicate_settlement",
             UnexpectedSettleError => "unexpected_settle_error",
             UnexpectedVerifyError => "unexpected_verify_error",
+        }
+    }
+}
+
+impl Reason {
+    /// The string `@x402/svm` 2.27 uses for this reason in x402 v1 (`ExactSvmSchemeV1` keeps the
+    /// short forms of five reasons); every other reason, and every v2 reason, is unchanged.
+    pub fn for_svm_version(self, version: crate::X402Version) -> Reason {
+        use Reason::*;
+        match (version, self) {
+            (crate::X402Version::V1, SvmUnsupportedScheme) => UnsupportedScheme,
+            (crate::X402Version::V1, SvmNetworkMismatch) => NetworkMismatch,
+            (crate::X402Version::V1, SvmFeePayerNotManaged) => FeePayerNotManagedByFacilitator,
+            (crate::X402Version::V1, SvmSimulationFailed) => TransactionSimulationFailed,
+            (crate::X402Version::V1, SvmTransactionFailed) => TransactionFailed,
+            (_, reason) => reason,
         }
     }
 }

@@ -16,7 +16,7 @@ use solana_hash::Hash;
 use solana_signature::Signature;
 use solana_transaction::versioned::VersionedTransaction;
 use x402_chain::{SvmChain, SvmChainError};
-use x402_proto::{PaymentRequest, Reason, SettleResponse};
+use x402_proto::{PaymentRequest, Reason, SettleResponse, X402Version};
 use x402_verify::Verdict;
 use x402_verify::svm::{ExactSvmVerifier, SvmPayment};
 
@@ -74,8 +74,10 @@ pub struct SvmSettler {
 }
 
 /// What the caller asked for, kept for the answer.
+#[derive(Clone)]
 struct Ctx<'a> {
     network: &'a str,
+    version: X402Version,
     key: String,
     fingerprint: String,
     payer: Option<String>,
@@ -84,7 +86,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn failed(&self, reason: Reason, message: String, transaction: String) -> SettleResponse {
         SettleResponse::failed(
-            reason,
+            reason.for_svm_version(self.version),
             Some(message),
             transaction,
             self.network.into(),
@@ -147,6 +149,7 @@ impl SvmSettler {
         let fingerprint = id.to_string();
         let mut ctx = Ctx {
             network,
+            version: req.version,
             key: svm_replay_key(
                 &self.key_prefix,
                 self.verifier.network().as_str(),
@@ -168,7 +171,7 @@ impl SvmSettler {
                 }
                 // Its record may be gone (store flushed) while the transaction landed: the
                 // cluster knows the deterministic signature.
-                if inv.reason == Reason::SvmSimulationFailed
+                if inv.reason == Reason::SvmSimulationFailed.for_svm_version(req.version)
                     && let Some(answer) = self.landed_without_record(&ctx, req, &id, &inv).await
                 {
                     return Ok(answer);
@@ -213,10 +216,8 @@ impl SvmSettler {
         let status = self.chain().signature_status(id).await.ok()??;
         let transaction = id.to_string();
         let ctx = Ctx {
-            network: ctx.network,
-            key: ctx.key.clone(),
-            fingerprint: ctx.fingerprint.clone(),
             payer: inv.payer.clone(),
+            ..ctx.clone()
         };
         let response = match status.err {
             Some(err) => ctx.failed(
@@ -436,10 +437,8 @@ impl SvmSettler {
             .and_then(|b| bincode::deserialize(&b).ok())
             .ok_or_else(|| corrupt("transaction"))?;
         let ctx = Ctx {
-            network: ctx.network,
-            key: ctx.key.clone(),
-            fingerprint: ctx.fingerprint.clone(),
             payer: receipt.payer.clone(),
+            ..ctx.clone()
         };
         let deadline = tokio::time::Instant::now() + self.timing.confirm_timeout;
         let mut last_send = tokio::time::Instant::now();

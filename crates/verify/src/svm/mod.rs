@@ -189,7 +189,22 @@ impl ExactSvmVerifier {
     /// Errors: [`VerifyError::Malformed`] for an unparsable field (named: `payTo`, `asset`,
     /// `amount`, `payload.transaction`), [`VerifyError::ChainUnavailable`] when the RPC cannot be
     /// reached.
+    /// Reason strings follow the request's x402 version ([`Reason::for_svm_version`]).
     pub async fn verify(
+        &self,
+        req: &PaymentRequest,
+        simulate: bool,
+    ) -> Result<Verdict<SvmPayment>, VerifyError> {
+        Ok(match self.verify_v2_reasons(req, simulate).await? {
+            Verdict::Invalid(mut inv) => {
+                inv.reason = inv.reason.for_svm_version(req.version);
+                Verdict::Invalid(inv)
+            }
+            valid => valid,
+        })
+    }
+
+    async fn verify_v2_reasons(
         &self,
         req: &PaymentRequest,
         simulate: bool,
