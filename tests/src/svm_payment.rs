@@ -1,7 +1,8 @@
 //! Solana `exact` payments for tests, written from the specification (x402-reference §6), not
 //! from the facilitator's own layout code: [`SvmPaymentBuilder`] builds the client's partially
 //! signed transaction (with knobs that break each rule), [`SvmFixture`] plants a USDC-like mint
-//! on a [`LiteSvmChain`], funds a payer and builds the facilitator's verifier and settler, and
+//! (SPL Token) and a second one owned by Token-2022 on a [`LiteSvmChain`], funds a payer in both
+//! and builds the facilitator's verifier and settler, and
 //! the `request_*` helpers wrap a transaction into `/verify`–`/settle` bodies.
 //!
 //! Units: token amounts are atomic units of a 6-decimal mint, SOL in lamports, compute unit
@@ -19,7 +20,9 @@ use solana_address::Address;
 use solana_compute_budget_interface::ComputeBudgetInstruction;
 use solana_hash::Hash;
 use solana_keypair::Keypair;
-use solana_message::{AccountMeta, Instruction, Message, VersionedMessage, v0};
+use solana_message::{
+    AccountMeta, AddressLookupTableAccount, Instruction, Message, VersionedMessage, v0,
+};
 use solana_program_pack::Pack;
 use solana_signature::Signature;
 use solana_signer::Signer;
@@ -43,6 +46,9 @@ pub const MEMO_PROGRAM: Address =
     Address::from_str_const("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr");
 /// SPL Token program.
 pub const TOKEN_PROGRAM: Address = spl_token_interface::ID;
+/// SPL Token-2022 program (embedded in litesvm 0.16).
+pub const TOKEN_2022_PROGRAM: Address =
+    Address::from_str_const("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb");
 /// v1 name of Solana devnet.
 pub const SOLANA_DEVNET_V1: &str = "solana-devnet";
 /// Token balance of the payer's account after [`SvmFixture::new`], atomic units.
@@ -59,10 +65,16 @@ pub const DEFAULT_COMPUTE_UNIT_PRICE: u64 = 1;
 
 /// The associated token account of `owner` for `mint` under SPL Token.
 pub fn ata(owner: &Address, mint: &Address) -> Address {
+    ata_with_program(owner, mint, &TOKEN_PROGRAM)
+}
+
+/// The associated token account of `owner` for `mint` under `token_program` (SPL Token or
+/// Token-2022: the program is one of the PDA seeds).
+pub fn ata_with_program(owner: &Address, mint: &Address, token_program: &Address) -> Address {
     spl_associated_token_account_interface::address::get_associated_token_address_with_program_id(
         owner,
         mint,
-        &TOKEN_PROGRAM,
+        token_program,
     )
 }
 
@@ -82,7 +94,7 @@ pub fn random_hex(n: usize) -> String {
 /// (CreateIdempotent)?, TransferChecked(source ATA of payer, mint, destination ATA of payTo,
 /// authority payer, amount, decimals), Memo(random hex)]`, fee payer = account 0 with its
 /// signature slot left empty (`Signature::default()`), signed by the payer only. v0 message by
-/// default.
+/// default, SPL Token by default ([`SvmPaymentBuilder::token_program`] for Token-2022).
 #[derive(Debug, Clone)]
 pub struct SvmPaymentBuilder {
     payer: Arc<Keypair>,
@@ -92,6 +104,8 @@ pub struct SvmPaymentBuilder {
     amount: u64,
     blockhash: Hash,
     legacy: bool,
+    token_program: Address,
+    lookup_tables: Vec<AddressLookupTableAccount>,
     decimals: u8,
     compute_unit_limit: Option<u32>,
     compute_unit_price: u64,
@@ -125,6 +139,8 @@ impl SvmPaymentBuilder {
             amount,
             blockhash,
             legacy: false,
+            token_program: TOKEN_PROGRAM,
+            lookup_tables: Vec::new(),
             decimals: USDC_DECIMALS,
             compute_unit_limit: None,
             compute_unit_price: DEFAULT_COMPUTE_UNIT_PRICE,
@@ -143,6 +159,21 @@ impl SvmPaymentBuilder {
     /// A legacy message instead of v0.
     pub fn legacy(mut self) -> Self {
         self.legacy = true;
+        self
+    }
+
+    /// The token program of the transfer (and of the `CreateIdempotent`): SPL Token by default,
+    /// or Token-2022. The default source and destination are then the associated token
+    /// accounts derived with that program.
+    pub fn token_program(mut self, program: Address) -> Self {
+        self.token_program = program;
+        self
+    }
+
+    /// Compiles the v0 message against `table`: accounts of the instructions that the table
+    /// lists (and that sign nothing) are loaded from it instead of the static keys.
+    pub fn address_lookup_table(mut self, table: AddressLookupTableAccount) -> Self {
+        self.lookup_tables.push(table);
         self
     }
 
@@ -217,7 +248,11 @@ impl SvmPaymentBuilder {
     /// payer then signs nothing).
     pub fn fee_payer_as_authority(mut self) -> Self {
         self.authority = Some(self.fee_payer);
-        self.source = Some(ata(&self.fee_payer, &self.mint));
+        self.source = Some(ata_with_program(
+            &self.fee_payer,
+            &self.mint,
+            &self.token_program,
+        ));
         self
     }
 
@@ -279,30 +314,31 @@ impl SvmPaymentBuilder {
                     &self.fee_payer,
                     &self.pay_to,
                     &self.mint,
-                    &TOKEN_PROGRAM,
+                    &self.token_program,
                 ),
             );
         }
         let authority = self.authority.unwrap_or_else(|| self.payer.pubkey());
-        let source = self
-            .source
-            .unwrap_or_else(|| ata(&self.payer.pubkey(), &self.mint));
+        let source = self.source.unwrap_or_else(|| {
+            ata_with_program(&self.payer.pubkey(), &self.mint, &self.token_program)
+        });
         let destination = self
             .destination
-            .unwrap_or_else(|| ata(&self.pay_to, &self.mint));
-        ixs.push(
-            spl_token_interface::instruction::transfer_checked(
-                &TOKEN_PROGRAM,
-                &source,
-                &self.transfer_mint.unwrap_or(self.mint),
-                &destination,
-                &authority,
-                &[],
-                self.amount,
-                self.decimals,
-            )
-            .expect("SPL Token program id"),
-        );
+            .unwrap_or_else(|| ata_with_program(&self.pay_to, &self.mint, &self.token_program));
+        // TransferChecked has the same data and accounts under SPL Token and Token-2022.
+        let mut transfer = spl_token_interface::instruction::transfer_checked(
+            &TOKEN_PROGRAM,
+            &source,
+            &self.transfer_mint.unwrap_or(self.mint),
+            &destination,
+            &authority,
+            &[],
+            self.amount,
+            self.decimals,
+        )
+        .expect("SPL Token program id");
+        transfer.program_id = self.token_program;
+        ixs.push(transfer);
         for memo in &self.memos {
             ixs.push(Instruction {
                 program_id: MEMO_PROGRAM,
@@ -325,8 +361,13 @@ impl SvmPaymentBuilder {
             ))
         } else {
             VersionedMessage::V0(
-                v0::Message::try_compile(&self.fee_payer, &ixs, &[], self.blockhash)
-                    .expect("a v0 message compiles"),
+                v0::Message::try_compile(
+                    &self.fee_payer,
+                    &ixs,
+                    &self.lookup_tables,
+                    self.blockhash,
+                )
+                .expect("a v0 message compiles"),
             )
         };
         let required = usize::from(message.header().num_required_signatures);
@@ -439,9 +480,18 @@ pub struct SvmFixture {
     pub listed_pay_to: Address,
     /// A payee without a token account, not listed.
     pub stranger_pay_to: Address,
+    /// A second 6-decimal mint, owned by Token-2022 (same mint authority), also settled by the
+    /// verifier.
+    pub mint_2022: Address,
+    /// The payer's Token-2022 associated token account of [`SvmFixture::mint_2022`],
+    /// [`PAYER_START_BALANCE`] at start.
+    pub payer_ata_2022: Address,
+    /// `pay_to`'s Token-2022 associated token account of [`SvmFixture::mint_2022`] (exists,
+    /// empty).
+    pub pay_to_ata_2022: Address,
     /// The policy the verifier was built with.
     pub policy: SvmPolicy,
-    /// The verifier (fee payers: `fee_payer`, `fee_payer_2`; asset: `mint`).
+    /// The verifier (fee payers: `fee_payer`, `fee_payer_2`; assets: `mint`, `mint_2022`).
     pub verifier: Arc<ExactSvmVerifier>,
     /// The settler's replay store.
     pub store: Arc<MemoryStore>,
@@ -482,6 +532,36 @@ impl SvmFixture {
             PAYER_START_BALANCE,
         )?;
 
+        let mint_2022 = Keypair::new().pubkey();
+        plant_mint_with_program(
+            &chain,
+            mint_2022,
+            &mint_authority.pubkey(),
+            &TOKEN_2022_PROGRAM,
+        )?;
+        let payer_ata_2022 = create_ata_with_program(
+            &chain,
+            &mint_authority,
+            &payer.pubkey(),
+            &mint_2022,
+            &TOKEN_2022_PROGRAM,
+        )?;
+        let pay_to_ata_2022 = create_ata_with_program(
+            &chain,
+            &mint_authority,
+            &pay_to,
+            &mint_2022,
+            &TOKEN_2022_PROGRAM,
+        )?;
+        mint_to_with_program(
+            &chain,
+            &mint_authority,
+            &mint_2022,
+            &payer_ata_2022,
+            PAYER_START_BALANCE,
+            &TOKEN_2022_PROGRAM,
+        )?;
+
         let policy = SvmPolicy {
             create_destination_for: vec![listed_pay_to],
             ..SvmPolicy::default()
@@ -491,7 +571,7 @@ impl SvmFixture {
             chain.clone(),
             network,
             vec![fee_payer.clone(), fee_payer_2.clone()],
-            vec![mint],
+            vec![mint, mint_2022],
             policy.clone(),
         ));
         let store = Arc::new(MemoryStore::new());
@@ -513,6 +593,9 @@ impl SvmFixture {
             pay_to_ata,
             listed_pay_to,
             stranger_pay_to,
+            mint_2022,
+            payer_ata_2022,
+            pay_to_ata_2022,
             policy,
             verifier,
             store,
@@ -528,7 +611,7 @@ impl SvmFixture {
             chain,
             network,
             vec![self.fee_payer.clone(), self.fee_payer_2.clone()],
-            vec![self.mint],
+            vec![self.mint, self.mint_2022],
             self.policy.clone(),
         ))
     }
@@ -549,6 +632,20 @@ impl SvmFixture {
             amount,
             self.chain.latest_blockhash(),
         )
+    }
+
+    /// A builder of a valid Token-2022 payment of `amount` of [`SvmFixture::mint_2022`] from the
+    /// payer to `pay_to`'s Token-2022 associated token account.
+    pub fn payment_2022(&self, amount: u64) -> SvmPaymentBuilder {
+        SvmPaymentBuilder::new(
+            self.payer.clone(),
+            self.fee_payer.pubkey(),
+            self.mint_2022,
+            self.pay_to,
+            amount,
+            self.chain.latest_blockhash(),
+        )
+        .token_program(TOKEN_2022_PROGRAM)
     }
 
     /// The default `extra`, `{feePayer}`, with `overrides` merged in (a `null` value removes
@@ -588,6 +685,18 @@ impl SvmFixture {
         PaymentRequest::from_value(body).expect("a well-formed v2 request")
     }
 
+    /// A v2 request for `amount` of `mint` (e.g. [`SvmFixture::mint_2022`]) paying `pay_to`.
+    pub fn request_v2_mint(
+        &self,
+        mint: &Address,
+        tx_b64: &str,
+        amount: u64,
+        extra: Value,
+    ) -> PaymentRequest {
+        let body = v2_request_json(tx_b64, mint, &self.pay_to, amount, &self.extra(&extra));
+        PaymentRequest::from_value(body).expect("a well-formed v2 request")
+    }
+
     /// A v1 request (`solana-devnet`, `maxAmountRequired`) paying `pay_to`.
     pub fn request_v1(&self, tx_b64: &str, amount: u64, extra: Value) -> PaymentRequest {
         let body = v1_request_json(
@@ -600,11 +709,17 @@ impl SvmFixture {
         PaymentRequest::from_value(body).expect("a well-formed v1 request")
     }
 
-    /// Token balance of the account `ata`, atomic units (0 when it does not exist).
+    /// Token balance of the account `ata`, atomic units (0 when it does not exist). Reads the
+    /// base `Account` layout, the first 165 bytes under SPL Token and Token-2022 alike (a
+    /// Token-2022 account may carry extensions after them).
     pub fn token_balance(&self, ata: &Address) -> u64 {
+        const LEN: usize = spl_token_interface::state::Account::LEN;
         self.chain
             .get_account(ata)
-            .and_then(|a| spl_token_interface::state::Account::unpack(&a.data).ok())
+            .and_then(|a| {
+                let base = a.data.get(..LEN)?;
+                spl_token_interface::state::Account::unpack(base).ok()
+            })
             .map_or(0, |a| a.amount)
     }
 
@@ -642,6 +757,17 @@ pub fn plant_mint(
     address: Address,
     authority: &Address,
 ) -> anyhow::Result<()> {
+    plant_mint_with_program(chain, address, authority, &TOKEN_PROGRAM)
+}
+
+/// [`plant_mint`] owned by `token_program`: the 82-byte base `Mint` is also a valid Token-2022
+/// mint without extensions.
+pub fn plant_mint_with_program(
+    chain: &LiteSvmChain,
+    address: Address,
+    authority: &Address,
+    token_program: &Address,
+) -> anyhow::Result<()> {
     let mint = spl_token_interface::state::Mint {
         mint_authority: Some(*authority).into(),
         supply: 0,
@@ -657,7 +783,7 @@ pub fn plant_mint(
         Account {
             lamports,
             data,
-            owner: TOKEN_PROGRAM,
+            owner: *token_program,
             executable: false,
             rent_epoch: 0,
         },
@@ -671,12 +797,25 @@ pub fn create_ata(
     owner: &Address,
     mint: &Address,
 ) -> anyhow::Result<Address> {
+    create_ata_with_program(chain, funder, owner, mint, &TOKEN_PROGRAM)
+}
+
+/// [`create_ata`] under `token_program` (through the Associated Token Account program, as a
+/// wallet would).
+pub fn create_ata_with_program(
+    chain: &LiteSvmChain,
+    funder: &Keypair,
+    owner: &Address,
+    mint: &Address,
+    token_program: &Address,
+) -> anyhow::Result<Address> {
     chain
         .with_svm(|svm| {
             litesvm_token::CreateAssociatedTokenAccountIdempotent::new(svm, funder, mint)
                 .owner(owner)
+                .token_program_id(token_program)
                 .send()
-                .map_err(|e| format!("{:?}", e.err))
+                .map_err(|e| format!("{:?}; logs: {:?}", e.err, e.meta.logs))
         })
         .map_err(|e| anyhow::anyhow!("creating the token account of {owner}: {e}"))
 }
@@ -689,11 +828,40 @@ pub fn mint_to(
     to: &Address,
     amount: u64,
 ) -> anyhow::Result<()> {
+    mint_to_with_program(chain, authority, mint, to, amount, &TOKEN_PROGRAM)
+}
+
+/// [`mint_to`] under `token_program` (`MintTo` has the same data and accounts under SPL Token
+/// and Token-2022; `litesvm_token::MintTo` accepts only the SPL Token id).
+pub fn mint_to_with_program(
+    chain: &LiteSvmChain,
+    authority: &Keypair,
+    mint: &Address,
+    to: &Address,
+    amount: u64,
+    token_program: &Address,
+) -> anyhow::Result<()> {
+    let mut ix = spl_token_interface::instruction::mint_to(
+        &TOKEN_PROGRAM,
+        mint,
+        to,
+        &authority.pubkey(),
+        &[],
+        amount,
+    )
+    .context("MintTo instruction")?;
+    ix.program_id = *token_program;
     chain
         .with_svm(|svm| {
-            litesvm_token::MintTo::new(svm, authority, mint, to, amount)
-                .send()
-                .map_err(|e| format!("{:?}", e.err))
+            let tx = solana_transaction::Transaction::new_signed_with_payer(
+                &[ix],
+                Some(&authority.pubkey()),
+                &[authority],
+                svm.latest_blockhash(),
+            );
+            svm.send_transaction(tx)
+                .map(|_| ())
+                .map_err(|e| format!("{:?}; logs: {:?}", e.err, e.meta.logs))
         })
         .map_err(|e| anyhow::anyhow!("minting {amount} to {to}: {e}"))
 }

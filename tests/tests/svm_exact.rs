@@ -1,6 +1,7 @@
 //! Solana `exact` end to end on an in-process SVM (litesvm: real SPL Token, ATA and Memo
 //! programs), with payments built independently of the facilitator's layout code: valid v1/v2
-//! payments verify and settle, each layout rule is refused with its reference reason (checked
+//! payments (SPL Token and Token-2022) verify and settle, each layout rule is refused with its
+//! reference reason (checked
 //! against `Reason::as_str` and the literal wire string), settlement happens at most once (retry,
 //! concurrency, Redis), and an unconfirmed broadcast answers `settlement_pending` until its
 //! blockhash expires, which is terminal.
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 use solana_address::Address;
 use solana_hash::Hash;
 use solana_keypair::Keypair;
-use solana_message::{AccountMeta, Instruction, VersionedMessage};
+use solana_message::{AccountMeta, AddressLookupTableAccount, Instruction, VersionedMessage};
 use solana_signature::Signature;
 use solana_signer::Signer;
 use solana_transaction::versioned::VersionedTransaction;
@@ -27,7 +28,8 @@ use x402_settle::svm::SvmSettler;
 use x402_tests::RedisServer;
 use x402_tests::litesvm_chain::LiteSvmChain;
 use x402_tests::svm_payment::{
-    PAYER_START_BALANCE, SOLANA_DEVNET_V1, SvmFixture, ata, quick_timing, to_base64,
+    PAYER_START_BALANCE, SOLANA_DEVNET_V1, SvmFixture, TOKEN_2022_PROGRAM, TOKEN_PROGRAM, ata,
+    ata_with_program, quick_timing, to_base64,
 };
 use x402_verify::svm::SvmPayment;
 use x402_verify::{Invalid, Verdict};
@@ -211,7 +213,134 @@ async fn compute_price_at_the_cap_and_matching_memo_are_accepted() {
     assert_settles(&fx, &req, &fx.pay_to_ata, AMOUNT).await;
 }
 
+#[tokio::test]
+async fn token_2022_payment_verifies_and_settles() {
+    let fx = fixture();
+    assert_eq!(
+        fx.chain.get_account(&fx.mint_2022).expect("planted").owner,
+        TOKEN_2022_PROGRAM
+    );
+    assert_eq!(
+        fx.pay_to_ata_2022,
+        ata_with_program(&fx.pay_to, &fx.mint_2022, &TOKEN_2022_PROGRAM)
+    );
+    assert_ne!(
+        fx.pay_to_ata_2022,
+        ata_with_program(&fx.pay_to, &fx.mint_2022, &TOKEN_PROGRAM)
+    );
+    assert_eq!(fx.token_balance(&fx.payer_ata_2022), PAYER_START_BALANCE);
+    assert_eq!(fx.token_balance(&fx.pay_to_ata_2022), 0);
+
+    let built = fx.payment_2022(AMOUNT).build();
+    let VersionedMessage::V0(message) = &built.message else {
+        panic!("v0 by default");
+    };
+    let transfer = &message.instructions[2];
+    assert_eq!(
+        message.account_keys[usize::from(transfer.program_id_index)],
+        TOKEN_2022_PROGRAM
+    );
+    let req = fx.request_v2_mint(&fx.mint_2022, &to_base64(&built), AMOUNT, json!({}));
+    let payment = verify_ok(&fx, &req).await;
+    assert_eq!(payment.layout.token_program, TOKEN_2022_PROGRAM);
+    assert_eq!(payment.layout.source, fx.payer_ata_2022);
+    assert_eq!(payment.layout.destination, fx.pay_to_ata_2022);
+    assert_eq!(payment.layout.amount, AMOUNT);
+    assert_eq!(fx.chain.send_count(), 0, "verification is read-only");
+
+    let id = fx.verifier.payment_id(&req).unwrap().expect("payment id");
+    let fee_payer_before = fx.fee_payer_lamports();
+    let answer = settle(&fx, &req).await;
+    assert!(answer.success, "{answer:?}");
+    assert_eq!(answer.transaction, id.to_string());
+    assert_eq!(
+        answer.payer.as_deref(),
+        Some(fx.payer.pubkey().to_string().as_str())
+    );
+    assert_eq!(answer.amount.as_deref(), Some(AMOUNT.to_string().as_str()));
+    assert_eq!(fx.chain.executed(&id), Some(None), "landed without error");
+    assert_eq!(
+        fx.token_balance(&fx.payer_ata_2022),
+        PAYER_START_BALANCE - AMOUNT
+    );
+    assert_eq!(fx.token_balance(&fx.pay_to_ata_2022), AMOUNT);
+    assert_eq!(
+        fx.fee_payer_lamports(),
+        fee_payer_before - payment.fee_lamports
+    );
+    // The SPL Token accounts of the other mint did not move.
+    assert_eq!(fx.token_balance(&fx.payer_ata), PAYER_START_BALANCE);
+    assert_eq!(fx.token_balance(&fx.pay_to_ata), 0);
+}
+
 // --- rules ----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn token_2022_transfer_to_the_spl_token_ata_is_rejected() {
+    let fx = fixture();
+    // payTo's account for the Token-2022 mint derived with the wrong program (SPL Token): an
+    // address the verifier must not accept for a Token-2022 transfer.
+    let spl_derived = ata_with_program(&fx.pay_to, &fx.mint_2022, &TOKEN_PROGRAM);
+    // And payTo's (existing) SPL Token account of the other mint.
+    for destination in [spl_derived, fx.pay_to_ata] {
+        let tx = fx
+            .payment_2022(AMOUNT)
+            .destination(destination)
+            .build_base64();
+        let req = fx.request_v2_mint(&fx.mint_2022, &tx, AMOUNT, json!({}));
+        let inv = assert_refused(
+            &fx,
+            &req,
+            Reason::SvmRecipientMismatch,
+            "invalid_exact_svm_payload_recipient_mismatch",
+        )
+        .await;
+        assert!(
+            inv.message
+                .as_deref()
+                .is_some_and(|m| m.contains(&fx.pay_to_ata_2022.to_string())),
+            "the message names the expected account: {inv:?}"
+        );
+        assert_eq!(inv.payer, Some(fx.payer.pubkey().to_string()));
+        assert_eq!(fx.token_balance(&fx.payer_ata_2022), PAYER_START_BALANCE);
+        assert_eq!(fx.token_balance(&fx.pay_to_ata_2022), 0);
+    }
+}
+
+#[tokio::test]
+async fn address_lookup_table_is_rejected_as_undecodable() {
+    let fx = fixture();
+    // Any table key: the verifier must refuse without resolving it.
+    let table = AddressLookupTableAccount {
+        key: Keypair::new().pubkey(),
+        addresses: vec![fx.pay_to_ata],
+    };
+    let built = fx
+        .payment(AMOUNT)
+        .address_lookup_table(table.clone())
+        .build();
+    let VersionedMessage::V0(message) = &built.message else {
+        panic!("v0 by default");
+    };
+    assert_eq!(message.address_table_lookups.len(), 1);
+    assert_eq!(message.address_table_lookups[0].account_key, table.key);
+    assert!(
+        !message.account_keys.contains(&fx.pay_to_ata),
+        "the destination is loaded from the table"
+    );
+    let req = fx.request_v2(&to_base64(&built), AMOUNT, json!({}));
+    let inv = assert_refused(
+        &fx,
+        &req,
+        Reason::SvmCouldNotBeDecoded,
+        "invalid_exact_svm_payload_transaction_could_not_be_decoded",
+    )
+    .await;
+    let message = inv.message.unwrap_or_default();
+    assert!(message.contains("lookup table"), "{message}");
+    assert_eq!(fx.chain.send_count(), 0, "nothing sent");
+    assert_eq!(fx.chain.executed_count(), 0);
+}
 
 #[tokio::test]
 async fn unknown_instruction_after_the_memo_is_rejected() {
