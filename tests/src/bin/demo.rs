@@ -7,7 +7,12 @@
 //! `/settle` over HTTP, and the gas actually paid next to the quote.
 //!
 //! Accounts (anvil dev keys): 0 USDC owner, 1 facilitator signer (pays gas), 2 payer, 3 payee.
-//! Run it with `scripts/demo.sh` (installs the tools and builds both binaries first).
+//!
+//! With `--solana`, a second leg follows on a local Solana RPC (surfnet): see [`svm`].
+//! Run it with `scripts/demo.sh [--solana]` (installs the tools and builds both binaries first).
+
+#[path = "demo/svm.rs"]
+mod svm;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -31,12 +36,44 @@ const ETH_USD_8_DECIMALS: i128 = 300_000_000_000;
 /// The Redis tried first.
 const LOCAL_REDIS: &str = "redis://127.0.0.1:6379/";
 
+const USAGE: &str = "usage: demo [--solana]\n  (no flag)  one EVM payment on anvil\n  --solana   \
+                     then one Solana payment on surfnet (needs scripts/install-surfnet.sh)";
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let solana = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => false,
+        ["--solana"] => true,
+        ["-h" | "--help"] => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("demo: unexpected arguments {args:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     let started = Instant::now();
-    match run().await {
+    let mut legs = Vec::new();
+    let mut result = run().await.context("EVM leg");
+    legs.push(("EVM", started.elapsed()));
+    if solana && result.is_ok() {
+        let leg = Instant::now();
+        result = svm::run().await.context("Solana leg");
+        legs.push(("Solana", leg.elapsed()));
+    }
+    match result {
         Ok(()) => {
-            println!("\nDEMO OK in {:.1} s", started.elapsed().as_secs_f64());
+            let legs: Vec<String> = legs
+                .iter()
+                .map(|(name, took)| format!("{name} {:.1} s", took.as_secs_f64()))
+                .collect();
+            println!(
+                "\nDEMO OK in {:.1} s ({})",
+                started.elapsed().as_secs_f64(),
+                legs.join(", ")
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -70,27 +107,14 @@ async fn run() -> anyhow::Result<()> {
 
     step("replay store: Redis");
     // `_own_redis` keeps a private server alive until the end of `run`.
-    let (redis_url, _own_redis) = if x402_tests::redis_server::ping_port(6379).await {
-        println!("  using the Redis already answering on 127.0.0.1:6379");
-        (LOCAL_REDIS.to_string(), None)
-    } else {
-        let server = RedisServer::spawn().await?;
-        let url = server.url();
-        println!("  nothing on 127.0.0.1:6379: started a private redis-server at {url}");
-        (url, Some(server))
-    };
+    let (redis_url, _own_redis) = replay_store().await?;
 
     step("facilitator: the real x402-facilitator binary");
     let toml = TestFacilitator::config_toml(&anvil, DEV_PRIVATE_KEYS[1], Some(&redis_url))
         + &gas_toml(&feed.address().to_checksum(None));
-    let facilitator = FacilitatorProcess::start(&toml).await?;
+    let facilitator = FacilitatorProcess::start("evm", &toml).await?;
     let url = facilitator.url.clone();
-    println!("  {} listening on {url}", facilitator.bin.display());
-    println!("  config {}", facilitator.config.display());
-    println!(
-        "  log    {} (kept if the demo fails)",
-        facilitator.log.display()
-    );
+    facilitator.describe();
     let http = reqwest::Client::new();
 
     step("GET /supported");
@@ -103,7 +127,7 @@ async fn run() -> anyhow::Result<()> {
     println!("{}", pretty(&supported));
 
     step("GET /quote (settlement gas in USDC, from the background-refreshed cache)");
-    let quote = wait_for_quote(&http, &url).await?;
+    let quote = wait_for_quote(&http, &url, "network=eip155:8453").await?;
     println!("{}", pretty(&quote));
 
     step("POST /requirements (service price 0.01 USDC + quoted gas)");
@@ -194,12 +218,23 @@ async fn run() -> anyhow::Result<()> {
         .for_each(|l| println!("  {l}"));
 
     step("stopping the facilitator and anvil");
-    let log = facilitator.log.clone();
-    drop(facilitator);
+    facilitator.stop_and_clean();
     drop(anvil);
-    // All went well: the log is only worth keeping after a failure.
-    let _ = std::fs::remove_file(log);
     Ok(())
+}
+
+/// The Redis of the replay store: the one answering on 127.0.0.1:6379, else a private
+/// `redis-server` (returned: it stops when dropped).
+async fn replay_store() -> anyhow::Result<(String, Option<RedisServer>)> {
+    if x402_tests::redis_server::ping_port(6379).await {
+        println!("  using the Redis already answering on 127.0.0.1:6379");
+        Ok((LOCAL_REDIS.to_string(), None))
+    } else {
+        let server = RedisServer::spawn().await?;
+        let url = server.url();
+        println!("  nothing on 127.0.0.1:6379: started a private redis-server at {url}");
+        Ok((url, Some(server)))
+    }
 }
 
 /// The `x402-facilitator` binary running as a child process; killed on drop.
@@ -216,7 +251,9 @@ impl FacilitatorProcess {
     /// Starts the binary next to this executable with `X402_CONFIG` pointing at `toml` (a
     /// harness config with `listen = "127.0.0.1:0"`) rewritten to a free port, and waits until
     /// `/health` answers 200. Retries on another port if the first one was taken meanwhile.
-    async fn start(toml: &str) -> anyhow::Result<Self> {
+    /// `label` names its config and log files (`x402-demo-<label>-<pid>.{toml,log}` in the
+    /// temporary directory).
+    async fn start(label: &str, toml: &str) -> anyhow::Result<Self> {
         let bin = std::env::current_exe()?.with_file_name("x402-facilitator");
         ensure!(
             bin.is_file(),
@@ -232,7 +269,7 @@ impl FacilitatorProcess {
         for _ in 0..3 {
             let port = x402_tests::net::free_port()?;
             let toml = toml.replace(any_port, &format!("listen = \"127.0.0.1:{port}\""));
-            let mut process = Self::spawn(&bin, &toml, port)?;
+            let mut process = Self::spawn(&bin, label, &toml, port)?;
             match process.wait_healthy(Duration::from_secs(20)).await {
                 Ok(()) => return Ok(process),
                 Err(e) => last_err = Some(e),
@@ -241,10 +278,11 @@ impl FacilitatorProcess {
         Err(last_err.expect("at least one attempt"))
     }
 
-    fn spawn(bin: &std::path::Path, toml: &str, port: u16) -> anyhow::Result<Self> {
+    fn spawn(bin: &std::path::Path, label: &str, toml: &str, port: u16) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir();
-        let config = dir.join(format!("x402-demo-{}.toml", std::process::id()));
-        let log = dir.join(format!("x402-demo-{}.log", std::process::id()));
+        let stem = format!("x402-demo-{label}-{}", std::process::id());
+        let config = dir.join(format!("{stem}.toml"));
+        let log = dir.join(format!("{stem}.log"));
         std::fs::write(&config, toml)?;
         let mut cmd = Command::new(bin);
         // Only the generated file configures it: drop any X402_* override from our environment.
@@ -290,6 +328,21 @@ impl FacilitatorProcess {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Prints the binary, its URL, config and log.
+    fn describe(&self) {
+        println!("  {} listening on {}", self.bin.display(), self.url);
+        println!("  config {}", self.config.display());
+        println!("  log    {} (kept if the demo fails)", self.log.display());
+    }
+
+    /// Stops the process and removes its log (all went well: only a failure's log is worth
+    /// keeping).
+    fn stop_and_clean(self) {
+        let log = self.log.clone();
+        drop(self);
+        let _ = std::fs::remove_file(log);
     }
 
     fn log_text(&self) -> String {
@@ -340,19 +393,16 @@ max_age_seconds = 60
     )
 }
 
-/// Polls `GET /quote` until the first background refresh is done (at most 10 s).
-async fn wait_for_quote(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+/// Polls `GET /quote?<query>` until the first background refresh is done (at most 10 s).
+async fn wait_for_quote(http: &reqwest::Client, url: &str, query: &str) -> anyhow::Result<Value> {
     for _ in 0..100 {
-        let resp = http
-            .get(format!("{url}/quote?network=eip155:8453"))
-            .send()
-            .await?;
+        let resp = http.get(format!("{url}/quote?{query}")).send().await?;
         if resp.status() == 200 {
             return Ok(resp.json().await?);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("no gas quote after 10 s")
+    bail!("no gas quote for {query} after 10 s")
 }
 
 fn step(title: &str) {
