@@ -29,24 +29,8 @@ import { x402Client } from "@x402/core/client";
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
 import { EVM_NETWORK_CHAIN_ID_MAP } from "@x402/evm/v1";
 import { privateKeyToAccount } from "viem/accounts";
-import { env } from "./env.mjs";
+import { capture, env, errorJson } from "./env.mjs";
 
-function errorJson(err) {
-  const out = { error: err?.message ?? String(err), name: err?.name ?? typeof err };
-  for (const k of ["statusCode", "invalidReason", "invalidMessage", "errorReason", "errorMessage",
-    "payer", "transaction", "network"]) {
-    if (err && err[k] !== undefined) out[k] = err[k];
-  }
-  return out;
-}
-
-async function capture(fn) {
-  try {
-    return await fn();
-  } catch (err) {
-    return errorJson(err);
-  }
-}
 
 function v1NetworkName(network) {
   if (!network.includes(":")) return network;

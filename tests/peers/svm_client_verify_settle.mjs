@@ -33,24 +33,8 @@ import {
   getTransactionDecoder,
   getCompiledTransactionMessageDecoder,
 } from "@solana/kit";
-import { env } from "./env.mjs";
+import { capture, env, errorJson } from "./env.mjs";
 
-function errorJson(err) {
-  const out = { error: err?.message ?? String(err), name: err?.name ?? typeof err };
-  for (const k of ["statusCode", "invalidReason", "invalidMessage", "errorReason", "errorMessage",
-    "payer", "transaction", "network"]) {
-    if (err && err[k] !== undefined) out[k] = err[k];
-  }
-  return out;
-}
-
-async function capture(fn) {
-  try {
-    return await fn();
-  } catch (err) {
-    return errorJson(err);
-  }
-}
 
 async function post(url, path, body) {
   const res = await fetch(`${url}${path}`, {

@@ -154,21 +154,7 @@ async fn run() -> anyhow::Result<()> {
     let payer_before = usdc.balance_of(payer.address()).await?;
     let payee_before = usdc.balance_of(pay_to).await?;
 
-    step("POST /verify");
-    let (status, verify) = post(&http, &url, "/verify", &body).await?;
-    println!("HTTP {status}\n{}", pretty(&verify));
-    ensure!(
-        status == 200 && verify["isValid"] == true,
-        "/verify did not accept the payment"
-    );
-
-    step("POST /settle");
-    let (status, settle) = post(&http, &url, "/settle", &body).await?;
-    println!("HTTP {status}\n{}", pretty(&settle));
-    ensure!(
-        status == 200 && settle["success"] == true,
-        "/settle did not settle the payment"
-    );
+    let settle = verify_and_settle(&http, &url, &body).await?;
 
     step("on chain");
     let tx: B256 = settle["transaction"]
@@ -357,6 +343,31 @@ impl Drop for FacilitatorProcess {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
     }
+}
+
+/// `POST /verify` then `POST /settle` of `body`, printed; fails unless the payment is valid and
+/// settled. Returns the settlement response.
+async fn verify_and_settle(
+    http: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> anyhow::Result<Value> {
+    step("POST /verify");
+    let (status, verify) = post(http, url, "/verify", body).await?;
+    println!("HTTP {status}\n{}", pretty(&verify));
+    ensure!(
+        status == 200 && verify["isValid"] == true,
+        "/verify did not accept the payment"
+    );
+
+    step("POST /settle");
+    let (status, settle) = post(http, url, "/settle", body).await?;
+    println!("HTTP {status}\n{}", pretty(&settle));
+    ensure!(
+        status == 200 && settle["success"] == true,
+        "/settle did not settle the payment"
+    );
+    Ok(settle)
 }
 
 async fn post(

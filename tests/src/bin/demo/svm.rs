@@ -28,7 +28,9 @@ use x402_tests::svm_payment::{
     CREATE_COMPUTE_UNIT_LIMIT, DEFAULT_COMPUTE_UNIT_PRICE, SvmPaymentBuilder, to_base64,
 };
 
-use super::{FacilitatorProcess, post, pretty, replay_store, step, wait_for_quote};
+use super::{
+    FacilitatorProcess, post, pretty, replay_store, step, verify_and_settle, wait_for_quote,
+};
 
 /// The price paid for the service: 0.01 USDC (atomic units, 6 decimals).
 const PRICE: u64 = 10_000;
@@ -219,21 +221,7 @@ pub async fn run() -> anyhow::Result<()> {
     let pay_to_before = surfnet.token_balance(&pay_to_ata).await?;
     let fee_payer_before = surfnet.balance(&fee_payer.pubkey()).await?;
 
-    step("POST /verify");
-    let (status, verify) = post(&http, &url, "/verify", &body).await?;
-    println!("HTTP {status}\n{}", pretty(&verify));
-    ensure!(
-        status == 200 && verify["isValid"] == true,
-        "/verify did not accept the payment"
-    );
-
-    step("POST /settle");
-    let (status, settle) = post(&http, &url, "/settle", &body).await?;
-    println!("HTTP {status}\n{}", pretty(&settle));
-    ensure!(
-        status == 200 && settle["success"] == true,
-        "/settle did not settle the payment"
-    );
+    let settle = verify_and_settle(&http, &url, &body).await?;
     let signature = settle["transaction"]
         .as_str()
         .filter(|s| !s.is_empty())
