@@ -76,12 +76,17 @@ pub struct RedisConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettleConfig {
-    /// Longest wait for a receipt within one `/settle` call, seconds (default 30).
+    /// Longest wait for a receipt (EVM) or `confirmed` (Solana) within one `/settle` call,
+    /// seconds (default 30).
     #[serde(default = "default_receipt_timeout")]
     pub receipt_timeout_seconds: u64,
-    /// Receipt poll interval, milliseconds (default 200).
+    /// Receipt / signature-status poll interval, milliseconds (default 200).
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
+    /// How long a Solana payment's record answers retries with its first receipt, seconds
+    /// (default 86,400; at least 120, about twice a blockhash's lifetime).
+    #[serde(default = "default_svm_record_ttl")]
+    pub svm_record_ttl_seconds: u64,
 }
 
 impl Default for SettleConfig {
@@ -89,6 +94,7 @@ impl Default for SettleConfig {
         SettleConfig {
             receipt_timeout_seconds: default_receipt_timeout(),
             poll_interval_ms: default_poll_ms(),
+            svm_record_ttl_seconds: default_svm_record_ttl(),
         }
     }
 }
@@ -246,6 +252,9 @@ fn default_prefix() -> String {
 fn default_receipt_timeout() -> u64 {
     30
 }
+fn default_svm_record_ttl() -> u64 {
+    24 * 3600
+}
 fn default_poll_ms() -> u64 {
     200
 }
@@ -339,6 +348,12 @@ impl Config {
             return Err(err(
                 "redis.url",
                 "must start with redis://, rediss:// or unix://",
+            ));
+        }
+        if self.settle.svm_record_ttl_seconds < 120 {
+            return Err(err(
+                "settle.svm_record_ttl_seconds",
+                "must be at least 120 (a blockhash lives about 60-90 s)",
             ));
         }
         if self.evm.is_empty() && self.svm.is_empty() {

@@ -200,6 +200,8 @@ impl Facilitator {
         }
         let svm_timing = x402_settle::svm::SvmSettleTiming {
             confirm_timeout: Duration::from_secs(config.settle.receipt_timeout_seconds),
+            poll_interval: Duration::from_millis(config.settle.poll_interval_ms),
+            record_ttl: Duration::from_secs(config.settle.svm_record_ttl_seconds),
             ..x402_settle::svm::SvmSettleTiming::default()
         };
         let svm = svm_part::build(

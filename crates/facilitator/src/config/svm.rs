@@ -317,6 +317,20 @@ mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
     }
 
     #[test]
+    fn svm_record_ttl_has_a_floor() {
+        let mut c = Config::from_toml(SVM_ONLY).unwrap();
+        c.svm[0].fee_payer_keys = vec![Keypair::new().to_base58_string()];
+        assert_eq!(c.settle.svm_record_ttl_seconds, 86_400);
+        c.settle.svm_record_ttl_seconds = 119;
+        assert_eq!(
+            c.validate().err().unwrap().key,
+            "settle.svm_record_ttl_seconds"
+        );
+        c.settle.svm_record_ttl_seconds = 120;
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let mut c = Config::from_toml(SVM_ONLY).unwrap();
         c.svm[0].fee_payer_keys = vec!["not-a-key".into()];
@@ -340,7 +354,7 @@ mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
     #[test]
     fn example_config_solana_section_is_valid() {
         let text = include_str!("../../../../deploy/config.example.toml");
-        let (evm, solana) = text.split_once("# Solana").unwrap();
+        let (evm, solana) = text.split_once("\n# Solana (the `exact` scheme").unwrap();
         let uncommented: String = solana
             .lines()
             .filter_map(|l| l.strip_prefix("# "))
