@@ -116,11 +116,6 @@ impl Surfnet {
         format!("http://127.0.0.1:{}", self.rpc_port)
     }
 
-    /// The WebSocket PubSub endpoint, `ws://127.0.0.1:<ws port>`.
-    pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}", self.ws_port)
-    }
-
     /// The HTTP JSON-RPC port.
     pub fn rpc_port(&self) -> u16 {
         self.rpc_port
