@@ -22,7 +22,9 @@ use crate::SettleError;
 use crate::replay::keys::{
     SIGNER_LEASE_SECONDS, evm_replay_key, evm_signer_lease_key, replay_ttl_seconds,
 };
-use crate::replay::{GasInUsdc, GasPaid, ReplayStore, SettlementRecord};
+use crate::replay::{
+    GasInUsdc, GasPaid, ReplayStore, SettlementRecord, release_or_expire, wait_while_reserved,
+};
 
 /// Timing of receipt waits.
 #[derive(Debug, Clone)]
@@ -318,7 +320,7 @@ impl EvmSettler {
     async fn answer_from_record(
         &self,
         ctx: &Ctx<'_>,
-        mut record: SettlementRecord,
+        record: SettlementRecord,
     ) -> Result<SettleResponse, SettleError> {
         if record.fingerprint() != ctx.fingerprint {
             return Ok(SettleResponse::failed(
@@ -332,25 +334,26 @@ impl EvmSettler {
                 Some(ctx.payer.clone()),
             ));
         }
-        let deadline = tokio::time::Instant::now() + self.timing.reserved_wait;
-        while matches!(record, SettlementRecord::Reserved { .. })
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(self.timing.poll_interval).await;
-            match self.store.get(&ctx.key).await? {
-                Some(r) => record = r,
-                // Released: the other request failed before broadcast.
-                None => {
-                    return Ok(SettleResponse::failed(
-                        Reason::DuplicateSettlement,
-                        Some("a concurrent settlement of this payment failed before broadcast; retry".into()),
-                        String::new(),
-                        ctx.network.into(),
-                        Some(ctx.payer.clone()),
-                    ));
-                }
-            }
-        }
+        let waited = wait_while_reserved(
+            self.store.as_ref(),
+            &ctx.key,
+            record,
+            self.timing.reserved_wait,
+            self.timing.poll_interval,
+        )
+        .await?;
+        // Released: the other request failed before broadcast.
+        let Some(record) = waited else {
+            return Ok(SettleResponse::failed(
+                Reason::DuplicateSettlement,
+                Some(
+                    "a concurrent settlement of this payment failed before broadcast; retry".into(),
+                ),
+                String::new(),
+                ctx.network.into(),
+                Some(ctx.payer.clone()),
+            ));
+        };
         match record {
             SettlementRecord::Reserved { .. } => Ok(SettleResponse::failed(
                 Reason::DuplicateSettlement,
@@ -505,9 +508,7 @@ impl EvmSettler {
     }
 
     async fn release(&self, key: &str) {
-        if let Err(e) = self.store.release(key).await {
-            tracing::warn!(key, error = %e, "could not release reservation; it expires by itself");
-        }
+        release_or_expire(self.store.as_ref(), key).await;
     }
 }
 

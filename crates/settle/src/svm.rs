@@ -18,16 +18,14 @@ use solana_transaction::versioned::VersionedTransaction;
 use x402_chain::{SvmChain, SvmChainError};
 use x402_proto::{PaymentRequest, Reason, SettleResponse, X402Version};
 use x402_verify::Verdict;
+use x402_verify::svm::programs::associated_token_account_len;
 use x402_verify::svm::{ExactSvmVerifier, SvmPayment};
 
 use crate::SettleError;
 use crate::replay::keys::{SVM_REPLAY_MIN_TTL_SECONDS, svm_replay_key};
-use crate::replay::{GasInUsdc, ReplayStore, SettlementRecord, SvmFeePaid};
-
-/// Data length of an SPL Token account, bytes (rent of a created destination account).
-const TOKEN_ACCOUNT_LEN: usize = 165;
-/// Data length of a Token-2022 associated token account (with the `ImmutableOwner` extension).
-const TOKEN_2022_ACCOUNT_LEN: usize = 170;
+use crate::replay::{
+    GasInUsdc, ReplayStore, SettlementRecord, SvmFeePaid, release_or_expire, wait_while_reserved,
+};
 
 /// Timing of confirmation waits.
 #[derive(Debug, Clone)]
@@ -351,10 +349,9 @@ impl SvmSettler {
         if let Ok(Some(_)) = self.chain().account(&payment.layout.destination).await {
             return 0;
         }
-        let len = if payment.layout.token_program == x402_verify::svm::programs::TOKEN_PROGRAM {
-            TOKEN_ACCOUNT_LEN
-        } else {
-            TOKEN_2022_ACCOUNT_LEN
+        // The layout check admits only SPL Token and Token-2022 transfers.
+        let Some(len) = associated_token_account_len(&payment.layout.token_program) else {
+            return 0;
         };
         self.chain()
             .minimum_balance_for_rent_exemption(len)
@@ -369,25 +366,24 @@ impl SvmSettler {
     async fn answer_from_record(
         &self,
         ctx: &Ctx<'_>,
-        mut record: SettlementRecord,
+        record: SettlementRecord,
     ) -> Result<SettleResponse, SettleError> {
-        let deadline = tokio::time::Instant::now() + self.timing.reserved_wait;
-        while matches!(record, SettlementRecord::Reserved { .. })
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(self.timing.poll_interval.min(Duration::from_millis(100))).await;
-            match self.store.get(&ctx.key).await? {
-                Some(r) => record = r,
-                None => {
-                    return Ok(ctx.failed(
-                        Reason::DuplicateSettlement,
-                        "a concurrent settlement of this payment failed before broadcast; retry"
-                            .into(),
-                        String::new(),
-                    ));
-                }
-            }
-        }
+        let waited = wait_while_reserved(
+            self.store.as_ref(),
+            &ctx.key,
+            record,
+            self.timing.reserved_wait,
+            self.timing.poll_interval.min(Duration::from_millis(100)),
+        )
+        .await?;
+        // Released: the other request failed before broadcast.
+        let Some(record) = waited else {
+            return Ok(ctx.failed(
+                Reason::DuplicateSettlement,
+                "a concurrent settlement of this payment failed before broadcast; retry".into(),
+                String::new(),
+            ));
+        };
         match record {
             SettlementRecord::Reserved { .. } => Ok(ctx.failed(
                 Reason::DuplicateSettlement,
@@ -540,8 +536,6 @@ impl SvmSettler {
     }
 
     async fn release(&self, key: &str) {
-        if let Err(e) = self.store.release(key).await {
-            tracing::warn!(key, error = %e, "could not release reservation; it expires by itself");
-        }
+        release_or_expire(self.store.as_ref(), key).await;
     }
 }

@@ -187,6 +187,38 @@ pub trait ReplayStore: Send + Sync {
     fn kind(&self) -> &'static str;
 }
 
+/// Re-reads `key` every `poll` while its record is `reserved` (another request holds the payment
+/// and has not signed it yet), for at most `wait`. `Ok(None)`: the reservation was released (that
+/// request failed before broadcast); `Ok(Some(record))`: the record now, still `reserved` if
+/// `wait` ran out.
+pub async fn wait_while_reserved(
+    store: &dyn ReplayStore,
+    key: &str,
+    mut record: SettlementRecord,
+    wait: Duration,
+    poll: Duration,
+) -> Result<Option<SettlementRecord>, StoreError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    while matches!(record, SettlementRecord::Reserved { .. })
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(poll).await;
+        match store.get(key).await? {
+            Some(r) => record = r,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(record))
+}
+
+/// Deletes the reservation of a payment that was not broadcast; a failure is logged (the key
+/// expires by itself).
+pub async fn release_or_expire(store: &dyn ReplayStore, key: &str) {
+    if let Err(e) = store.release(key).await {
+        tracing::warn!(key, error = %e, "could not release reservation; it expires by itself");
+    }
+}
+
 fn encode(record: &SettlementRecord) -> Result<String, StoreError> {
     serde_json::to_string(record).map_err(|e| StoreError(format!("cannot encode record: {e}")))
 }
