@@ -27,16 +27,14 @@ use serde::{Deserialize, Serialize};
 use solana_address::Address;
 use x402_chain::SvmChain;
 use x402_proto::svm::{LAMPORTS_PER_SIGNATURE, transaction_fee_lamports};
-use x402_verify::svm::programs::{TOKEN_2022_PROGRAM, TOKEN_PROGRAM, associated_token_address};
+use x402_verify::svm::programs::{
+    TOKEN_PROGRAM, associated_token_account_len, associated_token_address,
+};
 
 use super::CostError;
 use super::evm::with_headroom;
 
-/// Size of an SPL Token account, bytes (`spl_token::state::Account::LEN`).
-pub const TOKEN_ACCOUNT_LEN: usize = 165;
-/// Size of a Token-2022 associated token account, bytes: 165 + 1 (account type) + 4
-/// (`ImmutableOwner` extension header, which the ATA program always adds).
-pub const TOKEN_2022_ACCOUNT_LEN: usize = 170;
+pub use x402_verify::svm::programs::{TOKEN_2022_ACCOUNT_LEN, TOKEN_ACCOUNT_LEN};
 
 /// Tuning of [`SvmCostModel`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,16 +95,12 @@ impl SvmAsset {
     /// Size of an associated token account of this mint, bytes: [`TOKEN_ACCOUNT_LEN`] or
     /// [`TOKEN_2022_ACCOUNT_LEN`]; an error for another program.
     pub fn token_account_len(&self) -> Result<usize, CostError> {
-        if self.token_program == TOKEN_PROGRAM {
-            Ok(TOKEN_ACCOUNT_LEN)
-        } else if self.token_program == TOKEN_2022_PROGRAM {
-            Ok(TOKEN_2022_ACCOUNT_LEN)
-        } else {
-            Err(CostError::Unsupported(format!(
+        associated_token_account_len(&self.token_program).ok_or_else(|| {
+            CostError::Unsupported(format!(
                 "{} is neither SPL Token nor Token-2022",
                 self.token_program
-            )))
-        }
+            ))
+        })
     }
 
     /// The associated token account of `owner` for this mint.
@@ -347,6 +341,7 @@ impl SvmCostModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use x402_verify::svm::programs::TOKEN_2022_PROGRAM;
 
     use super::stub::{Stub, USDC};
     use std::sync::atomic::Ordering;

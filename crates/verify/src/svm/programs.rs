@@ -28,6 +28,24 @@ pub const TRANSFER_CHECKED: u8 = 12;
 /// Associated Token Account `CreateIdempotent` tag (data: the tag alone).
 pub const CREATE_IDEMPOTENT: u8 = 1;
 
+/// Size of an SPL Token account, bytes (`spl_token::state::Account::LEN`).
+pub const TOKEN_ACCOUNT_LEN: usize = 165;
+/// Size of a Token-2022 associated token account, bytes: 165 + 1 (account type) + 4
+/// (`ImmutableOwner` extension header, which the ATA program always adds).
+pub const TOKEN_2022_ACCOUNT_LEN: usize = 170;
+
+/// Size of an associated token account under `token_program`, bytes; `None` for a program that
+/// is neither SPL Token nor Token-2022. Its rent-exemption minimum is what creating one costs.
+pub fn associated_token_account_len(token_program: &Address) -> Option<usize> {
+    if *token_program == TOKEN_PROGRAM {
+        Some(TOKEN_ACCOUNT_LEN)
+    } else if *token_program == TOKEN_2022_PROGRAM {
+        Some(TOKEN_2022_ACCOUNT_LEN)
+    } else {
+        None
+    }
+}
+
 /// Whether `program` is SPL Token or Token-2022.
 pub fn is_token_program(program: &Address) -> bool {
     *program == TOKEN_PROGRAM || *program == TOKEN_2022_PROGRAM
