@@ -12,7 +12,7 @@ use x402_gas_oracle::price::{
 };
 use x402_gas_oracle::{
     EvmAsset, EvmCostConfig, EvmCostModel, EvmQuoter, NativePrice, OpStackL1Fee, PriceSource,
-    QuoteCache, Quoter, UsdcConversion,
+    Quote, QuoteCache, Quoter, UsdcConversion,
 };
 use x402_settle::evm::GasPricer;
 use x402_settle::replay::GasInUsdc;
@@ -116,16 +116,22 @@ pub fn price_source(
 pub fn pricer(cache: Arc<QuoteCache>, network: String, assets: Vec<String>) -> GasPricer {
     Arc::new(move |gas| {
         let quote = assets.iter().find_map(|a| cache.get(&network, a).ok())?;
-        let price = NativePrice::from_decimal_str(
-            &quote.native_usd,
-            quote.price_observed_at,
-            quote.price_source,
-        )
-        .ok()?;
-        let actual = native_to_usdc_atomic(gas.fee_wei, ETH_DECIMALS, &price).ok()?;
         Some(GasInUsdc {
-            actual: u64::try_from(actual).ok()?,
+            actual: at_quote_price(&quote, gas.fee_wei, ETH_DECIMALS)?,
             quoted: u64::try_from(quote.gas_usdc_atomic).ok()?,
         })
     })
+}
+
+/// `native_atomic` (with `native_decimals`: wei 18, lamports 9) in atomic USDC at the native
+/// price of `quote`, without markup, rounded up; `None` when it does not convert or fit.
+pub fn at_quote_price(quote: &Quote, native_atomic: u128, native_decimals: u8) -> Option<u64> {
+    let price = NativePrice::from_decimal_str(
+        &quote.native_usd,
+        quote.price_observed_at,
+        quote.price_source.clone(),
+    )
+    .ok()?;
+    let actual = native_to_usdc_atomic(native_atomic, native_decimals, &price).ok()?;
+    u64::try_from(actual).ok()
 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use solana_address::Address;
 use x402_chain::{RpcSvmChain, SvmChain};
-use x402_gas_oracle::convert::{SOL_DECIMALS, native_to_usdc_atomic};
+use x402_gas_oracle::convert::SOL_DECIMALS;
 use x402_gas_oracle::{
-    NativePrice, Quote, QuoteCache, Quoter, SvmAsset, SvmCostModel, SvmCostParams, SvmQuoter,
-    UsdcConversion, quote_with_rent, svm_quote_for_pay_to,
+    Quote, QuoteCache, Quoter, SvmAsset, SvmCostModel, SvmCostParams, SvmQuoter, UsdcConversion,
+    quote_with_rent, svm_quote_for_pay_to,
 };
 use x402_proto::{Network, ParseError, SupportedKind};
 use x402_settle::replay::{GasInUsdc, ReplayStore};
@@ -251,17 +251,10 @@ impl SvmHandler {
 fn fee_pricer(cache: Arc<QuoteCache>, network: String, mints: Vec<String>) -> SvmFeePricer {
     Arc::new(move |paid| {
         let quote = mints.iter().find_map(|m| cache.get(&network, m).ok())?;
-        let price = NativePrice::from_decimal_str(
-            &quote.native_usd,
-            quote.price_observed_at,
-            quote.price_source.clone(),
-        )
-        .ok()?;
         let lamports = u128::from(paid.fee_lamports) + u128::from(paid.rent_lamports);
-        let actual = native_to_usdc_atomic(lamports, SOL_DECIMALS, &price).ok()?;
         let quoted = quote_with_rent(&quote, paid.rent_lamports).ok()?;
         Some(GasInUsdc {
-            actual: u64::try_from(actual).ok()?,
+            actual: gas::at_quote_price(&quote, lamports, SOL_DECIMALS)?,
             quoted: u64::try_from(quoted.gas_usdc_atomic).ok()?,
         })
     })
