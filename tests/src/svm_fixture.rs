@@ -3,8 +3,8 @@
 //! an existing token account, a fee payer with SOL, a private Redis and the facilitator configured
 //! with one `[[svm]]` network (`solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1`, v1 `solana-devnet`).
 //!
-//! Payment transactions are built here from the specification (x402-reference §6) with the agave
-//! instruction builders, in the layout of the official `@x402/svm` 2.27 client:
+//! Payment transactions come from [`SvmPaymentBuilder`] (written from the specification,
+//! x402-reference §6), in the layout of the official `@x402/svm` 2.27 client:
 //! `[SetComputeUnitLimit(20_000), SetComputeUnitPrice(1), TransferChecked, Memo(random hex)]`,
 //! v0 message, fee payer = account 0 with its signature slot left empty, signed by the payer.
 //!
@@ -18,26 +18,25 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use solana_address::Address as Pubkey;
-use solana_compute_budget_interface::ComputeBudgetInstruction;
 use solana_hash::Hash;
 use solana_keypair::Keypair;
-use solana_message::{Instruction, VersionedMessage, v0};
-use solana_signature::Signature;
 use solana_signer::Signer;
 use solana_transaction::versioned::VersionedTransaction;
 
 use crate::facilitator::TestFacilitator;
 use crate::surfnet::{DEVNET_USDC, SPL_TOKEN_PROGRAM, parse_pubkey};
+use crate::svm_payment::{
+    SvmPaymentBuilder, v1_request_json, v1_requirements_json, v2_request_json, v2_requirements_json,
+};
 use crate::{RedisServer, Surfnet};
 
-/// CAIP-2 id of Solana devnet (the fixture's network).
-pub const SOLANA_DEVNET: &str = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1";
-/// v1 name of Solana devnet.
-pub const SOLANA_DEVNET_V1: &str = "solana-devnet";
-/// SPL Memo program (v2).
-pub const MEMO_PROGRAM: &str = "MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr";
-/// Decimals of the planted USDC mint.
-pub const USDC_DECIMALS: u8 = 6;
+pub use crate::svm_payment::{
+    DEFAULT_COMPUTE_UNIT_LIMIT as COMPUTE_UNIT_LIMIT,
+    DEFAULT_COMPUTE_UNIT_PRICE as COMPUTE_UNIT_PRICE, MEMO_PROGRAM, SOLANA_DEVNET_V1,
+    USDC_DECIMALS, to_base64,
+};
+pub use x402_proto::network::SOLANA_DEVNET;
+
 /// Lamports per SOL.
 pub const SOL: u64 = 1_000_000_000;
 /// The payer's USDC after [`SvmRpcFixture::start`] (10 USDC), atomic units.
@@ -46,12 +45,6 @@ pub const PAYER_FUNDS: u64 = 10_000_000;
 pub const PAYER_LAMPORTS: u64 = SOL;
 /// SOL airdropped to the fee payer.
 pub const FEE_PAYER_LAMPORTS: u64 = 10 * SOL;
-/// `SetComputeUnitLimit` of a payment (the official client's `DEFAULT_COMPUTE_UNIT_LIMIT`).
-pub const COMPUTE_UNIT_LIMIT: u32 = 20_000;
-/// `SetComputeUnitLimit` of a payment that also creates the payee's token account.
-pub const CREATE_ATA_COMPUTE_UNIT_LIMIT: u32 = 60_000;
-/// `SetComputeUnitPrice` of a payment, micro-lamports per CU (the official client's default).
-pub const COMPUTE_UNIT_PRICE: u64 = 1;
 /// Key prefix of the facilitator's Redis records (the default `x402`).
 pub const KEY_PREFIX: &str = "x402";
 
@@ -197,60 +190,22 @@ decimals = {USDC_DECIMALS}
 
     /// v2 `PaymentRequirements` for `amount` atomic USDC to the payee.
     pub fn requirements_v2(&self, amount: u64) -> Value {
-        json!({
-            "scheme": "exact",
-            "network": SOLANA_DEVNET,
-            "amount": amount.to_string(),
-            "asset": self.mint.to_string(),
-            "payTo": self.pay_to.to_string(),
-            "maxTimeoutSeconds": 60,
-            "extra": self.extra(),
-        })
+        v2_requirements_json(&self.mint, &self.pay_to, amount, &self.extra())
     }
 
     /// v1 `PaymentRequirements` (`solana-devnet`, `maxAmountRequired`) for `amount`.
     pub fn requirements_v1(&self, amount: u64) -> Value {
-        json!({
-            "scheme": "exact",
-            "network": SOLANA_DEVNET_V1,
-            "maxAmountRequired": amount.to_string(),
-            "resource": "http://127.0.0.1/item",
-            "description": "one item",
-            "mimeType": "application/json",
-            "asset": self.mint.to_string(),
-            "payTo": self.pay_to.to_string(),
-            "maxTimeoutSeconds": 60,
-            "extra": self.extra(),
-        })
+        v1_requirements_json(&self.mint, &self.pay_to, amount, &self.extra())
     }
 
     /// A v2 `/verify`–`/settle` body carrying `tx_b64` for [`SvmRpcFixture::requirements_v2`].
     pub fn body_v2(&self, tx_b64: &str, amount: u64) -> Value {
-        let requirements = self.requirements_v2(amount);
-        json!({
-            "x402Version": 2,
-            "paymentPayload": {
-                "x402Version": 2,
-                "resource": {"url": "http://127.0.0.1/item", "mimeType": "application/json"},
-                "accepted": requirements,
-                "payload": {"transaction": tx_b64},
-            },
-            "paymentRequirements": requirements,
-        })
+        v2_request_json(tx_b64, &self.mint, &self.pay_to, amount, &self.extra())
     }
 
     /// A v1 body carrying `tx_b64` for [`SvmRpcFixture::requirements_v1`].
     pub fn body_v1(&self, tx_b64: &str, amount: u64) -> Value {
-        json!({
-            "x402Version": 1,
-            "paymentPayload": {
-                "x402Version": 1,
-                "scheme": "exact",
-                "network": SOLANA_DEVNET_V1,
-                "payload": {"transaction": tx_b64},
-            },
-            "paymentRequirements": self.requirements_v1(amount),
-        })
+        v1_request_json(tx_b64, &self.mint, &self.pay_to, amount, &self.extra())
     }
 
     /// The payer's partially signed payment of `amount` to the payee on `blockhash` (layout in
@@ -260,8 +215,9 @@ decimals = {USDC_DECIMALS}
     }
 
     /// The payer's partially signed payment of `amount` to `owner`'s associated token account
-    /// on `blockhash`; with `create_ata`, preceded by a `CreateIdempotent` of that account funded
-    /// by the fee payer (the seed services' flow, allowed for configured owners only).
+    /// on `blockhash` ([`SvmPaymentBuilder`]); with `create_ata`, preceded by a
+    /// `CreateIdempotent` of that account funded by the fee payer (the seed services' flow,
+    /// allowed for configured owners only).
     pub fn payment_tx_to(
         &self,
         owner: &Pubkey,
@@ -269,64 +225,21 @@ decimals = {USDC_DECIMALS}
         blockhash: Hash,
         create_ata: bool,
     ) -> anyhow::Result<VersionedTransaction> {
-        let destination =
-            crate::surfnet::associated_token_address(owner, &self.mint, &self.token_program);
-        let transfer = spl_token_interface::instruction::transfer_checked(
-            &self.token_program,
-            &self.payer_ata,
-            &self.mint,
-            &destination,
-            &self.payer.pubkey(),
-            &[],
+        let builder = SvmPaymentBuilder::new(
+            self.payer.clone(),
+            self.fee_payer.pubkey(),
+            self.mint,
+            *owner,
             amount,
-            USDC_DECIMALS,
-        )?;
-        let memo = Instruction {
-            program_id: parse_pubkey(MEMO_PROGRAM)?,
-            accounts: Vec::new(),
-            data: random_hex(16).into_bytes(),
-        };
-        let mut instructions = vec![
-            ComputeBudgetInstruction::set_compute_unit_limit(if create_ata {
-                CREATE_ATA_COMPUTE_UNIT_LIMIT
-            } else {
-                COMPUTE_UNIT_LIMIT
-            }),
-            ComputeBudgetInstruction::set_compute_unit_price(COMPUTE_UNIT_PRICE),
-        ];
-        if create_ata {
-            instructions.push(
-                spl_associated_token_account_interface::instruction::create_associated_token_account_idempotent(
-                    &self.fee_payer.pubkey(),
-                    owner,
-                    &self.mint,
-                    &self.token_program,
-                ),
-            );
-        }
-        instructions.extend([transfer, memo]);
-        let message = VersionedMessage::V0(v0::Message::try_compile(
-            &self.fee_payer.pubkey(),
-            &instructions,
-            &[],
             blockhash,
-        )?);
-        let bytes = message.serialize();
-        let required = usize::from(message.header().num_required_signatures);
-        let signatures = message.static_account_keys()[..required]
-            .iter()
-            .map(|key| {
-                if *key == self.payer.pubkey() {
-                    self.payer.sign_message(&bytes)
-                } else {
-                    Signature::default()
-                }
-            })
-            .collect();
-        Ok(VersionedTransaction {
-            signatures,
-            message,
-        })
+        )
+        .token_program(self.token_program);
+        let builder = if create_ata {
+            builder.create_destination()
+        } else {
+            builder
+        };
+        Ok(builder.build())
     }
 
     /// [`SvmRpcFixture::payment_tx`] on the latest blockhash, as the base64 `payload.transaction`.
@@ -425,19 +338,9 @@ decimals = {USDC_DECIMALS}
 }
 
 /// Base64 (standard, padded) of the bincode-serialized transaction.
-pub fn to_base64(tx: &VersionedTransaction) -> String {
-    STANDARD.encode(bincode::serialize(tx).expect("a transaction serializes"))
-}
-
 /// A random 32-byte hash: a blockhash the cluster has never produced.
 pub fn random_blockhash() -> Hash {
     let mut bytes = [0u8; 32];
     getrandom::getrandom(&mut bytes).expect("OS randomness");
     Hash::new_from_array(bytes)
-}
-
-fn random_hex(n: usize) -> String {
-    let mut bytes = vec![0u8; n];
-    getrandom::getrandom(&mut bytes).expect("OS randomness");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

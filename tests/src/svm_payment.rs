@@ -394,16 +394,10 @@ impl SvmPaymentBuilder {
     }
 }
 
-/// A v2 `/verify`–`/settle` body on Solana devnet: `paymentRequirements` `{scheme: "exact",
-/// network, amount, asset, payTo, maxTimeoutSeconds: 60, extra}`, echoed in `accepted`.
-pub fn v2_request_json(
-    tx_b64: &str,
-    mint: &Address,
-    pay_to: &Address,
-    amount: u64,
-    extra: &Value,
-) -> Value {
-    let requirements = json!({
+/// v2 `PaymentRequirements` on Solana devnet: `{scheme: "exact", network, amount, asset, payTo,
+/// maxTimeoutSeconds: 60, extra}`.
+pub fn v2_requirements_json(mint: &Address, pay_to: &Address, amount: u64, extra: &Value) -> Value {
+    json!({
         "scheme": "exact",
         "network": SOLANA_DEVNET,
         "amount": amount.to_string(),
@@ -411,12 +405,24 @@ pub fn v2_request_json(
         "payTo": pay_to.to_string(),
         "maxTimeoutSeconds": 60,
         "extra": extra,
-    });
+    })
+}
+
+/// A v2 `/verify`–`/settle` body on Solana devnet: [`v2_requirements_json`], echoed in
+/// `accepted`.
+pub fn v2_request_json(
+    tx_b64: &str,
+    mint: &Address,
+    pay_to: &Address,
+    amount: u64,
+    extra: &Value,
+) -> Value {
+    let requirements = v2_requirements_json(mint, pay_to, amount, extra);
     json!({
         "x402Version": 2,
         "paymentPayload": {
             "x402Version": 2,
-            "resource": {"url": "https://api.example/v1/item", "mimeType": "application/json"},
+            "resource": {"url": "http://127.0.0.1/item", "mimeType": "application/json"},
             "accepted": requirements,
             "payload": {"transaction": tx_b64},
         },
@@ -424,7 +430,23 @@ pub fn v2_request_json(
     })
 }
 
-/// A v1 body on `solana-devnet`: `maxAmountRequired`, inline resource, and the v1 payload
+/// v1 `PaymentRequirements` on `solana-devnet`: `maxAmountRequired` and an inline resource.
+pub fn v1_requirements_json(mint: &Address, pay_to: &Address, amount: u64, extra: &Value) -> Value {
+    json!({
+        "scheme": "exact",
+        "network": SOLANA_DEVNET_V1,
+        "maxAmountRequired": amount.to_string(),
+        "asset": mint.to_string(),
+        "payTo": pay_to.to_string(),
+        "resource": "http://127.0.0.1/item",
+        "description": "one item",
+        "mimeType": "application/json",
+        "maxTimeoutSeconds": 60,
+        "extra": extra,
+    })
+}
+
+/// A v1 body on `solana-devnet`: [`v1_requirements_json`] and the v1 payload
 /// `{x402Version: 1, scheme, network, payload: {transaction}}`.
 pub fn v1_request_json(
     tx_b64: &str,
@@ -441,18 +463,7 @@ pub fn v1_request_json(
             "network": SOLANA_DEVNET_V1,
             "payload": {"transaction": tx_b64},
         },
-        "paymentRequirements": {
-            "scheme": "exact",
-            "network": SOLANA_DEVNET_V1,
-            "maxAmountRequired": amount.to_string(),
-            "asset": mint.to_string(),
-            "payTo": pay_to.to_string(),
-            "resource": "https://api.example/v1/item",
-            "description": "one item",
-            "mimeType": "application/json",
-            "maxTimeoutSeconds": 60,
-            "extra": extra,
-        },
+        "paymentRequirements": v1_requirements_json(mint, pay_to, amount, extra),
     })
 }
 

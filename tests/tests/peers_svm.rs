@@ -100,13 +100,14 @@ async fn official_client_pays(fx: &SvmRpcFixture, version: u8, requirements: Val
         .iter()
         .map(|ix| ix["program"].as_str().unwrap())
         .collect();
+    let memo = MEMO_PROGRAM.to_string();
     assert_eq!(
         programs,
         [
             COMPUTE_BUDGET_PROGRAM,
             COMPUTE_BUDGET_PROGRAM,
             TOKEN_PROGRAM,
-            MEMO_PROGRAM
+            memo.as_str()
         ],
         "{out}"
     );

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use solana_keypair::Keypair;
 use solana_signer::Signer;
+use solana_transaction::versioned::VersionedTransaction;
 use x402_tests::surfnet::associated_token_address;
 use x402_tests::svm_fixture::{SOLANA_DEVNET, SvmRpcFixture, to_base64};
 
@@ -78,6 +79,19 @@ fn amount(requirements: &Value) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// A v2 `/verify`–`/settle` body paying `requirements` with `tx`.
+fn v2_body(requirements: &Value, tx: &VersionedTransaction) -> Value {
+    json!({
+        "x402Version": 2,
+        "paymentPayload": {
+            "x402Version": 2,
+            "accepted": requirements,
+            "payload": {"transaction": to_base64(tx)},
+        },
+        "paymentRequirements": requirements,
+    })
 }
 
 /// Reads one sample of `metric{network="solana:…"}` from `/metrics`.
@@ -151,15 +165,7 @@ async fn payment_that_creates_the_payee_account_settles_and_its_cost_is_counted(
     let tx = fx
         .payment_tx_to(&new_owner, total, blockhash, true)
         .unwrap();
-    let body = json!({
-        "x402Version": 2,
-        "paymentPayload": {
-            "x402Version": 2,
-            "accepted": accepted,
-            "payload": {"transaction": to_base64(&tx)},
-        },
-        "paymentRequirements": accepted,
-    });
+    let body = v2_body(&accepted, &tx);
     let fee_payer_before = fx.surfnet.balance(&fx.fee_payer.pubkey()).await.unwrap();
 
     let (status, verify) = fx.facilitator.post("/verify", &body).await.unwrap();
@@ -220,15 +226,7 @@ async fn unlisted_payee_without_account_is_refused_with_a_clear_reason() {
         let tx = fx
             .payment_tx_to(&stranger, 1_000, blockhash, create)
             .unwrap();
-        let body = json!({
-            "x402Version": 2,
-            "paymentPayload": {
-                "x402Version": 2,
-                "accepted": requirements,
-                "payload": {"transaction": to_base64(&tx)},
-            },
-            "paymentRequirements": requirements,
-        });
+        let body = v2_body(&requirements, &tx);
         let (_, verify) = fx.facilitator.post("/verify", &body).await.unwrap();
         let want = if create {
             "invalid_exact_svm_payload_transaction_fee_payer_transferring_funds"

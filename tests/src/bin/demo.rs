@@ -117,14 +117,7 @@ async fn run() -> anyhow::Result<()> {
     facilitator.describe();
     let http = reqwest::Client::new();
 
-    step("GET /supported");
-    let supported: Value = http
-        .get(format!("{url}/supported"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    println!("{}", pretty(&supported));
+    show_supported(&http, &url).await?;
 
     step("GET /quote (settlement gas in USDC, from the background-refreshed cache)");
     let quote = wait_for_quote(&http, &url, "network=eip155:8453").await?;
@@ -343,6 +336,19 @@ impl Drop for FacilitatorProcess {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
     }
+}
+
+/// `GET /supported`, printed.
+async fn show_supported(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    step("GET /supported");
+    let supported: Value = http
+        .get(format!("{url}/supported"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    println!("{}", pretty(&supported));
+    Ok(())
 }
 
 /// `POST /verify` then `POST /settle` of `body`, printed; fails unless the payment is valid and

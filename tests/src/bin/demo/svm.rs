@@ -29,7 +29,8 @@ use x402_tests::svm_payment::{
 };
 
 use super::{
-    FacilitatorProcess, post, pretty, replay_store, step, verify_and_settle, wait_for_quote,
+    FacilitatorProcess, post, pretty, replay_store, show_supported, step, verify_and_settle,
+    wait_for_quote,
 };
 
 /// The price paid for the service: 0.01 USDC (atomic units, 6 decimals).
@@ -108,14 +109,7 @@ pub async fn run() -> anyhow::Result<()> {
     );
     let http = reqwest::Client::new();
 
-    step("GET /supported");
-    let supported: Value = http
-        .get(format!("{url}/supported"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    println!("{}", pretty(&supported));
+    show_supported(&http, &url).await?;
 
     step("GET /quote (the transaction fee in USDC, payee account assumed to exist)");
     let quote = wait_for_quote(
