@@ -37,6 +37,10 @@ for candidate in python3.11 python3; do
 done
 [[ -n "$PY" ]] || fail "python3.11 (or python3 >= 3.10) not found"
 
+# A venv left half-made by an interrupted run (no pip) is made again.
+if [[ -x "$VENV/bin/python" ]] && ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    rm -rf "$VENV"
+fi
 if [[ ! -x "$VENV/bin/python" ]]; then
     mkdir -p "$ROOT/.tools"
     quiet "$PY" -m venv "$VENV"
