@@ -15,6 +15,9 @@ bash scripts/install-tools.sh
 bash scripts/install-surfnet.sh
 bash scripts/install-peers.sh
 
+# The fault tests run the real binary (kill -9 mid-settlement): build it first.
+cargo build --workspace --all-targets
+
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"
 else

@@ -17,7 +17,8 @@
 //                    ASSET/AMOUNT/NETWORK/TOKEN_*/MAX_TIMEOUT_SECONDS are then ignored
 //   SKIP_SETTLE=1    only /supported and /verify
 //   SETTLE_AGAIN=1   after the first /settle, settle the identical payload once more (replay);
-//                    its answer is printed as "settleAgain"
+//                    its answer is printed as "settleAgain" (one success per payment: it must
+//                    not be a success)
 //
 // Stdout: one JSON line
 //   {"supported":…, "verify":…, "settle":…, "settleAgain"?:…, "paymentPayload":…,
@@ -97,7 +98,7 @@ async function main() {
     supported, verify, settle, settleAgain, paymentPayload, paymentRequirements,
   }) + "\n");
   const ok = verify?.isValid === true && (skipSettle || settle?.success === true)
-    && (!settleAgainWanted || settleAgain?.success === true);
+    && (!settleAgainWanted || settleAgain?.success !== true);
   process.exitCode = ok ? 0 : 1;
 }
 

@@ -106,7 +106,8 @@ async function main() {
 
   // Raw HTTP (the exact JSON our facilitator answers) and the official facilitator client
   // (zod-validated answers): both verify before anything settles; the client's settle comes
-  // second, so it is a retry of the settled payment and must return the first receipt.
+  // second, so it is a retry of the settled payment: one success per payment, so it must be
+  // duplicate_settlement naming the settled transaction (x402-conformance F3).
   const facilitator = new HTTPFacilitatorClient({ url });
   const supported = await capture(() => facilitator.getSupported());
   const verify = await capture(() => post(url, "/verify", body));
@@ -121,7 +122,8 @@ async function main() {
     paymentPayload, paymentRequirements, transaction, payer: signer.address,
   }) + "\n");
   const ok = verify?.body?.isValid === true && clientVerify?.isValid === true
-    && (skipSettle || (settle?.body?.success === true && clientSettle?.success === true));
+    && (skipSettle || (settle?.body?.success === true && clientSettle?.success !== true
+      && clientSettle?.errorReason === "duplicate_settlement"));
   process.exitCode = ok ? 0 : 1;
 }
 

@@ -75,6 +75,26 @@ impl RedisServer {
         Ok(())
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers, as a Redis
+    /// that hangs or is partitioned away.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Thaws a [`RedisServer::pause`]d server (SIGCONT), with its data.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("redis-server not running")?;
+        let status = std::process::Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {sig} failed");
+        Ok(())
+    }
+
     async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let child = self.child.as_mut().expect("running");
         let start = Instant::now();

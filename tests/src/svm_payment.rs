@@ -30,8 +30,9 @@ use solana_transaction::versioned::VersionedTransaction;
 use x402_chain::SvmChain;
 use x402_proto::network::SOLANA_DEVNET;
 use x402_proto::{Network, PaymentRequest};
+use x402_settle::engine::SettleTiming;
 use x402_settle::replay::{MemoryStore, ReplayStore};
-use x402_settle::svm::{SvmSettleTiming, SvmSettler};
+use x402_settle::svm::{SvmSettler, new_settler};
 use x402_verify::svm::{ExactSvmVerifier, SvmPolicy};
 
 use crate::litesvm_chain::LiteSvmChain;
@@ -514,11 +515,11 @@ impl SvmFixture {
     /// A fixture with the default policy plus `listed_pay_to` in `create_destination_for`, and
     /// the default settle timing.
     pub fn new() -> anyhow::Result<Self> {
-        Self::with_timing(SvmSettleTiming::default())
+        Self::with_timing(SettleTiming::default())
     }
 
     /// Like [`SvmFixture::new`] with a settle timing.
-    pub fn with_timing(timing: SvmSettleTiming) -> anyhow::Result<Self> {
+    pub fn with_timing(timing: SettleTiming) -> anyhow::Result<Self> {
         let chain = Arc::new(LiteSvmChain::new());
         let mint = DEVNET_USDC;
         let mint_authority = Keypair::new();
@@ -586,11 +587,12 @@ impl SvmFixture {
             policy.clone(),
         ));
         let store = Arc::new(MemoryStore::new());
-        let settler = Arc::new(SvmSettler::new(
+        let settler = Arc::new(new_settler(
             verifier.clone(),
             store.clone(),
             "x402",
             timing,
+            RECORD_TTL,
         ));
         Ok(SvmFixture {
             chain,
@@ -628,8 +630,8 @@ impl SvmFixture {
     }
 
     /// Another settler over the same verifier, with its own `store` and `timing`.
-    pub fn settler_with(&self, store: Arc<dyn ReplayStore>, timing: SvmSettleTiming) -> SvmSettler {
-        SvmSettler::new(self.verifier.clone(), store, "x402", timing)
+    pub fn settler_with(&self, store: Arc<dyn ReplayStore>, timing: SettleTiming) -> SvmSettler {
+        new_settler(self.verifier.clone(), store, "x402", timing, RECORD_TTL)
     }
 
     /// A builder of a valid payment of `amount` from the payer to `pay_to`, fee payer
@@ -751,16 +753,19 @@ impl SvmFixture {
 }
 
 /// A short settle timing for pending and expiry tests: `confirm_timeout` as given, polls every
-/// 20 ms, re-sends every 50 ms, waits 2 s for a concurrent reservation.
-pub fn quick_timing(confirm_timeout: Duration) -> SvmSettleTiming {
-    SvmSettleTiming {
-        confirm_timeout,
+/// 20 ms, re-sends after 1 s, waits 2 s for a concurrent reservation.
+pub fn quick_timing(confirm_timeout: Duration) -> SettleTiming {
+    SettleTiming {
+        receipt_timeout: confirm_timeout,
         poll_interval: Duration::from_millis(20),
-        resend_interval: Duration::from_millis(50),
+        resend_after: Duration::from_secs(1),
         reserved_wait: Duration::from_secs(2),
-        ..SvmSettleTiming::default()
+        ..SettleTiming::default()
     }
 }
+
+/// Lifetime of the fixture's Solana records.
+const RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Writes an initialized SPL Token mint (6 decimals, supply 0, no freeze authority) at `address`.
 pub fn plant_mint(

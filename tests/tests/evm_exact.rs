@@ -66,10 +66,13 @@ async fn valid_v2_payment_verifies_settles_once_and_retry_returns_first_receipt(
             .unwrap()
     );
 
-    // The same payload again: the first receipt, no second transfer.
+    // The same payload again (x402-conformance F3): no second success, no second transfer;
+    // `duplicate_settlement` names the settled transaction.
     let (status, again) = fx.facilitator.post("/settle", &body).await.unwrap();
     assert_eq!(status, 200);
-    assert_eq!(again, settle);
+    assert_eq!(again["success"], false, "{again}");
+    assert_eq!(again["errorReason"], "duplicate_settlement", "{again}");
+    assert_eq!(again["transaction"], settle["transaction"], "{again}");
     assert_eq!(
         fx.payee_balance().await.unwrap(),
         payee_before + U256::from(AMOUNT)

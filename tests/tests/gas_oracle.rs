@@ -44,7 +44,15 @@ fn usdc_asset() -> EvmAsset {
 
 /// The facilitator's view of the chain: signer = dev account 1 (as in the test facilitator).
 fn chain(anvil: &Anvil) -> Arc<dyn EvmChain> {
-    Arc::new(AlloyEvmChain::new(anvil.rpc_url(), anvil.chain_id(), vec![anvil.signer(1)]).unwrap())
+    Arc::new(
+        AlloyEvmChain::new(
+            anvil.rpc_url(),
+            anvil.chain_id(),
+            vec![anvil.signer(1)],
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap(),
+    )
 }
 
 fn chainlink(chain: &Arc<dyn EvmChain>, feed: &MockAggregator) -> Arc<dyn PriceSource> {

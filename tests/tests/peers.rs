@@ -333,9 +333,10 @@ async fn x402conf_live_passes_against_supported() {
     );
 }
 
-/// The official node client settles one payload twice, then the printed payload and
-/// requirements are POSTed to /settle a third time: every answer is the first receipt and the
-/// payment lands once.
+/// x402-conformance F3 through the official client: the node client settles one payload
+/// twice, then the printed payload and requirements are POSTed to /settle a third time: the
+/// first answer is the one success, every later one `duplicate_settlement` naming the settled
+/// transaction, and the payment lands once.
 async fn replay_through_node_client(fx: EvmFixture) {
     let before = balances(&fx).await;
     let out = peer_for(Peer::node("client_verify_settle.mjs"), &fx)
@@ -348,18 +349,19 @@ async fn replay_through_node_client(fx: EvmFixture) {
     let (answer, tx) = check_verify_settle(&fx, &out, before, "eip155:8453").await;
     let first = &answer["settle"];
     let again = field(&answer, "settleAgain", &out);
-    assert_eq!(
+    assert_ne!(
         again["success"],
         json!(true),
-        "replayed settle.success\n{out}"
+        "a replayed settle must not succeed again\n{out}"
+    );
+    assert_eq!(
+        again["errorReason"],
+        json!("duplicate_settlement"),
+        "replayed settle\n{out}"
     );
     assert_eq!(
         again["transaction"], first["transaction"],
-        "the replayed settle must answer the first transaction\n{out}"
-    );
-    assert_eq!(
-        again, first,
-        "the replayed settle must be the same receipt\n{out}"
+        "the replayed settle names the settled transaction\n{out}"
     );
 
     // Third time, raw: the exact body HTTPFacilitatorClient sends.
@@ -376,13 +378,18 @@ async fn replay_through_node_client(fx: EvmFixture) {
     assert_eq!(status, 200, "third /settle: {third}\n{out}");
     assert_eq!(
         third["success"],
-        json!(true),
+        json!(false),
         "third /settle: {third}\n{out}"
+    );
+    assert_eq!(
+        third["errorReason"],
+        json!("duplicate_settlement"),
+        "{third}"
     );
     assert_eq!(
         third["transaction"],
         json!(format!("{tx:#x}")),
-        "third /settle must answer the first transaction: {third}\n{out}"
+        "third /settle must name the first transaction: {third}\n{out}"
     );
     // Only one payment landed.
     assert_paid_once(&fx, before, AMOUNT, &out).await;
@@ -399,12 +406,12 @@ async fn replay_through_node_client(fx: EvmFixture) {
 }
 
 #[tokio::test]
-async fn node_client_replay_returns_same_receipt_in_memory() {
+async fn f3_node_client_replay_succeeds_once_in_memory() {
     replay_through_node_client(EvmFixture::start(None).await.expect("fixture")).await;
 }
 
 #[tokio::test]
-async fn node_client_replay_returns_same_receipt_redis() {
+async fn f3_node_client_replay_succeeds_once_redis() {
     let redis = RedisServer::spawn().await.expect("redis-server");
     replay_through_node_client(
         EvmFixture::start(Some(&redis.url()))

@@ -67,7 +67,7 @@ async fn official_client_pays(fx: &SvmRpcFixture, version: u8, requirements: Val
     );
 
     // The official HTTPFacilitatorClient: /supported lists the kind, verify is valid, and its
-    // settle (a retry) returns the first receipt.
+    // settle (a retry) is `duplicate_settlement` naming the settled transaction.
     let supported = at(&json, "/supported", &out);
     let fee_payer = fx.fee_payer.pubkey().to_string();
     assert!(
@@ -84,10 +84,15 @@ async fn official_client_pays(fx: &SvmRpcFixture, version: u8, requirements: Val
     assert_eq!(client_verify["isValid"], true, "{out}");
     assert_eq!(client_verify["payer"], payer.as_str(), "{out}");
     let client_settle = at(&json, "/client/settle", &out);
-    assert_eq!(client_settle["success"], true, "{out}");
+    assert_ne!(
+        client_settle["success"], true,
+        "F3: no second success\n{out}"
+    );
+    assert_eq!(
+        client_settle["errorReason"], "duplicate_settlement",
+        "{out}"
+    );
     assert_eq!(client_settle["transaction"], tx, "{out}");
-    assert_eq!(client_settle["network"], network.as_str(), "{out}");
-    assert_eq!(client_settle["payer"], payer.as_str(), "{out}");
     assert!(out.success(), "{out}");
 
     // The transaction the official client built: fee payer = account 0 (unsigned slot),

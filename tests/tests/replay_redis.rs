@@ -10,7 +10,7 @@ use x402_tests::facilitator::EvmFixture;
 const AMOUNT: u64 = 25_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_concurrent_settles_of_one_payment_transfer_once() {
+async fn f3_fifty_concurrent_settles_of_one_payment_transfer_once_with_one_success() {
     let redis = RedisServer::spawn().await.unwrap();
     let fx = EvmFixture::start(Some(&redis.url())).await.unwrap();
     let req = fx.requirements(AMOUNT);
@@ -30,7 +30,7 @@ async fn fifty_concurrent_settles_of_one_payment_transfer_once() {
         .filter(|(_, a)| a["success"] == true)
         .map(|(_, a)| a)
         .collect();
-    assert!(!successes.is_empty(), "{answers:?}");
+    assert_eq!(successes.len(), 1, "one success per payment: {answers:?}");
     let tx = successes[0]["transaction"].as_str().unwrap();
     for (status, a) in &answers {
         assert_eq!(*status, 200, "{a}");
@@ -133,13 +133,16 @@ async fn two_replicas_sharing_redis_and_a_signer_key_settle_everything_once() {
     let one = v2_evm_payment_json(&req.v2_json(), &sig, &auth);
     let answers =
         futures::future::join_all((0..20).map(|i| replicas[i % 2].post("/settle", &one))).await;
-    let txs: std::collections::HashSet<String> = answers
+    let successes: Vec<Value> = answers
         .iter()
         .map(|a| a.as_ref().unwrap().1.clone())
         .filter(|a| a["success"] == true)
-        .map(|a| a["transaction"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(txs.len(), 1, "{answers:?}");
+    assert_eq!(
+        successes.len(),
+        1,
+        "one success across replicas: {answers:?}"
+    );
 
     let signer_nonce_after = fx.signer_tx_count().await.unwrap();
     assert_eq!(signer_nonce_after, signer_nonce_before + 13);

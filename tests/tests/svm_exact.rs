@@ -24,7 +24,7 @@ use x402_proto::network::SOLANA_DEVNET;
 use x402_proto::{PaymentRequest, Reason, SettleResponse};
 use x402_settle::replay::keys::svm_replay_key;
 use x402_settle::replay::{MemoryStore, RedisStore, ReplayStore, SettlementRecord};
-use x402_settle::svm::SvmSettler;
+use x402_settle::svm::new_settler;
 use x402_tests::RedisServer;
 use x402_tests::litesvm_chain::LiteSvmChain;
 use x402_tests::svm_payment::{
@@ -800,7 +800,7 @@ async fn create_destination_is_accepted_for_a_listed_pay_to() {
 // --- at most once ---------------------------------------------------------------------------
 
 #[tokio::test]
-async fn same_transaction_settled_twice_transfers_once() {
+async fn f3_same_transaction_settled_twice_transfers_once_and_succeeds_once() {
     let fx = fixture();
     let tx = fx.payment(AMOUNT).build_base64();
     let req = fx.request_v2(&tx, AMOUNT, json!({}));
@@ -810,7 +810,16 @@ async fn same_transaction_settled_twice_transfers_once() {
     let sends = fx.chain.send_count();
 
     let second = settle(&fx, &req).await;
-    assert_eq!(second, first, "a retry answers the first receipt");
+    assert!(!second.success, "one success per payment: {second:?}");
+    assert_eq!(
+        second.error_reason.as_deref(),
+        Some("duplicate_settlement"),
+        "{second:?}"
+    );
+    assert_eq!(
+        second.transaction, first.transaction,
+        "names the settled transaction"
+    );
     assert_eq!(fx.chain.executed_count(), executed);
     assert_eq!(fx.chain.send_count(), sends, "nothing sent again");
     assert_eq!(fx.token_balance(&fx.pay_to_ata), AMOUNT);
@@ -821,7 +830,7 @@ async fn same_transaction_settled_twice_transfers_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn ten_concurrent_settles_of_one_payment_transfer_once() {
+async fn f3_ten_concurrent_settles_of_one_payment_transfer_once_with_one_success() {
     let fx = Arc::new(fixture());
     let tx = fx.payment(AMOUNT).build_base64();
     let req = Arc::new(fx.request_v2(&tx, AMOUNT, json!({})));
@@ -856,7 +865,11 @@ async fn ten_concurrent_settles_of_one_payment_transfer_once() {
             assert!(a.transaction.is_empty() || a.transaction == id, "{a:?}");
         }
     }
-    assert!(answers.iter().any(|a| a.success), "{answers:?}");
+    assert_eq!(
+        answers.iter().filter(|a| a.success).count(),
+        1,
+        "exactly one success: {answers:?}"
+    );
     assert_eq!(fx.chain.executed_count(), 1, "one transaction landed");
     assert_eq!(fx.token_balance(&fx.pay_to_ata), AMOUNT);
     assert_eq!(
@@ -935,11 +948,12 @@ async fn settle_racing_a_landed_settlement_answers_its_receipt() {
         inner: fx.chain.clone(),
         simulations: AtomicUsize::new(0),
     });
-    let settler = SvmSettler::new(
+    let settler = new_settler(
         fx.verifier_over(gated.clone()),
         Arc::new(MemoryStore::new()),
         "x402",
         quick_timing(Duration::from_secs(5)),
+        Duration::from_secs(3600),
     );
     let tx = fx.payment(AMOUNT).build_base64();
     let req = fx.request_v2(&tx, AMOUNT, json!({}));
@@ -949,12 +963,14 @@ async fn settle_racing_a_landed_settlement_answers_its_receipt() {
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(fx.chain.executed_count(), 1, "one transaction landed");
     assert_eq!(fx.token_balance(&fx.pay_to_ata), AMOUNT);
-    assert!(a.success || b.success, "{a:?} {b:?}");
+    assert!(a.success ^ b.success, "exactly one success: {a:?} {b:?}");
     for answer in [&a, &b] {
         let acceptable = match answer.error_reason.as_deref() {
             None => answer.success && answer.transaction == id,
             Some("settlement_pending") => answer.transaction == id,
-            Some("duplicate_settlement") => answer.transaction.is_empty(),
+            Some("duplicate_settlement") => {
+                answer.transaction.is_empty() || answer.transaction == id
+            }
             Some(_) => false,
         };
         assert!(
@@ -1021,7 +1037,7 @@ async fn unconfirmed_send_is_pending_and_blockhash_expiry_is_terminal() {
 }
 
 #[tokio::test]
-async fn pending_settlement_that_lands_answers_the_receipt_on_retry() {
+async fn f7_pending_settlement_that_lands_answers_the_receipt_on_retry_once() {
     let fx = SvmFixture::with_timing(quick_timing(Duration::from_millis(200))).unwrap();
     let tx = fx.payment(AMOUNT).build_base64();
     let req = fx.request_v2(&tx, AMOUNT, json!({}));
@@ -1041,7 +1057,10 @@ async fn pending_settlement_that_lands_answers_the_receipt_on_retry() {
     assert_eq!(done.amount.as_deref(), Some("1000"));
     assert_eq!(fx.chain.executed_count(), 1);
     assert_eq!(fx.token_balance(&fx.pay_to_ata), AMOUNT);
-    assert_eq!(settle(&fx, &req).await, done);
+    let later = settle(&fx, &req).await;
+    assert!(!later.success, "{later:?}");
+    assert_eq!(later.error_reason.as_deref(), Some("duplicate_settlement"));
+    assert_eq!(later.transaction, id);
 }
 
 // --- Redis ----------------------------------------------------------------------------------
@@ -1050,7 +1069,11 @@ async fn pending_settlement_that_lands_answers_the_receipt_on_retry() {
 async fn settlement_record_lands_in_redis_under_the_svm_replay_key() {
     let redis = RedisServer::spawn().await.unwrap();
     let fx = fixture();
-    let store = Arc::new(RedisStore::connect(&redis.url()).await.unwrap());
+    let store = Arc::new(
+        RedisStore::connect(&redis.url(), "x402", Duration::from_secs(2))
+            .await
+            .unwrap(),
+    );
     let settler = fx.settler_with(store.clone(), quick_timing(Duration::from_secs(10)));
     let tx = fx.payment(AMOUNT).build_base64();
     let req = fx.request_v2(&tx, AMOUNT, json!({}));
@@ -1077,27 +1100,100 @@ async fn settlement_record_lands_in_redis_under_the_svm_replay_key() {
         .await
         .unwrap();
     let stored: Value = serde_json::from_str(&raw).unwrap();
-    assert_eq!(stored["state"], "done", "{stored}");
-    assert_eq!(stored["response"]["success"], true, "{stored}");
-    assert_eq!(stored["response"]["transaction"], id.as_str(), "{stored}");
+    assert_eq!(stored["state"], "delivered", "{stored}");
+    assert_eq!(stored["transaction"], id.as_str(), "{stored}");
     let ttl: i64 = redis::cmd("TTL")
         .arg(&key)
         .query_async(&mut conn)
         .await
         .unwrap();
     assert!(ttl >= 120, "record kept at least 120 s, got {ttl}");
-    match store.get(&key).await.unwrap() {
-        Some(SettlementRecord::Done { response, .. }) => assert_eq!(response, answer),
+    match store.get(&key).await.unwrap().map(|s| s.record) {
+        Some(SettlementRecord::Delivered(s)) => assert_eq!(s.transaction, answer.transaction),
         other => panic!("unexpected record {other:?}"),
     }
 
     // A second settler on the same Redis (another replica) answers the receipt, sends nothing.
     let replica = fx.settler_with(
-        Arc::new(RedisStore::connect(&redis.url()).await.unwrap()),
+        Arc::new(
+            RedisStore::connect(&redis.url(), "x402", Duration::from_secs(2))
+                .await
+                .unwrap(),
+        ),
         quick_timing(Duration::from_secs(10)),
     );
     let sends = fx.chain.send_count();
-    assert_eq!(replica.settle(&req, now()).await.unwrap(), answer);
+    let again = replica.settle(&req, now()).await.unwrap();
+    assert_eq!(again.error_reason.as_deref(), Some("duplicate_settlement"));
+    assert_eq!(again.transaction, answer.transaction);
     assert_eq!(fx.chain.send_count(), sends);
     assert_eq!(fx.token_balance(&fx.pay_to_ata), AMOUNT);
+}
+
+// --- requirements binding and memo replay (x402-conformance F10, F4) -------------------------
+
+/// F10: a settled payment replayed under other requirements (another `payTo`, a higher
+/// amount) is never a success: the record binds the requirements it settled under.
+#[tokio::test]
+async fn f10_settled_payment_replayed_with_other_requirements_never_succeeds() {
+    let fx = fixture();
+    let tx = fx.payment(AMOUNT).build_base64();
+    let req = fx.request_v2(&tx, AMOUNT, json!({}));
+    let first = settle(&fx, &req).await;
+    assert!(first.success, "{first:?}");
+
+    let other_pay_to = Address::new_unique();
+    let elsewhere = fx.request_v2_to(&other_pay_to, &tx, AMOUNT, json!({}));
+    let answer = settle(&fx, &elsewhere).await;
+    assert!(!answer.success, "another payTo got success: {answer:?}");
+    assert_eq!(
+        answer.error_reason.as_deref(),
+        Some("invalid_exact_svm_payload_recipient_mismatch"),
+        "{answer:?}"
+    );
+
+    let dearer = fx.request_v2(&tx, AMOUNT + 1, json!({}));
+    let answer = settle(&fx, &dearer).await;
+    assert!(!answer.success, "a higher amount got success: {answer:?}");
+    assert_eq!(
+        answer.error_reason.as_deref(),
+        Some("invalid_exact_svm_payload_amount_mismatch"),
+        "{answer:?}"
+    );
+    assert_eq!(fx.chain.executed_count(), 1);
+    assert_eq!(fx.token_balance(&fx.pay_to_ata), AMOUNT);
+}
+
+/// F4: `extra.memo` is the resource server's one-purchase nonce. A second, different
+/// transaction carrying a memo already settled for the same `payTo` is refused
+/// (`duplicate_settlement`) and moves nothing; the same memo for another `payTo` is fine.
+#[tokio::test]
+async fn f4_memo_settled_once_per_pay_to() {
+    let fx = fixture();
+    let memo = json!({"memo": "order-42"});
+    let first_tx = fx.payment(AMOUNT).memo("order-42").build_base64();
+    let first = settle(&fx, &fx.request_v2(&first_tx, AMOUNT, memo.clone())).await;
+    assert!(first.success, "{first:?}");
+
+    // Another transaction (another compute price: another message, another signature).
+    let second_tx = fx
+        .payment(AMOUNT)
+        .memo("order-42")
+        .compute_unit_price(2)
+        .build_base64();
+    assert_ne!(first_tx, second_tx);
+    let second = settle(&fx, &fx.request_v2(&second_tx, AMOUNT, memo.clone())).await;
+    assert!(!second.success, "memo replay settled twice: {second:?}");
+    assert_eq!(
+        second.error_reason.as_deref(),
+        Some("duplicate_settlement"),
+        "{second:?}"
+    );
+    assert_eq!(second.transaction, "", "nothing was broadcast: {second:?}");
+    assert_eq!(fx.chain.executed_count(), 1, "one transfer");
+    assert_eq!(fx.token_balance(&fx.pay_to_ata), AMOUNT);
+    assert_eq!(
+        fx.token_balance(&fx.payer_ata),
+        PAYER_START_BALANCE - AMOUNT
+    );
 }

@@ -76,6 +76,10 @@ pub trait EvmChain: Send + Sync {
     /// `eth_sendRawTransaction`. Re-sending an already known transaction is not an error.
     async fn send_raw(&self, raw: &Bytes) -> Result<B256, ChainError>;
 
+    /// `eth_getTransactionByHash` is not null: the node knows the transaction (pending or
+    /// mined). False after a node dropped it from its mempool.
+    async fn transaction_known(&self, hash: B256) -> Result<bool, ChainError>;
+
     /// `eth_getTransactionReceipt`: `None` while the transaction is not mined.
     async fn receipt(&self, hash: B256) -> Result<Option<TransactionReceipt>, ChainError>;
 }

@@ -24,13 +24,26 @@ pub struct AlloyEvmChain {
 const GAS_LIMIT_HEADROOM_PERCENT: u64 = 20;
 
 impl AlloyEvmChain {
-    /// Connects to `rpc_url` for chain `chain_id` with the given signing keys.
+    /// Connects to `rpc_url` for chain `chain_id` with the given signing keys; every JSON-RPC
+    /// call gives up after `timeout` ([`ChainError::Unavailable`]), so a node that accepts the
+    /// connection and never answers cannot hang a request.
     ///
     /// Errors: a malformed URL. The chain id is not checked here; see [`AlloyEvmChain::check_chain_id`].
-    pub fn new(rpc_url: &str, chain_id: u64, keys: Vec<PrivateKeySigner>) -> Result<Self, String> {
+    pub fn new(
+        rpc_url: &str,
+        chain_id: u64,
+        keys: Vec<PrivateKeySigner>,
+        timeout: std::time::Duration,
+    ) -> Result<Self, String> {
         let url = rpc_url
             .parse()
             .map_err(|e| format!("invalid RPC URL {rpc_url:?}: {e}"))?;
+        let http = alloy::transports::http::reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let client = alloy::rpc::client::RpcClient::new_http_with_client(http, url);
         let signers = keys.iter().map(|k| k.address()).collect();
         let mut wallet = EthereumWallet::default();
         for key in keys {
@@ -38,7 +51,7 @@ impl AlloyEvmChain {
         }
         let provider = ProviderBuilder::new()
             .disable_recommended_fillers()
-            .connect_http(url)
+            .connect_client(client)
             .erased();
         Ok(AlloyEvmChain {
             chain_id,
@@ -171,6 +184,14 @@ impl EvmChain for AlloyEvmChain {
                 Err(err)
             }
         }
+    }
+
+    async fn transaction_known(&self, hash: B256) -> Result<bool, ChainError> {
+        self.provider
+            .get_transaction_by_hash(hash)
+            .await
+            .map(|tx| tx.is_some())
+            .map_err(classify)
     }
 
     async fn receipt(&self, hash: B256) -> Result<Option<TransactionReceipt>, ChainError> {

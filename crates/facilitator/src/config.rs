@@ -72,29 +72,63 @@ pub struct RedisConfig {
     pub key_prefix: String,
 }
 
-/// `[settle]`.
+/// `[settle]`: settlement timing and deadlines (README "Settlement states and recovery").
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SettleConfig {
     /// Longest wait for a receipt (EVM) or `confirmed` (Solana) within one `/settle` call,
-    /// seconds (default 30).
-    #[serde(default = "default_receipt_timeout")]
+    /// seconds (default 30); then `settlement_pending` with the transaction.
     pub receipt_timeout_seconds: u64,
     /// Receipt / signature-status poll interval, milliseconds (default 200).
-    #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
-    /// How long a Solana payment's record answers retries with its first receipt, seconds
-    /// (default 86,400; at least 120, about twice a blockhash's lifetime).
-    #[serde(default = "default_svm_record_ttl")]
+    /// How long a Solana payment's record lives, seconds (default 86,400; at least 120, about
+    /// twice a blockhash's lifetime).
     pub svm_record_ttl_seconds: u64,
+    /// Every EVM JSON-RPC call gives up after this long, seconds (default 5).
+    pub rpc_timeout_seconds: u64,
+    /// Every Redis command gives up after this long, milliseconds (default 2000).
+    pub redis_timeout_ms: u64,
+    /// A reservation's lease, seconds (default 15): a settlement whose process died before
+    /// signing is taken over by the next `/settle` of the payment after this long.
+    pub lease_seconds: u64,
+    /// A broadcast transaction not landed after this long is re-sent, seconds (default 15).
+    pub resend_after_seconds: u64,
+    /// The reconciler's interval, seconds (default 2).
+    pub reconcile_interval_seconds: u64,
+    /// Longest wait for a free EVM signer before answering 503, seconds (default 10).
+    pub signer_wait_seconds: u64,
+    /// How long a request that finds its payment held by a live request waits before
+    /// answering `duplicate_settlement`, seconds (default 10).
+    pub reserved_wait_seconds: u64,
 }
 
 impl Default for SettleConfig {
     fn default() -> Self {
         SettleConfig {
-            receipt_timeout_seconds: default_receipt_timeout(),
-            poll_interval_ms: default_poll_ms(),
-            svm_record_ttl_seconds: default_svm_record_ttl(),
+            receipt_timeout_seconds: 30,
+            poll_interval_ms: 200,
+            svm_record_ttl_seconds: 24 * 3600,
+            rpc_timeout_seconds: 5,
+            redis_timeout_ms: 2000,
+            lease_seconds: 15,
+            resend_after_seconds: 15,
+            reconcile_interval_seconds: 2,
+            signer_wait_seconds: 10,
+            reserved_wait_seconds: 10,
+        }
+    }
+}
+
+impl SettleConfig {
+    /// The settlement engine's timing.
+    pub fn timing(&self) -> x402_settle::engine::SettleTiming {
+        use std::time::Duration;
+        x402_settle::engine::SettleTiming {
+            receipt_timeout: Duration::from_secs(self.receipt_timeout_seconds),
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            reserved_wait: Duration::from_secs(self.reserved_wait_seconds),
+            lease: Duration::from_secs(self.lease_seconds),
+            resend_after: Duration::from_secs(self.resend_after_seconds),
         }
     }
 }
@@ -249,15 +283,6 @@ fn default_body_limit() -> usize {
 fn default_prefix() -> String {
     "x402".into()
 }
-fn default_receipt_timeout() -> u64 {
-    30
-}
-fn default_svm_record_ttl() -> u64 {
-    24 * 3600
-}
-fn default_poll_ms() -> u64 {
-    200
-}
 fn default_decimals() -> u8 {
     6
 }
@@ -349,6 +374,26 @@ impl Config {
                 "redis.url",
                 "must start with redis://, rediss:// or unix://",
             ));
+        }
+        for (key, value) in [
+            (
+                "settle.rpc_timeout_seconds",
+                self.settle.rpc_timeout_seconds,
+            ),
+            ("settle.redis_timeout_ms", self.settle.redis_timeout_ms),
+            ("settle.lease_seconds", self.settle.lease_seconds),
+            (
+                "settle.reconcile_interval_seconds",
+                self.settle.reconcile_interval_seconds,
+            ),
+            (
+                "settle.receipt_timeout_seconds",
+                self.settle.receipt_timeout_seconds,
+            ),
+        ] {
+            if value == 0 {
+                return Err(err(key, "must be at least 1"));
+            }
         }
         if self.settle.svm_record_ttl_seconds < 120 {
             return Err(err(

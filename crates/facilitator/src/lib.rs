@@ -9,6 +9,8 @@ pub mod metrics;
 pub mod registry;
 pub mod requirements;
 pub mod routes;
+pub mod settle_metrics;
+pub mod settlements;
 pub mod svm;
 
 use std::net::TcpListener;

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub svm_rent_lamports_total: IntCounterVec,
     /// `x402_request_errors_total{endpoint,kind}`: `kind` is `malformed` (400) or `unavailable` (503).
     pub request_errors: IntCounterVec,
+    /// Settlement engine and reconciler metrics.
+    pub engine: crate::settle_metrics::EngineMetrics,
 }
 
 impl Metrics {
@@ -128,7 +130,9 @@ impl Metrics {
         registry
             .register(Box::new(settle_duration.clone()))
             .expect("unique metric");
+        let engine = crate::settle_metrics::EngineMetrics::register(&registry);
         Metrics {
+            engine,
             registry,
             verify_total,
             settle_total,

@@ -11,8 +11,10 @@ use x402_proto::{
     VerifyResponse,
 };
 use x402_settle::SettleError;
-use x402_settle::evm::{EvmSettleTiming, EvmSettler};
+use x402_settle::evm::{EvmFamily, EvmSettler};
+use x402_settle::reconciler::{Reconcile, Reconciler};
 use x402_settle::replay::{MemoryStore, RedisStore, ReplayStore};
+use x402_settle::status::SettlementStatus;
 use x402_verify::evm::ExactEvmVerifier;
 use x402_verify::{Verdict, VerifyError};
 
@@ -30,7 +32,7 @@ use crate::svm::{self as svm_part, SvmHandler};
 /// One configured EVM network.
 struct EvmHandler {
     verifier: Arc<ExactEvmVerifier>,
-    settler: EvmSettler,
+    settler: Arc<EvmSettler>,
     assets: Vec<(Address, EvmAssetConfig)>,
 }
 
@@ -48,6 +50,7 @@ pub struct Facilitator {
     supported: SupportedResponse,
     quotes: Arc<QuoteCache>,
     _refresher: Option<QuoteRefresher>,
+    _reconciler: Reconciler,
 }
 
 /// Why `/quote` or `/requirements` has no answer.
@@ -108,9 +111,13 @@ impl Facilitator {
         let (store, prefix): (Arc<dyn ReplayStore>, String) = match &config.redis {
             Some(r) => (
                 Arc::new(
-                    RedisStore::connect(&r.url)
-                        .await
-                        .map_err(|e| StartError::Redis(e.to_string()))?,
+                    RedisStore::connect(
+                        &r.url,
+                        &r.key_prefix,
+                        Duration::from_millis(config.settle.redis_timeout_ms),
+                    )
+                    .await
+                    .map_err(|e| StartError::Redis(e.to_string()))?,
                 ),
                 r.key_prefix.clone(),
             ),
@@ -121,11 +128,9 @@ impl Facilitator {
                 (Arc::new(MemoryStore::new()), "x402".to_string())
             }
         };
-        let timing = EvmSettleTiming {
-            receipt_timeout: Duration::from_secs(config.settle.receipt_timeout_seconds),
-            poll_interval: Duration::from_millis(config.settle.poll_interval_ms),
-            ..EvmSettleTiming::default()
-        };
+        let timing = config.settle.timing();
+        let events = metrics.engine.events();
+        let mut engines: Vec<Arc<dyn Reconcile>> = Vec::new();
         let quotes = Arc::new(QuoteCache::new(Duration::from_secs(
             config.quotes.max_age_seconds,
         )));
@@ -138,8 +143,13 @@ impl Facilitator {
                 chain_id: net.chain_id,
                 message,
             };
-            let chain = AlloyEvmChain::new(&net.rpc_url, net.chain_id, net.signers.clone())
-                .map_err(rpc_err)?;
+            let chain = AlloyEvmChain::new(
+                &net.rpc_url,
+                net.chain_id,
+                net.signers.clone(),
+                Duration::from_secs(config.settle.rpc_timeout_seconds),
+            )
+            .map_err(rpc_err)?;
             chain.check_chain_id().await.map_err(rpc_err)?;
             let network = Network::evm(net.chain_id);
             let chain: Arc<dyn EvmChain> = Arc::new(chain);
@@ -147,11 +157,13 @@ impl Facilitator {
                 chain.clone(),
                 net.assets.iter().map(|(a, _)| *a).collect(),
             ));
-            let mut settler = EvmSettler::new(
+            let mut family = EvmFamily::new(
                 verifier.clone(),
                 store.clone(),
                 prefix.clone(),
-                timing.clone(),
+                Duration::from_secs(config.settle.signer_wait_seconds),
+                Duration::from_secs(config.settle.rpc_timeout_seconds * 4)
+                    .max(Duration::from_secs(2)),
             )
             .with_gas_observer(gas_metrics(metrics, &network));
             let net_quoters = gas::quoters(chain, &net, index).map_err(rpc_err)?;
@@ -161,7 +173,7 @@ impl Facilitator {
                     .iter()
                     .map(|(a, _)| a.to_checksum(None))
                     .collect();
-                settler = settler.with_gas_pricer(gas::pricer(
+                family = family.with_gas_pricer(gas::pricer(
                     quotes.clone(),
                     network.to_string(),
                     assets,
@@ -182,6 +194,13 @@ impl Facilitator {
                 network: network.to_string(),
                 extra: None,
             });
+            let settler = Arc::new(x402_settle::evm::settler(
+                family,
+                store.clone(),
+                timing.clone(),
+                events.clone(),
+            ));
+            engines.push(settler.clone());
             let list = signers.entry(network.wildcard()).or_default();
             for s in &net.signers {
                 let a = s.address().to_checksum(None);
@@ -198,23 +217,30 @@ impl Facilitator {
                 },
             );
         }
-        let svm_timing = x402_settle::svm::SvmSettleTiming {
-            confirm_timeout: Duration::from_secs(config.settle.receipt_timeout_seconds),
-            poll_interval: Duration::from_millis(config.settle.poll_interval_ms),
-            record_ttl: Duration::from_secs(config.settle.svm_record_ttl_seconds),
-            ..x402_settle::svm::SvmSettleTiming::default()
-        };
         let svm = svm_part::build(
             svm_networks,
             &store,
             &prefix,
-            &svm_timing,
+            &timing,
+            Duration::from_secs(config.settle.svm_record_ttl_seconds),
+            &events,
             metrics,
             &quotes,
             &mut quoters,
         )
         .await?;
         kinds.extend(svm.kinds);
+        for handler in svm.handlers.values() {
+            engines.push(handler.settler.clone());
+        }
+        let reconciler = Reconciler::spawn(
+            store.clone(),
+            &prefix,
+            engines,
+            Duration::from_secs(config.settle.reconcile_interval_seconds),
+            Duration::from_secs(config.settle.rpc_timeout_seconds * 4),
+            events,
+        );
         if !svm.signers.is_empty() {
             signers.insert("solana:*".into(), svm.signers);
         }
@@ -231,6 +257,7 @@ impl Facilitator {
             store,
             quotes,
             _refresher: refresher,
+            _reconciler: reconciler,
             supported: SupportedResponse {
                 kinds,
                 extensions: vec![],
@@ -360,6 +387,27 @@ impl Facilitator {
             Verdict::Valid(payer) => VerifyResponse::valid(payer),
             Verdict::Invalid(inv) => VerifyResponse::invalid(inv.reason, inv.message, inv.payer),
         })
+    }
+
+    /// `GET /settlements/{transaction}`: the settlement that signed `transaction`.
+    pub async fn settlement_by_transaction(
+        &self,
+        transaction: &str,
+    ) -> Result<Option<SettlementStatus>, SettleError> {
+        x402_settle::status::by_transaction(self.store.as_ref(), transaction).await
+    }
+
+    /// `POST /settlements/lookup`: the settlement of the payment in `req` under its
+    /// requirements, acting on nothing.
+    pub async fn settlement_of(
+        &self,
+        req: &PaymentRequest,
+    ) -> Result<Option<SettlementStatus>, SettleError> {
+        match self.handler(req) {
+            Ok(Handler::Evm(h)) => h.settler.status(req, unix_now()).await,
+            Ok(Handler::Svm(h)) => h.settler.status(req, unix_now()).await,
+            Err(_) => Ok(None),
+        }
     }
 
     /// `POST /settle`.

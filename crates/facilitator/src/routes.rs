@@ -55,7 +55,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
     .route("/quote", web::get().to(quote))
     .route("/requirements", web::post().to(requirements))
     .route("/health", web::get().to(health))
-    .route("/metrics", web::get().to(metrics));
+    .route("/metrics", web::get().to(metrics))
+    .configure(crate::settlements::configure);
 }
 
 fn bad_request(state: &AppState, endpoint: &str, e: &ParseError) -> HttpResponse {

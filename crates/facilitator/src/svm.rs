@@ -14,8 +14,10 @@ use x402_gas_oracle::{
     quote_with_rent, svm_quote_for_pay_to,
 };
 use x402_proto::{Network, ParseError, SupportedKind};
+use x402_settle::SettleEvents;
+use x402_settle::engine::SettleTiming;
 use x402_settle::replay::{GasInUsdc, ReplayStore};
-use x402_settle::svm::{SvmFeeObserver, SvmFeePricer, SvmSettleTiming, SvmSettler};
+use x402_settle::svm::{SvmFamily, SvmFeeObserver, SvmFeePricer, SvmSettler};
 use x402_verify::svm::ExactSvmVerifier;
 use x402_verify::svm::programs::is_token_program;
 
@@ -30,7 +32,7 @@ pub struct SvmHandler {
     /// Checks payments and co-signs them.
     pub verifier: Arc<ExactSvmVerifier>,
     /// Sends and confirms them.
-    pub settler: SvmSettler,
+    pub settler: Arc<SvmSettler>,
     /// Mints with their decimals.
     pub assets: Vec<(Address, u8)>,
     /// Fee pricing, with `[svm.gas]`.
@@ -63,7 +65,9 @@ pub async fn build(
     networks: Vec<SvmNetwork>,
     store: &Arc<dyn ReplayStore>,
     prefix: &str,
-    timing: &SvmSettleTiming,
+    timing: &SettleTiming,
+    record_ttl: std::time::Duration,
+    events: &SettleEvents,
     metrics: &Metrics,
     quotes: &Arc<QuoteCache>,
     quoters: &mut Vec<Arc<dyn Quoter>>,
@@ -78,12 +82,12 @@ pub async fn build(
             net.assets.iter().map(|(m, _)| *m).collect(),
             net.policy.clone(),
         ));
-        let mut settler = SvmSettler::new(verifier.clone(), store.clone(), prefix, timing.clone())
+        let mut family = SvmFamily::new(verifier.clone(), prefix, record_ttl)
             .with_fee_observer(fee_metrics(metrics, &net.network));
         let pricing = match pricing(chain, &net, index).await? {
             Some((pricing, net_quoters)) => {
                 let mints = pricing.assets.iter().map(|a| a.mint.to_string()).collect();
-                settler = settler.with_fee_pricer(fee_pricer(
+                family = family.with_fee_pricer(fee_pricer(
                     quotes.clone(),
                     net.network.to_string(),
                     mints,
@@ -93,6 +97,12 @@ pub async fn build(
             }
             None => None,
         };
+        let settler = Arc::new(x402_settle::svm::settler(
+            family,
+            store.clone(),
+            timing.clone(),
+            events.clone(),
+        ));
         let fee_payer = verifier.fee_payer_addresses()[0].to_string();
         let extra = serde_json::json!({ "feePayer": fee_payer });
         if let Some(v1) = net.network.v1_name() {

@@ -212,8 +212,89 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// Every reason, in declaration order.
+    pub const ALL: &'static [Reason] = &[
+        Reason::UnsupportedScheme,
+        Reason::InvalidNetwork,
+        Reason::InvalidPaymentRequirements,
+        Reason::AssetNotDeployedContract,
+        Reason::EvmFailedToParseSignature,
+        Reason::EvmScheme,
+        Reason::EvmMissingEip712Domain,
+        Reason::EvmNetworkMismatch,
+        Reason::EvmSignature,
+        Reason::EvmUndeployedSmartWallet,
+        Reason::RecipientMismatch,
+        Reason::EvmValidBefore,
+        Reason::EvmValidAfter,
+        Reason::EvmValueMismatch,
+        Reason::EvmAuthorizationValueV1,
+        Reason::EvmEip3009NotSupported,
+        Reason::EvmNonceAlreadyUsed,
+        Reason::EvmTokenNameMismatch,
+        Reason::EvmTokenVersionMismatch,
+        Reason::EvmInsufficientBalance,
+        Reason::EvmSimulationFailed,
+        Reason::EvmTransactionFailed,
+        Reason::EvmTransferEventMismatch,
+        Reason::SvmUnsupportedScheme,
+        Reason::SvmNetworkMismatch,
+        Reason::SvmMissingFeePayer,
+        Reason::SvmFeePayerNotManaged,
+        Reason::SvmFeePayerMismatch,
+        Reason::SvmCouldNotBeDecoded,
+        Reason::SvmSignatureInvalid,
+        Reason::SvmExcessiveSigners,
+        Reason::SvmInstructionsLength,
+        Reason::SvmComputeLimitInstruction,
+        Reason::SvmComputeLimitTooHigh,
+        Reason::SvmComputePriceInstruction,
+        Reason::SvmComputePriceTooHigh,
+        Reason::SvmNoTransferInstruction,
+        Reason::SvmFeePayerTransferringFunds,
+        Reason::SvmMintMismatch,
+        Reason::SvmRecipientMismatch,
+        Reason::SvmAmountMismatch,
+        Reason::SvmUnknownFourthInstruction,
+        Reason::SvmUnknownFifthInstruction,
+        Reason::SvmUnknownSixthInstruction,
+        Reason::SvmMemoCount,
+        Reason::SvmMemoMismatch,
+        Reason::SvmSimulationFailed,
+        Reason::SvmTransactionFailed,
+        Reason::SvmDestinationAtaMissing,
+        Reason::NetworkMismatch,
+        Reason::FeePayerNotManagedByFacilitator,
+        Reason::TransactionSimulationFailed,
+        Reason::TransactionFailed,
+        Reason::SettlementPending,
+        Reason::DuplicateSettlement,
+        Reason::UnexpectedSettleError,
+        Reason::UnexpectedVerifyError,
+    ];
+
+    /// The reason whose wire string is `s` (the inverse of [`Reason::as_str`]).
+    pub fn from_wire(s: &str) -> Option<Reason> {
+        Reason::ALL.iter().copied().find(|r| r.as_str() == s)
+    }
+}
+
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod wire_round_trip {
+    use super::Reason;
+
+    #[test]
+    fn every_reason_round_trips_through_its_wire_string() {
+        for r in Reason::ALL {
+            assert_eq!(Reason::from_wire(r.as_str()), Some(*r), "{r:?}");
+        }
+        assert_eq!(Reason::from_wire("no_such_reason"), None);
     }
 }

@@ -1,111 +1,94 @@
-//! EVM `exact` settlement (x402-reference §5 "Settle", §7 replay and idempotency).
+//! EVM `exact` settlement (x402-reference §5 "Settle", §7): the [`ChainFamily`] of EIP-3009
+//! `transferWithAuthorization` payments, driven by the [`Engine`].
 //!
-//! One payment, step by step: identity → existing record? answer from it → verify (no
-//! simulation: `eth_estimateGas` simulates) → reserve (`SET NX`) → lock a signer → nonce → sign
-//! (estimate reverts: diagnose, release, fail) → record `broadcast` → send raw → wait for the
-//! receipt → record `done`. No receipt in time → `settlement_pending` with the hash.
+//! - Identity: `(chainId, asset, from, nonce)`; binding: keccak256 of chain id, asset, the whole
+//!   authorization, the signature and the requirements' `payTo` and amount.
+//! - Signer: a local lock and a cross-replica lease per facilitator address (bounded waits),
+//!   held from `eth_getTransactionCount` to `eth_sendRawTransaction`.
+//! - Lookup: the receipt of the transaction (success needs the matching `Transfer` event); no
+//!   receipt after `validBefore` while `authorizationState` is still unused → expired.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use alloy::consensus::{Transaction as _, TxEnvelope};
+use alloy::eips::eip2718::Decodable2718;
 use alloy::primitives::{Address, B256, Bytes};
 use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
-use alloy::sol_types::SolEvent;
+use alloy::sol_types::{SolCall, SolEvent};
+use async_trait::async_trait;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use x402_chain::{ChainError, EvmChain};
-use x402_proto::{PaymentRequest, Reason, SettleResponse};
-use x402_verify::Verdict;
+use x402_proto::{PaymentRequest, Reason};
 use x402_verify::evm::token::IEip3009Token;
 use x402_verify::evm::{EvmPayment, ExactEvmVerifier};
+use x402_verify::{Invalid, Verdict};
 
-use crate::SettleError;
-use crate::replay::keys::{
-    SIGNER_LEASE_SECONDS, evm_replay_key, evm_signer_lease_key, replay_ttl_seconds,
-};
-use crate::replay::{
-    GasInUsdc, GasPaid, ReplayStore, SettlementRecord, release_or_expire, wait_while_reserved,
-};
-
-/// Timing of receipt waits.
-#[derive(Debug, Clone)]
-pub struct EvmSettleTiming {
-    /// Longest wait for a receipt in one `/settle` call before answering `settlement_pending`.
-    pub receipt_timeout: Duration,
-    /// Interval between `eth_getTransactionReceipt` polls.
-    pub poll_interval: Duration,
-    /// How long a request that finds a payment reserved (not yet signed) by another request
-    /// waits for it to be broadcast before answering `duplicate_settlement`.
-    pub reserved_wait: Duration,
-    /// A broadcast transaction still without receipt after this long is re-sent (same bytes).
-    pub resend_after: Duration,
-}
-
-impl Default for EvmSettleTiming {
-    fn default() -> Self {
-        EvmSettleTiming {
-            receipt_timeout: Duration::from_secs(30),
-            poll_interval: Duration::from_millis(200),
-            reserved_wait: Duration::from_secs(10),
-            resend_after: Duration::from_secs(15),
-        }
-    }
-}
-
-/// Settles EVM `exact` payments on one chain.
-pub struct EvmSettler {
-    verifier: Arc<ExactEvmVerifier>,
-    store: Arc<dyn ReplayStore>,
-    key_prefix: String,
-    signer_locks: Vec<(Address, tokio::sync::Mutex<()>)>,
-    next_signer: AtomicUsize,
-    timing: EvmSettleTiming,
-    gas_observer: Option<GasObserver>,
-    gas_pricer: Option<GasPricer>,
-}
+use crate::engine::{Engine, SettleTiming};
+use crate::family::{ChainFamily, Identified, Identity, Lookup, Sent, Signed, SignerGuard};
+use crate::record::{Broadcast, Cost, GasInUsdc, GasPaid, PaymentFacts, SentTx};
+use crate::replay::ReplayStore;
+use crate::replay::keys::{evm_replay_key, evm_signer_lease_key, replay_ttl_seconds};
+use crate::{SettleError, SettleEvents};
 
 /// Prices a mined settlement's fee in USDC for its record (see [`GasInUsdc`]).
 pub type GasPricer = Arc<dyn Fn(&GasPaid) -> Option<GasInUsdc> + Send + Sync>;
 
-/// Called once per mined settlement with its gas cost (by the request that saw the receipt).
+/// Called once per mined settlement with its gas cost.
 pub type GasObserver = Arc<dyn Fn(&GasPaid) + Send + Sync>;
 
-/// Result of signing and sending under the signer lock.
-enum Sent {
-    /// Final answer without waiting (refused before broadcast, or outcome unknown).
-    Done(SettleResponse),
-    /// Broadcast: wait for the receipt of this record.
-    Broadcast(SettlementRecord),
+/// Settles EVM `exact` payments on one chain.
+pub type EvmSettler = Engine<EvmFamily>;
+
+/// The EVM `exact` chain family on one chain.
+pub struct EvmFamily {
+    verifier: Arc<ExactEvmVerifier>,
+    store: Arc<dyn ReplayStore>,
+    key_prefix: String,
+    signers: Vec<(Address, Arc<Mutex<()>>)>,
+    next_signer: AtomicUsize,
+    signer_wait: Duration,
+    signer_lease: Duration,
+    gas_observer: Option<GasObserver>,
+    gas_pricer: Option<GasPricer>,
 }
 
-/// What the caller asked for, kept for the answer.
-struct Ctx<'a> {
-    network: &'a str,
-    payer: String,
-    key: String,
-    fingerprint: String,
+/// A held signer: its local lock and its cross-replica lease.
+struct Held {
+    signer: Address,
+    lease: String,
+    holder: String,
+    _local: OwnedMutexGuard<()>,
 }
 
-impl EvmSettler {
-    /// A settler sending from the verifier's chain signers, recording in `store` under `key_prefix`.
+impl EvmFamily {
+    /// The family for the verifier's chain, recording in `store` under `key_prefix`; a
+    /// settlement waits at most `signer_wait` for a free signer (then 503). A signer's
+    /// cross-replica lease lasts `signer_lease` (it must cover nonce, gas estimate, fees and
+    /// send: a few RPC timeouts); a replica that dies holding it blocks that signer that long.
     pub fn new(
         verifier: Arc<ExactEvmVerifier>,
         store: Arc<dyn ReplayStore>,
         key_prefix: impl Into<String>,
-        timing: EvmSettleTiming,
+        signer_wait: Duration,
+        signer_lease: Duration,
     ) -> Self {
-        let signer_locks = verifier
+        let signers = verifier
             .chain()
             .signers()
             .iter()
-            .map(|a| (*a, tokio::sync::Mutex::new(())))
+            .map(|a| (*a, Arc::new(Mutex::new(()))))
             .collect();
-        EvmSettler {
+        EvmFamily {
             verifier,
             store,
             key_prefix: key_prefix.into(),
-            signer_locks,
+            signers,
             next_signer: AtomicUsize::new(0),
-            timing,
+            signer_wait,
+            signer_lease,
             gas_observer: None,
             gas_pricer: None,
         }
@@ -127,117 +110,154 @@ impl EvmSettler {
         self.verifier.chain()
     }
 
-    /// Settles the payment in `req` at Unix time `now` (seconds); idempotent per payment.
-    ///
-    /// Answers (HTTP 200): success with the transaction; a verification reason with
-    /// `transaction: ""` (nothing broadcast); `settlement_pending` with the transaction (broadcast,
-    /// not yet confirmed: retry); `duplicate_settlement` (another request holds it and has not
-    /// signed yet); `invalid_exact_evm_transaction_failed` with the transaction (reverted).
-    /// Errors: [`SettleError`], nothing broadcast.
-    pub async fn settle(
-        &self,
-        req: &PaymentRequest,
-        now: u64,
-    ) -> Result<SettleResponse, SettleError> {
-        let id = self.verifier.payment_id(req)?;
-        let ctx = Ctx {
-            network: req.network_wire(),
-            payer: id.from.to_checksum(None),
-            key: evm_replay_key(&self.key_prefix, id.chain_id, id.asset, id.from, id.nonce),
-            fingerprint: format!("{:#x}", id.fingerprint),
-        };
-        if let Some(record) = self.store.get(&ctx.key).await? {
-            return self.answer_from_record(&ctx, record).await;
-        }
-        let payment = match self.verifier.verify(req, now, false).await? {
-            Verdict::Valid(p) => p,
-            Verdict::Invalid(inv) => {
-                return Ok(SettleResponse::failed(
-                    inv.reason,
-                    inv.message,
-                    String::new(),
-                    ctx.network.into(),
-                    inv.payer,
-                ));
+    /// A free signer's lock now, else the next in round-robin order within the wait.
+    async fn lock_signer(&self) -> Result<(Address, OwnedMutexGuard<()>), SettleError> {
+        for (addr, lock) in &self.signers {
+            if let Ok(guard) = lock.clone().try_lock_owned() {
+                return Ok((*addr, guard));
             }
-        };
-        let reservation = SettlementRecord::Reserved {
-            fingerprint: ctx.fingerprint.clone(),
-            at: now,
-        };
-        let ttl = Duration::from_secs(replay_ttl_seconds(id.valid_before, now));
-        if !self.store.reserve(&ctx.key, &reservation, ttl).await? {
-            let record = self.store.get(&ctx.key).await?;
-            return match record {
-                Some(record) => self.answer_from_record(&ctx, record).await,
-                None => Err(SettleError::StoreUnavailable("reservation vanished".into())),
-            };
         }
-        self.broadcast(&ctx, req, &payment, now).await
+        let n = self.signers.len();
+        let (addr, lock) = self
+            .signers
+            .get(self.next_signer.fetch_add(1, Ordering::Relaxed) % n.max(1))
+            .ok_or_else(|| {
+                SettleError::ChainUnavailable("no signer configured for this network".into())
+            })?;
+        match tokio::time::timeout(self.signer_wait, lock.clone().lock_owned()).await {
+            Ok(guard) => Ok((*addr, guard)),
+            Err(_) => Err(SettleError::SignerBusy(format!(
+                "no signer free within {:?}",
+                self.signer_wait
+            ))),
+        }
+    }
+}
+
+/// `authorization.from`, `nonce` and `validBefore` from a recorded settlement transaction.
+fn authorization_of(raw: &str) -> Option<(Address, B256)> {
+    let bytes: Bytes = raw.parse().ok()?;
+    let env = TxEnvelope::decode_2718(&mut bytes.as_ref()).ok()?;
+    let input = env.input();
+    if let Ok(call) = IEip3009Token::transferWithAuthorization_0Call::abi_decode(input) {
+        return Some((call.from, call.nonce));
+    }
+    IEip3009Token::transferWithAuthorization_1Call::abi_decode(input)
+        .ok()
+        .map(|call| (call.from, call.nonce))
+}
+
+#[async_trait]
+impl ChainFamily for EvmFamily {
+    type Payment = EvmPayment;
+
+    fn key_space(&self) -> String {
+        format!(
+            "{}:replay:evm:{}:",
+            self.key_prefix,
+            self.chain().chain_id()
+        )
     }
 
-    /// Signs, records and sends the reserved payment under the signer's local lock and
-    /// cross-replica lease, then waits for its receipt.
-    async fn broadcast(
+    async fn identify(&self, req: &PaymentRequest, now: u64) -> Result<Identified, SettleError> {
+        let id = self.verifier.payment_id(req)?;
+        let network = x402_proto::Network::evm(id.chain_id).to_string();
+        Ok(Identified::Payment(Box::new(Identity {
+            key: evm_replay_key(&self.key_prefix, id.chain_id, id.asset, id.from, id.nonce),
+            facts: PaymentFacts {
+                binding: format!("{:#x}", id.fingerprint),
+                network,
+                payer: id.from.to_checksum(None),
+                amount: req.amount().to_string(),
+                asset: id.asset.to_checksum(None),
+                pay_to: req.pay_to().to_string(),
+                created_at: now,
+                valid_until: id.valid_before,
+            },
+            ttl_seconds: replay_ttl_seconds(id.valid_before, now),
+            claims: vec![],
+        })))
+    }
+
+    async fn verify(
         &self,
-        ctx: &Ctx<'_>,
         req: &PaymentRequest,
-        payment: &EvmPayment,
         now: u64,
-    ) -> Result<SettleResponse, SettleError> {
-        let Some((signer, lock)) = self.pick_signer() else {
-            self.release(&ctx.key).await;
-            return Err(SettleError::ChainUnavailable(
-                "no signer configured for this network".into(),
-            ));
-        };
-        let guard = lock.lock().await;
-        let lease = evm_signer_lease_key(&self.key_prefix, self.chain().chain_id(), signer);
-        if let Err(e) = self.take_lease(&lease, &ctx.fingerprint).await {
-            drop(guard);
-            self.release(&ctx.key).await;
-            return Err(e);
-        }
-        let outcome = self.sign_record_send(ctx, req, payment, signer, now).await;
-        if let Err(e) = self.store.end_lease(&lease, &ctx.fingerprint).await {
-            tracing::warn!(lease, error = %e, "could not end signer lease; it expires by itself");
-        }
-        drop(guard);
-        match outcome? {
-            Sent::Done(response) => Ok(response),
-            Sent::Broadcast(record) => self.await_receipt(ctx, &record).await,
-        }
+    ) -> Result<Result<EvmPayment, Invalid>, SettleError> {
+        Ok(match self.verifier.verify(req, now, false).await? {
+            Verdict::Valid(p) => Ok(p),
+            Verdict::Invalid(inv) => Err(inv),
+        })
     }
 
-    /// Waits (up to the lease lifetime) for the cross-replica lease of a signer.
-    async fn take_lease(&self, lease: &str, holder: &str) -> Result<(), SettleError> {
-        let ttl = Duration::from_secs(SIGNER_LEASE_SECONDS);
-        let deadline = tokio::time::Instant::now() + ttl;
-        while !self.store.try_lease(lease, holder, ttl).await? {
+    fn payer_of(&self, payment: &EvmPayment) -> String {
+        payment.payer_string()
+    }
+
+    async fn acquire_signer(&self) -> Result<SignerGuard, SettleError> {
+        let (signer, local) = self.lock_signer().await?;
+        let lease = evm_signer_lease_key(&self.key_prefix, self.chain().chain_id(), signer);
+        let holder = crate::instance_id();
+        let ttl = self.signer_lease;
+        let deadline = tokio::time::Instant::now() + self.signer_wait;
+        while !self.store.try_lease(&lease, &holder, ttl).await? {
             if tokio::time::Instant::now() >= deadline {
-                return Err(SettleError::ChainUnavailable(format!(
-                    "signer busy: {lease} held for {ttl:?}"
+                return Err(SettleError::SignerBusy(format!(
+                    "signer lease {lease} held by another replica for {:?}",
+                    self.signer_wait
                 )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(())
+        Ok(Box::new(Held {
+            signer,
+            lease,
+            holder,
+            _local: local,
+        }))
     }
 
-    /// With the signer held: nonce, sign (a reverting estimate is diagnosed and the reservation
-    /// released), record `broadcast`, send.
-    async fn sign_record_send(
+    async fn release_signer(&self, guard: SignerGuard) {
+        let Ok(held) = (guard as Box<dyn Any + Send + Sync>).downcast::<Held>() else {
+            return;
+        };
+        if let Err(e) = self.store.end_lease(&held.lease, &held.holder).await {
+            tracing::warn!(lease = %held.lease, error = %e, "could not end signer lease; it expires by itself");
+        }
+    }
+
+    async fn sign(
         &self,
-        ctx: &Ctx<'_>,
+        guard: &SignerGuard,
         req: &PaymentRequest,
         payment: &EvmPayment,
-        signer: Address,
-        now: u64,
-    ) -> Result<Sent, SettleError> {
-        let signed = match self.sign(signer, payment).await {
-            Ok(signed) => signed,
+    ) -> Result<Signed, SettleError> {
+        let signer = guard
+            .downcast_ref::<Held>()
+            .map(|h| h.signer)
+            .ok_or_else(|| {
+                SettleError::ChainUnavailable("signer guard of another family".into())
+            })?;
+        let signed = async {
+            let nonce = self.chain().pending_nonce(signer).await?;
+            let tx = TransactionRequest::default()
+                .from(signer)
+                .to(payment.asset)
+                .input(payment.settlement_calldata().into())
+                .nonce(nonce);
+            self.chain().sign(tx).await
+        }
+        .await;
+        match signed {
+            Ok(signed) => Ok(Signed::Tx(SentTx::Evm {
+                transaction: format!("{:#x}", signed.hash),
+                raw: format!("{}", signed.raw),
+                signer: signer.to_checksum(None),
+                nonce: signed.nonce,
+                max_fee_per_gas: String::new(),
+                max_priority_fee_per_gas: String::new(),
+            })),
             Err(ChainError::Reverted { message, .. }) => {
-                self.release(&ctx.key).await;
                 let (name, version) = (
                     req.extra_str("name").unwrap_or(""),
                     req.extra_str("version").unwrap_or(""),
@@ -246,285 +266,140 @@ impl EvmSettler {
                     .verifier
                     .diagnose(payment, name, version, message)
                     .await?;
-                return Ok(Sent::Done(SettleResponse::failed(
-                    inv.reason,
-                    inv.message,
-                    String::new(),
-                    ctx.network.into(),
-                    inv.payer,
-                )));
+                Ok(Signed::Refused(inv))
             }
-            Err(e) => {
-                self.release(&ctx.key).await;
-                return Err(SettleError::ChainUnavailable(e.to_string()));
-            }
-        };
-        let transaction = format!("{:#x}", signed.hash);
-        let receipt = SettleResponse::settled(
-            transaction.clone(),
-            ctx.network.to_string(),
-            ctx.payer.clone(),
-            payment.authorization.value.to_string(),
-        );
-        let record = SettlementRecord::Broadcast {
-            fingerprint: ctx.fingerprint.clone(),
-            transaction: transaction.clone(),
-            raw: format!("{}", signed.raw),
-            signer: signer.to_checksum(None),
-            nonce: signed.nonce,
-            receipt,
-            at: now,
-        };
-        if let Err(e) = self.store.update(&ctx.key, &record).await {
-            // Not recorded, so not sent: the payment stays unbroadcast.
-            self.release(&ctx.key).await;
-            return Err(e.into());
-        }
-        match self.chain().send_raw(&signed.raw).await {
-            Ok(_) => Ok(Sent::Broadcast(record)),
-            Err(ChainError::Unavailable(msg)) => {
-                tracing::warn!(%transaction, error = %msg, "broadcast outcome unknown");
-                let message = format!("broadcast outcome unknown: {msg}");
-                Ok(Sent::Done(pending(ctx, transaction, message)))
-            }
-            Err(e) => {
-                // The node refused the transaction: it is in no mempool and cannot land.
-                tracing::warn!(%transaction, error = %e, "broadcast refused");
-                self.release(&ctx.key).await;
-                Ok(Sent::Done(SettleResponse::failed(
-                    Reason::EvmTransactionFailed,
-                    Some(format!("node refused the settlement transaction: {e}")),
-                    String::new(),
-                    ctx.network.into(),
-                    Some(ctx.payer.clone()),
-                )))
-            }
+            Err(e) => Err(SettleError::ChainUnavailable(e.to_string())),
         }
     }
 
-    async fn sign(
-        &self,
-        signer: Address,
-        payment: &EvmPayment,
-    ) -> Result<x402_chain::SignedTx, ChainError> {
-        let nonce = self.chain().pending_nonce(signer).await?;
-        let tx = TransactionRequest::default()
-            .from(signer)
-            .to(payment.asset)
-            .input(payment.settlement_calldata().into())
-            .nonce(nonce);
-        self.chain().sign(tx).await
+    async fn send(&self, sent: &SentTx) -> Sent {
+        let SentTx::Evm { raw, .. } = sent else {
+            return Sent::Refused("a Solana transaction on an EVM network".into());
+        };
+        let Ok(raw) = raw.parse::<Bytes>() else {
+            return Sent::Refused("corrupt recorded transaction".into());
+        };
+        match self.chain().send_raw(&raw).await {
+            Ok(_) => Sent::Accepted,
+            Err(ChainError::Unavailable(m)) => Sent::Unknown(m),
+            Err(e) => Sent::Refused(e.to_string()),
+        }
     }
 
-    /// Answers a request that found the payment's record.
-    async fn answer_from_record(
-        &self,
-        ctx: &Ctx<'_>,
-        record: SettlementRecord,
-    ) -> Result<SettleResponse, SettleError> {
-        if record.fingerprint() != ctx.fingerprint {
-            return Ok(SettleResponse::failed(
-                Reason::EvmNonceAlreadyUsed,
-                Some(
-                    "another payment with this authorization nonce is already settled or settling"
+    async fn lookup(&self, broadcast: &Broadcast) -> Result<Lookup, SettleError> {
+        let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.to_string());
+        let corrupt = || SettleError::StoreUnavailable("corrupt EVM broadcast record".into());
+        let mut known = false;
+        let sent = std::iter::once(&broadcast.sent).chain(broadcast.replaced.iter());
+        for tx in sent {
+            let hash: B256 = tx.transaction().parse().map_err(|_| corrupt())?;
+            if let Some(mined) = self.chain().receipt(hash).await.map_err(unavailable)? {
+                return Ok(self.mined(broadcast, tx.transaction(), &mined));
+            }
+            known |= self
+                .chain()
+                .transaction_known(hash)
+                .await
+                .map_err(unavailable)?;
+        }
+        if !known && crate::clock::unix_now() > broadcast.payment.valid_until {
+            // validBefore passed and no node has the transaction: it can only revert now, and
+            // only if the authorization is still unused was nothing transferred.
+            let SentTx::Evm { raw, .. } = &broadcast.sent else {
+                return Err(corrupt());
+            };
+            let (from, nonce) = authorization_of(raw).ok_or_else(corrupt)?;
+            let asset: Address = broadcast.payment.asset.parse().map_err(|_| corrupt())?;
+            let call = TransactionRequest::default().to(asset).input(
+                IEip3009Token::authorizationStateCall {
+                    authorizer: from,
+                    nonce,
+                }
+                .abi_encode()
+                .into(),
+            );
+            let used = self.chain().call(&call).await.map_err(unavailable)?;
+            if used.iter().all(|b| *b == 0) {
+                return Ok(Lookup::Expired {
+                    message: "validBefore passed before the settlement transaction landed; \
+                              nothing was transferred"
                         .into(),
-                ),
-                String::new(),
-                ctx.network.into(),
-                Some(ctx.payer.clone()),
-            ));
-        }
-        let waited = wait_while_reserved(
-            self.store.as_ref(),
-            &ctx.key,
-            record,
-            self.timing.reserved_wait,
-            self.timing.poll_interval,
-        )
-        .await?;
-        // Released: the other request failed before broadcast.
-        let Some(record) = waited else {
-            return Ok(SettleResponse::failed(
-                Reason::DuplicateSettlement,
-                Some(
-                    "a concurrent settlement of this payment failed before broadcast; retry".into(),
-                ),
-                String::new(),
-                ctx.network.into(),
-                Some(ctx.payer.clone()),
-            ));
-        };
-        match record {
-            SettlementRecord::Reserved { .. } => Ok(SettleResponse::failed(
-                Reason::DuplicateSettlement,
-                Some("this payment is being settled by another request".into()),
-                String::new(),
-                ctx.network.into(),
-                Some(ctx.payer.clone()),
-            )),
-            SettlementRecord::Done { response, .. } => Ok(response),
-            broadcast @ SettlementRecord::Broadcast { .. } => {
-                self.await_receipt(ctx, &broadcast).await
+                });
             }
-            SettlementRecord::SvmBroadcast { .. } => Err(SettleError::StoreUnavailable(
-                "a Solana record under an EVM replay key".into(),
-            )),
         }
+        Ok(Lookup::NotYet { known })
     }
 
-    /// Waits for the receipt of a broadcast record; re-sends its raw transaction when it has
-    /// been missing for long; records and returns the final answer, or `settlement_pending`.
-    async fn await_receipt(
-        &self,
-        ctx: &Ctx<'_>,
-        record: &SettlementRecord,
-    ) -> Result<SettleResponse, SettleError> {
-        let SettlementRecord::Broadcast {
-            transaction,
-            raw,
-            receipt,
-            at,
-            ..
-        } = record
-        else {
-            unreachable!("await_receipt takes a broadcast record");
-        };
-        let hash: B256 = transaction
-            .parse()
-            .map_err(|_| SettleError::StoreUnavailable("corrupt tx hash".into()))?;
-        let deadline = tokio::time::Instant::now() + self.timing.receipt_timeout;
-        let mut resent = false;
-        loop {
-            match self.chain().receipt(hash).await {
-                Ok(Some(mined)) => {
-                    let response = self.final_response(ctx, receipt, &mined);
-                    let gas_used = mined.gas_used;
-                    let price = mined.effective_gas_price;
-                    let mut gas = GasPaid {
-                        transaction: transaction.clone(),
-                        gas_used,
-                        effective_gas_price_wei: price,
-                        fee_wei: u128::from(gas_used).saturating_mul(price),
-                        usdc: None,
-                    };
-                    gas.usdc = self.gas_pricer.as_ref().and_then(|p| p(&gas));
-                    let done = SettlementRecord::Done {
-                        fingerprint: ctx.fingerprint.clone(),
-                        response: response.clone(),
-                        gas: Some(gas.clone()),
-                        svm_fee: None,
-                    };
-                    match self.store.finish(&ctx.key, &done).await {
-                        Ok(true) => {
-                            if let Some(observer) = &self.gas_observer {
-                                observer(&gas);
-                            }
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::warn!(%transaction, error = %e, "could not record confirmation; a retry re-reads the chain")
-                        }
-                    }
-                    return Ok(response);
-                }
-                Ok(None) => {
-                    let age = unix_now().saturating_sub(*at);
-                    if !resent && age >= self.timing.resend_after.as_secs() {
-                        resent = true;
-                        if let Ok(raw) = raw.parse::<Bytes>()
-                            && let Err(e) = self.chain().send_raw(&raw).await
-                        {
-                            tracing::warn!(%transaction, error = %e, "re-send failed");
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(%transaction, error = %e, "receipt poll failed"),
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(pending(
-                    ctx,
-                    transaction.clone(),
-                    "not confirmed yet; retry /settle".into(),
-                ));
-            }
-            tokio::time::sleep(self.timing.poll_interval).await;
-        }
+    fn transaction_failed(&self) -> Reason {
+        Reason::EvmTransactionFailed
     }
 
-    /// The answer for a mined settlement: success only if it did not revert and logged the
+    fn observe_landed(&self, cost: &Cost) {
+        if let (Some(observer), Some(gas)) = (&self.gas_observer, &cost.gas) {
+            observer(gas);
+        }
+    }
+}
+
+impl EvmFamily {
+    /// The outcome of a mined settlement: landed only if it did not revert and logged the
     /// expected `Transfer(from, to, value)`.
-    fn final_response(
+    fn mined(
         &self,
-        ctx: &Ctx<'_>,
-        expected: &SettleResponse,
+        broadcast: &Broadcast,
+        transaction: &str,
         mined: &TransactionReceipt,
-    ) -> SettleResponse {
-        let transaction = expected.transaction.clone();
-        let fail = |reason: Reason, msg: &str| {
-            SettleResponse::failed(
-                reason,
-                Some(msg.into()),
-                transaction.clone(),
-                ctx.network.into(),
-                Some(ctx.payer.clone()),
-            )
+    ) -> Lookup {
+        let price = mined.effective_gas_price;
+        let mut gas = GasPaid {
+            transaction: transaction.to_string(),
+            gas_used: mined.gas_used,
+            effective_gas_price_wei: price,
+            fee_wei: u128::from(mined.gas_used).saturating_mul(price),
+            usdc: None,
+        };
+        gas.usdc = self.gas_pricer.as_ref().and_then(|p| p(&gas));
+        let cost = Cost {
+            gas: Some(gas),
+            svm_fee: None,
+        };
+        let failed = |reason: Reason, message: &str| Lookup::Failed {
+            transaction: transaction.to_string(),
+            reason,
+            message: message.into(),
+            cost: cost.clone(),
         };
         if !mined.status() {
-            return fail(
+            return failed(
                 Reason::EvmTransactionFailed,
                 "settlement transaction reverted",
             );
         }
-        let payer: Address = ctx.payer.parse().unwrap_or_default();
-        let value = expected.amount.as_deref().unwrap_or_default();
+        let payer: Address = broadcast.payment.payer.parse().unwrap_or_default();
         let transferred = mined.logs().iter().any(|log| {
             IEip3009Token::Transfer::decode_log(&log.inner)
-                .map(|ev| ev.from == payer && ev.value.to_string() == value)
+                .map(|ev| ev.from == payer && ev.value.to_string() == broadcast.payment.amount)
                 .unwrap_or(false)
         });
         if !transferred {
-            return fail(
+            return failed(
                 Reason::EvmTransferEventMismatch,
                 "no matching Transfer event in the receipt",
             );
         }
-        expected.clone()
-    }
-
-    /// A signer that is free right now if any, else the next in round-robin order.
-    fn pick_signer(&self) -> Option<(Address, &tokio::sync::Mutex<()>)> {
-        if let Some((addr, lock)) = self
-            .signer_locks
-            .iter()
-            .find(|(_, lock)| lock.try_lock().is_ok())
-        {
-            return Some((*addr, lock));
+        Lookup::Landed {
+            transaction: transaction.to_string(),
+            cost,
         }
-        let n = self.signer_locks.len();
-        let (addr, lock) = self
-            .signer_locks
-            .get(self.next_signer.fetch_add(1, Ordering::Relaxed) % n.max(1))?;
-        Some((*addr, lock))
-    }
-
-    async fn release(&self, key: &str) {
-        release_or_expire(self.store.as_ref(), key).await;
     }
 }
 
-fn pending(ctx: &Ctx<'_>, transaction: String, message: String) -> SettleResponse {
-    SettleResponse::failed(
-        Reason::SettlementPending,
-        Some(message),
-        transaction,
-        ctx.network.into(),
-        Some(ctx.payer.clone()),
-    )
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// An EVM settler: the [`EvmFamily`] under the state machine.
+pub fn settler(
+    family: EvmFamily,
+    store: Arc<dyn ReplayStore>,
+    timing: SettleTiming,
+    events: SettleEvents,
+) -> EvmSettler {
+    Engine::new(family, store, timing, crate::instance_id(), events)
 }

@@ -1,19 +1,30 @@
 //! Settlement: every side effect of a payment lives here.
 //!
-//! - [`replay`]: the replay store (Redis, or in-memory for one process) holding one
-//!   [`replay::SettlementRecord`] per payment under its replay key ([`replay::keys`]).
-//! - [`evm`]: EVM `exact` settlement: re-verify, reserve, sign, record, broadcast, confirm.
-//! - [`svm`]: Solana `exact` settlement: re-verify, reserve, co-sign, record, send, confirm or
-//!   expire.
+//! - [`record`]: the settlement record and its states (`reserved → broadcast → confirmed →
+//!   delivered | failed | expired`), with a state diagram.
+//! - [`replay`]: the replay store (Redis, or in-memory for one process) holding one record per
+//!   payment under its replay key ([`replay::keys`]), moved by compare-and-swap.
+//! - [`engine`]: the one state machine for every chain family; [`family`]: what a chain family
+//!   plugs in ([`evm`]: EIP-3009 `transferWithAuthorization`; [`svm`]: Solana `TransferChecked`).
+//! - [`reconciler`]: the background task that resolves broadcast records from the chain.
+//! - [`status`]: the read-only view of a record for `GET /settlements/…`.
 //!
-//! Invariants: a payment is broadcast at most once (the reservation is an atomic `SET NX`); the
-//! signed transaction is recorded before it is sent, so a retry or another replica finds its hash;
-//! a payment that was broadcast is never answered as a plain failure while it may still land
-//! (`settlement_pending` instead).
+//! Invariants: a payment is signed at most once per reservation and never re-signed once
+//! recorded `broadcast` (the signed transaction is recorded before it is sent); a payment that
+//! may still land is never answered as a plain failure (`settlement_pending` instead); one
+//! payment gets one `success: true`, ever.
 
+pub mod clock;
+pub mod engine;
 pub mod evm;
+pub mod family;
+pub mod reconciler;
+pub mod record;
 pub mod replay;
+pub mod status;
 pub mod svm;
+
+use std::sync::{Arc, OnceLock};
 
 use x402_proto::ParseError;
 
@@ -29,6 +40,9 @@ pub enum SettleError {
     /// The chain cannot be reached before broadcast.
     #[error("chain unavailable: {0}")]
     ChainUnavailable(String),
+    /// No signer could be had within the configured wait.
+    #[error("signer busy: {0}")]
+    SignerBusy(String),
 }
 
 impl From<replay::StoreError> for SettleError {
@@ -44,4 +58,63 @@ impl From<x402_verify::VerifyError> for SettleError {
             x402_verify::VerifyError::ChainUnavailable(m) => SettleError::ChainUnavailable(m),
         }
     }
+}
+
+/// Receives the settlement engine's events (metrics); every method defaults to nothing.
+pub trait SettleObserver: Send + Sync {
+    /// A lapsed reservation was taken over.
+    fn takeover(&self) {}
+    /// A recorded transaction was re-sent.
+    fn resend(&self) {}
+    /// A record reached a resolved state (`confirmed`, `delivered`, `failed`, `expired`).
+    fn resolved(&self, _state: &'static str) {}
+    /// After a reconciler pass: unresolved records, and the age of the oldest, seconds.
+    fn open_records(&self, _count: usize, _oldest_age_seconds: u64) {}
+}
+
+struct NoEvents;
+impl SettleObserver for NoEvents {}
+
+/// A shared [`SettleObserver`].
+#[derive(Clone)]
+pub struct SettleEvents(Arc<dyn SettleObserver>);
+
+impl Default for SettleEvents {
+    fn default() -> Self {
+        SettleEvents(Arc::new(NoEvents))
+    }
+}
+
+impl SettleEvents {
+    /// Events delivered to `observer`.
+    pub fn new(observer: Arc<dyn SettleObserver>) -> Self {
+        SettleEvents(observer)
+    }
+    fn takeover(&self) {
+        self.0.takeover()
+    }
+    fn resend(&self) {
+        self.0.resend()
+    }
+    fn resolved(&self, state: &'static str) {
+        self.0.resolved(state)
+    }
+    fn open_records(&self, count: usize, oldest_age_seconds: u64) {
+        self.0.open_records(count, oldest_age_seconds)
+    }
+}
+
+/// This process's instance id (`hostname:pid:random`), the owner named in reservations.
+pub fn instance_id() -> String {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(clock::unix_ms());
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "host".into());
+        format!("{host}:{}:{:08x}", std::process::id(), h.finish() as u32)
+    })
+    .clone()
 }

@@ -14,8 +14,7 @@
 #[path = "demo/svm.rs"]
 mod svm;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{B256, U256};
@@ -25,6 +24,7 @@ use serde_json::Value;
 use x402_tests::eip3009::{ExactEvmRequirements, v2_evm_payment_json};
 use x402_tests::facilitator::TestFacilitator;
 use x402_tests::price_feed::MockAggregator;
+use x402_tests::process::FacilitatorProcess;
 use x402_tests::{Anvil, DEV_PRIVATE_KEYS, RedisServer, Usdc};
 
 /// Minted to the payer: 10 USDC (atomic units, 6 decimals).
@@ -113,7 +113,7 @@ async fn run() -> anyhow::Result<()> {
     let toml = TestFacilitator::config_toml(&anvil, DEV_PRIVATE_KEYS[1], Some(&redis_url))
         + &gas_toml(&feed.address().to_checksum(None));
     let facilitator = FacilitatorProcess::start("evm", &toml).await?;
-    let url = facilitator.url.clone();
+    let url = facilitator.url().to_string();
     facilitator.describe();
     let http = reqwest::Client::new();
 
@@ -213,128 +213,6 @@ async fn replay_store() -> anyhow::Result<(String, Option<RedisServer>)> {
         let url = server.url();
         println!("  nothing on 127.0.0.1:6379: started a private redis-server at {url}");
         Ok((url, Some(server)))
-    }
-}
-
-/// The `x402-facilitator` binary running as a child process; killed on drop.
-struct FacilitatorProcess {
-    child: Child,
-    bin: PathBuf,
-    config: PathBuf,
-    log: PathBuf,
-    port: u16,
-    url: String,
-}
-
-impl FacilitatorProcess {
-    /// Starts the binary next to this executable with `X402_CONFIG` pointing at `toml` (a
-    /// harness config with `listen = "127.0.0.1:0"`) rewritten to a free port, and waits until
-    /// `/health` answers 200. Retries on another port if the first one was taken meanwhile.
-    /// `label` names its config and log files (`x402-demo-<label>-<pid>.{toml,log}` in the
-    /// temporary directory).
-    async fn start(label: &str, toml: &str) -> anyhow::Result<Self> {
-        let bin = std::env::current_exe()?.with_file_name("x402-facilitator");
-        ensure!(
-            bin.is_file(),
-            "{} not found: run `cargo build -p x402-facilitator` (or scripts/demo.sh)",
-            bin.display()
-        );
-        let any_port = "listen = \"127.0.0.1:0\"";
-        ensure!(
-            toml.contains(any_port),
-            "unexpected harness config:\n{toml}"
-        );
-        let mut last_err = None;
-        for _ in 0..3 {
-            let port = x402_tests::net::free_port()?;
-            let toml = toml.replace(any_port, &format!("listen = \"127.0.0.1:{port}\""));
-            let mut process = Self::spawn(&bin, label, &toml, port)?;
-            match process.wait_healthy(Duration::from_secs(20)).await {
-                Ok(()) => return Ok(process),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(last_err.expect("at least one attempt"))
-    }
-
-    fn spawn(bin: &std::path::Path, label: &str, toml: &str, port: u16) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir();
-        let stem = format!("x402-demo-{label}-{}", std::process::id());
-        let config = dir.join(format!("{stem}.toml"));
-        let log = dir.join(format!("{stem}.log"));
-        std::fs::write(&config, toml)?;
-        let mut cmd = Command::new(bin);
-        // Only the generated file configures it: drop any X402_* override from our environment.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("X402_") {
-                cmd.env_remove(key);
-            }
-        }
-        let log_file = std::fs::File::create(&log)?;
-        let child = cmd
-            .env("X402_CONFIG", &config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        Ok(FacilitatorProcess {
-            child,
-            bin: bin.to_path_buf(),
-            config,
-            log,
-            port,
-            url: format!("http://127.0.0.1:{port}"),
-        })
-    }
-
-    async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("x402-facilitator exited ({status}):\n{}", self.log_text());
-            }
-            // Our process must own the port: never trust whoever else may have grabbed it.
-            if x402_tests::net::pid_listens_on(self.child.id(), self.port)
-                && let Ok(resp) = reqwest::get(format!("{}/health", self.url)).await
-                && resp.status().is_success()
-            {
-                return Ok(());
-            }
-            if start.elapsed() > timeout {
-                bail!("/health not 200 after {timeout:?}:\n{}", self.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Prints the binary, its URL, config and log.
-    fn describe(&self) {
-        println!("  {} listening on {}", self.bin.display(), self.url);
-        println!("  config {}", self.config.display());
-        println!("  log    {} (kept if the demo fails)", self.log.display());
-    }
-
-    /// Stops the process and removes its log (all went well: only a failure's log is worth
-    /// keeping).
-    fn stop_and_clean(self) {
-        let log = self.log.clone();
-        drop(self);
-        let _ = std::fs::remove_file(log);
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// Kills the process and removes its config file (the log is kept).
-impl Drop for FacilitatorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
     }
 }
 

@@ -4,12 +4,21 @@
 //!   [`super::SettlementRecord`]; addresses and nonce lower-case 0x-hex. Expires no earlier than
 //!   the authorization's `validBefore` (plus [`REPLAY_GRACE_SECONDS`]).
 //! - `{prefix}:lease:evm:{chainId}:{signer}`: who may take the next nonce of a facilitator signer
-//!   (value: the holder's payment fingerprint; expires after [`SIGNER_LEASE_SECONDS`]), so that
+//!   (value: the holder's instance id; expires after the configured signer lease), so that
 //!   replicas sharing a key never sign two transactions with one nonce.
 //! - `{prefix}:replay:svm:{network}:{signature}`: the Solana payment's record, keyed by the
 //!   settlement transaction's first signature (base58; the fee payer's deterministic Ed25519
 //!   signature of the message, so one payment has one key). Expires after the configured record
 //!   lifetime, never less than [`SVM_REPLAY_MIN_TTL_SECONDS`].
+//! - `{prefix}:settlements:open`: sorted set of the replay keys of records that are not resolved
+//!   yet (`reserved`, `broadcast`), scored by Unix milliseconds of their last change: what the
+//!   reconciler walks.
+//! - `{prefix}:settlement:tx:{transaction}`: the replay key of the record that signed
+//!   `transaction` (EVM hash lower-case 0x-hex, Solana signature base58), for
+//!   `GET /settlements/{transaction}`; same lifetime as the record.
+//! - `{prefix}:claim:svm:{network}:{payTo}:{memo}`: the replay key of the payment that settles
+//!   `extra.memo` for `payTo` (x402-conformance F4), same lifetime as the record.
+//! - `{prefix}:lock:reconciler`: which replica runs the reconciler now (a lease).
 
 use alloy::primitives::{Address, B256};
 
@@ -19,12 +28,30 @@ pub const REPLAY_GRACE_SECONDS: u64 = 3600;
 /// `authorizationState` still refuses a used nonce.
 pub const REPLAY_MAX_TTL_SECONDS: u64 = 365 * 24 * 3600;
 
-/// Longest hold of a signer lease, in seconds (it covers nonce read, signing and broadcast).
-pub const SIGNER_LEASE_SECONDS: u64 = 30;
-
 /// Shortest lifetime of a Solana replay key, seconds: about twice a blockhash's lifetime, after
 /// which the transaction can no longer land (x402-reference §7).
 pub const SVM_REPLAY_MIN_TTL_SECONDS: u64 = 120;
+
+/// The sorted set of unresolved records (see the module docs).
+pub fn open_index_key(prefix: &str) -> String {
+    format!("{prefix}:settlements:open")
+}
+
+/// Prefix of the transaction → replay key index (see the module docs); the store appends the
+/// transaction.
+pub fn transaction_index_prefix(prefix: &str) -> String {
+    format!("{prefix}:settlement:tx:")
+}
+
+/// Claim key of a Solana `extra.memo` for `pay_to` on `network` (CAIP-2).
+pub fn svm_memo_claim_key(prefix: &str, network: &str, pay_to: &str, memo: &str) -> String {
+    format!("{prefix}:claim:svm:{network}:{pay_to}:{memo}")
+}
+
+/// Lease key of the reconciler (one replica at a time).
+pub fn reconciler_lock_key(prefix: &str) -> String {
+    format!("{prefix}:lock:reconciler")
+}
 
 /// Replay key of a Solana payment on `network` (CAIP-2), by its transaction signature (base58).
 pub fn svm_replay_key(prefix: &str, network: &str, signature: &str) -> String {

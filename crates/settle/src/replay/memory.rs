@@ -7,12 +7,23 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{ReplayStore, SettlementRecord, StoreError, decode, encode};
+use super::redis_store::TxIdCase;
+use super::{Created, ReplayStore, SettlementRecord, StoreError, Stored, decode, encode, unix_ms};
 
-/// A `HashMap` of records with expiry times behind a mutex.
+#[derive(Default)]
+struct State {
+    /// Records, claims and leases: key → (value, expiry).
+    entries: HashMap<String, (String, Instant)>,
+    /// Unresolved replay keys → Unix ms of their last change.
+    open: HashMap<String, u64>,
+    /// Transaction → replay key.
+    transactions: HashMap<String, String>,
+}
+
+/// Maps behind one mutex; every operation is atomic.
 #[derive(Default)]
 pub struct MemoryStore {
-    entries: Mutex<HashMap<String, (String, Instant)>>,
+    state: Mutex<State>,
 }
 
 impl MemoryStore {
@@ -21,80 +32,147 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// `SET NX PX`: true when this call inserted it.
-    fn insert_if_absent(&self, key: &str, value: String, ttl: Duration) -> bool {
-        self.with(|m| {
-            if m.contains_key(key) {
-                return false;
-            }
-            m.insert(key.to_string(), (value, Instant::now() + ttl));
-            true
-        })
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, (String, Instant)>) -> T) -> T {
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        map.retain(|_, (_, exp)| *exp > now);
-        f(&mut map)
+        state.entries.retain(|_, (_, exp)| *exp > now);
+        f(&mut state)
     }
 }
 
 #[async_trait]
 impl ReplayStore for MemoryStore {
-    async fn reserve(
+    async fn create(
         &self,
         key: &str,
         record: &SettlementRecord,
         ttl: Duration,
+        claims: &[String],
+    ) -> Result<Created, StoreError> {
+        let raw = encode(record)?;
+        Ok(self.with(|s| {
+            if s.entries.contains_key(key) {
+                return Created::Exists;
+            }
+            for c in claims {
+                if let Some((holder, _)) = s.entries.get(c)
+                    && holder != key
+                {
+                    return Created::Claimed {
+                        claim: c.clone(),
+                        holder: holder.clone(),
+                    };
+                }
+            }
+            let exp = Instant::now() + ttl;
+            s.entries.insert(key.to_string(), (raw.clone(), exp));
+            for c in claims {
+                s.entries.insert(c.clone(), (key.to_string(), exp));
+            }
+            if !record.is_resolved() {
+                s.open.insert(key.to_string(), unix_ms());
+            }
+            Created::Created(raw)
+        }))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        let raw = self.with(|s| s.entries.get(key).map(|(v, _)| v.clone()));
+        raw.map(|raw| {
+            Ok(Stored {
+                record: decode(&raw)?,
+                raw,
+            })
+        })
+        .transpose()
+    }
+
+    async fn swap(
+        &self,
+        key: &str,
+        expected: &str,
+        next: &SettlementRecord,
+    ) -> Result<Option<String>, StoreError> {
+        let raw = encode(next)?;
+        Ok(self.with(|s| {
+            let entry = s.entries.get_mut(key)?;
+            if entry.0 != expected {
+                return None;
+            }
+            entry.0 = raw.clone();
+            if next.is_resolved() {
+                s.open.remove(key);
+            } else {
+                s.open.insert(key.to_string(), unix_ms());
+            }
+            for tx in next.all_transactions() {
+                s.transactions
+                    .insert(tx.to_ascii_lowercase_if_hex(), key.to_string());
+            }
+            Some(raw)
+        }))
+    }
+
+    async fn remove(
+        &self,
+        key: &str,
+        expected: &str,
+        claims: &[String],
     ) -> Result<bool, StoreError> {
-        Ok(self.insert_if_absent(key, encode(record)?, ttl))
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<SettlementRecord>, StoreError> {
-        self.with(|m| m.get(key).map(|(v, _)| v.clone()))
-            .map(|v| decode(&v))
-            .transpose()
-    }
-
-    async fn update(&self, key: &str, record: &SettlementRecord) -> Result<(), StoreError> {
-        let value = encode(record)?;
-        self.with(|m| match m.get_mut(key) {
-            Some(entry) => {
-                entry.0 = value;
-                Ok(())
+        Ok(self.with(|s| {
+            if s.entries.get(key).map(|(v, _)| v.as_str()) != Some(expected) {
+                return false;
             }
-            None => Err(StoreError(format!("record {key} vanished before update"))),
-        })
-    }
-
-    async fn finish(&self, key: &str, done: &SettlementRecord) -> Result<bool, StoreError> {
-        let value = encode(done)?;
-        self.with(|m| match m.get_mut(key) {
-            Some(entry) if matches!(decode(&entry.0)?, SettlementRecord::Done { .. }) => Ok(false),
-            Some(entry) => {
-                entry.0 = value;
-                Ok(true)
+            s.entries.remove(key);
+            s.open.remove(key);
+            for c in claims {
+                if s.entries.get(c).is_some_and(|(h, _)| h == key) {
+                    s.entries.remove(c);
+                }
             }
-            None => Err(StoreError(format!(
-                "record {key} vanished before it was finished"
-            ))),
-        })
+            true
+        }))
     }
 
-    async fn release(&self, key: &str) -> Result<(), StoreError> {
-        self.with(|m| m.remove(key));
+    async fn open_keys(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        Ok(self.with(|s| {
+            let mut keys: Vec<(u64, String)> =
+                s.open.iter().map(|(k, at)| (*at, k.clone())).collect();
+            keys.sort();
+            keys.into_iter().take(limit).map(|(_, k)| k).collect()
+        }))
+    }
+
+    async fn forget_open(&self, key: &str) -> Result<(), StoreError> {
+        self.with(|s| s.open.remove(key));
         Ok(())
     }
 
+    async fn key_of_transaction(&self, transaction: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.with(|s| {
+            let key = s
+                .transactions
+                .get(&transaction.to_ascii_lowercase_if_hex())?
+                .clone();
+            s.entries.contains_key(&key).then_some(key)
+        }))
+    }
+
     async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
-        Ok(self.insert_if_absent(key, holder.to_string(), ttl))
+        Ok(self.with(|s| {
+            if s.entries.contains_key(key) {
+                return false;
+            }
+            s.entries
+                .insert(key.to_string(), (holder.to_string(), Instant::now() + ttl));
+            true
+        }))
     }
 
     async fn end_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {
-        self.with(|m| {
-            if m.get(key).is_some_and(|(h, _)| h == holder) {
-                m.remove(key);
+        self.with(|s| {
+            if s.entries.get(key).is_some_and(|(v, _)| v == holder) {
+                s.entries.remove(key);
             }
         });
         Ok(())

@@ -99,7 +99,7 @@ pub async fn run() -> anyhow::Result<()> {
     step("facilitator: the real x402-facilitator binary, one [[svm]] network (devnet) on surfnet");
     let toml = config_toml(&surfnet.rpc_url(), &redis_url, &fee_payer, &mint, &pay_to);
     let facilitator = FacilitatorProcess::start("svm", &toml).await?;
-    let url = facilitator.url.clone();
+    let url = facilitator.url().to_string();
     facilitator.describe();
     println!("  create_destination_ata_for = [payTo]: payments to payTo may create its account");
     println!(

@@ -1,0 +1,154 @@
+//! The per-chain-family part of settlement ([`ChainFamily`]): identity and binding, verify,
+//! sign, send, look up on chain. The state machine in [`crate::engine`] drives it; the EVM
+//! implementation is [`crate::evm::EvmFamily`], the Solana one [`crate::svm::SvmFamily`].
+
+use async_trait::async_trait;
+use x402_proto::{PaymentRequest, Reason, SettleResponse, X402Version};
+use x402_verify::Invalid;
+
+use crate::SettleError;
+use crate::record::{Broadcast, Cost, PaymentFacts, SentTx};
+
+/// The identity of one payment under one set of requirements.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Replay key ([`crate::replay::keys`]).
+    pub key: String,
+    /// What the record stores of the payment (its `binding` fingerprints payload and
+    /// requirements).
+    pub facts: PaymentFacts,
+    /// Lifetime of the record, seconds.
+    pub ttl_seconds: u64,
+    /// Claim keys the payment must hold alone (Solana `extra.memo` for a `payTo`).
+    pub claims: Vec<String>,
+}
+
+/// [`ChainFamily::identify`]'s answer.
+pub enum Identified {
+    /// The payment has an identity.
+    Payment(Box<Identity>),
+    /// It has none (undecodable, not our fee payer): the verification failure to answer.
+    Refused(Box<SettleResponse>),
+}
+
+/// [`ChainFamily::sign`]'s answer.
+pub enum Signed {
+    /// A signed transaction, not yet sent.
+    Tx(SentTx),
+    /// Refused before anything was signed (e.g. the gas estimate reverted): the reason.
+    Refused(Invalid),
+}
+
+/// [`ChainFamily::send`]'s answer.
+pub enum Sent {
+    /// The node accepted it (or already had it).
+    Accepted,
+    /// Transport failure or timeout: it may or may not have been accepted.
+    Unknown(String),
+    /// The node refused it definitively: it is in no mempool and cannot land as sent.
+    Refused(String),
+}
+
+/// Where a broadcast payment stands on chain ([`ChainFamily::lookup`]).
+pub enum Lookup {
+    /// Landed and transferred as required.
+    Landed {
+        /// The landed transaction.
+        transaction: String,
+        /// What it cost.
+        cost: Cost,
+    },
+    /// Landed and failed (reverted, on-chain error, or no matching transfer).
+    Failed {
+        /// The failed transaction.
+        transaction: String,
+        /// Reason (x402 v2).
+        reason: Reason,
+        /// Detail.
+        message: String,
+        /// What it cost.
+        cost: Cost,
+    },
+    /// Not landed, and never can (validBefore or blockhash passed).
+    Expired {
+        /// Detail.
+        message: String,
+    },
+    /// Not landed yet. `known`: a node has it (false: re-send the recorded bytes).
+    NotYet {
+        /// Whether the node knows the transaction.
+        known: bool,
+    },
+}
+
+/// A held signer (EVM: its local lock and cross-replica lease); released with
+/// [`ChainFamily::release_signer`].
+pub type SignerGuard = Box<dyn std::any::Any + Send + Sync>;
+
+/// One chain family's settlement operations.
+#[async_trait]
+pub trait ChainFamily: Send + Sync + 'static {
+    /// A verified payment, ready to sign.
+    type Payment: Send + Sync;
+
+    /// The start of every replay key of this family on this network (the reconciler routes
+    /// unresolved records by it).
+    fn key_space(&self) -> String;
+
+    /// The identity of the payment in `req` at Unix time `now` (seconds). Errors name a
+    /// malformed field.
+    async fn identify(&self, req: &PaymentRequest, now: u64) -> Result<Identified, SettleError>;
+
+    /// Every verification check (settlement-time: EVM without `eth_call`, which the gas
+    /// estimate repeats; Solana with simulation).
+    async fn verify(
+        &self,
+        req: &PaymentRequest,
+        now: u64,
+    ) -> Result<Result<Self::Payment, Invalid>, SettleError>;
+
+    /// A payment that fails verification while no record exists may have landed already (its
+    /// record lost with a flushed store): the record to restore from the chain, if any.
+    async fn recover_lost(
+        &self,
+        _req: &PaymentRequest,
+        _id: &Identity,
+        _invalid: &Invalid,
+    ) -> Option<crate::record::SettlementRecord> {
+        None
+    }
+
+    /// The payer of a verified payment, as answers name it.
+    fn payer_of(&self, payment: &Self::Payment) -> String;
+
+    /// Takes a signer (bounded wait). Errors: none free in time, nothing reserved elsewhere.
+    async fn acquire_signer(&self) -> Result<SignerGuard, SettleError>;
+
+    /// Gives the signer back.
+    async fn release_signer(&self, guard: SignerGuard);
+
+    /// Signs the payment's settlement transaction with the held signer; sends nothing.
+    async fn sign(
+        &self,
+        guard: &SignerGuard,
+        req: &PaymentRequest,
+        payment: &Self::Payment,
+    ) -> Result<Signed, SettleError>;
+
+    /// Sends (or re-sends) a recorded transaction.
+    async fn send(&self, sent: &SentTx) -> Sent;
+
+    /// Where a broadcast payment stands.
+    async fn lookup(&self, broadcast: &Broadcast) -> Result<Lookup, SettleError>;
+
+    /// The reason as the request's x402 version spells it (Solana v1 keeps five short forms).
+    fn reason_for(&self, reason: Reason, _version: X402Version) -> Reason {
+        reason
+    }
+
+    /// The reason of a transaction that failed on chain or could not be sent.
+    fn transaction_failed(&self) -> Reason;
+
+    /// Called once per landed settlement with its cost (metrics, accounting).
+    fn observe_landed(&self, _cost: &Cost) {}
+}

@@ -1,0 +1,121 @@
+//! The read-only view of a settlement record served by `GET /settlements/{transaction}` and
+//! `POST /settlements/lookup` (states `pending`, `settled`, `failed`, `expired`, with
+//! `retryAfterMs` while pending, as Circle's facilitator status endpoint and the open x402
+//! status vocabulary proposal).
+
+use serde::Serialize;
+use x402_proto::PaymentRequest;
+
+use crate::SettleError;
+use crate::engine::Engine;
+use crate::family::{ChainFamily, Identified};
+use crate::record::{PublicState, SettlementRecord};
+use crate::replay::ReplayStore;
+
+/// One payment's settlement as `/settlements` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettlementStatus {
+    /// `pending`, `settled`, `failed` or `expired`.
+    pub state: PublicState,
+    /// The stored state (`reserved`, `broadcast`, `confirmed`, `delivered`, `failed`,
+    /// `expired`).
+    pub record_state: &'static str,
+    /// Transaction hash or signature; empty while nothing is signed.
+    pub transaction: String,
+    /// Network, CAIP-2.
+    pub network: String,
+    /// The payer.
+    pub payer: String,
+    /// Amount, atomic token units.
+    pub amount: String,
+    /// Token contract or mint.
+    pub asset: String,
+    /// Recipient.
+    pub pay_to: String,
+    /// Unix seconds of the reservation.
+    pub created_at: u64,
+    /// Unix seconds of the landing or closing, when resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<u64>,
+    /// While pending: when to ask again, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    /// Failed or expired: the reason (x402 v2 wire string).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_reason: Option<String>,
+    /// Failed or expired: detail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+}
+
+/// Suggested poll interval while a settlement is pending, milliseconds.
+pub const RETRY_AFTER_MS: u64 = 2_000;
+
+impl SettlementStatus {
+    /// The view of `record`.
+    pub fn of(record: &SettlementRecord) -> Self {
+        let p = record.payment();
+        let (resolved_at, error_reason, error_message) = match record {
+            SettlementRecord::Confirmed(s) | SettlementRecord::Delivered(s) => {
+                (Some(s.settled_at), None, None)
+            }
+            SettlementRecord::Failed(c) | SettlementRecord::Expired(c) => (
+                Some(c.closed_at),
+                Some(c.reason.clone()),
+                Some(c.message.clone()),
+            ),
+            _ => (None, None, None),
+        };
+        let state = record.public_state();
+        SettlementStatus {
+            state,
+            record_state: record.state_name(),
+            transaction: record.transaction().unwrap_or_default().to_string(),
+            network: p.network.clone(),
+            payer: p.payer.clone(),
+            amount: p.amount.clone(),
+            asset: p.asset.clone(),
+            pay_to: p.pay_to.clone(),
+            created_at: p.created_at,
+            resolved_at,
+            retry_after_ms: (state == PublicState::Pending).then_some(RETRY_AFTER_MS),
+            error_reason,
+            error_message,
+        }
+    }
+}
+
+/// The settlement that signed `transaction` (EVM hash, any case; Solana signature).
+pub async fn by_transaction(
+    store: &dyn ReplayStore,
+    transaction: &str,
+) -> Result<Option<SettlementStatus>, SettleError> {
+    let Some(key) = store.key_of_transaction(transaction).await? else {
+        return Ok(None);
+    };
+    Ok(store
+        .get(&key)
+        .await?
+        .map(|stored| SettlementStatus::of(&stored.record)))
+}
+
+impl<F: ChainFamily> Engine<F> {
+    /// The settlement of the payment in `req` under its requirements, acting on nothing;
+    /// `None` when there is none (or only one under other requirements).
+    pub async fn status(
+        &self,
+        req: &PaymentRequest,
+        now: u64,
+    ) -> Result<Option<SettlementStatus>, SettleError> {
+        let Identified::Payment(id) = self.family().identify(req, now).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .store()
+            .get(&id.key)
+            .await?
+            .filter(|s| s.record.payment().binding == id.facts.binding)
+            .map(|s| SettlementStatus::of(&s.record)))
+    }
+}
