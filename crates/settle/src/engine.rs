@@ -68,6 +68,21 @@ struct Ctx<'a> {
     id: Identity,
     network: &'a str,
     version: X402Version,
+    /// The payer once known (from verification or the record).
+    payer: std::sync::Mutex<String>,
+}
+
+impl Ctx<'_> {
+    fn learn_payer(&self, payer: &str) {
+        if !payer.is_empty() {
+            *self.payer.lock().unwrap_or_else(|p| p.into_inner()) = payer.to_string();
+        }
+    }
+
+    fn payer(&self) -> Option<String> {
+        let p = self.payer.lock().unwrap_or_else(|p| p.into_inner());
+        (!p.is_empty()).then(|| p.clone())
+    }
 }
 
 /// One step's outcome: an answer, or re-read the record (someone changed it first).
@@ -121,6 +136,7 @@ impl<F: ChainFamily> Engine<F> {
             Identified::Refused(answer) => return Ok(*answer),
         };
         let ctx = Ctx {
+            payer: std::sync::Mutex::new(id.facts.payer.clone()),
             id,
             network: req.network_wire(),
             version: req.version,
@@ -168,6 +184,7 @@ impl<F: ChainFamily> Engine<F> {
         };
         let mut facts = ctx.id.facts.clone();
         facts.payer = self.family.payer_of(&payment);
+        ctx.learn_payer(&facts.payer);
         let reserved = self.reservation(facts.clone());
         let ttl = Duration::from_secs(ctx.id.ttl_seconds);
         match self
@@ -209,6 +226,7 @@ impl<F: ChainFamily> Engine<F> {
         if stored.record.payment().binding != ctx.id.facts.binding {
             return self.mismatch(ctx, req, now, &stored.record).await;
         }
+        ctx.learn_payer(&stored.record.payment().payer);
         match stored.record {
             SettlementRecord::Reserved(r) if r.lease_until_ms > unix_ms() => {
                 if tokio::time::Instant::now() >= wait_until {
@@ -273,7 +291,7 @@ impl<F: ChainFamily> Engine<F> {
         }
         Ok(Step::Answer(self.answer(
             ctx,
-            Reason::DuplicateSettlement,
+            self.family.conflict_reason(),
             "this payment is already settled or settling under other requirements".into(),
             record.transaction().unwrap_or_default().to_string(),
         )))
@@ -336,7 +354,7 @@ impl<F: ChainFamily> Engine<F> {
             sent,
             replaced: vec![],
             sent_at: now,
-            last_sent_at: now,
+            last_sent_ms: unix_ms(),
         };
         let record = SettlementRecord::Broadcast(broadcast.clone());
         // Recorded before it is sent; not recorded → not sent.
@@ -466,8 +484,8 @@ impl<F: ChainFamily> Engine<F> {
                 closed_at: now,
             }),
             Lookup::NotYet { known } => {
-                let stale = now.saturating_sub(broadcast.last_sent_at)
-                    >= self.timing.resend_after.as_secs();
+                let stale = unix_ms().saturating_sub(broadcast.last_sent_ms)
+                    >= self.timing.resend_after.as_millis() as u64;
                 if !stale && known {
                     return Ok(Advance::Unchanged);
                 }
@@ -476,7 +494,7 @@ impl<F: ChainFamily> Engine<F> {
                     return Ok(Advance::Unchanged);
                 }
                 let mut next = broadcast.clone();
-                next.last_sent_at = now;
+                next.last_sent_ms = unix_ms();
                 let Some(next_raw) = self
                     .store
                     .swap(key, raw, &SettlementRecord::Broadcast(next.clone()))
@@ -570,7 +588,7 @@ impl<F: ChainFamily> Engine<F> {
             Some(message),
             transaction,
             ctx.network.to_string(),
-            Some(ctx.id.facts.payer.clone()).filter(|p| !p.is_empty()),
+            ctx.payer(),
         )
     }
 

@@ -334,6 +334,11 @@ impl ChainFamily for EvmFamily {
         Reason::EvmTransactionFailed
     }
 
+    /// Another payment under the same `(from, nonce)`: its authorization nonce is taken.
+    fn conflict_reason(&self) -> Reason {
+        Reason::EvmNonceAlreadyUsed
+    }
+
     fn observe_landed(&self, cost: &Cost) {
         if let (Some(observer), Some(gas)) = (&self.gas_observer, &cost.gas) {
             observer(gas);

@@ -146,6 +146,12 @@ pub trait ChainFamily: Send + Sync + 'static {
         reason
     }
 
+    /// The answer to a payment whose replay key holds a record bound to another payload or
+    /// other requirements, when verification finds nothing wrong with it.
+    fn conflict_reason(&self) -> Reason {
+        Reason::DuplicateSettlement
+    }
+
     /// The reason of a transaction that failed on chain or could not be sent.
     fn transaction_failed(&self) -> Reason;
 

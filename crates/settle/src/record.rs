@@ -123,8 +123,8 @@ pub struct Broadcast {
     pub replaced: Vec<SentTx>,
     /// Unix seconds of the first broadcast.
     pub sent_at: u64,
-    /// Unix seconds of the latest (re-)send or replacement.
-    pub last_sent_at: u64,
+    /// Unix milliseconds of the latest (re-)send.
+    pub last_sent_ms: u64,
 }
 
 /// `confirmed` / `delivered`: the transfer landed.
@@ -387,7 +387,7 @@ mod tests {
             },
             replaced: vec![],
             sent_at: 1,
-            last_sent_at: 1,
+            last_sent_ms: 1_000,
         });
         let json = serde_json::to_string(&broadcast).unwrap();
         assert_eq!(
