@@ -158,8 +158,21 @@ async fn f3_kill9_of_a_replica_mid_burst_settles_every_payment_exactly_once() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Kill A mid-burst: once its signer has sent a few transactions, the rest of its requests
+    // hold reservations (waiting for the signer) or a broadcast transaction.
+    let start = Instant::now();
+    while tx_count(&anvil, 1).await < 3 && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     a.kill9();
+    let at_crash = record_states(&redis).await;
+    eprintln!("records at the crash: {at_crash:?}");
+    assert!(
+        at_crash.get("reserved").copied().unwrap_or(0)
+            + at_crash.get("broadcast").copied().unwrap_or(0)
+            > 0,
+        "the crash left no payment in flight: {at_crash:?}"
+    );
     let mut successes = vec![0usize; payments.len()];
     for (i, task) in burst.into_iter().enumerate() {
         if let Some(answer) = task.await.unwrap()
