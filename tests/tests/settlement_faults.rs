@@ -324,10 +324,12 @@ async fn f7_kill9_after_broadcast_is_finished_by_the_reconciler() {
     let tx = lookup["transaction"].as_str().unwrap().to_string();
     assert_eq!(tx.len(), 66, "{lookup}");
 
-    let _: String = provider.raw_request("evm_mine".into(), ()).await.unwrap();
+    // The chain goes on producing blocks (if the kill came between recording and sending, the
+    // reconciler re-sends the recorded bytes first).
     let http = reqwest::Client::new();
     let start = Instant::now();
     loop {
+        let _: String = provider.raw_request("evm_mine".into(), ()).await.unwrap();
         let status: Value = http
             .get(format!("{}/settlements/{tx}", a.url()))
             .send()
@@ -636,4 +638,55 @@ async fn f10_f13_f14_replays_under_other_requirements_never_succeed() {
         U256::from(AMOUNT)
     );
     assert_eq!(tx_count(&anvil, 1).await, 1);
+}
+
+/// RPC failover: with a second URL configured, a stalled first endpoint costs one RPC timeout,
+/// then verifications and settlements go through the second; `/health` and
+/// `x402_rpc_failovers_total` say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_rpc_fails_over_to_the_second_url() {
+    let (anvil, usdc) = chain().await;
+    let redis = RedisServer::spawn().await.unwrap();
+    let proxy = StallProxy::start(&format!("127.0.0.1:{}", anvil.port()))
+        .await
+        .unwrap();
+    let toml = config(
+        &anvil,
+        proxy.url(),
+        DEV_PRIVATE_KEYS[1],
+        &redis.url(),
+        FAST_SETTLE,
+    )
+    .replace(
+        &format!("rpc_url = \"{}\"", proxy.url()),
+        &format!("rpc_urls = [\"{}\", \"{}\"]", proxy.url(), anvil.rpc_url()),
+    );
+    let fac = TestFacilitator::start_with_toml(&toml).await.unwrap();
+    let payments = payments(&anvil, 2);
+    proxy.set_stalled(true);
+
+    let t = Instant::now();
+    let (_, verify) = fac.post("/verify", &payments[0].1).await.unwrap();
+    assert_eq!(verify["isValid"], true, "{verify}");
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+    for (_, body) in &payments {
+        let (_, settle) = fac.post("/settle", body).await.unwrap();
+        assert_eq!(settle["success"], true, "{settle}");
+    }
+    assert_eq!(
+        usdc.balance_of(anvil.address(3)).await.unwrap(),
+        U256::from(AMOUNT * 2)
+    );
+    let (_, health) = fac.get("/health").await.unwrap();
+    let health: Value = serde_json::from_str(&health).unwrap();
+    let endpoints = &health["rpc"]["eip155:8453"];
+    assert_eq!(endpoints[0]["healthy"], false, "{health}");
+    assert_eq!(endpoints[1]["current"], true, "{health}");
+    let metrics = fac.get("/metrics").await.unwrap().1;
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("x402_rpc_failovers_total{network=\"eip155:8453\"} ")
+            && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }

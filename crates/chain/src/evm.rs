@@ -1,6 +1,6 @@
 //! The [`EvmChain`] trait: the chain operations the EVM `exact` scheme needs.
 
-use alloy::primitives::{Address, B256, Bytes};
+use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::rpc::types::{FeeHistory, TransactionReceipt, TransactionRequest};
 use async_trait::async_trait;
 
@@ -68,6 +68,9 @@ pub trait EvmChain: Send + Sync {
 
     /// `eth_getTransactionCount(address, "pending")`: the next nonce to use.
     async fn pending_nonce(&self, address: Address) -> Result<u64, ChainError>;
+
+    /// `eth_getBalance` at the latest block, wei.
+    async fn balance(&self, address: Address) -> Result<U256, ChainError>;
 
     /// Fills gas limit and EIP-1559 fees (by `eth_estimateGas`, which reverts if the call would)
     /// and signs with the key of `tx.from`. `tx.nonce` must be set. Nothing is sent.

@@ -137,6 +137,10 @@ impl EvmChain for AlloyEvmChain {
             .map_err(classify)
     }
 
+    async fn balance(&self, address: Address) -> Result<alloy::primitives::U256, ChainError> {
+        self.provider.get_balance(address).await.map_err(classify)
+    }
+
     async fn sign(&self, tx: TransactionRequest) -> Result<SignedTx, ChainError> {
         let from = tx.from.ok_or(ChainError::UnknownSigner(Address::ZERO))?;
         if !self.signers.contains(&from) {

@@ -139,8 +139,12 @@ impl SettleConfig {
 pub struct EvmNetworkConfig {
     /// EIP-155 chain id; the network is `eip155:{chain_id}` (v1 name from the built-in table).
     pub chain_id: u64,
-    /// JSON-RPC URL.
-    pub rpc_url: String,
+    /// JSON-RPC URL (shorthand for a one-element `rpc_urls`).
+    #[serde(default)]
+    pub rpc_url: Option<String>,
+    /// JSON-RPC URLs in order of preference: calls move to the next on a failure or timeout.
+    #[serde(default)]
+    pub rpc_urls: Vec<String>,
     /// Facilitator signer keys (0x hex); prefer the environment overrides.
     #[serde(default)]
     pub signer_private_keys: Vec<String>,
@@ -291,8 +295,8 @@ fn default_decimals() -> u8 {
 pub struct EvmNetwork {
     /// EIP-155 chain id.
     pub chain_id: u64,
-    /// JSON-RPC URL.
-    pub rpc_url: String,
+    /// JSON-RPC URLs, in order of preference (at least one).
+    pub rpc_urls: Vec<String>,
     /// Signer keys (at least one).
     pub signers: Vec<PrivateKeySigner>,
     /// Token contracts with their EIP-712 domain.
@@ -344,8 +348,9 @@ impl Config {
         };
         svm::apply_env(&mut self.svm, env);
         for net in &mut self.evm {
-            if let Some(url) = env.get(&format!("X402_EVM_{}_RPC_URL", net.chain_id)) {
-                net.rpc_url = url.clone();
+            if let Some(urls) = env.get(&format!("X402_EVM_{}_RPC_URL", net.chain_id)) {
+                net.rpc_url = None;
+                net.rpc_urls = split(urls);
             }
             if let Some(keys) = env.get(&format!("X402_EVM_{}_SIGNER_KEYS", net.chain_id)) {
                 net.signer_private_keys = split(keys);
@@ -417,7 +422,16 @@ impl Config {
                 if !seen.insert(net.chain_id) {
                     return Err(err(at("chain_id"), format!("chain {} configured twice", net.chain_id)));
                 }
-                net.rpc_url.parse::<alloy::transports::http::reqwest::Url>().map_err(|e| err(at("rpc_url"), e.to_string()))?;
+                let rpc_urls = match (&net.rpc_url, net.rpc_urls.is_empty()) {
+                    (Some(_), false) => return Err(err(at("rpc_urls"), "set rpc_url or rpc_urls, not both")),
+                    (Some(url), true) => vec![url.clone()],
+                    (None, false) => net.rpc_urls.clone(),
+                    (None, true) => return Err(err(at("rpc_url"), "set rpc_url (or rpc_urls)")),
+                };
+                for (u, url) in rpc_urls.iter().enumerate() {
+                    let key = if net.rpc_url.is_some() { at("rpc_url") } else { at(&format!("rpc_urls[{u}]")) };
+                    url.parse::<alloy::transports::http::reqwest::Url>().map_err(|e| err(key, e.to_string()))?;
+                }
                 if net.signer_private_keys.is_empty() {
                     return Err(err(
                         at("signer_private_keys"),
@@ -456,7 +470,7 @@ impl Config {
                 }
                 Ok(EvmNetwork {
                     chain_id: net.chain_id,
-                    rpc_url: net.rpc_url.clone(),
+                    rpc_urls,
                     signers,
                     assets,
                     gas: net.gas.clone(),

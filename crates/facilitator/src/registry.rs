@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use x402_chain::AlloyEvmChain;
+use x402_chain::{EndpointHealth, FailoverEvmChain};
 use x402_proto::{
     Network, PaymentRequest, Reason, SettleResponse, SupportedKind, SupportedResponse,
     VerifyResponse,
@@ -33,6 +33,7 @@ use crate::svm::{self as svm_part, SvmHandler};
 struct EvmHandler {
     verifier: Arc<ExactEvmVerifier>,
     settler: Arc<EvmSettler>,
+    rpc: Arc<FailoverEvmChain>,
     assets: Vec<(Address, EvmAssetConfig)>,
 }
 
@@ -143,16 +144,22 @@ impl Facilitator {
                 chain_id: net.chain_id,
                 message,
             };
-            let chain = AlloyEvmChain::new(
-                &net.rpc_url,
+            let network = Network::evm(net.chain_id);
+            let failovers = metrics
+                .engine
+                .rpc_failovers
+                .with_label_values(&[network.as_str()]);
+            let rpc = FailoverEvmChain::new(
+                &net.rpc_urls,
                 net.chain_id,
                 net.signers.clone(),
                 Duration::from_secs(config.settle.rpc_timeout_seconds),
             )
-            .map_err(rpc_err)?;
-            chain.check_chain_id().await.map_err(rpc_err)?;
-            let network = Network::evm(net.chain_id);
-            let chain: Arc<dyn EvmChain> = Arc::new(chain);
+            .map_err(rpc_err)?
+            .with_failover_observer(Arc::new(move |_, _| failovers.inc()));
+            rpc.check_chain_id().await.map_err(rpc_err)?;
+            let rpc = Arc::new(rpc);
+            let chain: Arc<dyn EvmChain> = rpc.clone();
             let verifier = Arc::new(ExactEvmVerifier::new(
                 chain.clone(),
                 net.assets.iter().map(|(a, _)| *a).collect(),
@@ -213,6 +220,7 @@ impl Facilitator {
                 EvmHandler {
                     verifier,
                     settler,
+                    rpc,
                     assets: net.assets,
                 },
             );
@@ -387,6 +395,14 @@ impl Facilitator {
             Verdict::Valid(payer) => VerifyResponse::valid(payer),
             Verdict::Invalid(inv) => VerifyResponse::invalid(inv.reason, inv.message, inv.payer),
         })
+    }
+
+    /// Each EVM network's RPC endpoints and their health (CAIP-2 network → endpoints).
+    pub fn rpc_health(&self) -> BTreeMap<String, Vec<EndpointHealth>> {
+        self.evm
+            .iter()
+            .map(|(net, h)| (net.to_string(), h.rpc.health()))
+            .collect()
     }
 
     /// `GET /settlements/{transaction}`: the settlement that signed `transaction`.

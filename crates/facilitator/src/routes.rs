@@ -206,8 +206,11 @@ async fn supported(state: web::Data<AppState>) -> HttpResponse {
 async fn health(state: web::Data<AppState>) -> HttpResponse {
     let store = state.facilitator.store();
     match store.ping().await {
-        Ok(()) => HttpResponse::Ok()
-            .json(json!({"status": "ok", "replayStore": {"kind": store.kind(), "ok": true}})),
+        Ok(()) => HttpResponse::Ok().json(json!({
+            "status": "ok",
+            "replayStore": {"kind": store.kind(), "ok": true},
+            "rpc": state.facilitator.rpc_health(),
+        })),
         Err(e) => HttpResponse::ServiceUnavailable().json(json!({
             "status": "unavailable",
             "replayStore": {"kind": store.kind(), "ok": false, "error": e.to_string()}

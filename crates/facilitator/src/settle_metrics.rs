@@ -22,6 +22,9 @@ pub struct EngineMetrics {
     /// `x402_settle_oldest_open_record_age_seconds`: age of the oldest unresolved record at the
     /// last reconciler pass, seconds (0 when none).
     pub oldest_open_age: IntGauge,
+    /// `x402_rpc_failovers_total{network}`: moves to another RPC endpoint after a failure or
+    /// timeout.
+    pub rpc_failovers: IntCounterVec,
 }
 
 impl EngineMetrics {
@@ -56,7 +59,18 @@ impl EngineMetrics {
                 "Age of the oldest unresolved settlement record, seconds",
             )
             .expect("valid metric"),
+            rpc_failovers: IntCounterVec::new(
+                Opts::new(
+                    "x402_rpc_failovers_total",
+                    "Moves to another RPC endpoint after a failure or timeout",
+                ),
+                &["network"],
+            )
+            .expect("valid metric"),
         };
+        registry
+            .register(Box::new(m.rpc_failovers.clone()))
+            .expect("unique metric");
         registry
             .register(Box::new(m.takeovers.clone()))
             .expect("unique metric");
