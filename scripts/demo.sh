@@ -14,11 +14,14 @@
 # scripts/install-surfnet.sh (about 19 minutes the first time, seconds after).
 # Exits non-zero if anything fails.
 #
-# Usage: bash scripts/demo.sh [--solana]        (respects CARGO_TARGET_DIR)
+# Usage: bash scripts/demo.sh [--solana]
+# Builds into $CARGO_TARGET_DIR, default ~/.cache/x402-target: the same folder as scripts/test.sh,
+# so whichever runs second reuses the first one's build.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/x402-target}"
 
 usage() { echo "usage: bash scripts/demo.sh [--solana]"; }
 SOLANA=0

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the peer implementations used by the acceptance tests (official x402 SDKs we did not write):
 #   - npm  tests/peers/node_modules  from tests/peers/package-lock.json (`npm ci`)
-#   - pip  <repo>/.tools/venv        from tests/peers/requirements.txt (x402 2.25.0, x402-conformance 1.6.0)
+#   - pip  <repo>/.tools/venv        from tests/peers/requirements.txt (x402 2.25.0, x402-conformance 1.6.0,
+#          check-jsonschema and kubernetes-validate for the packaging tests)
 # Idempotent: reinstalls only when a lockfile / requirements file changed. Quiet on success, loud on failure.
 # Needs node >= 20 with npm, and python3.11 (or python3 >= 3.10).
 set -euo pipefail
@@ -49,6 +50,9 @@ WANT="$(sha256sum "$REQS" | cut -d' ' -f1)"
 HAVE="$(cat "$STAMP" 2>/dev/null || true)"
 if [[ "$WANT" != "$HAVE" ]]; then
     quiet "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$REQS"
-    "$VENV/bin/python" -c 'import x402, x402conf' 2>/dev/null || fail "x402 / x402conf not importable after pip install"
+    "$VENV/bin/python" -c 'import x402, x402conf, yaml' 2>/dev/null || fail "x402 / x402conf / yaml not importable after pip install"
+    for tool in check-jsonschema kubernetes-validate; do
+        [[ -x "$VENV/bin/$tool" ]] || fail "$tool missing after pip install"
+    done
     echo "$WANT" > "$STAMP"
 fi

@@ -76,23 +76,21 @@ impl AnvilBuilder {
         // A free port can be taken by someone else between probing and binding: retry.
         for _ in 0..3 {
             let port = net::free_port()?;
-            let mut cmd = Command::new(&bin);
-            cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--chain-id", &self.chain_id.to_string(), "--silent"])
-                .args(&self.args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null());
+            let mut args: Vec<String> = ["--chain-id", &self.chain_id.to_string(), "--silent"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            args.extend(self.args.iter().cloned());
             if let Some(fee) = self.base_fee_wei {
-                cmd.args(["--block-base-fee-per-gas", &fee.to_string()]);
+                args.extend(["--block-base-fee-per-gas".to_string(), fee.to_string()]);
             }
-            let child = cmd
-                .spawn()
-                .with_context(|| format!("spawning {}", bin.display()))?;
+            let child = spawn_on(&bin, port, &args)?;
             let mut anvil = Anvil {
                 child,
                 port,
                 chain_id: self.chain_id,
                 rpc_url: format!("http://127.0.0.1:{port}"),
+                args,
             };
             match anvil.wait_ready(Duration::from_secs(15)).await {
                 Ok(()) => return Ok(anvil),
@@ -110,6 +108,18 @@ pub struct Anvil {
     port: u16,
     chain_id: u64,
     rpc_url: String,
+    /// Arguments besides `--host` / `--port`, kept for [`Anvil::restart`].
+    args: Vec<String>,
+}
+
+fn spawn_on(bin: &std::path::Path, port: u16, args: &[String]) -> anyhow::Result<Child> {
+    Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("spawning {}", bin.display()))
 }
 
 impl Anvil {
@@ -171,6 +181,32 @@ impl Anvil {
             .wallet(EthereumWallet::from(signer))
             .connect_http(self.rpc_url.parse().expect("valid url"))
             .erased()
+    }
+
+    /// Kills anvil and waits (up to 10 s) until its port refuses connections. The chain's
+    /// state is lost; [`Anvil::restart`] starts a fresh chain on the same port.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        self.child.wait().context("waiting for anvil")?;
+        let start = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_ok()
+        {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("port {} still accepts connections after stop", self.port);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Starts a fresh anvil (same arguments, same port) after [`Anvil::stop`] and waits until
+    /// it answers. Fails if the port was taken in between.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let bin = tools::anvil_bin()?;
+        self.child = spawn_on(&bin, self.port, &self.args)?;
+        self.wait_ready(Duration::from_secs(15)).await
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {

@@ -23,13 +23,7 @@ impl RedisServer {
         let mut last_err = None;
         for _ in 0..3 {
             let port = net::free_port()?;
-            let child = Command::new(&bin)
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .with_context(|| format!("spawning {}", bin.display()))?;
+            let child = spawn_on(&bin, port)?;
             let mut server = RedisServer {
                 child: Some(child),
                 port,
@@ -95,6 +89,17 @@ impl RedisServer {
         Ok(())
     }
 
+    /// Starts a new, empty server on the same port after [`RedisServer::stop`] and waits until
+    /// it answers `PING`. Fails if the port was taken in between.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("redis-server on port {} is still running", self.port);
+        }
+        let bin = tools::redis_server_bin()?;
+        self.child = Some(spawn_on(&bin, self.port)?);
+        self.wait_ready(Duration::from_secs(10)).await
+    }
+
     async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let child = self.child.as_mut().expect("running");
         let start = Instant::now();
@@ -114,6 +119,16 @@ impl RedisServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+fn spawn_on(bin: &std::path::Path, port: u16) -> anyhow::Result<Child> {
+    Command::new(bin)
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("spawning {}", bin.display()))
 }
 
 impl Drop for RedisServer {

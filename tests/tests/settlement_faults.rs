@@ -679,7 +679,7 @@ async fn stalled_rpc_fails_over_to_the_second_url() {
     );
     let (_, health) = fac.get("/health").await.unwrap();
     let health: Value = serde_json::from_str(&health).unwrap();
-    let endpoints = &health["rpc"]["eip155:8453"];
+    let endpoints = &health["networks"][0]["rpcEndpoints"];
     assert_eq!(endpoints[0]["healthy"], false, "{health}");
     assert_eq!(endpoints[1]["current"], true, "{health}");
     let metrics = fac.get("/metrics").await.unwrap().1;

@@ -9,6 +9,7 @@
 //! - `X402_EVM_<chainId>_RPC_URL`: RPC URL for one chain.
 //! - `X402_SVM_…`: Solana RPC URLs and fee-payer keys, see [`svm`].
 
+pub mod ops;
 pub mod svm;
 
 use std::collections::HashMap;
@@ -59,6 +60,22 @@ pub struct Config {
     /// Solana networks.
     #[serde(default)]
     pub svm: Vec<svm::SvmNetworkConfig>,
+    /// API keys (`[[auth.keys]]`); none → no authentication. See [`ops`].
+    #[serde(default)]
+    pub auth: ops::AuthConfig,
+    /// Rate limits on `/verify` and `/settle`; absent → none.
+    #[serde(default)]
+    pub rate_limit: Option<ops::RateLimitConfig>,
+    /// What `/health/ready` checks.
+    #[serde(default)]
+    pub health: ops::HealthConfig,
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub log_format: ops::LogFormat,
+    /// Graceful shutdown (SIGTERM): longest wait for in-flight requests, seconds (default:
+    /// `settle.receipt_timeout_seconds` + 10).
+    #[serde(default)]
+    pub shutdown_timeout_seconds: Option<u64>,
 }
 
 /// `[redis]`.
@@ -412,6 +429,7 @@ impl Config {
                 "configure at least one [[evm]] or [[svm]] network",
             ));
         }
+        ops::validate(&self.auth, self.rate_limit.as_ref(), &self.health)?;
         self.validate_svm()?;
         let mut seen = std::collections::HashSet::new();
         self.evm

@@ -3,9 +3,14 @@
 //! [`start`] builds everything from a [`config::Config`] and serves it on a bound listener,
 //! which is how both the binary and the end-to-end tests run it.
 
+pub mod auth;
 pub mod config;
 pub mod gas;
+pub mod guard;
+pub mod health;
+pub mod http_metrics;
 pub mod metrics;
+pub mod rate_limit;
 pub mod registry;
 pub mod requirements;
 pub mod routes;
@@ -15,17 +20,33 @@ pub mod svm;
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
 pub use registry::{Facilitator, StartError};
 
-/// Serves `facilitator` (reporting to `metrics`) on `listener` with a body limit of
-/// `body_limit_bytes`.
+/// The operational parts in front of the routes: access control, readiness, HTTP metrics
+/// and the graceful shutdown bound.
+pub struct Ops {
+    /// API keys and rate limits.
+    pub guard: Arc<guard::Guard>,
+    /// Readiness checks.
+    pub health: Arc<health::Health>,
+    /// HTTP, Redis and dependency metrics.
+    pub metrics: Arc<http_metrics::OpsMetrics>,
+    /// On SIGTERM: stop accepting, then wait this long for in-flight requests.
+    pub shutdown_timeout: Duration,
+}
+
+/// Serves `facilitator` (reporting to `metrics`) behind `ops` on `listener` with a body limit
+/// of `body_limit_bytes`.
 /// Returns the running server (await it, or keep its handle to stop it).
 pub fn serve(
     facilitator: Arc<Facilitator>,
     metrics: metrics::Metrics,
+    ops: Ops,
     listener: TcpListener,
     body_limit_bytes: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
@@ -33,12 +54,29 @@ pub fn serve(
         facilitator,
         metrics,
     });
+    let health = web::Data::from(ops.health.clone());
+    let Ops {
+        guard,
+        metrics: ops_metrics,
+        shutdown_timeout,
+        ..
+    } = ops;
     let server = HttpServer::new(move || {
+        let guard = guard.clone();
+        let ops_metrics = ops_metrics.clone();
         App::new()
-            .wrap(tracing_actix_web::TracingLogger::default())
+            .wrap(from_fn(move |req, next| {
+                guard::guard(guard.clone(), req, next)
+            }))
+            .wrap(from_fn(move |req, next| {
+                http_metrics::observe(ops_metrics.clone(), req, next)
+            }))
             .app_data(state.clone())
+            .app_data(health.clone())
+            .configure(health::configure)
             .configure(|cfg| routes::configure(cfg, body_limit_bytes))
     })
+    .shutdown_timeout(shutdown_timeout.as_secs())
     .listen(listener)?
     .run();
     Ok(server)
@@ -50,11 +88,81 @@ pub async fn start(
     listener: TcpListener,
 ) -> Result<actix_web::dev::Server, anyhow::Error> {
     let metrics = metrics::Metrics::new();
+    let ops_metrics = http_metrics::OpsMetrics::new();
+    ops_metrics.register(metrics.registry())?;
     let facilitator = Arc::new(Facilitator::from_config(config, &metrics).await?);
+    let limiter = match &config.rate_limit {
+        Some(rl) => Some(
+            rate_limit::RateLimiter::new(rl, config.redis.as_ref(), ops_metrics.clone())
+                .await
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
+    let keys = auth::ApiKeys::from_config(&config.auth);
+    tracing::info!(
+        api_keys = config.auth.keys.len(),
+        rate_limits = match &limiter {
+            None => "off",
+            Some(l) if l.is_shared() => "shared through Redis",
+            Some(_) => "in-process",
+        },
+        "access control"
+    );
+    let guard = Arc::new(guard::Guard {
+        keys,
+        limiter,
+        trust_forwarded_for: config
+            .rate_limit
+            .as_ref()
+            .is_some_and(|r| r.trust_forwarded_for),
+        metrics: ops_metrics.clone(),
+    });
+    spawn_forget_idle(&guard);
+    let health = Arc::new(health::Health::new(
+        config,
+        facilitator.store().clone(),
+        facilitator.evm_chains(),
+        ops_metrics.clone(),
+    )?);
+    health::Health::spawn_refresher(&health, Duration::from_secs(config.health.refresh_seconds));
+    let shutdown_timeout = Duration::from_secs(
+        config
+            .shutdown_timeout_seconds
+            .unwrap_or(config.settle.receipt_timeout_seconds + 10),
+    );
+    let ops = Ops {
+        guard,
+        health,
+        metrics: Arc::new(ops_metrics),
+        shutdown_timeout,
+    };
     Ok(serve(
         facilitator,
         metrics,
+        ops,
         listener,
         config.body_limit_bytes,
     )?)
+}
+
+/// Every minute, drops the in-process rate budgets that are full again (ends with the guard).
+fn spawn_forget_idle(guard: &Arc<guard::Guard>) {
+    if guard.limiter.is_none() {
+        return;
+    }
+    let weak = Arc::downgrade(guard);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            match weak.upgrade() {
+                Some(g) => {
+                    if let Some(l) = &g.limiter {
+                        l.forget_idle();
+                    }
+                }
+                None => return,
+            }
+        }
+    });
 }

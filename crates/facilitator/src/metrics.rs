@@ -147,6 +147,12 @@ impl Metrics {
         }
     }
 
+    /// The registry every metric is in (for the operational metrics of
+    /// [`crate::http_metrics`]).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         prometheus::TextEncoder::new()

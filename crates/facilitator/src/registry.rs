@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use x402_chain::{EndpointHealth, FailoverEvmChain};
+use x402_chain::FailoverEvmChain;
 use x402_proto::{
     Network, PaymentRequest, Reason, SettleResponse, SupportedKind, SupportedResponse,
     VerifyResponse,
@@ -397,11 +397,11 @@ impl Facilitator {
         })
     }
 
-    /// Each EVM network's RPC endpoints and their health (CAIP-2 network → endpoints).
-    pub fn rpc_health(&self) -> BTreeMap<String, Vec<EndpointHealth>> {
+    /// Each EVM network's chain access (CAIP-2 network, its failover chain).
+    pub fn evm_chains(&self) -> Vec<(String, Arc<FailoverEvmChain>)> {
         self.evm
             .iter()
-            .map(|(net, h)| (net.to_string(), h.rpc.health()))
+            .map(|(net, h)| (net.to_string(), h.rpc.clone()))
             .collect()
     }
 

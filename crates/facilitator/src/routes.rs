@@ -1,5 +1,5 @@
 //! HTTP API (x402 v2 §7 facilitator API) on actix-web:
-//! `POST /verify`, `POST /settle`, `GET /supported`, `GET /health`, `GET /metrics`, and the gas
+//! `POST /verify`, `POST /settle`, `GET /supported`, `GET /metrics` (health: [`crate::health`]), and the gas
 //! oracle's `GET /quote` and `POST /requirements`.
 //!
 //! Status codes: a well-formed request that fails a check is HTTP 200 with `isValid:false` /
@@ -54,7 +54,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
     .route("/supported", web::get().to(supported))
     .route("/quote", web::get().to(quote))
     .route("/requirements", web::post().to(requirements))
-    .route("/health", web::get().to(health))
     .route("/metrics", web::get().to(metrics))
     .configure(crate::settlements::configure);
 }
@@ -201,21 +200,6 @@ async fn requirements(
 
 async fn supported(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.facilitator.supported())
-}
-
-async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let store = state.facilitator.store();
-    match store.ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({
-            "status": "ok",
-            "replayStore": {"kind": store.kind(), "ok": true},
-            "rpc": state.facilitator.rpc_health(),
-        })),
-        Err(e) => HttpResponse::ServiceUnavailable().json(json!({
-            "status": "unavailable",
-            "replayStore": {"kind": store.kind(), "ok": false, "error": e.to_string()}
-        })),
-    }
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {

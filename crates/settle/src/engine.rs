@@ -605,11 +605,10 @@ impl<F: ChainFamily> Engine<F> {
                 self.advance(key, &stored.raw, &b, false).await?;
             }
             SettlementRecord::Reserved(r)
-                if r.lease_until_ms + 2 * self.timing.lease.as_millis() as u64 <= unix_ms() =>
+                if r.lease_until_ms + 2 * self.timing.lease.as_millis() as u64 <= unix_ms()
+                    && self.store.remove(key, &stored.raw, &[]).await? =>
             {
-                if self.store.remove(key, &stored.raw, &[]).await? {
-                    tracing::warn!(key, owner = %r.owner, "dropped an abandoned reservation (nothing was signed)");
-                }
+                tracing::warn!(key, owner = %r.owner, "dropped an abandoned reservation (nothing was signed)");
             }
             _ => {}
         }

@@ -1,0 +1,293 @@
+//! Operations configuration: API keys (`[auth]`), rate limits (`[rate_limit]`), readiness
+//! checks (`[health]`) and the log format. Every table is optional; without `[[auth.keys]]`
+//! nobody needs a key and without `[rate_limit]` nothing is limited (loopback use).
+
+use serde::Deserialize;
+
+use super::{ConfigError, err};
+
+/// What an API key may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// `POST /verify`.
+    Verify,
+    /// `POST /settle` (and settlement status routes).
+    Settle,
+    /// `GET /quote` and `POST /requirements`.
+    Quote,
+    /// `GET /metrics`, and every other scope.
+    Admin,
+}
+
+impl Scope {
+    /// The scope's name as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Verify => "verify",
+            Scope::Settle => "settle",
+            Scope::Quote => "quote",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The accepted keys; empty → authentication off.
+    #[serde(default)]
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+/// One `[[auth.keys]]` entry. The key itself is never configured, only its SHA-256.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Name of the caller (a metric label and a log field): 1–64 characters of
+    /// `[A-Za-z0-9_.-]`.
+    pub name: String,
+    /// Lower-case hex SHA-256 of the key (64 characters), as printed by
+    /// `x402-facilitator keygen`.
+    pub sha256: String,
+    /// What the key may call; `admin` includes every scope.
+    pub scopes: Vec<Scope>,
+}
+
+/// One limit: a steady rate and a burst (generic cell rate algorithm).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Sustained requests per second (may be fractional, e.g. 0.5).
+    pub requests_per_second: f64,
+    /// Requests accepted at once after a quiet period (at least 1).
+    pub burst: u32,
+}
+
+/// `[rate_limit]`: limits on `/verify` and `/settle`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Per API key (only when keys are configured).
+    #[serde(default)]
+    pub per_key: Option<LimitConfig>,
+    /// Per client IP address.
+    #[serde(default)]
+    pub per_ip: Option<LimitConfig>,
+    /// Take the client IP from `Forwarded` / `X-Forwarded-For` (only behind a proxy that sets
+    /// it; default false: the TCP peer address).
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
+    /// Keep the budgets in this process even when `[redis]` is configured (default false:
+    /// replicas sharing Redis share one budget).
+    #[serde(default)]
+    pub local_only: bool,
+}
+
+/// `[health]`: what `/health/ready` checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Time limit of each dependency check, milliseconds (default 2000).
+    #[serde(default = "default_check_timeout_ms")]
+    pub check_timeout_ms: u64,
+    /// How often signer balances (and the dependency gauges) are refreshed in the background,
+    /// seconds (default 30; 0 = only when `/health/ready` is asked).
+    #[serde(default = "default_refresh_seconds")]
+    pub refresh_seconds: u64,
+    /// Smallest native balance that counts as funded for an EVM signer, wei (default
+    /// 100,000,000,000,000 = 0.0001 ETH).
+    #[serde(default = "default_min_evm_wei")]
+    pub min_evm_signer_balance_wei: u128,
+    /// Smallest balance that counts as funded for a Solana fee payer, lamports (default
+    /// 1,000,000 = 0.001 SOL).
+    #[serde(default = "default_min_svm_lamports")]
+    pub min_svm_fee_payer_lamports: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            check_timeout_ms: default_check_timeout_ms(),
+            refresh_seconds: default_refresh_seconds(),
+            min_evm_signer_balance_wei: default_min_evm_wei(),
+            min_svm_fee_payer_lamports: default_min_svm_lamports(),
+        }
+    }
+}
+
+fn default_check_timeout_ms() -> u64 {
+    2000
+}
+fn default_refresh_seconds() -> u64 {
+    30
+}
+fn default_min_evm_wei() -> u128 {
+    100_000_000_000_000
+}
+fn default_min_svm_lamports() -> u64 {
+    1_000_000
+}
+
+/// `log_format`: `text` (default, human-readable) or `json` (one object per line).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line with the request's span fields (request id, key name, …).
+    Json,
+}
+
+/// Whether `name` is a valid key name (bounded metric label).
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Checks `[auth]`, `[rate_limit]` and `[health]`; errors name the key.
+pub fn validate(
+    auth: &AuthConfig,
+    rate_limit: Option<&RateLimitConfig>,
+    health: &HealthConfig,
+) -> Result<(), ConfigError> {
+    let mut names = std::collections::HashSet::new();
+    let mut hashes = std::collections::HashSet::new();
+    for (i, key) in auth.keys.iter().enumerate() {
+        let at = |k: &str| format!("auth.keys[{i}].{k}");
+        if !valid_name(&key.name) {
+            return Err(err(
+                at("name"),
+                "1-64 characters of letters, digits, '_', '.', '-'",
+            ));
+        }
+        if !names.insert(key.name.as_str()) {
+            return Err(err(at("name"), format!("{:?} used twice", key.name)));
+        }
+        if key.sha256.len() != 64
+            || !key
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(err(
+                at("sha256"),
+                "64 lower-case hex characters (the SHA-256 of the key, never the key itself; \
+                 see `x402-facilitator keygen`)",
+            ));
+        }
+        if !hashes.insert(key.sha256.as_str()) {
+            return Err(err(at("sha256"), "the same key is configured twice"));
+        }
+        if key.scopes.is_empty() {
+            return Err(err(
+                at("scopes"),
+                "list at least one of verify, settle, quote, admin",
+            ));
+        }
+    }
+    if let Some(rl) = rate_limit {
+        for (name, limit) in [("per_key", &rl.per_key), ("per_ip", &rl.per_ip)] {
+            let Some(limit) = limit else { continue };
+            let at = |k: &str| format!("rate_limit.{name}.{k}");
+            if !(limit.requests_per_second.is_finite() && limit.requests_per_second > 0.0)
+                || limit.requests_per_second > 1_000_000.0
+            {
+                return Err(err(
+                    at("requests_per_second"),
+                    "must be a number above 0 and at most 1,000,000",
+                ));
+            }
+            if limit.burst == 0 {
+                return Err(err(at("burst"), "must be at least 1"));
+            }
+        }
+        if rl.per_key.is_some() && auth.keys.is_empty() {
+            return Err(err(
+                "rate_limit.per_key",
+                "needs [[auth.keys]] (without keys there is no key to count per)",
+            ));
+        }
+    }
+    if health.check_timeout_ms == 0 {
+        return Err(err("health.check_timeout_ms", "must be at least 1"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const NET: &str = r#"
+[[evm]]
+chain_id = 8453
+rpc_url = "http://127.0.0.1:8545"
+signer_private_keys = ["0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcaf784d7bf4f2ff80"]
+[[evm.assets]]
+address = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+name = "USD Coin"
+version = "2"
+"#;
+    const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    fn check(extra: &str) -> Result<Config, ConfigError> {
+        let c = Config::from_toml(&format!("{extra}\n{NET}"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_are_off() {
+        let c = check("").unwrap();
+        assert!(c.auth.keys.is_empty());
+        assert!(c.rate_limit.is_none());
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn keys_and_limits_parse() {
+        let c = check(&format!(
+            "log_format = \"json\"\n[[auth.keys]]\nname = \"shop-a\"\nsha256 = \"{HASH}\"\nscopes = [\"verify\", \"settle\"]\n[rate_limit]\nper_key = {{ requests_per_second = 0.5, burst = 3 }}\nper_ip = {{ requests_per_second = 20, burst = 40 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.auth.keys[0].scopes, vec![Scope::Verify, Scope::Settle]);
+        assert_eq!(c.rate_limit.unwrap().per_key.unwrap().burst, 3);
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let key = |name: &str, hash: &str, scopes: &str| {
+            format!("[[auth.keys]]\nname = \"{name}\"\nsha256 = \"{hash}\"\nscopes = {scopes}\n")
+        };
+        let e = check(&key("a b", HASH, "[\"verify\"]")).unwrap_err();
+        assert_eq!(e.key, "auth.keys[0].name");
+        let e = check(&key("a", "x402k_secret", "[\"verify\"]")).unwrap_err();
+        assert_eq!(e.key, "auth.keys[0].sha256");
+        assert!(e.message.contains("never the key"), "{e}");
+        let e = check(&key("a", &HASH.to_uppercase(), "[\"verify\"]")).unwrap_err();
+        assert_eq!(e.key, "auth.keys[0].sha256");
+        let e = check(&key("a", HASH, "[]")).unwrap_err();
+        assert_eq!(e.key, "auth.keys[0].scopes");
+        let e = check(&key("a", HASH, "[\"root\"]")).unwrap_err();
+        assert!(e.key.starts_with("auth.keys[0].scopes"), "{e}");
+        let two =
+            key("a", HASH, "[\"verify\"]") + &key("a", &HASH.replace('9', "8"), "[\"verify\"]");
+        assert_eq!(check(&two).unwrap_err().key, "auth.keys[1].name");
+        let e = check("[rate_limit]\nper_ip = { requests_per_second = 0, burst = 1 }").unwrap_err();
+        assert_eq!(e.key, "rate_limit.per_ip.requests_per_second");
+        let e = check("[rate_limit]\nper_ip = { requests_per_second = 1, burst = 0 }").unwrap_err();
+        assert_eq!(e.key, "rate_limit.per_ip.burst");
+        let e =
+            check("[rate_limit]\nper_key = { requests_per_second = 1, burst = 1 }").unwrap_err();
+        assert_eq!(e.key, "rate_limit.per_key");
+        let e = check("log_format = \"xml\"").unwrap_err();
+        assert_eq!(e.key, "log_format");
+    }
+}

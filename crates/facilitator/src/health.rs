@@ -1,0 +1,351 @@
+//! `GET /health/live`, `GET /health/ready` and `GET /health` (an alias of ready).
+//!
+//! Live answers 200 whenever the process serves HTTP: a liveness probe on it never restarts
+//! pods because Redis or an RPC blips. Ready checks, concurrently and each within
+//! `health.check_timeout_ms`: the replay store (`PING`), every network's RPC (the native
+//! balance of each signer / fee payer) and that each network has at least one funded signer
+//! (`health.min_evm_signer_balance_wei`, `health.min_svm_fee_payer_lamports`). 200 when all
+//! pass, else 503; the body lists each dependency. Each check also updates
+//! `x402_dependency_up` and `x402_signer_balance_native`; a background task repeats it every
+//! `health.refresh_seconds` so the gauges stay current without probes.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpResponse, web};
+use alloy::primitives::{Address, U256};
+use serde::Serialize;
+use solana_rpc_client::nonblocking::rpc_client::RpcClient;
+use solana_signer::Signer;
+use x402_chain::{EndpointHealth, EvmChain, FailoverEvmChain};
+use x402_settle::replay::ReplayStore;
+
+use crate::config::Config;
+use crate::http_metrics::OpsMetrics;
+
+struct EvmProbe {
+    network: String,
+    chain: Arc<FailoverEvmChain>,
+    signers: Vec<Address>,
+}
+
+struct SvmProbe {
+    network: String,
+    client: RpcClient,
+    fee_payers: Vec<solana_address::Address>,
+}
+
+/// The readiness checker.
+pub struct Health {
+    store: Arc<dyn ReplayStore>,
+    evm: Vec<EvmProbe>,
+    svm: Vec<SvmProbe>,
+    timeout: Duration,
+    min_wei: U256,
+    min_lamports: u64,
+    metrics: OpsMetrics,
+}
+
+/// The replay store's state.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreReport {
+    /// `redis` or `memory`.
+    pub kind: &'static str,
+    /// Whether it answered.
+    pub ok: bool,
+    /// Round trip, milliseconds.
+    pub latency_ms: f64,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One signer's balance.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignerReport {
+    /// Address (0x or base58).
+    pub address: String,
+    /// Balance in the native base unit (wei or lamports), decimal; absent when unreadable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<String>,
+    /// At least the configured minimum.
+    pub funded: bool,
+}
+
+/// One network's state.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkReport {
+    /// CAIP-2 network.
+    pub network: String,
+    /// RPC and funded signer both fine.
+    pub ok: bool,
+    /// The RPC answered at least one balance read.
+    pub rpc_ok: bool,
+    /// At least one signer is funded.
+    pub funded_signer: bool,
+    /// Per signer.
+    pub signers: Vec<SignerReport>,
+    /// First RPC error, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// EVM: each configured RPC endpoint (`rpc_urls`), whether it answered last time and
+    /// whether calls go to it now.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rpc_endpoints: Vec<EndpointHealth>,
+}
+
+/// The body of `/health/ready`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyReport {
+    /// `ok` or `unavailable`.
+    pub status: &'static str,
+    /// The replay store.
+    pub replay_store: StoreReport,
+    /// Every configured network.
+    pub networks: Vec<NetworkReport>,
+}
+
+impl ReadyReport {
+    /// Whether everything passed.
+    pub fn ready(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+async fn within<T, E: std::fmt::Display>(
+    timeout: Duration,
+    f: impl std::future::IntoFuture<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
+
+/// `wei` in whole tokens (for the gauge; precision loss is fine for display).
+fn whole(base_units: f64, decimals: i32) -> f64 {
+    base_units / 10f64.powi(decimals)
+}
+
+impl Health {
+    /// Probes for every network of a validated `config`, checking `store`; EVM networks are
+    /// read through the facilitator's own (failover) chains `evm_chains` (CAIP-2 → chain).
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn ReplayStore>,
+        evm_chains: Vec<(String, Arc<FailoverEvmChain>)>,
+        metrics: OpsMetrics,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let timeout = Duration::from_millis(config.health.check_timeout_ms);
+        let evm = evm_chains
+            .into_iter()
+            .map(|(network, chain)| EvmProbe {
+                network,
+                signers: chain.signers().to_vec(),
+                chain,
+            })
+            .collect();
+        let svm = config
+            .validate_svm()?
+            .into_iter()
+            .map(|net| SvmProbe {
+                network: net.network.to_string(),
+                client: RpcClient::new_with_timeout(net.rpc_url.clone(), timeout),
+                fee_payers: net.fee_payers.iter().map(|k| k.pubkey()).collect(),
+            })
+            .collect();
+        Ok(Health {
+            store,
+            evm,
+            svm,
+            timeout,
+            min_wei: U256::from(config.health.min_evm_signer_balance_wei),
+            min_lamports: config.health.min_svm_fee_payer_lamports,
+            metrics,
+        })
+    }
+
+    async fn check_store(&self) -> StoreReport {
+        let started = Instant::now();
+        let result = within(self.timeout, self.store.ping()).await;
+        let elapsed = started.elapsed();
+        if self.store.kind() == "redis" {
+            self.metrics
+                .redis_call_duration
+                .with_label_values(&["ping"])
+                .observe(elapsed.as_secs_f64());
+            if result.is_err() {
+                self.metrics
+                    .redis_call_errors
+                    .with_label_values(&["ping"])
+                    .inc();
+            }
+        }
+        StoreReport {
+            kind: self.store.kind(),
+            ok: result.is_ok(),
+            latency_ms: elapsed.as_secs_f64() * 1000.0,
+            error: result.err(),
+        }
+    }
+
+    async fn check_evm(&self, probe: &EvmProbe) -> NetworkReport {
+        let reads = probe.signers.iter().map(|a| async move {
+            let balance = within(self.timeout, probe.chain.balance(*a)).await;
+            (a, balance)
+        });
+        let mut signers = Vec::new();
+        let mut error = None;
+        for (address, balance) in futures::future::join_all(reads).await {
+            let address = address.to_checksum(None);
+            match balance {
+                Ok(wei) => {
+                    let as_f64: f64 = wei.to_string().parse().unwrap_or(f64::MAX);
+                    self.metrics
+                        .signer_balance
+                        .with_label_values(&[&probe.network, &address])
+                        .set(whole(as_f64, 18));
+                    signers.push(SignerReport {
+                        address,
+                        balance: Some(wei.to_string()),
+                        funded: wei >= self.min_wei,
+                    });
+                }
+                Err(e) => {
+                    error.get_or_insert(e);
+                    signers.push(SignerReport {
+                        address,
+                        balance: None,
+                        funded: false,
+                    });
+                }
+            }
+        }
+        let mut report = self.network_report(&probe.network, signers, error);
+        report.rpc_endpoints = probe.chain.health();
+        report
+    }
+
+    async fn check_svm(&self, probe: &SvmProbe) -> NetworkReport {
+        let reads = probe.fee_payers.iter().map(|a| async move {
+            let balance = within(self.timeout, probe.client.get_balance(a)).await;
+            (a, balance)
+        });
+        let mut signers = Vec::new();
+        let mut error = None;
+        for (address, balance) in futures::future::join_all(reads).await {
+            let address = address.to_string();
+            match balance {
+                Ok(lamports) => {
+                    self.metrics
+                        .signer_balance
+                        .with_label_values(&[&probe.network, &address])
+                        .set(whole(lamports as f64, 9));
+                    signers.push(SignerReport {
+                        address,
+                        balance: Some(lamports.to_string()),
+                        funded: lamports >= self.min_lamports,
+                    });
+                }
+                Err(e) => {
+                    error.get_or_insert(e);
+                    signers.push(SignerReport {
+                        address,
+                        balance: None,
+                        funded: false,
+                    });
+                }
+            }
+        }
+        self.network_report(&probe.network, signers, error)
+    }
+
+    fn network_report(
+        &self,
+        network: &str,
+        signers: Vec<SignerReport>,
+        error: Option<String>,
+    ) -> NetworkReport {
+        let rpc_ok = signers.iter().any(|s| s.balance.is_some());
+        let funded_signer = signers.iter().any(|s| s.funded);
+        let up = |dep: &str, ok: bool| {
+            self.metrics
+                .dependency_up
+                .with_label_values(&[dep, network])
+                .set(i64::from(ok));
+        };
+        up("rpc", rpc_ok);
+        up("funded_signer", funded_signer);
+        NetworkReport {
+            network: network.to_string(),
+            ok: rpc_ok && funded_signer,
+            rpc_ok,
+            funded_signer,
+            signers,
+            error,
+            rpc_endpoints: Vec::new(),
+        }
+    }
+
+    /// Runs every check concurrently.
+    pub async fn check(&self) -> ReadyReport {
+        let evm = futures::future::join_all(self.evm.iter().map(|p| self.check_evm(p)));
+        let svm = futures::future::join_all(self.svm.iter().map(|p| self.check_svm(p)));
+        let (replay_store, evm, svm) = tokio::join!(self.check_store(), evm, svm);
+        self.metrics
+            .dependency_up
+            .with_label_values(&["replay_store", ""])
+            .set(i64::from(replay_store.ok));
+        let networks: Vec<NetworkReport> = evm.into_iter().chain(svm).collect();
+        let ok = replay_store.ok && networks.iter().all(|n| n.ok);
+        ReadyReport {
+            status: if ok { "ok" } else { "unavailable" },
+            replay_store,
+            networks,
+        }
+    }
+
+    /// Repeats [`Health::check`] every `every` while `health` lives (the task ends with it).
+    pub fn spawn_refresher(health: &Arc<Health>, every: Duration) {
+        if every.is_zero() {
+            return;
+        }
+        let weak: Weak<Health> = Arc::downgrade(health);
+        tokio::spawn(async move {
+            loop {
+                match weak.upgrade() {
+                    Some(h) => {
+                        h.check().await;
+                    }
+                    None => return,
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+}
+
+/// Registers `/health/live`, `/health/ready` and `/health`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health/live", web::get().to(live))
+        .route("/health/ready", web::get().to(ready))
+        .route("/health", web::get().to(ready));
+}
+
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn ready(health: web::Data<Health>) -> HttpResponse {
+    let report = health.check().await;
+    if report.ready() {
+        HttpResponse::Ok().json(report)
+    } else {
+        HttpResponse::ServiceUnavailable().json(report)
+    }
+}
