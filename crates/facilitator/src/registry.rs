@@ -225,18 +225,15 @@ impl Facilitator {
                 },
             );
         }
-        let svm = svm_part::build(
-            svm_networks,
-            &store,
-            &prefix,
-            &timing,
-            Duration::from_secs(config.settle.svm_record_ttl_seconds),
-            &events,
-            metrics,
-            &quotes,
-            &mut quoters,
-        )
-        .await?;
+        let svm_settle = svm_part::SvmSettleParts {
+            store: &store,
+            prefix: &prefix,
+            timing: &timing,
+            record_ttl: Duration::from_secs(config.settle.svm_record_ttl_seconds),
+            events: &events,
+        };
+        let svm =
+            svm_part::build(svm_networks, &svm_settle, metrics, &quotes, &mut quoters).await?;
         kinds.extend(svm.kinds);
         for handler in svm.handlers.values() {
             engines.push(handler.settler.clone());

@@ -57,17 +57,28 @@ pub struct SvmPart {
     pub signers: Vec<String>,
 }
 
-/// Builds the handlers of `networks` over the agave RPC client, recording in `store` under
-/// `prefix` and counting landed settlements' fees in `metrics`; networks with `[svm.gas]` add
+/// What every Solana settler shares: the replay store and its key prefix, the engine's timing,
+/// the records' lifetime and the engine's event sink.
+pub struct SvmSettleParts<'a> {
+    /// The replay store.
+    pub store: &'a Arc<dyn ReplayStore>,
+    /// Its key prefix.
+    pub prefix: &'a str,
+    /// The engine's timing.
+    pub timing: &'a SettleTiming,
+    /// Lifetime of a Solana settlement record (at least 120 s).
+    pub record_ttl: std::time::Duration,
+    /// Metrics of the engine.
+    pub events: &'a SettleEvents,
+}
+
+/// Builds the handlers of `networks` over the agave RPC client, recording as `settle` says and
+/// counting landed settlements' fees in `metrics`; networks with `[svm.gas]` add
 /// their quoters to `quoters` (cached in `quotes`). Errors: a mint that cannot be read or is not
 /// an SPL mint (only with `[svm.gas]`), a price source that cannot be built.
 pub async fn build(
     networks: Vec<SvmNetwork>,
-    store: &Arc<dyn ReplayStore>,
-    prefix: &str,
-    timing: &SettleTiming,
-    record_ttl: std::time::Duration,
-    events: &SettleEvents,
+    settle: &SvmSettleParts<'_>,
     metrics: &Metrics,
     quotes: &Arc<QuoteCache>,
     quoters: &mut Vec<Arc<dyn Quoter>>,
@@ -82,7 +93,7 @@ pub async fn build(
             net.assets.iter().map(|(m, _)| *m).collect(),
             net.policy.clone(),
         ));
-        let mut family = SvmFamily::new(verifier.clone(), prefix, record_ttl)
+        let mut family = SvmFamily::new(verifier.clone(), settle.prefix, settle.record_ttl)
             .with_fee_observer(fee_metrics(metrics, &net.network));
         let pricing = match pricing(chain, &net, index).await? {
             Some((pricing, net_quoters)) => {
@@ -99,9 +110,9 @@ pub async fn build(
         };
         let settler = Arc::new(x402_settle::svm::settler(
             family,
-            store.clone(),
-            timing.clone(),
-            events.clone(),
+            settle.store.clone(),
+            settle.timing.clone(),
+            settle.events.clone(),
         ));
         let fee_payer = verifier.fee_payer_addresses()[0].to_string();
         let extra = serde_json::json!({ "feePayer": fee_payer });
