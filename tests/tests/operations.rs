@@ -844,32 +844,10 @@ fn kubernetes_manifests_validate() {
     assert!(!ok, "a broken manifest passed: {out}");
 }
 
-/// The real `x402-facilitator` binary next to this test's target folder, (re)built first so
-/// a targeted test run never starts a stale one (a no-op when it is current).
+/// The real `x402-facilitator` binary of this build (`scripts/test.sh` builds it before the
+/// tests; a test never runs cargo itself).
 fn facilitator_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-    let target_dir = profile_dir.parent().unwrap();
-    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "x402-facilitator",
-        "--bin",
-        "x402-facilitator",
-    ])
-    .arg("--target-dir")
-    .arg(target_dir)
-    .current_dir(repo_root());
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().unwrap();
-    assert!(status.success(), "building x402-facilitator failed");
-    let bin = profile_dir.join("x402-facilitator");
-    assert!(bin.is_file(), "{} missing", bin.display());
-    bin
+    x402_tests::process::facilitator_binary().expect("x402-facilitator built")
 }
 
 #[tokio::test]

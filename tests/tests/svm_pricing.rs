@@ -206,9 +206,10 @@ async fn payment_that_creates_the_payee_account_settles_and_its_cost_is_counted(
     assert_eq!(actual, expected_actual);
     assert!(actual <= quoted, "actual {actual} > quoted {quoted}");
 
-    // A retry returns the same receipt and counts nothing twice.
+    // A retry is no second success (x402-conformance F3) and counts nothing twice.
     let (_, again) = fx.facilitator.post("/settle", &body).await.unwrap();
-    assert_eq!(again, settle);
+    assert_eq!(again["errorReason"], "duplicate_settlement", "{again}");
+    assert_eq!(again["transaction"], settle["transaction"], "{again}");
     assert_eq!(
         metric(&fx, "x402_settle_svm_rent_lamports_total").await,
         TOKEN_ACCOUNT_RENT as f64

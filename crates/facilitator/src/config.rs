@@ -408,10 +408,6 @@ impl Config {
                 "settle.reconcile_interval_seconds",
                 self.settle.reconcile_interval_seconds,
             ),
-            (
-                "settle.receipt_timeout_seconds",
-                self.settle.receipt_timeout_seconds,
-            ),
         ] {
             if value == 0 {
                 return Err(err(key, "must be at least 1"));

@@ -172,7 +172,11 @@ impl Facilitator {
                 Duration::from_secs(config.settle.rpc_timeout_seconds * 4)
                     .max(Duration::from_secs(2)),
             )
-            .with_gas_observer(gas_metrics(metrics, &network));
+            .with_gas_observer(gas_metrics(metrics, &network))
+            .with_signer_floor(
+                alloy::primitives::U256::from(config.health.min_evm_signer_balance_wei),
+                Duration::from_secs(10),
+            );
             let net_quoters = gas::quoters(chain, &net, index).map_err(rpc_err)?;
             if !net_quoters.is_empty() {
                 let assets = net

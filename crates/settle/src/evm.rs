@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use alloy::consensus::{Transaction as _, TxEnvelope};
 use alloy::eips::eip2718::Decodable2718;
-use alloy::primitives::{Address, B256, Bytes};
+use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::sol_types::{SolCall, SolEvent};
 use async_trait::async_trait;
@@ -51,8 +51,18 @@ pub struct EvmFamily {
     next_signer: AtomicUsize,
     signer_wait: Duration,
     signer_lease: Duration,
+    floor: SignerFloor,
     gas_observer: Option<GasObserver>,
     gas_pricer: Option<GasPricer>,
+}
+
+/// The signers' balance floor and the balances last read.
+#[derive(Default)]
+struct SignerFloor {
+    /// Wei; zero disables the floor.
+    min_wei: U256,
+    max_age: Duration,
+    seen: std::sync::Mutex<std::collections::HashMap<Address, (U256, std::time::Instant)>>,
 }
 
 /// A held signer: its local lock and its cross-replica lease.
@@ -89,9 +99,53 @@ impl EvmFamily {
             next_signer: AtomicUsize::new(0),
             signer_wait,
             signer_lease,
+            floor: SignerFloor::default(),
             gas_observer: None,
             gas_pricer: None,
         }
+    }
+
+    /// Signers whose native balance is below `min_wei` take no new settlements; when all are,
+    /// `/settle` answers 503 before reserving. Balances are re-read at most every `max_age`.
+    pub fn with_signer_floor(mut self, min_wei: U256, max_age: Duration) -> Self {
+        self.floor = SignerFloor {
+            min_wei,
+            max_age,
+            seen: std::sync::Mutex::new(std::collections::HashMap::new()),
+        };
+        self
+    }
+
+    /// Whether `signer` is at or above the balance floor (an unreadable balance counts as
+    /// funded: signing then fails on its own if the RPC is down).
+    async fn funded(&self, signer: Address) -> bool {
+        if self.floor.min_wei.is_zero() {
+            return true;
+        }
+        let cached = {
+            let seen = self.floor.seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.get(&signer)
+                .filter(|(_, at)| at.elapsed() < self.floor.max_age)
+                .map(|(wei, _)| *wei)
+        };
+        let wei = match cached {
+            Some(wei) => wei,
+            None => match self.chain().balance(signer).await {
+                Ok(wei) => {
+                    self.floor
+                        .seen
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(signer, (wei, std::time::Instant::now()));
+                    wei
+                }
+                Err(_) => return true,
+            },
+        };
+        if wei < self.floor.min_wei {
+            tracing::warn!(signer = %signer, balance_wei = %wei, floor_wei = %self.floor.min_wei, "signer below the balance floor takes no settlements");
+        }
+        wei >= self.floor.min_wei
     }
 
     /// Prices every mined settlement's fee in USDC into its record.
@@ -112,19 +166,24 @@ impl EvmFamily {
 
     /// A free signer's lock now, else the next in round-robin order within the wait.
     async fn lock_signer(&self) -> Result<(Address, OwnedMutexGuard<()>), SettleError> {
+        let mut funded = Vec::with_capacity(self.signers.len());
         for (addr, lock) in &self.signers {
-            if let Ok(guard) = lock.clone().try_lock_owned() {
+            if self.funded(*addr).await {
+                funded.push((*addr, lock));
+            }
+        }
+        for (addr, lock) in &funded {
+            if let Ok(guard) = (*lock).clone().try_lock_owned() {
                 return Ok((*addr, guard));
             }
         }
-        let n = self.signers.len();
-        let (addr, lock) = self
-            .signers
+        let n = funded.len();
+        let (addr, lock) = funded
             .get(self.next_signer.fetch_add(1, Ordering::Relaxed) % n.max(1))
             .ok_or_else(|| {
-                SettleError::ChainUnavailable("no signer configured for this network".into())
+                SettleError::NoFundedSigner("every signer is below the balance floor".into())
             })?;
-        match tokio::time::timeout(self.signer_wait, lock.clone().lock_owned()).await {
+        match tokio::time::timeout(self.signer_wait, (*lock).clone().lock_owned()).await {
             Ok(guard) => Ok((*addr, guard)),
             Err(_) => Err(SettleError::SignerBusy(format!(
                 "no signer free within {:?}",
@@ -188,6 +247,19 @@ impl ChainFamily for EvmFamily {
             Verdict::Valid(p) => Ok(p),
             Verdict::Invalid(inv) => Err(inv),
         })
+    }
+
+    async fn ready_to_settle(&self) -> Result<(), SettleError> {
+        for (addr, _) in &self.signers {
+            if self.funded(*addr).await {
+                return Ok(());
+            }
+        }
+        Err(SettleError::NoFundedSigner(format!(
+            "every signer on eip155:{} is below {} wei",
+            self.chain().chain_id(),
+            self.floor.min_wei
+        )))
     }
 
     fn payer_of(&self, payment: &EvmPayment) -> String {

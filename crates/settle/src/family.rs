@@ -118,6 +118,12 @@ pub trait ChainFamily: Send + Sync + 'static {
         None
     }
 
+    /// Whether a new settlement can start at all (EVM: at least one signer above the balance
+    /// floor). Checked before anything is reserved; an error is a 503.
+    async fn ready_to_settle(&self) -> Result<(), SettleError> {
+        Ok(())
+    }
+
     /// The payer of a verified payment, as answers name it.
     fn payer_of(&self, payment: &Self::Payment) -> String;
 

@@ -43,6 +43,9 @@ pub enum SettleError {
     /// No signer could be had within the configured wait.
     #[error("signer busy: {0}")]
     SignerBusy(String),
+    /// Every signer's native balance is below the configured floor.
+    #[error("no funded signer: {0}")]
+    NoFundedSigner(String),
 }
 
 impl From<replay::StoreError> for SettleError {
