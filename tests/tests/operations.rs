@@ -226,7 +226,7 @@ async fn api_keys_missing_wrong_right_and_wrong_scope() {
         let a = call("GET", &format!("{url}{path}"), None, None)
             .await
             .unwrap();
-        assert_eq!(a.status, 200, "{path}: {a:?}");
+        assert!(!matches!(a.status, 401 | 403), "{path}: {a:?}");
     }
     let a = call("GET", &format!("{url}/metrics"), Some(&settler), None)
         .await
@@ -283,7 +283,9 @@ async fn api_keys_missing_wrong_right_and_wrong_scope() {
 #[tokio::test]
 async fn a_burst_gets_429_with_retry_after_then_recovers() {
     let anvil = Anvil::spawn().await.unwrap();
-    let limits = "\n[rate_limit]\nper_ip = { requests_per_second = 2, burst = 3 }\n";
+    // One request every 4 s after a burst of 3: slow enough that a loaded machine does not
+    // refill the budget between the burst and the 4th request.
+    let limits = "\n[rate_limit]\nper_ip = { requests_per_second = 0.25, burst = 3 }\n";
     let f = facilitator(&anvil, DEV_PRIVATE_KEYS[1], None, limits)
         .await
         .unwrap();
@@ -295,7 +297,8 @@ async fn a_burst_gets_429_with_retry_after_then_recovers() {
     }
     let a = call("POST", &verify, None, Some(&json!({}))).await.unwrap();
     assert_eq!(a.status, 429, "{a:?}");
-    assert_eq!(a.retry_after.as_deref(), Some("1"), "{a:?}");
+    let retry: u64 = a.retry_after.as_deref().unwrap().parse().unwrap();
+    assert!((1..=4).contains(&retry), "Retry-After {retry}");
     assert_eq!(a.body["invalidReason"], "rate_limited");
     let a = call(
         "POST",
@@ -314,7 +317,7 @@ async fn a_burst_gets_429_with_retry_after_then_recovers() {
         .await
         .unwrap();
     assert_eq!(a.status, 200);
-    // One request comes back every 0.5 s.
+    // The budget refills: a request passes again (after about 4 s).
     let start = Instant::now();
     loop {
         let a = call("POST", &verify, None, Some(&json!({}))).await.unwrap();
@@ -322,8 +325,8 @@ async fn a_burst_gets_429_with_retry_after_then_recovers() {
             break;
         }
         assert_eq!(a.status, 429, "{a:?}");
-        assert!(start.elapsed() < Duration::from_secs(5), "no recovery");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(start.elapsed() < Duration::from_secs(20), "no recovery");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let m = scrape(f.url(), None).await.unwrap();
     let limited = value(
@@ -424,7 +427,7 @@ async fn two_replicas_sharing_redis_share_the_budget() {
 async fn ready_follows_redis_and_rpc_while_live_stays_up() {
     let mut redis = RedisServer::spawn().await.unwrap();
     let mut anvil = Anvil::spawn().await.unwrap();
-    let fast = "\n[health]\ncheck_timeout_ms = 500\nrefresh_seconds = 0\n";
+    let fast = "\n[health]\ncheck_timeout_ms = 1000\nrefresh_seconds = 0\n";
     let f = facilitator(&anvil, DEV_PRIVATE_KEYS[1], Some(&redis.url()), fast)
         .await
         .unwrap();
@@ -432,8 +435,7 @@ async fn ready_follows_redis_and_rpc_while_live_stays_up() {
     let live = format!("{}/health/live", f.url());
     let wait = Duration::from_secs(20);
 
-    let a = call("GET", &ready, None, None).await.unwrap();
-    assert_eq!(a.status, 200, "{a:?}");
+    let a = poll_until(&ready, wait, |a| a.status == 200).await.unwrap();
     assert_eq!(a.body["replayStore"]["kind"], "redis");
     let net = &a.body["networks"][0];
     assert_eq!(net["network"], "eip155:8453");
@@ -443,26 +445,32 @@ async fn ready_follows_redis_and_rpc_while_live_stays_up() {
     );
     assert_eq!(net["signers"][0]["balance"], "10000000000000000000000");
     // /health is the same check.
-    assert_eq!(
-        call("GET", &format!("{}/health", f.url()), None, None)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    poll_until(&format!("{}/health", f.url()), wait, |a| a.status == 200)
+        .await
+        .unwrap();
 
     redis.stop().await.unwrap();
-    let a = poll_until(&ready, wait, |a| a.status == 503).await.unwrap();
-    assert_eq!(a.body["replayStore"]["ok"], false, "{a:?}");
-    assert_eq!(a.body["networks"][0]["ok"], true, "{a:?}");
+    // Unready because of Redis alone: the network stays fine.
+    poll_until(&ready, wait, |a| {
+        a.status == 503
+            && a.body["replayStore"]["ok"] == false
+            && a.body["networks"][0]["ok"] == true
+    })
+    .await
+    .unwrap();
     assert_eq!(call("GET", &live, None, None).await.unwrap().status, 200);
     redis.restart().await.unwrap();
     poll_until(&ready, wait, |a| a.status == 200).await.unwrap();
 
     anvil.stop().await.unwrap();
-    let a = poll_until(&ready, wait, |a| a.status == 503).await.unwrap();
-    assert_eq!(a.body["replayStore"]["ok"], true, "{a:?}");
-    assert_eq!(a.body["networks"][0]["rpcOk"], false, "{a:?}");
+    // Unready because of the RPC alone: Redis stays fine.
+    poll_until(&ready, wait, |a| {
+        a.status == 503
+            && a.body["replayStore"]["ok"] == true
+            && a.body["networks"][0]["rpcOk"] == false
+    })
+    .await
+    .unwrap();
     assert_eq!(call("GET", &live, None, None).await.unwrap().status, 200);
     anvil.restart().await.unwrap();
     poll_until(&ready, wait, |a| a.status == 200).await.unwrap();
@@ -487,9 +495,15 @@ async fn a_network_without_a_funded_signer_is_not_ready() {
     // A fresh key holds no ETH on anvil.
     let unfunded = "0x1111111111111111111111111111111111111111111111111111111111111111";
     let f = facilitator(&anvil, unfunded, None, "").await.unwrap();
-    let a = call("GET", &format!("{}/health/ready", f.url()), None, None)
-        .await
-        .unwrap();
+    // Polled until the RPC answered (a loaded machine may time a check out): then only the
+    // balance keeps it unready.
+    let a = poll_until(
+        &format!("{}/health/ready", f.url()),
+        Duration::from_secs(20),
+        |a| a.body["networks"][0]["rpcOk"] == true,
+    )
+    .await
+    .unwrap();
     assert_eq!(a.status, 503, "{a:?}");
     let net = &a.body["networks"][0];
     assert_eq!(
@@ -579,7 +593,15 @@ fn alert_exprs() -> Vec<String> {
 #[tokio::test]
 async fn metrics_move_with_verifies_and_settles_and_cover_dashboard_and_alerts() {
     let redis = RedisServer::spawn().await.unwrap();
-    let fx = EvmFixture::start(Some(&redis.url())).await.unwrap();
+    let no_refresh = "\n[health]\nrefresh_seconds = 0\n";
+    let fx = EvmFixture::start_custom(
+        Anvil::spawn().await.unwrap(),
+        Some(&redis.url()),
+        10,
+        no_refresh,
+    )
+    .await
+    .unwrap();
     let url = fx.facilitator.url().to_string();
     let net = "eip155:8453";
     let req = fx.requirements(20_000);
@@ -610,13 +632,15 @@ async fn metrics_move_with_verifies_and_settles_and_cover_dashboard_and_alerts()
         let (s, a) = fx.facilitator.post("/settle", p).await.unwrap();
         assert_eq!((s, &a["success"]), (200, &json!(true)), "{a}");
     }
-    assert_eq!(
-        call("GET", &format!("{url}/health/ready"), None, None)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    // The readiness check fills the balance and dependency gauges (no background refresh
+    // here, so the last check is this one).
+    poll_until(
+        &format!("{url}/health/ready"),
+        Duration::from_secs(20),
+        |a| a.status == 200,
+    )
+    .await
+    .unwrap();
 
     let m = scrape(&url, None).await.unwrap();
     assert_eq!(
