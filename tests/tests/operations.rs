@@ -875,6 +875,17 @@ fn facilitator_bin() -> std::path::PathBuf {
     let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
     let target_dir = profile_dir.parent().unwrap();
     let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
+    // Without the variables cargo and nextest set for this test (they would make the build
+    // look dirty and relink every time).
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        let test_var = ["CARGO_", "NEXTEST", "__NEXTEST", "__CARGO", "RUST_TEST"]
+            .iter()
+            .any(|p| name.starts_with(p));
+        if test_var && name != "CARGO_HOME" && name != "CARGO_TARGET_DIR" {
+            cmd.env_remove(&name);
+        }
+    }
     cmd.args([
         "build",
         "--quiet",
@@ -914,7 +925,7 @@ async fn sigterm_stops_accepting_and_finishes_the_settle_in_flight() {
 
     let port = x402_tests::net::free_port().unwrap();
     let toml = format!(
-        "shutdown_timeout_seconds = 20\n{}",
+        "shutdown_timeout_seconds = 20\nlog_format = \"json\"\n{}",
         TestFacilitator::config_toml_with_timeout(&anvil, DEV_PRIVATE_KEYS[1], None, 30)
     )
     .replace(
@@ -929,7 +940,7 @@ async fn sigterm_stops_accepting_and_finishes_the_settle_in_flight() {
     let mut child = tokio::process::Command::new(&bin)
         .arg("--config")
         .arg(&config)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,x402_facilitator=debug")
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -944,6 +955,17 @@ async fn sigterm_stops_accepting_and_finishes_the_settle_in_flight() {
     )
     .await
     .unwrap();
+
+    // A malformed body with a request id: answered 400, the id echoed, logged at DEBUG only.
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/verify"))
+        .header("x-request-id", "ops-test-4xx")
+        .json(&json!({"x402Version": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(resp.headers()["x-request-id"], "ops-test-4xx");
 
     let req = x402_tests::eip3009::ExactEvmRequirements::base_usdc(10_000u64, anvil.address(3));
     let (auth, sig) = req.authorize(&payer).unwrap();
@@ -1012,6 +1034,31 @@ async fn sigterm_stops_accepting_and_finishes_the_settle_in_flight() {
     let log_text = std::fs::read_to_string(dir.join("facilitator.log")).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(exit.success(), "exit {exit}: {log_text}");
+    // log_format = "json": every line is one JSON object; the 400 is one DEBUG line carrying
+    // the request id, route and key from the request's span, and nothing above DEBUG.
+    let lines: Vec<Value> = log_text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let of_4xx: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["span"]["request_id"] == "ops-test-4xx")
+        .collect();
+    assert!(!of_4xx.is_empty(), "{log_text}");
+    for l in &of_4xx {
+        assert_eq!(l["level"], "DEBUG", "{l}");
+    }
+    let summary = of_4xx
+        .iter()
+        .find(|l| l["fields"]["message"] == "request")
+        .unwrap_or_else(|| panic!("{log_text}"));
+    assert_eq!(summary["fields"]["status"], 400, "{summary}");
+    assert_eq!(summary["span"]["route"], "/verify", "{summary}");
+    assert_eq!(summary["span"]["key"], "anonymous", "{summary}");
+    assert!(
+        !summary.to_string().contains("x402Version"),
+        "body logged: {summary}"
+    );
     assert_eq!(
         usdc.balance_of(anvil.address(3)).await.unwrap(),
         alloy::primitives::U256::from(10_000)
