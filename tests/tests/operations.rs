@@ -1064,3 +1064,61 @@ async fn sigterm_stops_accepting_and_finishes_the_settle_in_flight() {
         alloy::primitives::U256::from(10_000)
     );
 }
+
+#[tokio::test]
+async fn keygen_prints_a_key_and_the_config_entry_that_accepts_it() {
+    let out = std::process::Command::new(facilitator_bin())
+        .args(["keygen", "--name", "shop-b", "--scopes", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let key = text
+        .lines()
+        .find(|l| l.starts_with(x402_facilitator::auth::KEY_PREFIX))
+        .unwrap_or_else(|| panic!("no key in:\n{text}"))
+        .to_string();
+    let entry = &text[text.find("[[auth.keys]]").expect("config entry")..];
+    assert!(
+        !entry.contains(&key),
+        "the entry holds the key itself:\n{entry}"
+    );
+    assert!(
+        entry.contains(&x402_facilitator::auth::sha256_hex(&key)),
+        "{entry}"
+    );
+
+    // The printed entry, pasted into a config, admits the key on /verify and nowhere else.
+    let anvil = Anvil::spawn().await.unwrap();
+    let f = facilitator(&anvil, DEV_PRIVATE_KEYS[1], None, &format!("\n{entry}"))
+        .await
+        .unwrap();
+    let verify = format!("{}/verify", f.url());
+    let a = call("POST", &verify, Some(&key), Some(&json!({})))
+        .await
+        .unwrap();
+    assert_eq!(a.status, 400, "{a:?}");
+    let a = call(
+        "POST",
+        &format!("{}/settle", f.url()),
+        Some(&key),
+        Some(&json!({})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, 403, "{a:?}");
+
+    let bad = std::process::Command::new(facilitator_bin())
+        .args(["keygen", "--scopes", "verify,root"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--scopes"),
+        "{bad:?}"
+    );
+}
