@@ -690,3 +690,144 @@ async fn stalled_rpc_fails_over_to_the_second_url() {
         "{metrics}"
     );
 }
+
+/// A broadcast transaction priced below a risen base fee stays in the pool unmined: the
+/// reconciler replaces it (same nonce, fees raised per EIP-1559 replacement rules), records
+/// both, and the payment lands exactly once, answered with the transaction that landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn underpriced_transaction_is_replaced_with_higher_fees_and_lands_once() {
+    let (anvil, usdc) = chain().await;
+    let redis = RedisServer::spawn().await.unwrap();
+    let settle = FAST_SETTLE
+        .replace("receipt_timeout_seconds = 5", "receipt_timeout_seconds = 1")
+        .replace(
+            "resend_after_seconds = 2",
+            "resend_after_seconds = 2\nreplace_after_seconds = 2",
+        );
+    let toml = config(
+        &anvil,
+        anvil.rpc_url(),
+        DEV_PRIVATE_KEYS[1],
+        &redis.url(),
+        &settle,
+    );
+    let fac = TestFacilitator::start_with_toml(&toml).await.unwrap();
+    let provider = anvil.provider();
+    let _: () = provider
+        .raw_request("evm_setAutomine".into(), (false,))
+        .await
+        .unwrap();
+    let (_, body) = payments(&anvil, 1).remove(0);
+    let (_, pending) = fac.post("/settle", &body).await.unwrap();
+    assert_eq!(pending["errorReason"], "settlement_pending", "{pending}");
+    let first: B256 = pending["transaction"].as_str().unwrap().parse().unwrap();
+    let sent = provider
+        .get_transaction_by_hash(first)
+        .await
+        .unwrap()
+        .unwrap();
+    let max_fee = alloy::consensus::Transaction::max_fee_per_gas(&sent);
+
+    // The base fee jumps far above what the transaction offers: it cannot be mined.
+    let _: Value = provider
+        .raw_request(
+            "anvil_setNextBlockBaseFeePerGas".into(),
+            (U256::from(max_fee * 4),),
+        )
+        .await
+        .unwrap();
+    let _: String = provider.raw_request("evm_mine".into(), ()).await.unwrap();
+    assert!(
+        provider
+            .get_transaction_receipt(first)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let start = Instant::now();
+    let replacement = loop {
+        let (_, status) = fac.post("/settlements/lookup", &body).await.unwrap();
+        let current = status["transaction"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if !current.is_empty() && current != format!("{first:#x}") {
+            break current;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never replaced: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _: String = provider.raw_request("evm_mine".into(), ()).await.unwrap();
+    let start = Instant::now();
+    let done = loop {
+        let (_, answer) = fac.post("/settle", &body).await.unwrap();
+        if answer["errorReason"] != "settlement_pending" {
+            break answer;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{answer}");
+        let _: String = provider.raw_request("evm_mine".into(), ()).await.unwrap();
+    };
+    assert_eq!(done["success"], true, "{done}");
+    assert_eq!(done["transaction"], replacement.as_str(), "{done}");
+    assert!(
+        provider
+            .get_transaction_receipt(first)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        usdc.balance_of(anvil.address(3)).await.unwrap(),
+        U256::from(AMOUNT)
+    );
+    assert_eq!(tx_count(&anvil, 1).await, 1, "one nonce used");
+    let metrics = fac.get("/metrics").await.unwrap().1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("x402_settle_replacements_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+/// Every signer below the balance floor: `/settle` answers 503 before reserving anything (no
+/// record), and `/verify` still works.
+#[tokio::test]
+async fn no_funded_signer_refuses_settle_before_reserving() {
+    let (anvil, _usdc) = chain().await;
+    let redis = RedisServer::spawn().await.unwrap();
+    let _: Value = anvil
+        .provider()
+        .raw_request(
+            "anvil_setBalance".into(),
+            (anvil.address(1), U256::from(1_000u64)),
+        )
+        .await
+        .unwrap();
+    let toml = config(
+        &anvil,
+        anvil.rpc_url(),
+        DEV_PRIVATE_KEYS[1],
+        &redis.url(),
+        FAST_SETTLE,
+    );
+    let fac = TestFacilitator::start_with_toml(&toml).await.unwrap();
+    let (_, body) = payments(&anvil, 1).remove(0);
+    let (status, answer) = fac.post("/settle", &body).await.unwrap();
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["transaction"], "", "{answer}");
+    assert!(
+        answer["errorMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no funded signer"),
+        "{answer}"
+    );
+    assert!(record_states(&redis).await.is_empty(), "nothing reserved");
+    let (_, verify) = fac.post("/verify", &body).await.unwrap();
+    assert_eq!(verify["isValid"], true, "{verify}");
+}

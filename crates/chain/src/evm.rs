@@ -72,8 +72,9 @@ pub trait EvmChain: Send + Sync {
     /// `eth_getBalance` at the latest block, wei.
     async fn balance(&self, address: Address) -> Result<U256, ChainError>;
 
-    /// Fills gas limit and EIP-1559 fees (by `eth_estimateGas`, which reverts if the call would)
-    /// and signs with the key of `tx.from`. `tx.nonce` must be set. Nothing is sent.
+    /// Fills gas limit and EIP-1559 fees when not set (by `eth_estimateGas`, which reverts if
+    /// the call would, and the node's fee estimate) and signs with the key of `tx.from`.
+    /// `tx.nonce` must be set. Nothing is sent.
     async fn sign(&self, tx: TransactionRequest) -> Result<SignedTx, ChainError>;
 
     /// `eth_sendRawTransaction`. Re-sending an already known transaction is not an error.

@@ -149,21 +149,25 @@ impl EvmChain for AlloyEvmChain {
         let nonce = tx
             .nonce
             .ok_or_else(|| ChainError::Rejected("nonce not set".into()))?;
-        let gas = self
-            .provider
-            .estimate_gas(tx.clone())
-            .await
-            .map_err(classify)?;
-        let fees = self
-            .provider
-            .estimate_eip1559_fees()
-            .await
-            .map_err(classify)?;
-        let tx = tx
-            .with_chain_id(self.chain_id)
-            .with_gas_limit(gas + gas * GAS_LIMIT_HEADROOM_PERCENT / 100)
-            .with_max_fee_per_gas(fees.max_fee_per_gas)
-            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        let mut tx = tx.with_chain_id(self.chain_id);
+        if tx.gas.is_none() {
+            let gas = self
+                .provider
+                .estimate_gas(tx.clone())
+                .await
+                .map_err(classify)?;
+            tx = tx.with_gas_limit(gas + gas * GAS_LIMIT_HEADROOM_PERCENT / 100);
+        }
+        if tx.max_fee_per_gas.is_none() || tx.max_priority_fee_per_gas.is_none() {
+            let fees = self
+                .provider
+                .estimate_eip1559_fees()
+                .await
+                .map_err(classify)?;
+            tx = tx
+                .with_max_fee_per_gas(fees.max_fee_per_gas)
+                .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        }
         let env = tx
             .build(&self.wallet)
             .await

@@ -110,6 +110,9 @@ pub struct SettleConfig {
     pub lease_seconds: u64,
     /// A broadcast transaction not landed after this long is re-sent, seconds (default 15).
     pub resend_after_seconds: u64,
+    /// A broadcast EVM transaction a node holds but that stays unmined this long is replaced
+    /// with the same nonce and higher fees, seconds (default 60).
+    pub replace_after_seconds: u64,
     /// The reconciler's interval, seconds (default 2).
     pub reconcile_interval_seconds: u64,
     /// Longest wait for a free EVM signer before answering 503, seconds (default 10).
@@ -129,6 +132,7 @@ impl Default for SettleConfig {
             redis_timeout_ms: 2000,
             lease_seconds: 15,
             resend_after_seconds: 15,
+            replace_after_seconds: 60,
             reconcile_interval_seconds: 2,
             signer_wait_seconds: 10,
             reserved_wait_seconds: 10,
@@ -146,6 +150,7 @@ impl SettleConfig {
             reserved_wait: Duration::from_secs(self.reserved_wait_seconds),
             lease: Duration::from_secs(self.lease_seconds),
             resend_after: Duration::from_secs(self.resend_after_seconds),
+            replace_after: Duration::from_secs(self.replace_after_seconds),
         }
     }
 }

@@ -13,6 +13,8 @@ pub struct EngineMetrics {
     pub takeovers: IntCounter,
     /// `x402_settle_resends_total`: recorded transactions re-sent (same bytes).
     pub resends: IntCounter,
+    /// `x402_settle_replacements_total`: stuck transactions replaced with higher fees.
+    pub replacements: IntCounter,
     /// `x402_settle_records_resolved_total{state}`: records that reached `confirmed`,
     /// `delivered`, `failed` or `expired`.
     pub resolved: IntCounterVec,
@@ -39,6 +41,11 @@ impl EngineMetrics {
             resends: IntCounter::new(
                 "x402_settle_resends_total",
                 "Recorded settlement transactions re-sent",
+            )
+            .expect("valid metric"),
+            replacements: IntCounter::new(
+                "x402_settle_replacements_total",
+                "Stuck settlement transactions replaced with higher fees",
             )
             .expect("valid metric"),
             resolved: IntCounterVec::new(
@@ -78,6 +85,9 @@ impl EngineMetrics {
             .register(Box::new(m.resends.clone()))
             .expect("unique metric");
         registry
+            .register(Box::new(m.replacements.clone()))
+            .expect("unique metric");
+        registry
             .register(Box::new(m.resolved.clone()))
             .expect("unique metric");
         registry
@@ -101,6 +111,9 @@ impl SettleObserver for EngineMetrics {
     }
     fn resend(&self) {
         self.resends.inc();
+    }
+    fn replacement(&self) {
+        self.replacements.inc();
     }
     fn resolved(&self, state: &'static str) {
         self.resolved.with_label_values(&[state]).inc();

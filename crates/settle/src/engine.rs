@@ -40,6 +40,9 @@ pub struct SettleTiming {
     pub lease: Duration,
     /// A broadcast transaction still not landed after this long is re-sent (same bytes).
     pub resend_after: Duration,
+    /// A broadcast EVM transaction a node holds but that stays unmined this long (e.g. priced
+    /// below a risen base fee) is replaced: same nonce, higher fees.
+    pub replace_after: Duration,
 }
 
 impl Default for SettleTiming {
@@ -50,6 +53,7 @@ impl Default for SettleTiming {
             reserved_wait: Duration::from_secs(10),
             lease: Duration::from_secs(15),
             resend_after: Duration::from_secs(15),
+            replace_after: Duration::from_secs(60),
         }
     }
 }
@@ -485,8 +489,11 @@ impl<F: ChainFamily> Engine<F> {
                 closed_at: now,
             }),
             Lookup::NotYet { known } => {
-                let stale = unix_ms().saturating_sub(broadcast.last_sent_ms)
-                    >= self.timing.resend_after.as_millis() as u64;
+                let since_sent = unix_ms().saturating_sub(broadcast.last_sent_ms);
+                if known && since_sent >= self.timing.replace_after.as_millis() as u64 {
+                    return self.replace(key, raw, broadcast).await;
+                }
+                let stale = since_sent >= self.timing.resend_after.as_millis() as u64;
                 if !stale && known {
                     return Ok(Advance::Unchanged);
                 }
@@ -509,8 +516,14 @@ impl<F: ChainFamily> Engine<F> {
                         tracing::info!(transaction = %tx, known, "re-sent the recorded transaction");
                         self.events.resend();
                     }
-                    Sent::Unknown(e) | Sent::Refused(e) => {
+                    Sent::Unknown(e) => {
                         tracing::warn!(transaction = %tx, error = %e, "re-send failed")
+                    }
+                    Sent::Refused(e) => {
+                        // The node will not take it as it is (e.g. priced below the base fee):
+                        // replace it (EVM), or wait for the blockhash to decide (Solana).
+                        tracing::warn!(transaction = %tx, error = %e, "re-send refused");
+                        return self.replace(key, &next_raw, &next).await;
                     }
                 }
                 return Ok(Advance::Resent(next, next_raw));
@@ -526,6 +539,41 @@ impl<F: ChainFamily> Engine<F> {
             }
             None => Ok(Advance::Changed),
         }
+    }
+
+    /// Replaces a stuck broadcast transaction (same nonce, higher fees): the new one is
+    /// recorded, with the ones it replaces (any of them may still land), before it is sent.
+    async fn replace(
+        &self,
+        key: &str,
+        raw: &str,
+        broadcast: &Broadcast,
+    ) -> Result<Advance, SettleError> {
+        let Some(sent) = self.family.replacement(broadcast).await? else {
+            // No replacement in this family: the record stays as it is now.
+            return Ok(Advance::Resent(broadcast.clone(), raw.to_string()));
+        };
+        let mut next = broadcast.clone();
+        next.replaced.push(std::mem::replace(&mut next.sent, sent));
+        next.last_sent_ms = unix_ms();
+        let Some(next_raw) = self
+            .store
+            .swap(key, raw, &SettlementRecord::Broadcast(next.clone()))
+            .await?
+        else {
+            return Ok(Advance::Changed);
+        };
+        let (old, new) = (broadcast.sent.transaction(), next.sent.transaction());
+        match self.family.send(&next.sent).await {
+            Sent::Accepted => {
+                tracing::warn!(replaced = %old, by = %new, "replaced a stuck transaction with higher fees");
+                self.events.replacement();
+            }
+            Sent::Unknown(e) | Sent::Refused(e) => {
+                tracing::warn!(replaced = %old, by = %new, error = %e, "replacement not accepted")
+            }
+        }
+        Ok(Advance::Resent(next, next_raw))
     }
 
     /// `confirmed → delivered`: the winner answers success, the loser re-reads.

@@ -402,6 +402,56 @@ impl ChainFamily for EvmFamily {
         Ok(Lookup::NotYet { known })
     }
 
+    async fn replacement(&self, broadcast: &Broadcast) -> Result<Option<SentTx>, SettleError> {
+        let SentTx::Evm { raw, signer, .. } = &broadcast.sent else {
+            return Ok(None);
+        };
+        let corrupt = || SettleError::StoreUnavailable("corrupt EVM broadcast record".into());
+        let bytes: Bytes = raw.parse().map_err(|_| corrupt())?;
+        let env = TxEnvelope::decode_2718(&mut bytes.as_ref()).map_err(|_| corrupt())?;
+        let signer: Address = signer.parse().map_err(|_| corrupt())?;
+        let Some(to) = env.to() else {
+            return Err(corrupt());
+        };
+        // EIP-1559 replacement: both caps up by at least 12.5 % (nodes ask for 10 %), and at
+        // least what the node would ask now.
+        let bump = |fee: u128| fee + fee / 8 + 1;
+        let (mut max_fee, mut priority) = (
+            bump(env.max_fee_per_gas()),
+            bump(env.max_priority_fee_per_gas().unwrap_or(0)),
+        );
+        let history = self
+            .chain()
+            .fee_history(1, &[50.0])
+            .await
+            .map_err(|e| SettleError::ChainUnavailable(e.to_string()))?;
+        if let Some(next_base) = history.base_fee_per_gas.last() {
+            max_fee = max_fee.max(next_base.saturating_mul(2).saturating_add(priority));
+        }
+        priority = priority.min(max_fee);
+        let tx = TransactionRequest::default()
+            .from(signer)
+            .to(to)
+            .input(env.input().clone().into())
+            .nonce(env.nonce())
+            .gas_limit(env.gas_limit())
+            .max_fee_per_gas(max_fee)
+            .max_priority_fee_per_gas(priority);
+        let signed = self
+            .chain()
+            .sign(tx)
+            .await
+            .map_err(|e| SettleError::ChainUnavailable(e.to_string()))?;
+        Ok(Some(SentTx::Evm {
+            transaction: format!("{:#x}", signed.hash),
+            raw: format!("{}", signed.raw),
+            signer: signer.to_checksum(None),
+            nonce: signed.nonce,
+            max_fee_per_gas: max_fee.to_string(),
+            max_priority_fee_per_gas: priority.to_string(),
+        }))
+    }
+
     fn transaction_failed(&self) -> Reason {
         Reason::EvmTransactionFailed
     }

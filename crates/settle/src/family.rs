@@ -144,6 +144,13 @@ pub trait ChainFamily: Send + Sync + 'static {
     /// Sends (or re-sends) a recorded transaction.
     async fn send(&self, sent: &SentTx) -> Sent;
 
+    /// A replacement of a broadcast transaction that stays unmined: the same sender nonce with
+    /// higher fees (EIP-1559 replacement: both fee caps raised by at least 12.5 %), signed,
+    /// not sent. `None` when the family has no such thing (Solana: the blockhash decides).
+    async fn replacement(&self, _broadcast: &Broadcast) -> Result<Option<SentTx>, SettleError> {
+        Ok(None)
+    }
+
     /// Where a broadcast payment stands.
     async fn lookup(&self, broadcast: &Broadcast) -> Result<Lookup, SettleError>;
 

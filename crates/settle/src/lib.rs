@@ -69,6 +69,8 @@ pub trait SettleObserver: Send + Sync {
     fn takeover(&self) {}
     /// A recorded transaction was re-sent.
     fn resend(&self) {}
+    /// A stuck transaction was replaced with higher fees.
+    fn replacement(&self) {}
     /// A record reached a resolved state (`confirmed`, `delivered`, `failed`, `expired`).
     fn resolved(&self, _state: &'static str) {}
     /// After a reconciler pass: unresolved records, and the age of the oldest, seconds.
@@ -98,6 +100,9 @@ impl SettleEvents {
     }
     fn resend(&self) {
         self.0.resend()
+    }
+    fn replacement(&self) {
+        self.0.replacement()
     }
     fn resolved(&self, state: &'static str) {
         self.0.resolved(state)
