@@ -1197,3 +1197,34 @@ async fn f4_memo_settled_once_per_pay_to() {
         PAYER_START_BALANCE - AMOUNT
     );
 }
+
+/// F13, F14: a settled payment replayed under another asset (mint) or another network is never
+/// a success and moves nothing.
+#[tokio::test]
+async fn f13_f14_settled_payment_replayed_with_other_asset_or_network_never_succeeds() {
+    let fx = fixture();
+    let tx = fx.payment(AMOUNT).build_base64();
+    let first = settle(&fx, &fx.request_v2(&tx, AMOUNT, json!({}))).await;
+    assert!(first.success, "{first:?}");
+
+    let other_asset = fx.request_v2_mint(&fx.mint_2022, &tx, AMOUNT, json!({}));
+    let answer = settle(&fx, &other_asset).await;
+    assert!(!answer.success, "another asset got success: {answer:?}");
+
+    let mut body = x402_tests::svm_payment::v2_request_json(
+        &tx,
+        &fx.mint,
+        &fx.pay_to,
+        AMOUNT,
+        &json!({"feePayer": fx.fee_payer.pubkey().to_string()}),
+    );
+    let mainnet = json!("solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp");
+    body["paymentRequirements"]["network"] = mainnet.clone();
+    body["paymentPayload"]["accepted"]["network"] = mainnet;
+    let other_network = PaymentRequest::from_value(body).unwrap();
+    let answer = settle(&fx, &other_network).await;
+    assert!(!answer.success, "another network got success: {answer:?}");
+
+    assert_eq!(fx.chain.executed_count(), 1);
+    assert_eq!(fx.token_balance(&fx.pay_to_ata), AMOUNT);
+}
