@@ -356,3 +356,49 @@ async fn never_valid_blockhash_is_refused_at_verify_and_nothing_moves() {
         Vec::<String>::new()
     );
 }
+
+/// x402-conformance F4 over real HTTP on surfnet: `extra.memo` is the resource server's
+/// one-purchase nonce; a second, different transaction carrying a memo already settled for the
+/// same `payTo` gets `duplicate_settlement`, nothing is broadcast, and the payer pays once.
+#[tokio::test]
+async fn f4_memo_settled_for_a_pay_to_cannot_settle_again_in_a_new_transaction() {
+    use x402_tests::svm_payment::{SvmPaymentBuilder, v2_request_json};
+    let fx = SvmRpcFixture::start().await.unwrap();
+    let blockhash = fx.surfnet.latest_blockhash().await.unwrap();
+    let build = |price: u64| {
+        to_base64(
+            &SvmPaymentBuilder::new(
+                fx.payer.clone(),
+                fx.fee_payer.pubkey(),
+                fx.mint,
+                fx.pay_to,
+                AMOUNT,
+                blockhash,
+            )
+            .token_program(fx.token_program)
+            .compute_unit_price(price)
+            .memo("order-7")
+            .build(),
+        )
+    };
+    let extra = serde_json::json!({
+        "feePayer": fx.fee_payer.pubkey().to_string(),
+        "memo": "order-7",
+    });
+    let (first_tx, second_tx) = (build(COMPUTE_UNIT_PRICE), build(COMPUTE_UNIT_PRICE + 1));
+    assert_ne!(first_tx, second_tx);
+
+    let first = v2_request_json(&first_tx, &fx.mint, &fx.pay_to, AMOUNT, &extra);
+    let (status, settled) = fx.facilitator.post("/settle", &first).await.unwrap();
+    assert_eq!(status, 200, "{settled}");
+    assert_eq!(settled["success"], true, "{settled}");
+
+    let second = v2_request_json(&second_tx, &fx.mint, &fx.pay_to, AMOUNT, &extra);
+    let (status, replay) = fx.facilitator.post("/settle", &second).await.unwrap();
+    assert_eq!(status, 200, "{replay}");
+    assert_eq!(replay["success"], false, "memo settled twice: {replay}");
+    assert_eq!(replay["errorReason"], "duplicate_settlement", "{replay}");
+    assert_eq!(replay["transaction"], "", "nothing broadcast: {replay}");
+    assert_eq!(fx.pay_to_balance().await.unwrap(), AMOUNT);
+    assert_eq!(fx.payer_balance().await.unwrap(), PAYER_FUNDS - AMOUNT);
+}
