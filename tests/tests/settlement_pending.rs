@@ -8,7 +8,7 @@ use x402_tests::eip3009::v2_evm_payment_json;
 use x402_tests::facilitator::EvmFixture;
 
 #[tokio::test]
-async fn unmined_settlement_is_pending_and_retry_returns_its_receipt() {
+async fn f7_unmined_settlement_is_pending_then_one_success_then_duplicate() {
     let fx = EvmFixture::start_with_timeout(None, 1).await.unwrap();
     let provider = fx.anvil.provider();
     let _: () = provider
@@ -47,4 +47,10 @@ async fn unmined_settlement_is_pending_and_retry_returns_its_receipt() {
     assert_eq!(third["success"], true, "{third}");
     assert_eq!(third["transaction"], tx);
     assert_eq!(fx.payee_balance().await.unwrap(), U256::from(5_000u64));
+
+    // x402-conformance F7: pending → retry → success → retry → `duplicate_settlement`.
+    let (_, fourth) = fx.facilitator.post("/settle", &body).await.unwrap();
+    assert_eq!(fourth["success"], false, "{fourth}");
+    assert_eq!(fourth["errorReason"], "duplicate_settlement", "{fourth}");
+    assert_eq!(fourth["transaction"], tx);
 }
