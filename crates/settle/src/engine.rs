@@ -24,6 +24,9 @@ use crate::record::{Broadcast, Closed, Cost, Reserved, Settled, SettlementRecord
 use crate::replay::{Created, ReplayStore, Stored};
 use crate::{SettleError, SettleEvents};
 
+/// Most replacements of one payment's transaction (each is recorded and looked up).
+pub const MAX_REPLACEMENTS: usize = 8;
+
 /// Timing of one settlement engine.
 #[derive(Debug, Clone)]
 pub struct SettleTiming {
@@ -523,7 +526,9 @@ impl<F: ChainFamily> Engine<F> {
                         // The node will not take it as it is (e.g. priced below the base fee):
                         // replace it (EVM), or wait for the blockhash to decide (Solana).
                         tracing::warn!(transaction = %tx, error = %e, "re-send refused");
-                        return self.replace(key, &next_raw, &next).await;
+                        if since_sent >= self.timing.replace_after.as_millis() as u64 {
+                            return self.replace(key, &next_raw, &next).await;
+                        }
                     }
                 }
                 return Ok(Advance::Resent(next, next_raw));
@@ -549,6 +554,9 @@ impl<F: ChainFamily> Engine<F> {
         raw: &str,
         broadcast: &Broadcast,
     ) -> Result<Advance, SettleError> {
+        if broadcast.replaced.len() >= MAX_REPLACEMENTS {
+            return Ok(Advance::Resent(broadcast.clone(), raw.to_string()));
+        }
         let Some(sent) = self.family.replacement(broadcast).await? else {
             // No replacement in this family: the record stays as it is now.
             return Ok(Advance::Resent(broadcast.clone(), raw.to_string()));
