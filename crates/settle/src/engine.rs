@@ -322,66 +322,25 @@ impl<F: ChainFamily> Engine<F> {
                 return Err(e);
             }
         };
-        // Waiting for the signer may have taken a while: renew the lease (and check ownership).
-        let renewed = match self.store.get(&ctx.id.key).await {
-            Ok(Some(stored)) if stored.raw == raw => {
-                let facts = stored.record.payment().clone();
-                self.store
-                    .swap(&ctx.id.key, &raw, &self.reservation(facts))
-                    .await
-            }
-            Ok(_) => Ok(None),
-            Err(e) => Err(e),
-        };
-        let raw = match renewed {
-            Ok(Some(raw)) => raw,
-            Ok(None) => {
+        let recorded = self
+            .sign_and_record(ctx, req, now, raw, payment, facts, &guard)
+            .await;
+        let (raw, broadcast, outcome) = match recorded {
+            Ok(Recorded::Broadcast(raw, broadcast)) => {
+                let outcome = self.family.send(&broadcast.sent).await;
                 self.family.release_signer(guard).await;
-                return Ok(Step::Reread);
+                (raw, broadcast, outcome)
+            }
+            Ok(Recorded::Not(step)) => {
+                self.family.release_signer(guard).await;
+                return Ok(step);
             }
             Err(e) => {
                 self.family.release_signer(guard).await;
-                return Err(e.into());
-            }
-        };
-        let sent = match self.family.sign(&guard, req, payment).await {
-            Ok(Signed::Tx(sent)) => sent,
-            Ok(Signed::Refused(inv)) => {
-                self.family.release_signer(guard).await;
-                self.give_up(ctx, &raw).await;
-                return Ok(Step::Answer(self.refusal(ctx, inv)));
-            }
-            Err(e) => {
-                self.family.release_signer(guard).await;
-                self.give_up(ctx, &raw).await;
                 return Err(e);
             }
         };
-        let broadcast = Broadcast {
-            payment: facts,
-            sent,
-            replaced: vec![],
-            sent_at: now,
-            last_sent_ms: unix_ms(),
-        };
-        let record = SettlementRecord::Broadcast(broadcast.clone());
-        // Recorded before it is sent; not recorded → not sent.
-        let raw = match self.store.swap(&ctx.id.key, &raw, &record).await {
-            Ok(Some(raw)) => raw,
-            Ok(None) => {
-                self.family.release_signer(guard).await;
-                return Ok(Step::Reread);
-            }
-            Err(e) => {
-                // Unknown whether it was recorded: if it was, the reconciler sends the recorded
-                // bytes; if not, the lease lapses and the next request takes over.
-                self.family.release_signer(guard).await;
-                return Err(e.into());
-            }
-        };
         let transaction = broadcast.sent.transaction().to_string();
-        let outcome = self.family.send(&broadcast.sent).await;
-        self.family.release_signer(guard).await;
         match outcome {
             Sent::Accepted => self.await_outcome(ctx, raw, broadcast).await,
             Sent::Unknown(msg) => {
@@ -400,6 +359,59 @@ impl<F: ChainFamily> Engine<F> {
                 self.await_outcome(ctx, raw, broadcast).await
             }
         }
+    }
+
+    /// With the signer held: renew the lease (waiting for the signer may have taken a while,
+    /// and ownership is checked), sign, and record `broadcast` before anything is sent.
+    #[allow(clippy::too_many_arguments)]
+    async fn sign_and_record(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &PaymentRequest,
+        now: u64,
+        raw: String,
+        payment: &F::Payment,
+        facts: crate::record::PaymentFacts,
+        guard: &crate::family::SignerGuard,
+    ) -> Result<Recorded, SettleError> {
+        let renewed = match self.store.get(&ctx.id.key).await? {
+            Some(stored) if stored.raw == raw => {
+                let facts = stored.record.payment().clone();
+                self.store
+                    .swap(&ctx.id.key, &raw, &self.reservation(facts))
+                    .await?
+            }
+            _ => None,
+        };
+        let Some(raw) = renewed else {
+            return Ok(Recorded::Not(Step::Reread));
+        };
+        let sent = match self.family.sign(guard, req, payment).await {
+            Ok(Signed::Tx(sent)) => sent,
+            Ok(Signed::Refused(inv)) => {
+                self.give_up(ctx, &raw).await;
+                return Ok(Recorded::Not(Step::Answer(self.refusal(ctx, inv))));
+            }
+            Err(e) => {
+                self.give_up(ctx, &raw).await;
+                return Err(e);
+            }
+        };
+        let broadcast = Broadcast {
+            payment: facts,
+            sent,
+            replaced: vec![],
+            sent_at: now,
+            last_sent_ms: unix_ms(),
+        };
+        // Recorded before it is sent; not recorded → not sent. A store error leaves it unknown
+        // whether it was recorded: if it was, the reconciler sends the recorded bytes; if not,
+        // the lease lapses and the next request takes over.
+        let record = SettlementRecord::Broadcast(broadcast.clone());
+        Ok(match self.store.swap(&ctx.id.key, &raw, &record).await? {
+            Some(raw) => Recorded::Broadcast(raw, broadcast),
+            None => Recorded::Not(Step::Reread),
+        })
     }
 
     /// Deletes an owned reservation refused before signing (a failure is logged: the lease
@@ -671,6 +683,14 @@ impl<F: ChainFamily> Engine<F> {
         }
         Ok(())
     }
+}
+
+/// [`Engine::sign_and_record`]'s outcome.
+enum Recorded {
+    /// Signed and recorded (the stored JSON, the record): send it.
+    Broadcast(String, Broadcast),
+    /// Not signed or not recorded: this step instead.
+    Not(Step),
 }
 
 /// [`Engine::advance`]'s outcome.
