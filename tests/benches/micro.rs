@@ -8,7 +8,8 @@
 //!   `eth_call` answers at once (everything `/verify` does but HTTP and the RPC round trip);
 //! - `svm_verify`: Solana transaction decode + rule checks + payer signature
 //!   (`ExactSvmVerifier::verify` without simulation, in-process SVM);
-//! - `redis_reserve`: one `ReplayStore::reserve` (`SET NX PX`) on a private Redis.
+//! - `redis_reserve`: one reservation, `ReplayStore::create` of a `reserved` record (one atomic
+//!   Lua step in Redis), on a private Redis.
 //!
 //! Run: `cargo bench -p x402-tests --bench micro` (a filter: `-- evm_signature`).
 
@@ -23,7 +24,9 @@ use serde_json::Value;
 use x402_chain::{ChainError, EvmChain, SignedTx};
 use x402_proto::PaymentRequest;
 use x402_proto::evm::ExactEvmPayload;
-use x402_settle::replay::{RedisStore, ReplayStore, SettlementRecord};
+use x402_settle::replay::{
+    Created, PaymentFacts, RedisStore, ReplayStore, Reserved, SettlementRecord,
+};
 use x402_tests::RedisServer;
 use x402_tests::eip3009::{ExactEvmRequirements, v2_evm_payment_json};
 use x402_tests::svm_payment::SvmFixture;
@@ -59,6 +62,12 @@ impl EvmChain for InstantChain {
     }
     async fn pending_nonce(&self, _: Address) -> Result<u64, ChainError> {
         Ok(0)
+    }
+    async fn balance(&self, _: Address) -> Result<U256, ChainError> {
+        Ok(U256::MAX)
+    }
+    async fn transaction_known(&self, _: B256) -> Result<bool, ChainError> {
+        Ok(false)
     }
     async fn sign(&self, _: TransactionRequest) -> Result<SignedTx, ChainError> {
         Err(ChainError::Unavailable("stub".into()))
@@ -217,27 +226,39 @@ fn bench_redis_reserve(c: &mut Criterion) {
         .unwrap();
     let (redis, store) = rt.block_on(async {
         let redis = RedisServer::spawn().await.unwrap();
-        let store = RedisStore::connect(&redis.url()).await.unwrap();
+        let store = RedisStore::connect(&redis.url(), "x402bench", Duration::from_secs(2))
+            .await
+            .unwrap();
         (redis, store)
     });
-    let record = SettlementRecord::Reserved {
-        fingerprint: format!("{:#x}", B256::repeat_byte(7)),
-        at: 1_800_000_000,
-    };
+    let record = SettlementRecord::Reserved(Reserved {
+        payment: PaymentFacts {
+            binding: format!("{:#x}", B256::repeat_byte(7)),
+            network: "eip155:8453".into(),
+            payer: Address::repeat_byte(2).to_checksum(None),
+            amount: "10000".into(),
+            asset: x402_tests::BASE_USDC.to_checksum(None),
+            pay_to: Address::repeat_byte(3).to_checksum(None),
+            created_at: 1_800_000_000,
+            valid_until: 1_800_003_600,
+        },
+        owner: "bench:1:0".into(),
+        lease_until_ms: 1_800_000_030_000,
+    });
     let mut n = 0u64;
     let mut g = c.benchmark_group("redis_reserve");
     g.measurement_time(Duration::from_secs(5));
-    g.bench_function("ReplayStore::reserve (SET NX PX), new key", |b| {
+    g.bench_function("ReplayStore::create of a reserved record, new key", |b| {
         b.iter_batched(
             || {
                 n += 1;
                 format!("x402:bench:reserve:{n}")
             },
             |key| {
-                let ok = rt
-                    .block_on(store.reserve(&key, &record, Duration::from_secs(60)))
+                let created = rt
+                    .block_on(store.create(&key, &record, Duration::from_secs(60), &[]))
                     .unwrap();
-                assert!(ok);
+                assert!(matches!(created, Created::Created(_)));
             },
             BatchSize::SmallInput,
         )

@@ -63,6 +63,17 @@ impl PhaseReport {
         }
     }
 
+    /// Requests answered `valid`, `success` or `ok` per second of wall time (a refusal such as
+    /// an HTTP 503 counts in [`PhaseReport::per_second`] but not here).
+    pub fn ok_per_second(&self) -> f64 {
+        let ok = self.count("valid") + self.count("success") + self.count("ok");
+        if self.elapsed_seconds > 0.0 {
+            ok as f64 / self.elapsed_seconds
+        } else {
+            0.0
+        }
+    }
+
     /// Facilitator CPU per request, µs (binary replicas only).
     pub fn cpu_per_request_us(&self) -> Option<f64> {
         let cpu = self.facilitator_cpu_seconds?;
@@ -156,8 +167,8 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "{:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}  answers",
-            "phase", "n", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "cpu µs/req"
+            "{:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}  answers",
+            "phase", "n", "req/s", "ok/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "cpu µs/req"
         )?;
         for p in &self.phases {
             let answers = p
@@ -177,10 +188,11 @@ impl fmt::Display for Report {
             };
             writeln!(
                 f,
-                "{:<9} {:>7} {:>9.1} {:>9} {:>9} {:>9} {:>9} {:>10}  {answers}{not_sent}",
+                "{:<9} {:>7} {:>9.1} {:>9.1} {:>9} {:>9} {:>9} {:>9} {:>10}  {answers}{not_sent}",
                 p.name,
                 p.requests,
                 p.per_second(),
+                p.ok_per_second(),
                 ms(p.latency_us.p50),
                 ms(p.latency_us.p90),
                 ms(p.latency_us.p99),
