@@ -7,8 +7,10 @@
 
 pub mod anvil;
 pub mod artifacts;
+pub mod bench;
 pub mod eip3009;
 pub mod facilitator;
+#[cfg(feature = "litesvm")]
 pub mod litesvm_chain;
 pub mod net;
 pub mod peers;
@@ -17,7 +19,9 @@ pub mod process;
 pub mod redis_server;
 pub mod stall_proxy;
 pub mod surfnet;
+#[cfg(feature = "litesvm")]
 pub mod svm_fixture;
+#[cfg(feature = "litesvm")]
 pub mod svm_payment;
 pub mod tools;
 pub mod usdc;

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
+use serde_json::value::RawValue;
 use x402_proto::{ParseError, PaymentRequest, Reason, SettleResponse, VerifyResponse};
 use x402_settle::SettleError;
 use x402_verify::VerifyError;
@@ -58,6 +59,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
     .configure(crate::settlements::configure);
 }
 
+// `/verify` and `/settle` take the body as checked JSON text (`RawValue`: same 400 / 413 answers as
+// any JSON body) and parse it once, straight into the typed request: no intermediate JSON tree.
+
 fn bad_request(state: &AppState, endpoint: &str, e: &ParseError) -> HttpResponse {
     state
         .metrics
@@ -67,8 +71,8 @@ fn bad_request(state: &AppState, endpoint: &str, e: &ParseError) -> HttpResponse
     HttpResponse::BadRequest().json(json!({"error": e.to_string(), "field": e.field}))
 }
 
-async fn verify(state: web::Data<AppState>, body: web::Json<serde_json::Value>) -> HttpResponse {
-    let req = match PaymentRequest::from_value(body.into_inner()) {
+async fn verify(state: web::Data<AppState>, body: web::Json<Box<RawValue>>) -> HttpResponse {
+    let req = match PaymentRequest::parse(body.get().as_bytes()) {
         Ok(r) => r,
         Err(e) => return bad_request(&state, "verify", &e),
     };
@@ -99,8 +103,8 @@ async fn verify(state: web::Data<AppState>, body: web::Json<serde_json::Value>) 
     }
 }
 
-async fn settle(state: web::Data<AppState>, body: web::Json<serde_json::Value>) -> HttpResponse {
-    let req = match PaymentRequest::from_value(body.into_inner()) {
+async fn settle(state: web::Data<AppState>, body: web::Json<Box<RawValue>>) -> HttpResponse {
+    let req = match PaymentRequest::parse(body.get().as_bytes()) {
         Ok(r) => r,
         Err(e) => return bad_request(&state, "settle", &e),
     };

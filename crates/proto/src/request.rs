@@ -3,6 +3,7 @@
 //! parsed for either protocol version and normalized into [`PaymentRequest`].
 
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::network::Network;
@@ -83,10 +84,73 @@ impl PaymentRequest {
     ///
     /// Errors: [`ParseError`] naming the field (`body`, `x402Version`,
     /// `paymentPayload.accepted.amount`, `paymentRequirements.payTo`, …). Unknown fields are ignored.
+    ///
+    /// A well-formed body is deserialized straight into the typed shapes (no intermediate JSON
+    /// tree); anything unusual (a malformed field, `null` versions, duplicate keys, …) is parsed
+    /// again through [`PaymentRequest::from_value`], whose outcome and error messages are the
+    /// reference: both paths give the same result.
     pub fn parse(body: &[u8]) -> Result<Self, ParseError> {
+        if let Some(req) = Self::parse_direct(body) {
+            return Ok(req);
+        }
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| ParseError::new("body", format!("not valid JSON: {e}")))?;
         Self::from_value(value)
+    }
+
+    /// The fast path of [`PaymentRequest::parse`]: `None` whenever it is not sure to give what
+    /// [`PaymentRequest::from_value`] gives.
+    fn parse_direct(body: &[u8]) -> Option<Self> {
+        #[derive(serde::Deserialize)]
+        struct Envelope<'a> {
+            #[serde(rename = "x402Version", borrow, default, deserialize_with = "present")]
+            version: Option<&'a RawValue>,
+            #[serde(rename = "paymentPayload", borrow)]
+            payload: &'a RawValue,
+            #[serde(rename = "paymentRequirements", borrow)]
+            requirements: &'a RawValue,
+        }
+        #[derive(serde::Deserialize)]
+        struct Versioned<'a> {
+            #[serde(rename = "x402Version", borrow, default, deserialize_with = "present")]
+            version: Option<&'a RawValue>,
+        }
+        /// `Some` for any value present, `null` included (a plain `Option` maps `null` to `None`).
+        fn present<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<&'de RawValue>, D::Error> {
+            <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
+        }
+        fn version(raw: Option<&RawValue>) -> Result<Option<X402Version>, ()> {
+            match raw.map(RawValue::get) {
+                None => Ok(None),
+                Some("1") => Ok(Some(X402Version::V1)),
+                Some("2") => Ok(Some(X402Version::V2)),
+                Some(_) => Err(()),
+            }
+        }
+        let env: Envelope = serde_json::from_slice(body).ok()?;
+        let inner: Versioned = serde_json::from_str(env.payload.get()).ok()?;
+        let version = match (version(env.version).ok()?, version(inner.version).ok()?) {
+            (Some(e), Some(p)) if e != p => return None,
+            (_, Some(v)) | (Some(v), None) => v,
+            (None, None) => return None,
+        };
+        let (payload, requirements) = match version {
+            X402Version::V1 => (
+                Payload::V1(serde_json::from_str(env.payload.get()).ok()?),
+                Requirements::V1(serde_json::from_str(env.requirements.get()).ok()?),
+            ),
+            X402Version::V2 => (
+                Payload::V2(Box::new(serde_json::from_str(env.payload.get()).ok()?)),
+                Requirements::V2(serde_json::from_str(env.requirements.get()).ok()?),
+            ),
+        };
+        Some(PaymentRequest {
+            version,
+            payload,
+            requirements,
+        })
     }
 
     /// Like [`PaymentRequest::parse`] from an already parsed JSON value.
@@ -247,7 +311,7 @@ impl PaymentRequest {
     /// Parses `paymentPayload.payload` into a scheme's payload type.
     /// Errors name the field under `paymentPayload.payload`.
     pub fn scheme_payload_as<T: DeserializeOwned>(&self) -> Result<T, ParseError> {
-        typed(self.scheme_payload().clone(), "paymentPayload.payload")
+        typed_ref(self.scheme_payload(), "paymentPayload.payload")
     }
 }
 
@@ -265,29 +329,36 @@ fn version_of(v: &Value, field: &str) -> Result<X402Version, ParseError> {
 /// Deserializes `value` into `T`; an error names the field by its dotted path under `prefix`
 /// (`""` for the top level), including a missing field's own name.
 pub fn typed<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ParseError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let join = |parts: &[&str]| {
-            parts
-                .iter()
-                .filter(|p| !p.is_empty() && **p != ".")
-                .copied()
-                .collect::<Vec<_>>()
-                .join(".")
-        };
-        // serde reports a missing field at its parent; put its name into the path.
-        let (field, message) = match missing_field_name(&inner) {
-            Some(name) => (join(&[prefix, &path, name]), "missing field".to_string()),
-            None => (join(&[prefix, &path]), inner),
-        };
-        let field = if field.is_empty() {
-            "body".to_string()
-        } else {
-            field
-        };
-        ParseError::new(field, message)
-    })
+    serde_path_to_error::deserialize(value).map_err(|e| path_error(e, prefix))
+}
+
+/// [`typed`] from a borrowed value (no copy of the JSON tree; same errors).
+pub fn typed_ref<T: DeserializeOwned>(value: &Value, prefix: &str) -> Result<T, ParseError> {
+    serde_path_to_error::deserialize(value).map_err(|e| path_error(e, prefix))
+}
+
+fn path_error(e: serde_path_to_error::Error<serde_json::Error>, prefix: &str) -> ParseError {
+    let path = e.path().to_string();
+    let inner = e.into_inner().to_string();
+    let join = |parts: &[&str]| {
+        parts
+            .iter()
+            .filter(|p| !p.is_empty() && **p != ".")
+            .copied()
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    // serde reports a missing field at its parent; put its name into the path.
+    let (field, message) = match missing_field_name(&inner) {
+        Some(name) => (join(&[prefix, &path, name]), "missing field".to_string()),
+        None => (join(&[prefix, &path]), inner),
+    };
+    let field = if field.is_empty() {
+        "body".to_string()
+    } else {
+        field
+    };
+    ParseError::new(field, message)
 }
 
 fn missing_field_name(msg: &str) -> Option<&str> {
@@ -376,6 +447,85 @@ mod tests {
             PaymentRequest::from_value(body).unwrap_err().field,
             "x402Version"
         );
+    }
+
+    /// The direct path and the JSON-tree path agree on every body, good or bad.
+    #[test]
+    fn direct_parse_equals_tree_parse() {
+        let evm = json!({"signature": "0xab", "authorization": {"from": "0x1", "to": "0x2",
+            "value": 10000, "validAfter": "0", "validBefore": 1740672154u64, "nonce": "0x00"}});
+        let v1_req = json!({"scheme": "exact", "network": "base", "maxAmountRequired": 5,
+            "asset": "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", "payTo": "0xabc",
+            "maxTimeoutSeconds": 30, "extra": null, "other": [1, {"a": "ü \" \\u00fc"}]});
+        let mut bodies = vec![
+            json!({"x402Version": 2,
+                "paymentPayload": {"x402Version": 2, "accepted": v2_req(), "payload": evm,
+                    "resource": {"url": "https://x/y"}, "extensions": {"e": 1}},
+                "paymentRequirements": v2_req()}),
+            json!({"paymentPayload": {"x402Version": 2, "accepted": v2_req(), "payload": {}},
+                "paymentRequirements": v2_req()}),
+            json!({"x402Version": 1,
+                "paymentPayload": {"x402Version": 1, "scheme": "exact", "network": "base",
+                    "payload": {"transaction": "AQID"}},
+                "paymentRequirements": v1_req}),
+            json!({"x402Version": 1, "paymentPayload": {"scheme": "exact", "network": "base",
+                "payload": null}, "paymentRequirements": v1_req}),
+        ];
+        for bad in [
+            json!(null),
+            json!(2),
+            json!("x"),
+            json!(1.5),
+            json!(-1),
+            json!(2.0),
+            json!("2"),
+        ] {
+            let mut b = bodies[0].clone();
+            b["paymentRequirements"]["amount"] = bad.clone();
+            bodies.push(b);
+            let mut b = bodies[0].clone();
+            b["x402Version"] = bad.clone();
+            bodies.push(b);
+            let mut b = bodies[0].clone();
+            b["paymentPayload"]["x402Version"] = bad.clone();
+            bodies.push(b);
+            let mut b = bodies[0].clone();
+            b["paymentPayload"] = bad.clone();
+            bodies.push(b);
+            let mut b = bodies[0].clone();
+            b["paymentRequirements"]["extra"] = bad;
+            bodies.push(b);
+        }
+        for good in &bodies[..3] {
+            let text = good.to_string();
+            assert!(
+                PaymentRequest::parse_direct(text.as_bytes()).is_some(),
+                "the direct path must take a well-formed body: {text}"
+            );
+        }
+        let mut texts: Vec<String> = bodies.iter().map(|b| b.to_string()).collect();
+        texts.extend(
+            [
+                "{nope",
+                "[]",
+                "{}",
+                r#"{"x402Version": 2, "x402Version": 1, "paymentPayload": {"x402Version": 1}, "paymentRequirements": {}}"#,
+            ]
+            .map(String::from),
+        );
+        // Duplicate keys: the tree keeps the last one; the direct path must not differ.
+        let dup = texts[0].replacen(r#""amount":"10000""#, r#""amount":"1","amount":"10000""#, 1);
+        assert_ne!(dup, texts[0]);
+        texts.push(dup);
+        for text in texts {
+            let tree = serde_json::from_slice::<Value>(text.as_bytes())
+                .map_err(|e| ParseError::new("body", format!("not valid JSON: {e}")))
+                .and_then(PaymentRequest::from_value);
+            assert_eq!(PaymentRequest::parse(text.as_bytes()), tree, "{text}");
+            if let Some(direct) = PaymentRequest::parse_direct(text.as_bytes()) {
+                assert_eq!(Ok(direct), tree, "{text}");
+            }
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod token;
 
 use std::collections::HashSet;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::sol_types::{SolCall, SolValue};
@@ -90,7 +90,20 @@ pub struct ExactEvmVerifier {
     network: Network,
     assets: Vec<Address>,
     deployed_assets: Mutex<HashSet<Address>>,
+    separators: RwLock<Vec<CachedSeparator>>,
 }
+
+/// An EIP-712 domain separator already computed for `(asset, name, version)` on this chain.
+struct CachedSeparator {
+    asset: Address,
+    name: Box<str>,
+    version: Box<str>,
+    separator: B256,
+}
+
+/// Most domain separators kept per verifier: the configured assets' `(name, version)` pairs fit
+/// many times over; requests with other names are computed each time (3 keccaks) and not kept.
+const MAX_CACHED_SEPARATORS: usize = 16;
 
 impl ExactEvmVerifier {
     /// A verifier for `chain` (network `eip155:{chain_id}`) that accepts only the listed token
@@ -102,7 +115,33 @@ impl ExactEvmVerifier {
             network,
             assets,
             deployed_assets: Mutex::new(HashSet::new()),
+            separators: RwLock::new(Vec::new()),
         }
+    }
+
+    /// The EIP-712 domain separator of `asset` with `extra.name` / `extra.version`, from the
+    /// cache when it was computed before.
+    fn domain_separator(&self, name: &str, version: &str, asset: Address) -> B256 {
+        let find = |cache: &[CachedSeparator]| {
+            cache
+                .iter()
+                .find(|c| c.asset == asset && &*c.name == name && &*c.version == version)
+                .map(|c| c.separator)
+        };
+        if let Some(sep) = find(&self.separators.read().expect("lock poisoned")) {
+            return sep;
+        }
+        let separator = eip712::domain_separator(name, version, self.chain.chain_id(), asset);
+        let mut cache = self.separators.write().expect("lock poisoned");
+        if cache.len() < MAX_CACHED_SEPARATORS && find(&cache).is_none() {
+            cache.push(CachedSeparator {
+                asset,
+                name: name.into(),
+                version: version.into(),
+                separator,
+            });
+        }
+        separator
     }
 
     /// The chain this verifier reads.
@@ -164,12 +203,12 @@ impl ExactEvmVerifier {
         }
         let authorization = parse_authorization(auth)?;
         // 4. signature
-        let domain = eip712::domain(name, version, self.chain.chain_id(), asset);
-        let digest = eip712::digest(&domain, &authorization);
         let signature = match PayerSignature::parse(&payload.signature) {
             Ok(sig) => sig,
             Err(e) => return invalid(Reason::EvmFailedToParseSignature, e.to_string()),
         };
+        let separator = self.domain_separator(name, version, asset);
+        let digest = eip712::signing_digest(&separator, &authorization);
         let signature = match self
             .check_signature(signature, authorization.from, digest)
             .await?

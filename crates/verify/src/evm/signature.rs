@@ -1,7 +1,17 @@
 //! The payer's signature: parsing, EOA recovery (ECDSA over the EIP-712 digest) and the
 //! smart-wallet forms (ERC-1271, ERC-6492).
+//!
+//! Recovery runs on libsecp256k1 (the `secp256k1` crate), several times cheaper than the pure-Rust
+//! `k256` path alloy uses by default: it is the largest CPU cost of a `/verify`.
+
+use std::sync::LazyLock;
 
 use alloy::primitives::{Address, B256, Bytes, U256, hex};
+use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
+use secp256k1::{Message, Secp256k1, VerifyOnly};
+
+/// One verification context for the process (creating one allocates; recovery only reads it).
+static SECP: LazyLock<Secp256k1<VerifyOnly>> = LazyLock::new(Secp256k1::verification_only);
 
 /// ERC-6492 magic suffix of a counterfactual (not yet deployed) wallet's signature.
 const ERC6492_SUFFIX: [u8; 32] = [
@@ -73,12 +83,50 @@ pub fn recover_ecdsa(sig: &alloy::primitives::Signature, digest: &B256) -> Optio
     if sig.s() > SECP256K1_HALF_N {
         return None;
     }
-    sig.recover_address_from_prehash(digest).ok()
+    let mut compact = [0u8; 64];
+    compact[..32].copy_from_slice(&sig.r().to_be_bytes::<32>());
+    compact[32..].copy_from_slice(&sig.s().to_be_bytes::<32>());
+    let recid = RecoveryId::try_from(i32::from(sig.v())).ok()?;
+    // r or s zero or not below the group order: refused here (k256 refused them too).
+    let recoverable = RecoverableSignature::from_compact(&compact, recid).ok()?;
+    let key = SECP
+        .recover_ecdsa(Message::from_digest(digest.0), &recoverable)
+        .ok()?;
+    Some(Address::from_raw_public_key(
+        &key.serialize_uncompressed()[1..],
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn libsecp256k1_recovery_agrees_with_k256() {
+        use alloy::signers::SignerSync;
+        use alloy::signers::local::PrivateKeySigner;
+        for i in 0u8..32 {
+            let signer = PrivateKeySigner::random();
+            let digest = alloy::primitives::keccak256([i; 7]);
+            let sig = signer.sign_hash_sync(&digest).unwrap();
+            // alloy's signer produces low-s signatures.
+            assert_eq!(recover_ecdsa(&sig, &digest), Some(signer.address()));
+            assert_eq!(
+                recover_ecdsa(&sig, &digest),
+                sig.recover_address_from_prehash(&digest).ok()
+            );
+            // Another digest recovers some other key (or none), never the signer.
+            let other = alloy::primitives::keccak256([i; 8]);
+            assert_ne!(recover_ecdsa(&sig, &other), Some(signer.address()));
+        }
+        // r = 0, s = 0, r ≥ n: no key.
+        let zero = alloy::primitives::Signature::new(U256::ZERO, U256::from(1u8), false);
+        assert_eq!(recover_ecdsa(&zero, &B256::repeat_byte(1)), None);
+        let zero_s = alloy::primitives::Signature::new(U256::from(1u8), U256::ZERO, false);
+        assert_eq!(recover_ecdsa(&zero_s, &B256::repeat_byte(1)), None);
+        let big_r = alloy::primitives::Signature::new(U256::MAX, U256::from(1u8), true);
+        assert_eq!(recover_ecdsa(&big_r, &B256::repeat_byte(1)), None);
+    }
 
     #[test]
     fn lengths_and_forms() {

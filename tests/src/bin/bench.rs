@@ -1,0 +1,125 @@
+//! `bench`: load harness of the facilitator (see `x402_tests::bench` and docs/performance.md).
+//!
+//! Build both binaries in release first, then run, e.g.:
+//! `cargo build --release -p x402-facilitator -p x402-tests --bin x402-facilitator --bin bench`
+//! `$CARGO_TARGET_DIR/release/bench --payments 400 --block-time 2 --rpc-delay-ms 40 --signers 4`
+//!
+//! Everything runs on 127.0.0.1 and stops by itself (request counts, a deadline per phase).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use x402_tests::bench::{self, BenchConfig, FacilitatorKind};
+
+/// Load harness: anvil + real USDC + Redis + facilitator replicas (+ a latency relay to the RPC).
+#[derive(Parser, Debug)]
+#[command(about)]
+struct Cli {
+    /// Payments pre-signed; each is settled once in the settle phase.
+    #[arg(long, default_value_t = 200)]
+    payments: usize,
+    /// Distinct payers (payments are spread round robin).
+    #[arg(long, default_value_t = 50)]
+    payers: usize,
+    /// Requests of the eth_call and /verify phases (cycling over the payments).
+    #[arg(long, default_value_t = 2000)]
+    verify_requests: usize,
+    /// Requests in flight in the eth_call and /verify phases.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Requests in flight in the settle phase (default: all payments at once, at most 400).
+    #[arg(long)]
+    settle_concurrency: Option<usize>,
+    /// Block time in seconds (0: a block per transaction, anvil's automine).
+    #[arg(long, default_value_t = 0)]
+    block_time: u64,
+    /// Latency added in each direction between facilitator and RPC, milliseconds (0: no relay).
+    #[arg(long, default_value_t = 0)]
+    rpc_delay_ms: u64,
+    /// Facilitator signing keys (1..=8).
+    #[arg(long, default_value_t = 1)]
+    signers: usize,
+    /// Facilitator replicas sharing Redis and the keys.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Facilitator binary (default: `x402-facilitator` next to this binary).
+    #[arg(long)]
+    facilitator_bin: Option<PathBuf>,
+    /// Serve the facilitator in this process instead of the binary (no CPU figures).
+    #[arg(long)]
+    in_process: bool,
+    /// Phases to run, comma-separated: eth_call, verify, settle.
+    #[arg(long, default_value = "eth_call,verify,settle", value_delimiter = ',')]
+    phases: Vec<String>,
+    /// Upper bound of each phase, seconds.
+    #[arg(long, default_value_t = 300)]
+    phase_deadline_seconds: u64,
+    /// RUST_LOG of the facilitator processes.
+    #[arg(long, default_value = "info")]
+    log: String,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    for p in &cli.phases {
+        anyhow::ensure!(
+            ["eth_call", "verify", "settle"].contains(&p.as_str()),
+            "unknown phase {p:?} (eth_call, verify, settle)"
+        );
+    }
+    let facilitator = if cli.in_process {
+        FacilitatorKind::InProcess
+    } else {
+        let bin = match cli.facilitator_bin {
+            Some(p) => p,
+            None => std::env::current_exe()?.with_file_name("x402-facilitator"),
+        };
+        anyhow::ensure!(
+            bin.is_file(),
+            "{} not found: build it (`cargo build --release -p x402-facilitator`), pass \
+             --facilitator-bin, or use --in-process",
+            bin.display()
+        );
+        FacilitatorKind::Binary(bin)
+    };
+    let config = BenchConfig {
+        payments: cli.payments,
+        payers: cli.payers,
+        verify_requests: cli.verify_requests,
+        concurrency: cli.concurrency,
+        settle_concurrency: cli.settle_concurrency.unwrap_or(cli.payments.min(400)),
+        block_time_seconds: (cli.block_time > 0).then_some(cli.block_time),
+        rpc_delay: Duration::from_millis(cli.rpc_delay_ms),
+        signers: cli.signers,
+        replicas: cli.replicas,
+        facilitator,
+        eth_call: cli.phases.iter().any(|p| p == "eth_call"),
+        verify: cli.phases.iter().any(|p| p == "verify"),
+        settle: cli.phases.iter().any(|p| p == "settle"),
+        phase_deadline: Duration::from_secs(cli.phase_deadline_seconds),
+        log_filter: cli.log,
+        ..BenchConfig::default()
+    };
+    let report = bench::run(&config).await?;
+    print!("{report}");
+    if let Some(path) = cli.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
