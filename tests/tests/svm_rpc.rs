@@ -402,3 +402,35 @@ async fn f4_memo_settled_for_a_pay_to_cannot_settle_again_in_a_new_transaction()
     assert_eq!(fx.pay_to_balance().await.unwrap(), AMOUNT);
     assert_eq!(fx.payer_balance().await.unwrap(), PAYER_FUNDS - AMOUNT);
 }
+
+/// Solana RPC failover: with `rpc_urls = [stalled, surfnet]`, a payment still verifies and
+/// settles (through the second endpoint) within a few RPC timeouts.
+#[tokio::test]
+async fn stalled_first_rpc_endpoint_fails_over_to_the_second() {
+    use x402_tests::facilitator::TestFacilitator;
+    use x402_tests::stall_proxy::StallProxy;
+    let fx = SvmRpcFixture::start().await.unwrap();
+    let surfnet = fx.surfnet.rpc_url();
+    let target = surfnet.trim_start_matches("http://").trim_end_matches('/');
+    let proxy = StallProxy::start(target).await.unwrap();
+    let toml = SvmRpcFixture::config_toml(&surfnet, &fx.fee_payer, &fx.mint, &fx.redis.url(), 30)
+        .replace(
+            &format!("rpc_url = \"{surfnet}\""),
+            &format!(
+                "rpc_urls = [\"{}\", \"{surfnet}\"]\nrpc_timeout_seconds = 2",
+                proxy.url()
+            ),
+        );
+    assert!(toml.contains("rpc_urls"), "{toml}");
+    let replica = TestFacilitator::start_with_toml(&toml).await.unwrap();
+    proxy.set_stalled(true);
+
+    let tx_b64 = fx.payment_b64(AMOUNT).await.unwrap();
+    let body = fx.body_v2(&tx_b64, AMOUNT);
+    let t = Instant::now();
+    let (status, settle) = replica.post("/settle", &body).await.unwrap();
+    assert_eq!(status, 200, "{settle}");
+    assert_eq!(settle["success"], true, "{settle}");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert_eq!(fx.pay_to_balance().await.unwrap(), AMOUNT);
+}

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use solana_address::Address;
-use x402_chain::{RpcSvmChain, SvmChain};
+use x402_chain::{FailoverSvmChain, SvmChain};
 use x402_gas_oracle::convert::SOL_DECIMALS;
 use x402_gas_oracle::{
     Quote, QuoteCache, Quoter, SvmAsset, SvmCostModel, SvmCostParams, SvmQuoter, UsdcConversion,
@@ -85,7 +85,14 @@ pub async fn build(
 ) -> Result<SvmPart, StartError> {
     let mut part = SvmPart::default();
     for (index, net) in networks.into_iter().enumerate() {
-        let chain: Arc<dyn SvmChain> = Arc::new(RpcSvmChain::new(&net.rpc_url, net.rpc_timeout));
+        let chain: Arc<dyn SvmChain> = Arc::new(
+            FailoverSvmChain::new(&net.rpc_urls, net.rpc_timeout).map_err(|message| {
+                StartError::SvmRpc {
+                    network: net.network.to_string(),
+                    message,
+                }
+            })?,
+        );
         let verifier = Arc::new(ExactSvmVerifier::new(
             chain.clone(),
             net.network.clone(),

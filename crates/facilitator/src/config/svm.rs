@@ -35,8 +35,12 @@ pub struct SvmNetworkConfig {
     /// devnet, `solana:4uhcVJyU9pJkvQyS88uRDiswHXSCkY3z` testnet) or v1 name (`solana`,
     /// `solana-devnet`, `solana-testnet`).
     pub network: String,
-    /// JSON-RPC URL.
-    pub rpc_url: String,
+    /// JSON-RPC URL (shorthand for a one-element `rpc_urls`).
+    #[serde(default)]
+    pub rpc_url: Option<String>,
+    /// JSON-RPC URLs in order of preference: calls move to the next on a failure or timeout.
+    #[serde(default)]
+    pub rpc_urls: Vec<String>,
     /// Per-request RPC timeout, seconds (default 10).
     #[serde(default = "default_rpc_timeout")]
     pub rpc_timeout_seconds: u64,
@@ -85,8 +89,10 @@ pub struct SvmAssetConfig {
 pub struct SvmNetwork {
     /// CAIP-2 network.
     pub network: Network,
-    /// JSON-RPC URL.
+    /// The first JSON-RPC URL (what health probes read).
     pub rpc_url: String,
+    /// Every JSON-RPC URL, in order of preference (failover).
+    pub rpc_urls: Vec<String>,
     /// Per-request RPC timeout.
     pub rpc_timeout: std::time::Duration,
     /// Fee payers (at least one).
@@ -137,8 +143,9 @@ pub fn apply_env(nets: &mut [SvmNetworkConfig], env: &HashMap<String, String>) {
             continue;
         };
         let stem = env_stem(&network);
-        if let Some(url) = env.get(&format!("X402_SVM_{stem}_RPC_URL")) {
-            net.rpc_url = url.clone();
+        if let Some(urls) = env.get(&format!("X402_SVM_{stem}_RPC_URL")) {
+            net.rpc_url = None;
+            net.rpc_urls = split(urls);
         }
         if let Some(keys) = env.get(&format!("X402_SVM_{stem}_FEE_PAYER_KEYS")) {
             net.fee_payer_keys = split(keys);
@@ -191,8 +198,23 @@ pub fn validate(nets: &[SvmNetworkConfig]) -> Result<Vec<SvmNetwork>, ConfigErro
             if !seen.insert(network.clone()) {
                 return Err(err(at("network"), format!("{network} configured twice")));
             }
-            if !(net.rpc_url.starts_with("http://") || net.rpc_url.starts_with("https://")) {
-                return Err(err(at("rpc_url"), "must be an http:// or https:// URL"));
+            let rpc_urls = match (&net.rpc_url, net.rpc_urls.is_empty()) {
+                (Some(_), false) => {
+                    return Err(err(at("rpc_urls"), "set rpc_url or rpc_urls, not both"));
+                }
+                (Some(url), true) => vec![url.clone()],
+                (None, false) => net.rpc_urls.clone(),
+                (None, true) => return Err(err(at("rpc_url"), "set rpc_url (or rpc_urls)")),
+            };
+            for (u, url) in rpc_urls.iter().enumerate() {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    let key = if net.rpc_url.is_some() {
+                        at("rpc_url")
+                    } else {
+                        at(&format!("rpc_urls[{u}]"))
+                    };
+                    return Err(err(key, "must be an http:// or https:// URL"));
+                }
             }
             let mut fee_payers = Vec::new();
             for (k, key) in net.fee_payer_keys.iter().enumerate() {
@@ -262,7 +284,8 @@ pub fn validate(nets: &[SvmNetworkConfig]) -> Result<Vec<SvmNetwork>, ConfigErro
             }
             Ok(SvmNetwork {
                 network,
-                rpc_url: net.rpc_url.clone(),
+                rpc_url: rpc_urls[0].clone(),
+                rpc_urls,
                 rpc_timeout: std::time::Duration::from_secs(net.rpc_timeout_seconds.max(1)),
                 fee_payers,
                 assets,
