@@ -43,8 +43,8 @@ if (( SOLANA )); then
     bash scripts/install-surfnet.sh
 fi
 
-echo "==> build: x402-facilitator + demo"
-cargo build --quiet -p x402-facilitator -p x402-tests --bins
+echo "==> build: the workspace, exactly as scripts/test.sh builds it (so each reuses the other's build)"
+cargo build --quiet --workspace --all-targets
 
 echo "==> run"
 # `cargo run` finds the target directory (CARGO_TARGET_DIR or ./target); the demo starts the
