@@ -434,3 +434,27 @@ async fn stalled_first_rpc_endpoint_fails_over_to_the_second() {
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     assert_eq!(fx.pay_to_balance().await.unwrap(), AMOUNT);
 }
+
+/// A payment whose fee payer holds less than `[health] min_svm_fee_payer_lamports` is refused
+/// with 503 before anything is reserved or sent.
+#[tokio::test]
+async fn fee_payer_below_the_floor_refuses_settle_before_reserving() {
+    let fx = SvmRpcFixture::start_custom(
+        30,
+        "",
+        &format!(
+            "\n[health]\nmin_svm_fee_payer_lamports = {}\n",
+            FEE_PAYER_LAMPORTS * 2
+        ),
+    )
+    .await
+    .unwrap();
+    let tx_b64 = fx.payment_b64(AMOUNT).await.unwrap();
+    let body = fx.body_v2(&tx_b64, AMOUNT);
+    let (status, answer) = fx.facilitator.post("/settle", &body).await.unwrap();
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["transaction"], "", "{answer}");
+    let keys = fx.redis_keys("x402:replay:svm:*").await.unwrap();
+    assert!(keys.is_empty(), "nothing reserved: {keys:?}");
+    assert_eq!(fx.pay_to_balance().await.unwrap(), 0);
+}

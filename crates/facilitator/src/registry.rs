@@ -235,6 +235,7 @@ impl Facilitator {
             timing: &timing,
             record_ttl: Duration::from_secs(config.settle.svm_record_ttl_seconds),
             events: &events,
+            min_fee_payer_lamports: config.health.min_svm_fee_payer_lamports,
         };
         let svm =
             svm_part::build(svm_networks, &svm_settle, metrics, &quotes, &mut quoters).await?;

@@ -70,6 +70,8 @@ pub struct SvmSettleParts<'a> {
     pub record_ttl: std::time::Duration,
     /// Metrics of the engine.
     pub events: &'a SettleEvents,
+    /// Fee payers below this balance take no settlements, lamports (0: no floor).
+    pub min_fee_payer_lamports: u64,
 }
 
 /// Builds the handlers of `networks` over the agave RPC client, recording as `settle` says and
@@ -101,6 +103,7 @@ pub async fn build(
             net.policy.clone(),
         ));
         let mut family = SvmFamily::new(verifier.clone(), settle.prefix, settle.record_ttl)
+            .with_fee_payer_floor(settle.min_fee_payer_lamports)
             .with_fee_observer(fee_metrics(metrics, &net.network));
         let pricing = match pricing(chain, &net, index).await? {
             Some((pricing, net_quoters)) => {

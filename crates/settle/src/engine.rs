@@ -189,7 +189,7 @@ impl<F: ChainFamily> Engine<F> {
                 return Ok(Step::Answer(self.refusal(ctx, inv)));
             }
         };
-        self.family.ready_to_settle().await?;
+        self.family.ready_to_settle(&payment).await?;
         let mut facts = ctx.id.facts.clone();
         facts.payer = self.family.payer_of(&payment);
         ctx.learn_payer(&facts.payer);

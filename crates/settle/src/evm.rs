@@ -249,7 +249,7 @@ impl ChainFamily for EvmFamily {
         })
     }
 
-    async fn ready_to_settle(&self) -> Result<(), SettleError> {
+    async fn ready_to_settle(&self, _payment: &EvmPayment) -> Result<(), SettleError> {
         for (addr, _) in &self.signers {
             if self.funded(*addr).await {
                 return Ok(());

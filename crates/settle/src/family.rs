@@ -118,9 +118,10 @@ pub trait ChainFamily: Send + Sync + 'static {
         None
     }
 
-    /// Whether a new settlement can start at all (EVM: at least one signer above the balance
-    /// floor). Checked before anything is reserved; an error is a 503.
-    async fn ready_to_settle(&self) -> Result<(), SettleError> {
+    /// Whether this verified payment can start settling (EVM: at least one signer above the
+    /// balance floor; Solana: the payment's fee payer above it). Checked before anything is
+    /// reserved; an error is a 503.
+    async fn ready_to_settle(&self, _payment: &Self::Payment) -> Result<(), SettleError> {
         Ok(())
     }
 

@@ -49,6 +49,8 @@ pub struct SvmFamily {
     verifier: Arc<ExactSvmVerifier>,
     key_prefix: String,
     record_ttl: Duration,
+    /// Fee payers below this balance (lamports) take no settlements; 0 disables.
+    min_fee_payer_lamports: u64,
     fee_pricer: Option<SvmFeePricer>,
     fee_observer: Option<SvmFeeObserver>,
 }
@@ -65,9 +67,17 @@ impl SvmFamily {
             verifier,
             key_prefix: key_prefix.into(),
             record_ttl: record_ttl.max(Duration::from_secs(SVM_REPLAY_MIN_TTL_SECONDS)),
+            min_fee_payer_lamports: 0,
             fee_pricer: None,
             fee_observer: None,
         }
+    }
+
+    /// A payment whose fee payer holds less than `lamports` is refused with 503 before
+    /// anything is reserved (it could not pay the fee and rent).
+    pub fn with_fee_payer_floor(mut self, lamports: u64) -> Self {
+        self.min_fee_payer_lamports = lamports;
+        self
     }
 
     /// Prices every landed settlement's fee and rent in USDC into its record.
@@ -231,6 +241,25 @@ impl ChainFamily for SvmFamily {
             cost: Cost::default(),
             settled_at: crate::clock::unix_now(),
         }))
+    }
+
+    async fn ready_to_settle(&self, payment: &SvmPayment) -> Result<(), SettleError> {
+        if self.min_fee_payer_lamports == 0 {
+            return Ok(());
+        }
+        let lamports = match self.chain().account(&payment.fee_payer).await {
+            Ok(account) => account.map_or(0, |a| a.lamports),
+            // Unreadable: sending fails on its own if the RPC is down.
+            Err(_) => return Ok(()),
+        };
+        if lamports < self.min_fee_payer_lamports {
+            tracing::warn!(fee_payer = %payment.fee_payer, lamports, floor = self.min_fee_payer_lamports, "fee payer below the balance floor");
+            return Err(SettleError::NoFundedSigner(format!(
+                "fee payer {} holds {lamports} lamports, below the floor of {}",
+                payment.fee_payer, self.min_fee_payer_lamports
+            )));
+        }
+        Ok(())
     }
 
     fn payer_of(&self, payment: &SvmPayment) -> String {
