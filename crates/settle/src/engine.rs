@@ -374,16 +374,9 @@ impl<F: ChainFamily> Engine<F> {
         facts: crate::record::PaymentFacts,
         guard: &crate::family::SignerGuard,
     ) -> Result<Recorded, SettleError> {
-        let renewed = match self.store.get(&ctx.id.key).await? {
-            Some(stored) if stored.raw == raw => {
-                let facts = stored.record.payment().clone();
-                self.store
-                    .swap(&ctx.id.key, &raw, &self.reservation(facts))
-                    .await?
-            }
-            _ => None,
-        };
-        let Some(raw) = renewed else {
+        // The swap compares the stored bytes: it fails if anyone took the reservation over.
+        let renewal = self.reservation(facts.clone());
+        let Some(raw) = self.store.swap(&ctx.id.key, &raw, &renewal).await? else {
             return Ok(Recorded::Not(Step::Reread));
         };
         let sent = match self.family.sign(guard, req, payment).await {
@@ -508,12 +501,8 @@ impl<F: ChainFamily> Engine<F> {
                 if known && since_sent >= self.timing.replace_after.as_millis() as u64 {
                     return self.replace(key, raw, broadcast).await;
                 }
-                let stale = since_sent >= self.timing.resend_after.as_millis() as u64;
-                if !stale && known {
-                    return Ok(Advance::Unchanged);
-                }
-                if !stale {
-                    // Unknown to the node but sent recently: give it a moment.
+                if since_sent < self.timing.resend_after.as_millis() as u64 {
+                    // Sent recently (known or not): give it a moment.
                     return Ok(Advance::Unchanged);
                 }
                 let mut next = broadcast.clone();
@@ -664,24 +653,44 @@ impl<F: ChainFamily> Engine<F> {
     /// The reconciler's look at one unresolved record: a broadcast one is resolved from the
     /// chain (to `confirmed`, `failed`, `expired`) or re-sent; a reservation whose owner's lease
     /// lapsed long ago (nothing signed) is deleted, so a later request starts clean.
-    pub async fn reconcile(&self, key: &str) -> Result<(), SettleError> {
+    /// The chain look is bounded by `timeout`; a failed or timed-out look is logged and leaves
+    /// the record open. `Ok(Some(created_at))` (Unix seconds) when the record is still
+    /// unresolved afterwards; errors: the store.
+    pub async fn reconcile(
+        &self,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Option<u64>, SettleError> {
         let Some(stored) = self.store.get(key).await? else {
             self.store.forget_open(key).await?;
-            return Ok(());
+            return Ok(None);
         };
-        match stored.record {
+        let created_at = stored.record.payment().created_at;
+        let open = match stored.record {
             SettlementRecord::Broadcast(b) => {
-                self.advance(key, &stored.raw, &b, false).await?;
+                match tokio::time::timeout(timeout, self.advance(key, &stored.raw, &b, false)).await
+                {
+                    Ok(Ok(advance)) => !matches!(advance, Advance::Resolved(_)),
+                    Ok(Err(e)) => {
+                        tracing::warn!(key, error = %e, "reconcile failed");
+                        true
+                    }
+                    Err(_) => {
+                        tracing::warn!(key, ?timeout, "reconcile timed out");
+                        true
+                    }
+                }
             }
             SettlementRecord::Reserved(r)
                 if r.lease_until_ms + 2 * self.timing.lease.as_millis() as u64 <= unix_ms()
                     && self.store.remove(key, &stored.raw, &[]).await? =>
             {
                 tracing::warn!(key, owner = %r.owner, "dropped an abandoned reservation (nothing was signed)");
+                false
             }
-            _ => {}
-        }
-        Ok(())
+            other => !other.is_resolved(),
+        };
+        Ok(open.then_some(created_at))
     }
 }
 

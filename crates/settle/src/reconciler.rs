@@ -23,10 +23,9 @@ pub const PASS_LIMIT: usize = 500;
 pub trait Reconcile: Send + Sync {
     /// Whether `key` is one of this engine's replay keys.
     fn owns(&self, key: &str) -> bool;
-    /// One look at the record under `key`.
-    async fn reconcile(&self, key: &str) -> Result<(), SettleError>;
-    /// Creation time (Unix seconds) of the record under `key`, if any.
-    async fn created_at(&self, key: &str) -> Option<u64>;
+    /// One look at the record under `key` (the chain part bounded by `timeout`); its creation
+    /// time (Unix seconds) when it is still unresolved afterwards.
+    async fn reconcile(&self, key: &str, timeout: Duration) -> Result<Option<u64>, SettleError>;
 }
 
 #[async_trait]
@@ -35,13 +34,8 @@ impl<F: ChainFamily> Reconcile for Engine<F> {
         key.starts_with(&self.family().key_space())
     }
 
-    async fn reconcile(&self, key: &str) -> Result<(), SettleError> {
-        Engine::reconcile(self, key).await
-    }
-
-    async fn created_at(&self, key: &str) -> Option<u64> {
-        let stored = self.store().get(key).await.ok()??;
-        Some(stored.record.payment().created_at)
+    async fn reconcile(&self, key: &str, timeout: Duration) -> Result<Option<u64>, SettleError> {
+        Engine::reconcile(self, key, timeout).await
     }
 }
 
@@ -108,25 +102,19 @@ pub async fn pass(
     let keys = store.open_keys(PASS_LIMIT).await;
     let result = async {
         let keys = keys?;
-        let mut oldest = None::<u64>;
+        // Creation times of the records still unresolved after their look.
+        let mut open = Vec::new();
         for key in &keys {
             let Some(engine) = engines.iter().find(|e| e.owns(key)) else {
                 continue;
             };
-            match tokio::time::timeout(step_timeout, engine.reconcile(key)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(key, error = %e, "reconcile failed"),
-                Err(_) => tracing::warn!(key, "reconcile timed out"),
-            }
-            if let Some(at) = engine.created_at(key).await {
-                oldest = Some(oldest.map_or(at, |o| o.min(at)));
-            }
+            open.extend(engine.reconcile(key, step_timeout).await?);
         }
-        let remaining = store.open_keys(PASS_LIMIT).await?.len();
-        let age = oldest
-            .map(|at| crate::clock::unix_now().saturating_sub(at))
-            .unwrap_or(0);
-        events.open_records(remaining, if remaining == 0 { 0 } else { age });
+        let oldest_age = open
+            .iter()
+            .min()
+            .map_or(0, |at| crate::clock::unix_now().saturating_sub(*at));
+        events.open_records(store.open_keys(PASS_LIMIT).await?.len(), oldest_age);
         Ok::<_, SettleError>(())
     }
     .await;
