@@ -34,19 +34,32 @@ impl TestFacilitator {
         redis_url: Option<&str>,
         receipt_timeout_seconds: u64,
     ) -> String {
+        let settle = format!(
+            "[settle]\nreceipt_timeout_seconds = {receipt_timeout_seconds}\npoll_interval_ms = 50\n"
+        );
+        Self::config_toml_custom(anvil, anvil.rpc_url(), signer_key, redis_url, &settle)
+    }
+
+    /// The configuration for `anvil` reached at `rpc_url` (e.g. through a relay) with signer
+    /// `signer_key`, Redis at `redis_url` (else in-memory) and the whole `[settle]` table
+    /// `settle`.
+    pub fn config_toml_custom(
+        anvil: &Anvil,
+        rpc_url: &str,
+        signer_key: &str,
+        redis_url: Option<&str>,
+        settle: &str,
+    ) -> String {
         let redis = redis_url
             .map(|u| format!("[redis]\nurl = \"{u}\"\n"))
             .unwrap_or_default();
         format!(
             r#"listen = "127.0.0.1:0"
 {redis}
-[settle]
-receipt_timeout_seconds = {receipt_timeout_seconds}
-poll_interval_ms = 50
-
+{settle}
 [[evm]]
 chain_id = {chain_id}
-rpc_url = "{rpc}"
+rpc_url = "{rpc_url}"
 signer_private_keys = ["{signer_key}"]
 
 [[evm.assets]]
@@ -55,7 +68,6 @@ name = "USD Coin"
 version = "2"
 "#,
             chain_id = anvil.chain_id(),
-            rpc = anvil.rpc_url(),
             usdc = crate::BASE_USDC,
         )
     }
@@ -78,13 +90,7 @@ version = "2"
 
     /// POSTs `body` to `path` and returns the HTTP status and JSON answer.
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let resp = reqwest::Client::new()
-            .post(format!("{}{path}", self.url))
-            .json(body)
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        Ok((status, resp.json().await?))
+        post_json(&self.url, path, body).await
     }
 
     /// GETs `path` and returns the HTTP status and body text.
@@ -93,6 +99,17 @@ version = "2"
         let status = resp.status().as_u16();
         Ok((status, resp.text().await?))
     }
+}
+
+/// POSTs `body` as JSON to `base` + `path`: the HTTP status and the JSON answer.
+pub async fn post_json(base: &str, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(body)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await?))
 }
 
 impl Drop for TestFacilitator {

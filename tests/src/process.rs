@@ -172,12 +172,6 @@ impl FacilitatorProcess {
         path: &str,
         body: &serde_json::Value,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
-        let resp = reqwest::Client::new()
-            .post(format!("{}{path}", self.url))
-            .json(body)
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        Ok((status, resp.json().await?))
+        crate::facilitator::post_json(&self.url, path, body).await
     }
 }

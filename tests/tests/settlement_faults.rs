@@ -39,26 +39,7 @@ signer_wait_seconds = 5
 /// A facilitator configuration for `anvil` at `rpc_url` with signer key `signer_key`, Redis at
 /// `redis_url`, and the `[settle]` table `settle`.
 fn config(anvil: &Anvil, rpc_url: &str, signer_key: &str, redis_url: &str, settle: &str) -> String {
-    format!(
-        r#"listen = "127.0.0.1:0"
-
-[redis]
-url = "{redis_url}"
-
-{settle}
-[[evm]]
-chain_id = {chain_id}
-rpc_url = "{rpc_url}"
-signer_private_keys = ["{signer_key}"]
-
-[[evm.assets]]
-address = "{usdc}"
-name = "USD Coin"
-version = "2"
-"#,
-        chain_id = anvil.chain_id(),
-        usdc = x402_tests::BASE_USDC,
-    )
+    TestFacilitator::config_toml_custom(anvil, rpc_url, signer_key, Some(redis_url), settle)
 }
 
 /// anvil + USDC with the payer (account 2) funded; the payee is account 3.
