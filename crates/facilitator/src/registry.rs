@@ -95,13 +95,8 @@ pub enum StartError {
     },
 }
 
-/// Current Unix time in seconds.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+/// Current Unix time in seconds (the settlement records' clock).
+pub use x402_settle::clock::unix_now;
 
 impl Facilitator {
     /// Connects the replay store and every network, checking each RPC's chain id.

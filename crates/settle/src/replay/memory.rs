@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::redis_store::TxIdCase;
-use super::{Created, ReplayStore, SettlementRecord, StoreError, Stored, decode, encode, unix_ms};
+use super::{Created, ReplayStore, SettlementRecord, StoreError, Stored, decode, encode};
+use crate::clock::unix_ms;
 
 #[derive(Default)]
 struct State {

@@ -104,7 +104,3 @@ fn encode(record: &SettlementRecord) -> Result<String, StoreError> {
 fn decode(raw: &str) -> Result<SettlementRecord, StoreError> {
     serde_json::from_str(raw).map_err(|e| StoreError(format!("corrupt settlement record: {e}")))
 }
-
-fn unix_ms() -> u64 {
-    crate::clock::unix_ms()
-}

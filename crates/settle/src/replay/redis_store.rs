@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::keys::{open_index_key, transaction_index_prefix};
-use super::{Created, ReplayStore, SettlementRecord, StoreError, Stored, decode, encode, unix_ms};
+use super::{Created, ReplayStore, SettlementRecord, StoreError, Stored, decode, encode};
+use crate::clock::unix_ms;
 
 /// Creates the record if absent and no claim is held by another key; claims and index with it.
 const CREATE: &str = r#"
