@@ -259,6 +259,7 @@ impl<F: ChainFamily> Engine<F> {
                         return Ok(Step::Answer(self.refusal(ctx, inv)));
                     }
                 };
+                self.family.ready_to_settle(&payment).await?;
                 let mine = self.reservation(r.payment.clone());
                 match self.store.swap(&ctx.id.key, &stored.raw, &mine).await? {
                     Some(raw) => {
