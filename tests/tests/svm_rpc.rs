@@ -458,3 +458,26 @@ async fn fee_payer_below_the_floor_refuses_settle_before_reserving() {
     assert!(keys.is_empty(), "nothing reserved: {keys:?}");
     assert_eq!(fx.pay_to_balance().await.unwrap(), 0);
 }
+
+/// Redis down: a Solana `/settle` answers 503 and sends nothing (fail closed); once Redis is
+/// back (paused, then resumed with its data), the same payment settles once.
+#[tokio::test]
+async fn redis_down_refuses_solana_settle_and_sends_nothing() {
+    let fx = SvmRpcFixture::start().await.unwrap();
+    let tx_b64 = fx.payment_b64(AMOUNT).await.unwrap();
+    let body = fx.body_v2(&tx_b64, AMOUNT);
+    let signature = fx.payment_signature(&tx_b64).unwrap();
+
+    fx.redis.pause().unwrap();
+    let (status, answer) = fx.facilitator.post("/settle", &body).await.unwrap();
+    fx.redis.resume().unwrap();
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["transaction"], "", "{answer}");
+    assert_eq!(fx.pay_to_balance().await.unwrap(), 0);
+    let status = fx.signature_status(&signature).await.unwrap();
+    assert!(status.is_null(), "sent without Redis: {status}");
+
+    let (_, settled) = fx.facilitator.post("/settle", &body).await.unwrap();
+    assert_eq!(settled["success"], true, "{settled}");
+    assert_eq!(fx.pay_to_balance().await.unwrap(), AMOUNT);
+}
