@@ -481,3 +481,122 @@ async fn redis_down_refuses_solana_settle_and_sends_nothing() {
     assert_eq!(settled["success"], true, "{settled}");
     assert_eq!(fx.pay_to_balance().await.unwrap(), AMOUNT);
 }
+
+/// kill -9 of the real facilitator binary during a burst of 16 different Solana payments, then
+/// a restart on the same Redis: retries (and the reconciler) finish every payment; each is
+/// settled exactly once (payee balance = the sum) and none gets two successes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_mid_burst_settles_every_solana_payment_exactly_once() {
+    use x402_tests::process::FacilitatorProcess;
+    use x402_tests::svm_payment::{SvmPaymentBuilder, v2_request_json};
+    const N: u64 = 16;
+    let fx = SvmRpcFixture::start().await.unwrap();
+    let settle = "[settle]\nreceipt_timeout_seconds = 5\npoll_interval_ms = 50\nlease_seconds = 2\n\
+                  reconcile_interval_seconds = 1\nreserved_wait_seconds = 1\n";
+    let toml = SvmRpcFixture::config_toml(
+        &fx.surfnet.rpc_url(),
+        &fx.fee_payer,
+        &fx.mint,
+        &fx.redis.url(),
+        5,
+    )
+    .replace(
+        "[settle]\nreceipt_timeout_seconds = 5\npoll_interval_ms = 50\n",
+        settle,
+    );
+    assert!(toml.contains("lease_seconds"), "{toml}");
+    let mut first = FacilitatorProcess::start("svm-crash", &toml).await.unwrap();
+    let blockhash = fx.surfnet.latest_blockhash().await.unwrap();
+    let bodies: Vec<Value> = (0..N)
+        .map(|i| {
+            let tx = SvmPaymentBuilder::new(
+                fx.payer.clone(),
+                fx.fee_payer.pubkey(),
+                fx.mint,
+                fx.pay_to,
+                AMOUNT / 4,
+                blockhash,
+            )
+            .token_program(fx.token_program)
+            .compute_unit_price(COMPUTE_UNIT_PRICE + i)
+            .build();
+            v2_request_json(
+                &to_base64(&tx),
+                &fx.mint,
+                &fx.pay_to,
+                AMOUNT / 4,
+                &fx.extra(),
+            )
+        })
+        .collect();
+
+    let url = format!("{}/settle", first.url());
+    let burst: Vec<_> = bodies
+        .iter()
+        .map(|body| {
+            let (url, body) = (url.clone(), body.clone());
+            tokio::spawn(async move {
+                let resp = reqwest::Client::new().post(url).json(&body).send().await;
+                match resp {
+                    Ok(r) => r.json::<Value>().await.ok(),
+                    Err(_) => None,
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    while fx.pay_to_balance().await.unwrap() == 0 && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.kill9();
+    let mut successes = vec![0usize; bodies.len()];
+    for (i, task) in burst.into_iter().enumerate() {
+        if task.await.unwrap().is_some_and(|a| a["success"] == true) {
+            successes[i] += 1;
+        }
+    }
+    eprintln!(
+        "successes before the restart: {}",
+        successes.iter().sum::<usize>()
+    );
+
+    let second = FacilitatorProcess::start("svm-crash-2", &toml)
+        .await
+        .unwrap();
+    let mut done: Vec<bool> = successes.iter().map(|s| *s > 0).collect();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while done.iter().any(|d| !d) {
+        assert!(
+            Instant::now() < deadline,
+            "payments never settled: {done:?}"
+        );
+        for (i, body) in bodies.iter().enumerate() {
+            if done[i] {
+                continue;
+            }
+            let Ok((_, answer)) = second.post("/settle", body).await else {
+                continue;
+            };
+            if answer["success"] == true {
+                successes[i] += 1;
+                done[i] = true;
+            } else if answer["errorReason"] == "duplicate_settlement"
+                && answer["transaction"]
+                    .as_str()
+                    .is_some_and(|t| !t.is_empty())
+            {
+                done[i] = true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        successes.iter().all(|s| *s <= 1),
+        "a payment got two successes: {successes:?}"
+    );
+    assert_eq!(fx.pay_to_balance().await.unwrap(), N * (AMOUNT / 4));
+    assert_eq!(
+        fx.payer_balance().await.unwrap(),
+        PAYER_FUNDS - N * (AMOUNT / 4)
+    );
+}
