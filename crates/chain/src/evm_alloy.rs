@@ -21,7 +21,7 @@ pub struct AlloyEvmChain {
 }
 
 /// Gas limit headroom over `eth_estimateGas`, in percent (unused gas is not charged).
-const GAS_LIMIT_HEADROOM_PERCENT: u64 = 20;
+pub const GAS_LIMIT_HEADROOM_PERCENT: u64 = 20;
 
 impl AlloyEvmChain {
     /// Connects to `rpc_url` for chain `chain_id` with the given signing keys; every JSON-RPC
@@ -205,6 +205,28 @@ impl EvmChain for AlloyEvmChain {
     async fn receipt(&self, hash: B256) -> Result<Option<TransactionReceipt>, ChainError> {
         self.provider
             .get_transaction_receipt(hash)
+            .await
+            .map_err(classify)
+    }
+
+    async fn mined_nonce(&self, address: Address) -> Result<u64, ChainError> {
+        self.provider
+            .get_transaction_count(address)
+            .latest()
+            .await
+            .map_err(classify)
+    }
+
+    async fn block_number(&self) -> Result<u64, ChainError> {
+        self.provider.get_block_number().await.map_err(classify)
+    }
+
+    async fn block_receipts(
+        &self,
+        number: u64,
+    ) -> Result<Option<Vec<TransactionReceipt>>, ChainError> {
+        self.provider
+            .get_block_receipts(BlockNumberOrTag::Number(number).into())
             .await
             .map_err(classify)
     }

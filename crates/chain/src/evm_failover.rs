@@ -237,4 +237,19 @@ impl EvmChain for FailoverEvmChain {
     async fn receipt(&self, hash: B256) -> Result<Option<TransactionReceipt>, ChainError> {
         failover!(self, |c| c.receipt(hash))
     }
+
+    async fn mined_nonce(&self, address: Address) -> Result<u64, ChainError> {
+        failover!(self, |c| c.mined_nonce(address))
+    }
+
+    async fn block_number(&self) -> Result<u64, ChainError> {
+        failover!(self, |c| c.block_number())
+    }
+
+    async fn block_receipts(
+        &self,
+        number: u64,
+    ) -> Result<Option<Vec<TransactionReceipt>>, ChainError> {
+        failover!(self, |c| c.block_receipts(number))
+    }
 }

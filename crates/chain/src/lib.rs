@@ -15,7 +15,7 @@ mod svm_failover;
 mod svm_rpc;
 
 pub use evm::{ChainError, EvmChain, SignedTx};
-pub use evm_alloy::AlloyEvmChain;
+pub use evm_alloy::{AlloyEvmChain, GAS_LIMIT_HEADROOM_PERCENT};
 pub use evm_failover::{EndpointHealth, FailoverEvmChain, FailoverObserver};
 pub use svm::{SvmAccount, SvmChain, SvmChainError, SvmSimulation, SvmTxStatus};
 pub use svm_failover::FailoverSvmChain;

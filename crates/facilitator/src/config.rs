@@ -115,8 +115,15 @@ pub struct SettleConfig {
     pub replace_after_seconds: u64,
     /// The reconciler's interval, seconds (default 2).
     pub reconcile_interval_seconds: u64,
-    /// Longest wait for a free EVM signer before answering 503, seconds (default 10).
+    /// Longest wait for a free EVM signer slot before answering 503 (nothing reserved),
+    /// seconds (default 10).
     pub signer_wait_seconds: u64,
+    /// Most settlements per EVM signer between taking the signer and sending (default 64);
+    /// nonces come from a shared counter, so they sign in parallel.
+    pub max_in_flight_per_signer: usize,
+    /// A sender nonce the node is missing below the counter (taken and never sent) is filled
+    /// with a 0-value transfer after this long, seconds (default 10).
+    pub nonce_gap_fill_seconds: u64,
     /// How long a request that finds its payment held by a live request waits before
     /// answering `duplicate_settlement`, seconds (default 10).
     pub reserved_wait_seconds: u64,
@@ -135,6 +142,8 @@ impl Default for SettleConfig {
             replace_after_seconds: 60,
             reconcile_interval_seconds: 2,
             signer_wait_seconds: 10,
+            max_in_flight_per_signer: x402_settle::evm::DEFAULT_MAX_IN_FLIGHT_PER_SIGNER,
+            nonce_gap_fill_seconds: 10,
             reserved_wait_seconds: 10,
         }
     }
@@ -409,6 +418,10 @@ impl Config {
             ),
             ("settle.redis_timeout_ms", self.settle.redis_timeout_ms),
             ("settle.lease_seconds", self.settle.lease_seconds),
+            (
+                "settle.max_in_flight_per_signer",
+                self.settle.max_in_flight_per_signer as u64,
+            ),
             (
                 "settle.reconcile_interval_seconds",
                 self.settle.reconcile_interval_seconds,

@@ -13,6 +13,7 @@ use x402_proto::{
 use x402_settle::SettleError;
 use x402_settle::evm::{EvmFamily, EvmSettler};
 use x402_settle::reconciler::{Reconcile, Reconciler};
+use x402_settle::nonces::{MemoryNonceStore, NonceStore, RedisNonceStore};
 use x402_settle::replay::{MemoryStore, RedisStore, ReplayStore};
 use x402_settle::status::SettlementStatus;
 use x402_verify::evm::ExactEvmVerifier;
@@ -104,26 +105,35 @@ impl Facilitator {
     pub async fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, StartError> {
         let networks = config.validate()?;
         let svm_networks = config.validate_svm()?;
-        let (store, prefix): (Arc<dyn ReplayStore>, String) = match &config.redis {
-            Some(r) => (
-                Arc::new(
-                    RedisStore::connect(
-                        &r.url,
-                        &r.key_prefix,
-                        Duration::from_millis(config.settle.redis_timeout_ms),
-                    )
-                    .await
-                    .map_err(|e| StartError::Redis(e.to_string()))?,
+        let redis_timeout = Duration::from_millis(config.settle.redis_timeout_ms);
+        let redis_err = |e: x402_settle::replay::StoreError| StartError::Redis(e.to_string());
+        #[allow(clippy::type_complexity)]
+        let (store, nonces, prefix): (Arc<dyn ReplayStore>, Arc<dyn NonceStore>, String) =
+            match &config.redis {
+                Some(r) => (
+                    Arc::new(
+                        RedisStore::connect(&r.url, &r.key_prefix, redis_timeout)
+                            .await
+                            .map_err(redis_err)?,
+                    ),
+                    Arc::new(
+                        RedisNonceStore::connect(&r.url, &r.key_prefix, redis_timeout)
+                            .await
+                            .map_err(redis_err)?,
+                    ),
+                    r.key_prefix.clone(),
                 ),
-                r.key_prefix.clone(),
-            ),
-            None => {
-                tracing::warn!(
-                    "no Redis URL configured: in-memory replay store, safe for ONE process only"
-                );
-                (Arc::new(MemoryStore::new()), "x402".to_string())
-            }
-        };
+                None => {
+                    tracing::warn!(
+                        "no Redis URL configured: in-memory replay store, safe for ONE process only"
+                    );
+                    (
+                        Arc::new(MemoryStore::new()),
+                        Arc::new(MemoryNonceStore::new()),
+                        "x402".to_string(),
+                    )
+                }
+            };
         let timing = config.settle.timing();
         let events = metrics.engine.events();
         let mut engines: Vec<Arc<dyn Reconcile>> = Vec::new();
@@ -162,11 +172,14 @@ impl Facilitator {
             let mut family = EvmFamily::new(
                 verifier.clone(),
                 store.clone(),
+                nonces.clone(),
                 prefix.clone(),
                 Duration::from_secs(config.settle.signer_wait_seconds),
-                Duration::from_secs(config.settle.rpc_timeout_seconds * 4)
-                    .max(Duration::from_secs(2)),
+                config.settle.max_in_flight_per_signer,
             )
+            .with_receipt_poll(timing.poll_interval)
+            .with_gap_fill_after(Duration::from_secs(config.settle.nonce_gap_fill_seconds))
+            .with_nonce_lag_observer(nonce_lag_metrics(metrics, &network))
             .with_gas_observer(gas_metrics(metrics, &network))
             .with_signer_floor(
                 alloy::primitives::U256::from(config.health.min_evm_signer_balance_wei),
@@ -440,6 +453,18 @@ impl Facilitator {
 }
 
 /// Counts the gas of mined settlements on `network`.
+fn nonce_lag_metrics(
+    metrics: &Metrics,
+    network: &Network,
+) -> x402_settle::evm::NonceLagObserver {
+    let lag = metrics.engine.nonce_lag.clone();
+    let network = network.to_string();
+    Arc::new(move |signer, n| {
+        lag.with_label_values(&[network.as_str(), signer.to_checksum(None).as_str()])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    })
+}
+
 fn gas_metrics(metrics: &Metrics, network: &Network) -> x402_settle::evm::GasObserver {
     let label = [network.as_str()];
     let used = metrics.gas_used_total.with_label_values(&label);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use x402_settle::{SettleEvents, SettleObserver};
 
 /// Settlement-engine metrics.
@@ -27,6 +27,12 @@ pub struct EngineMetrics {
     /// `x402_rpc_failovers_total{network}`: moves to another RPC endpoint after a failure or
     /// timeout.
     pub rpc_failovers: IntCounterVec,
+    /// `x402_settle_nonce_gap_fills_total`: sender nonce gaps filled with a 0-value transfer
+    /// (a nonce taken and never sent, e.g. by a process that died).
+    pub nonce_gap_fills: IntCounter,
+    /// `x402_signer_nonce_lag{network,signer}`: sender nonces handed out and not yet mined, per
+    /// facilitator signer, at the last repair look (a lag that keeps growing: a stuck sender).
+    pub nonce_lag: IntGaugeVec,
 }
 
 impl EngineMetrics {
@@ -74,7 +80,26 @@ impl EngineMetrics {
                 &["network"],
             )
             .expect("valid metric"),
+            nonce_gap_fills: IntCounter::new(
+                "x402_settle_nonce_gap_fills_total",
+                "Sender nonce gaps filled with a 0-value transfer",
+            )
+            .expect("valid metric"),
+            nonce_lag: IntGaugeVec::new(
+                Opts::new(
+                    "x402_signer_nonce_lag",
+                    "Sender nonces handed out and not yet mined, per signer",
+                ),
+                &["network", "signer"],
+            )
+            .expect("valid metric"),
         };
+        registry
+            .register(Box::new(m.nonce_gap_fills.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(m.nonce_lag.clone()))
+            .expect("unique metric");
         registry
             .register(Box::new(m.rpc_failovers.clone()))
             .expect("unique metric");
@@ -114,6 +139,9 @@ impl SettleObserver for EngineMetrics {
     }
     fn replacement(&self) {
         self.replacements.inc();
+    }
+    fn nonce_gap_filled(&self) {
+        self.nonce_gap_fills.inc();
     }
     fn resolved(&self, state: &'static str) {
         self.resolved.with_label_values(&[state]).inc();

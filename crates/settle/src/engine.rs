@@ -190,18 +190,30 @@ impl<F: ChainFamily> Engine<F> {
             }
         };
         self.family.ready_to_settle(&payment).await?;
+        // A signer first: none within the wait is a 503 with nothing reserved.
+        let guard = self.family.acquire_signer().await?;
         let mut facts = ctx.id.facts.clone();
         facts.payer = self.family.payer_of(&payment);
         ctx.learn_payer(&facts.payer);
         let reserved = self.reservation(facts.clone());
         let ttl = Duration::from_secs(ctx.id.ttl_seconds);
-        match self
+        let created = self
             .store
             .create(&ctx.id.key, &reserved, ttl, &ctx.id.claims)
-            .await?
-        {
-            Created::Created(raw) => self.run_owned(ctx, req, now, raw, &payment, facts).await,
-            Created::Exists => Ok(Step::Reread),
+            .await;
+        let created = match created {
+            Ok(Created::Created(raw)) => {
+                return self
+                    .run_owned(ctx, req, now, raw, &payment, facts, guard)
+                    .await;
+            }
+            other => {
+                self.family.release_signer(guard).await;
+                other?
+            }
+        };
+        match created {
+            Created::Created(_) | Created::Exists => Ok(Step::Reread),
             Created::Claimed { holder, .. } => {
                 tracing::info!(key = %ctx.id.key, %holder, "memo already claimed by another payment");
                 Ok(Step::Answer(self.answer(
@@ -260,15 +272,20 @@ impl<F: ChainFamily> Engine<F> {
                     }
                 };
                 self.family.ready_to_settle(&payment).await?;
+                let guard = self.family.acquire_signer().await?;
                 let mine = self.reservation(r.payment.clone());
-                match self.store.swap(&ctx.id.key, &stored.raw, &mine).await? {
-                    Some(raw) => {
+                match self.store.swap(&ctx.id.key, &stored.raw, &mine).await {
+                    Ok(Some(raw)) => {
                         tracing::warn!(key = %ctx.id.key, previous_owner = %r.owner, "took over a lapsed reservation");
                         self.events.takeover();
-                        self.run_owned(ctx, req, now, raw, &payment, r.payment)
+                        self.run_owned(ctx, req, now, raw, &payment, r.payment, guard)
                             .await
                     }
-                    None => Ok(Step::Reread),
+                    other => {
+                        self.family.release_signer(guard).await;
+                        other?;
+                        Ok(Step::Reread)
+                    }
                 }
             }
             SettlementRecord::Broadcast(b) => self.await_outcome(ctx, stored.raw, b).await,
@@ -306,7 +323,9 @@ impl<F: ChainFamily> Engine<F> {
         )))
     }
 
-    /// This request owns the reservation `raw`: take a signer, sign, record, send, wait.
+    /// This request owns the reservation `raw` and holds a signer: sign, record, send (the
+    /// signer is given back once sent), wait.
+    #[allow(clippy::too_many_arguments)]
     async fn run_owned(
         &self,
         ctx: &Ctx<'_>,
@@ -315,14 +334,8 @@ impl<F: ChainFamily> Engine<F> {
         raw: String,
         payment: &F::Payment,
         facts: crate::record::PaymentFacts,
+        guard: crate::family::SignerGuard,
     ) -> Result<Step, SettleError> {
-        let guard = match self.family.acquire_signer().await {
-            Ok(g) => g,
-            Err(e) => {
-                self.give_up(ctx, &raw).await;
-                return Err(e);
-            }
-        };
         let recorded = self
             .sign_and_record(ctx, req, now, raw, payment, facts, &guard)
             .await;
@@ -380,7 +393,7 @@ impl<F: ChainFamily> Engine<F> {
         let Some(raw) = self.store.swap(&ctx.id.key, &raw, &renewal).await? else {
             return Ok(Recorded::Not(Step::Reread));
         };
-        let sent = match self.family.sign(guard, req, payment).await {
+        let sent = match self.family.sign(guard, &ctx.id.key, req, payment).await {
             Ok(Signed::Tx(sent)) => sent,
             Ok(Signed::Refused(inv)) => {
                 self.give_up(ctx, &raw).await;
@@ -404,7 +417,11 @@ impl<F: ChainFamily> Engine<F> {
         let record = SettlementRecord::Broadcast(broadcast.clone());
         Ok(match self.store.swap(&ctx.id.key, &raw, &record).await? {
             Some(raw) => Recorded::Broadcast(raw, broadcast),
-            None => Recorded::Not(Step::Reread),
+            None => {
+                // Taken over first: this transaction is never recorded, so never sent.
+                self.family.discard(&broadcast.sent).await;
+                Recorded::Not(Step::Reread)
+            }
         })
     }
 
@@ -448,7 +465,7 @@ impl<F: ChainFamily> Engine<F> {
                     transaction,
                 )));
             }
-            tokio::time::sleep(self.timing.poll_interval).await;
+            self.family.wait_for_news(self.timing.poll_interval).await;
         }
     }
 
@@ -462,7 +479,10 @@ impl<F: ChainFamily> Engine<F> {
         for_request: bool,
     ) -> Result<Advance, SettleError> {
         let now = unix_now();
-        let next = match self.family.lookup(broadcast).await? {
+        let since_sent = unix_ms().saturating_sub(broadcast.last_sent_ms);
+        let act_after = self.timing.resend_after.min(self.timing.replace_after);
+        let probe = since_sent >= act_after.as_millis() as u64;
+        let next = match self.family.lookup(broadcast, probe).await? {
             Lookup::Landed { transaction, cost } => {
                 let settled = Settled {
                     payment: broadcast.payment.clone(),
@@ -498,7 +518,6 @@ impl<F: ChainFamily> Engine<F> {
                 closed_at: now,
             }),
             Lookup::NotYet { known } => {
-                let since_sent = unix_ms().saturating_sub(broadcast.last_sent_ms);
                 if known && since_sent >= self.timing.replace_after.as_millis() as u64 {
                     return self.replace(key, raw, broadcast).await;
                 }
@@ -559,7 +578,7 @@ impl<F: ChainFamily> Engine<F> {
         if broadcast.replaced.len() >= MAX_REPLACEMENTS {
             return Ok(Advance::Resent(broadcast.clone(), raw.to_string()));
         }
-        let Some(sent) = self.family.replacement(broadcast).await? else {
+        let Some(sent) = self.family.replacement(key, broadcast).await? else {
             // No replacement in this family: the record stays as it is now.
             return Ok(Advance::Resent(broadcast.clone(), raw.to_string()));
         };

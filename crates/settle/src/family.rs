@@ -134,13 +134,19 @@ pub trait ChainFamily: Send + Sync + 'static {
     /// Gives the signer back.
     async fn release_signer(&self, guard: SignerGuard);
 
-    /// Signs the payment's settlement transaction with the held signer; sends nothing.
+    /// Signs the payment's settlement transaction (for the record under replay key `key`)
+    /// with the held signer; sends nothing.
     async fn sign(
         &self,
         guard: &SignerGuard,
+        key: &str,
         req: &PaymentRequest,
         payment: &Self::Payment,
     ) -> Result<Signed, SettleError>;
+
+    /// A signed transaction that will never be recorded nor sent (its reservation was taken
+    /// over first): give back what it used (EVM: its sender nonce).
+    async fn discard(&self, _sent: &SentTx) {}
 
     /// Sends (or re-sends) a recorded transaction.
     async fn send(&self, sent: &SentTx) -> Sent;
@@ -148,12 +154,29 @@ pub trait ChainFamily: Send + Sync + 'static {
     /// A replacement of a broadcast transaction that stays unmined: the same sender nonce with
     /// higher fees (EIP-1559 replacement: both fee caps raised by at least 12.5 %), signed,
     /// not sent. `None` when the family has no such thing (Solana: the blockhash decides).
-    async fn replacement(&self, _broadcast: &Broadcast) -> Result<Option<SentTx>, SettleError> {
+    /// EVM: when the transaction's sender nonce was used by another transaction, a new nonce
+    /// (for the record under `key`).
+    async fn replacement(
+        &self,
+        _key: &str,
+        _broadcast: &Broadcast,
+    ) -> Result<Option<SentTx>, SettleError> {
         Ok(None)
     }
 
-    /// Where a broadcast payment stands.
-    async fn lookup(&self, broadcast: &Broadcast) -> Result<Lookup, SettleError>;
+    /// Where a broadcast payment stands. `probe`: whether the caller may act on
+    /// [`Lookup::NotYet`]'s `known` now (re-send, replace, expire); without it the family may
+    /// skip asking the node whether it still holds the transaction and answer `known: true`.
+    async fn lookup(&self, broadcast: &Broadcast, probe: bool) -> Result<Lookup, SettleError>;
+
+    /// Waits for news of broadcast transactions (EVM: the next block read), at most `max`.
+    async fn wait_for_news(&self, max: std::time::Duration) {
+        tokio::time::sleep(max).await
+    }
+
+    /// Periodic repair, run by the replica that holds the reconciler lease each pass (EVM:
+    /// sender nonce gaps, see [`crate::evm::gaps`]).
+    async fn maintain(&self) {}
 
     /// The reason as the request's x402 version spells it (Solana v1 keeps five short forms).
     fn reason_for(&self, reason: Reason, _version: X402Version) -> Reason {

@@ -18,6 +18,7 @@ pub mod clock;
 pub mod engine;
 pub mod evm;
 pub mod family;
+pub mod nonces;
 pub mod reconciler;
 pub mod record;
 pub mod replay;
@@ -71,6 +72,8 @@ pub trait SettleObserver: Send + Sync {
     fn resend(&self) {}
     /// A stuck transaction was replaced with higher fees.
     fn replacement(&self) {}
+    /// A sender nonce gap was filled with a no-op transaction ([`evm::gaps`]).
+    fn nonce_gap_filled(&self) {}
     /// A record reached a resolved state (`confirmed`, `delivered`, `failed`, `expired`).
     fn resolved(&self, _state: &'static str) {}
     /// After a reconciler pass: unresolved records, and the age of the oldest, seconds.
@@ -103,6 +106,9 @@ impl SettleEvents {
     }
     fn replacement(&self) {
         self.0.replacement()
+    }
+    fn nonce_gap_filled(&self) {
+        self.0.nonce_gap_filled()
     }
     fn resolved(&self, state: &'static str) {
         self.0.resolved(state)

@@ -26,6 +26,8 @@ pub trait Reconcile: Send + Sync {
     /// One look at the record under `key` (the chain part bounded by `timeout`); its creation
     /// time (Unix seconds) when it is still unresolved afterwards.
     async fn reconcile(&self, key: &str, timeout: Duration) -> Result<Option<u64>, SettleError>;
+    /// The family's periodic repair ([`ChainFamily::maintain`]), bounded by `timeout`.
+    async fn maintain(&self, timeout: Duration);
 }
 
 #[async_trait]
@@ -36,6 +38,15 @@ impl<F: ChainFamily> Reconcile for Engine<F> {
 
     async fn reconcile(&self, key: &str, timeout: Duration) -> Result<Option<u64>, SettleError> {
         Engine::reconcile(self, key, timeout).await
+    }
+
+    async fn maintain(&self, timeout: Duration) {
+        if tokio::time::timeout(timeout, self.family().maintain())
+            .await
+            .is_err()
+        {
+            tracing::warn!(?timeout, "periodic repair timed out");
+        }
     }
 }
 
@@ -109,6 +120,9 @@ pub async fn pass(
                 continue;
             };
             open.extend(engine.reconcile(key, step_timeout).await?);
+        }
+        for engine in engines {
+            engine.maintain(step_timeout).await;
         }
         let oldest_age = open
             .iter()

@@ -276,6 +276,7 @@ impl ChainFamily for SvmFamily {
     async fn sign(
         &self,
         _guard: &SignerGuard,
+        _key: &str,
         _req: &PaymentRequest,
         payment: &SvmPayment,
     ) -> Result<Signed, SettleError> {
@@ -311,7 +312,7 @@ impl ChainFamily for SvmFamily {
         }
     }
 
-    async fn lookup(&self, broadcast: &Broadcast) -> Result<Lookup, SettleError> {
+    async fn lookup(&self, broadcast: &Broadcast, _probe: bool) -> Result<Lookup, SettleError> {
         let SentTx::Svm {
             transaction,
             blockhash,

@@ -3,9 +3,11 @@
 //! - `{prefix}:replay:evm:{chainId}:{asset}:{from}:{nonce}`: the EVM payment's
 //!   [`super::SettlementRecord`]; addresses and nonce lower-case 0x-hex. Expires no earlier than
 //!   the authorization's `validBefore` (plus [`REPLAY_GRACE_SECONDS`]).
-//! - `{prefix}:lease:evm:{chainId}:{signer}`: who may take the next nonce of a facilitator signer
-//!   (value: the holder's instance id; expires after the configured signer lease), so that
-//!   replicas sharing a key never sign two transactions with one nonce.
+//! - `{prefix}:nonce:evm:{chainId}:{signer}:next`: the next sender nonce of a facilitator
+//!   signer never handed out (integer; see [`crate::nonces`]); `…:free`: sorted set of nonces
+//!   handed out and given back unsent (member and score: the nonce); `…:owners`: sorted set of
+//!   `{nonce}|{replay key}` scored by the nonce, pruned below the chain's mined count. Replicas
+//!   sharing a key never sign two settlements with one nonce.
 //! - `{prefix}:replay:svm:{network}:{signature}`: the Solana payment's record, keyed by the
 //!   settlement transaction's first signature (base58; the fee payer's deterministic Ed25519
 //!   signature of the message, so one payment has one key). Expires after the configured record
@@ -58,9 +60,25 @@ pub fn svm_replay_key(prefix: &str, network: &str, signature: &str) -> String {
     format!("{prefix}:replay:svm:{network}:{signature}")
 }
 
-/// Lease key of a facilitator signer on an EVM chain.
-pub fn evm_signer_lease_key(prefix: &str, chain_id: u64, signer: Address) -> String {
-    format!("{prefix}:lease:evm:{chain_id}:{signer:#x}")
+/// The nonce keys of one facilitator signer on an EVM chain (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvmNonceKeys {
+    /// The counter.
+    pub next: String,
+    /// The free nonces.
+    pub free: String,
+    /// The owners.
+    pub owners: String,
+}
+
+/// The nonce keys of `signer` on `chain_id`.
+pub fn evm_nonce_keys(prefix: &str, chain_id: u64, signer: Address) -> EvmNonceKeys {
+    let base = format!("{prefix}:nonce:evm:{chain_id}:{signer:#x}");
+    EvmNonceKeys {
+        next: format!("{base}:next"),
+        free: format!("{base}:free"),
+        owners: format!("{base}:owners"),
+    }
 }
 
 /// Replay key of an EVM EIP-3009 payment `(chainId, asset, from, nonce)`.

@@ -3,14 +3,24 @@
 //!
 //! - Identity: `(chainId, asset, from, nonce)`; binding: keccak256 of chain id, asset, the whole
 //!   authorization, the signature and the requirements' `payTo` and amount.
-//! - Signer: a local lock and a cross-replica lease per facilitator address (bounded waits),
-//!   held from `eth_getTransactionCount` to `eth_sendRawTransaction`.
-//! - Lookup: the receipt of the transaction (success needs the matching `Transfer` event); no
-//!   receipt after `validBefore` while `authorizationState` is still unused → expired.
+//! - Signing pipeline: `eth_estimateGas` (the settlement-time simulation, which also gives the
+//!   gas limit) runs before any shared state is touched; fees come from the network's
+//!   [`fees::FeeCache`]; the sender nonce is one Redis round trip ([`crate::nonces`]); signing is
+//!   local; the send happens after the record, with nothing held. Settlements of one signer
+//!   thus sign in parallel, across replicas, and several signers are used round-robin.
+//! - Signer slots: at most `max_in_flight` settlements per signer between taking the signer and
+//!   sending; none free within the signer wait → 503 before anything is reserved.
+//! - Lookup: [`receipts::ReceiptWatcher`] (one block-receipt poller per network); success needs
+//!   the matching `Transfer` event; no receipt after `validBefore` while `authorizationState` is
+//!   still unused → expired.
+//! - Nonce repair: [`gaps`] fills or re-sends a nonce the node is missing below the counter.
 
-use std::any::Any;
-use std::sync::Arc;
+pub mod fees;
+pub mod gaps;
+pub mod receipts;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use alloy::consensus::{Transaction as _, TxEnvelope};
@@ -19,8 +29,8 @@ use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::sol_types::{SolCall, SolEvent};
 use async_trait::async_trait;
-use tokio::sync::{Mutex, OwnedMutexGuard};
-use x402_chain::{ChainError, EvmChain};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use x402_chain::{ChainError, EvmChain, GAS_LIMIT_HEADROOM_PERCENT};
 use x402_proto::{PaymentRequest, Reason};
 use x402_verify::evm::token::IEip3009Token;
 use x402_verify::evm::{EvmPayment, ExactEvmVerifier};
@@ -28,9 +38,10 @@ use x402_verify::{Invalid, Verdict};
 
 use crate::engine::{Engine, SettleTiming};
 use crate::family::{ChainFamily, Identified, Identity, Lookup, Sent, Signed, SignerGuard};
+use crate::nonces::NonceStore;
 use crate::record::{Broadcast, Cost, GasInUsdc, GasPaid, PaymentFacts, SentTx};
 use crate::replay::ReplayStore;
-use crate::replay::keys::{evm_replay_key, evm_signer_lease_key, replay_ttl_seconds};
+use crate::replay::keys::{evm_replay_key, replay_ttl_seconds};
 use crate::{SettleError, SettleEvents};
 
 /// Prices a mined settlement's fee in USDC for its record (see [`GasInUsdc`]).
@@ -39,21 +50,33 @@ pub type GasPricer = Arc<dyn Fn(&GasPaid) -> Option<GasInUsdc> + Send + Sync>;
 /// Called once per mined settlement with its gas cost.
 pub type GasObserver = Arc<dyn Fn(&GasPaid) + Send + Sync>;
 
+/// Called after each nonce repair look with `(signer, nonces handed out but not mined)`.
+pub type NonceLagObserver = Arc<dyn Fn(Address, u64) + Send + Sync>;
+
 /// Settles EVM `exact` payments on one chain.
 pub type EvmSettler = Engine<EvmFamily>;
+
+/// Default most settlements per signer between taking the signer and sending.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_SIGNER: usize = 64;
 
 /// The EVM `exact` chain family on one chain.
 pub struct EvmFamily {
     verifier: Arc<ExactEvmVerifier>,
     store: Arc<dyn ReplayStore>,
+    nonces: Arc<dyn NonceStore>,
     key_prefix: String,
-    signers: Vec<(Address, Arc<Mutex<()>>)>,
+    signers: Vec<(Address, Arc<Semaphore>)>,
     next_signer: AtomicUsize,
     signer_wait: Duration,
-    signer_lease: Duration,
     floor: SignerFloor,
+    fees: Arc<fees::FeeCache>,
+    receipts: OnceLock<receipts::ReceiptWatcher>,
+    receipt_poll: Duration,
+    gaps: gaps::GapRepair,
     gas_observer: Option<GasObserver>,
     gas_pricer: Option<GasPricer>,
+    nonce_lag_observer: Option<NonceLagObserver>,
+    events: SettleEvents,
 }
 
 /// The signers' balance floor and the balances last read.
@@ -65,44 +88,75 @@ struct SignerFloor {
     seen: std::sync::Mutex<std::collections::HashMap<Address, (U256, std::time::Instant)>>,
 }
 
-/// A held signer: its local lock and its cross-replica lease.
+/// A held signer slot.
 struct Held {
     signer: Address,
-    lease: String,
-    holder: String,
-    _local: OwnedMutexGuard<()>,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl EvmFamily {
-    /// The family for the verifier's chain, recording in `store` under `key_prefix`; a
-    /// settlement waits at most `signer_wait` for a free signer (then 503). A signer's
-    /// cross-replica lease lasts `signer_lease` (it must cover nonce, gas estimate, fees and
-    /// send: a few RPC timeouts); a replica that dies holding it blocks that signer that long.
+    /// The family for the verifier's chain, recording in `store` under `key_prefix` and taking
+    /// sender nonces from `nonces` (shared by every replica that shares the signing keys).
+    /// At most `max_in_flight` settlements per signer are between taking the signer and
+    /// sending; one that finds no slot within `signer_wait` is refused (503) before anything is
+    /// reserved.
     pub fn new(
         verifier: Arc<ExactEvmVerifier>,
         store: Arc<dyn ReplayStore>,
+        nonces: Arc<dyn NonceStore>,
         key_prefix: impl Into<String>,
         signer_wait: Duration,
-        signer_lease: Duration,
+        max_in_flight: usize,
     ) -> Self {
         let signers = verifier
             .chain()
             .signers()
             .iter()
-            .map(|a| (*a, Arc::new(Mutex::new(()))))
+            .map(|a| (*a, Arc::new(Semaphore::new(max_in_flight.max(1)))))
             .collect();
+        let fees = fees::FeeCache::new(
+            verifier.chain().clone(),
+            Duration::from_secs(2),
+            Duration::from_secs(30),
+        );
         EvmFamily {
             verifier,
             store,
+            nonces,
             key_prefix: key_prefix.into(),
             signers,
             next_signer: AtomicUsize::new(0),
             signer_wait,
-            signer_lease,
             floor: SignerFloor::default(),
+            fees,
+            receipts: OnceLock::new(),
+            receipt_poll: Duration::from_millis(200),
+            gaps: gaps::GapRepair::new(Duration::from_secs(10)),
             gas_observer: None,
             gas_pricer: None,
+            nonce_lag_observer: None,
+            events: SettleEvents::default(),
         }
+    }
+
+    /// Reads new blocks' receipts every `interval` (default 200 ms; about a quarter of the
+    /// block time is plenty).
+    pub fn with_receipt_poll(mut self, interval: Duration) -> Self {
+        self.receipt_poll = interval;
+        self
+    }
+
+    /// Fills a nonce the node is missing after it has been missing for `after` (default 10 s):
+    /// see [`gaps`].
+    pub fn with_gap_fill_after(mut self, after: Duration) -> Self {
+        self.gaps = gaps::GapRepair::new(after);
+        self
+    }
+
+    /// Reports each signer's nonce lag (handed out, not mined) after every repair look.
+    pub fn with_nonce_lag_observer(mut self, observer: NonceLagObserver) -> Self {
+        self.nonce_lag_observer = Some(observer);
+        self
     }
 
     /// Signers whose native balance is below `min_wei` take no new settlements; when all are,
@@ -164,31 +218,126 @@ impl EvmFamily {
         self.verifier.chain()
     }
 
-    /// A free signer's lock now, else the next in round-robin order within the wait.
-    async fn lock_signer(&self) -> Result<(Address, OwnedMutexGuard<()>), SettleError> {
+    fn chain_id(&self) -> u64 {
+        self.chain().chain_id()
+    }
+
+    /// The network's receipt poller (started by the first lookup).
+    fn receipts(&self) -> &receipts::ReceiptWatcher {
+        self.receipts.get_or_init(|| {
+            let signers: Vec<Address> = self.signers.iter().map(|(a, _)| *a).collect();
+            receipts::ReceiptWatcher::spawn(
+                self.chain().clone(),
+                &signers,
+                self.receipt_poll,
+                (self.receipt_poll * 10).max(Duration::from_secs(5)),
+            )
+        })
+    }
+
+    /// A free slot of a funded signer now, else one of the next in round-robin order within
+    /// the wait.
+    async fn take_slot(&self) -> Result<Held, SettleError> {
         let mut funded = Vec::with_capacity(self.signers.len());
-        for (addr, lock) in &self.signers {
+        for (addr, slots) in &self.signers {
             if self.funded(*addr).await {
-                funded.push((*addr, lock));
-            }
-        }
-        for (addr, lock) in &funded {
-            if let Ok(guard) = (*lock).clone().try_lock_owned() {
-                return Ok((*addr, guard));
+                funded.push((*addr, slots));
             }
         }
         let n = funded.len();
-        let (addr, lock) = funded
-            .get(self.next_signer.fetch_add(1, Ordering::Relaxed) % n.max(1))
-            .ok_or_else(|| {
-                SettleError::NoFundedSigner("every signer is below the balance floor".into())
-            })?;
-        match tokio::time::timeout(self.signer_wait, (*lock).clone().lock_owned()).await {
-            Ok(guard) => Ok((*addr, guard)),
-            Err(_) => Err(SettleError::SignerBusy(format!(
-                "no signer free within {:?}",
+        if n == 0 {
+            return Err(SettleError::NoFundedSigner(
+                "every signer is below the balance floor".into(),
+            ));
+        }
+        let start = self.next_signer.fetch_add(1, Ordering::Relaxed);
+        for k in 0..n {
+            let (addr, slots) = &funded[(start + k) % n];
+            if let Ok(slot) = (*slots).clone().try_acquire_owned() {
+                return Ok(Held {
+                    signer: *addr,
+                    _slot: slot,
+                });
+            }
+        }
+        let (addr, slots) = &funded[start % n];
+        match tokio::time::timeout(self.signer_wait, (*slots).clone().acquire_owned()).await {
+            Ok(Ok(slot)) => Ok(Held {
+                signer: *addr,
+                _slot: slot,
+            }),
+            _ => Err(SettleError::SignerBusy(format!(
+                "no signer slot free within {:?}",
                 self.signer_wait
             ))),
+        }
+    }
+
+    /// The next sender nonce of `signer` for the settlement under `key`: from the shared
+    /// counter, set from the chain first if it is not yet.
+    async fn next_nonce(&self, signer: Address, key: &str) -> Result<u64, SettleError> {
+        let chain_id = self.chain_id();
+        if let Some(n) = self.nonces.allocate(chain_id, signer, key).await? {
+            return Ok(n);
+        }
+        self.sync_nonce(signer).await?;
+        self.nonces
+            .allocate(chain_id, signer, key)
+            .await?
+            .ok_or_else(|| SettleError::StoreUnavailable("nonce counter vanished".into()))
+    }
+
+    /// Raises `signer`'s counter to the node's pending nonce (at start and after a nonce error).
+    async fn sync_nonce(&self, signer: Address) -> Result<u64, SettleError> {
+        let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.to_string());
+        let mined = self.chain().mined_nonce(signer).await.map_err(unavailable)?;
+        let pending = self
+            .chain()
+            .pending_nonce(signer)
+            .await
+            .map_err(unavailable)?;
+        Ok(self
+            .nonces
+            .sync(self.chain_id(), signer, pending.max(mined), mined)
+            .await?)
+    }
+
+    /// Signs `tx` (gas limit set) at a fresh nonce of `signer` with the cached fees; the nonce
+    /// is given back when signing fails.
+    async fn sign_at_fresh_nonce(
+        &self,
+        signer: Address,
+        key: &str,
+        tx: TransactionRequest,
+    ) -> Result<SentTx, SettleError> {
+        let mut tx = tx;
+        // Without cached fees the chain fills them itself (one more round trip).
+        if let Ok(fees) = self.fees.current().await {
+            tx = tx
+                .max_fee_per_gas(fees.max_fee_per_gas)
+                .max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        }
+        let nonce = self.next_nonce(signer, key).await?;
+        match self.chain().sign(tx.nonce(nonce)).await {
+            Ok(signed) => Ok(SentTx::Evm {
+                transaction: format!("{:#x}", signed.hash),
+                raw: format!("{}", signed.raw),
+                signer: signer.to_checksum(None),
+                nonce: signed.nonce,
+                max_fee_per_gas: String::new(),
+                max_priority_fee_per_gas: String::new(),
+            }),
+            Err(e) => {
+                self.give_back(signer, nonce).await;
+                Err(SettleError::ChainUnavailable(e.to_string()))
+            }
+        }
+    }
+
+    /// Returns a never-sent nonce for reuse (a failure is logged: gap repair fills it).
+    async fn give_back(&self, signer: Address, nonce: u64) {
+        if let Err(e) = self.nonces.release(self.chain_id(), signer, nonce).await {
+            tracing::warn!(%signer, nonce, error = %e, "could not give a nonce back; gap repair fills it");
         }
     }
 }
@@ -267,40 +416,17 @@ impl ChainFamily for EvmFamily {
     }
 
     async fn acquire_signer(&self) -> Result<SignerGuard, SettleError> {
-        let (signer, local) = self.lock_signer().await?;
-        let lease = evm_signer_lease_key(&self.key_prefix, self.chain().chain_id(), signer);
-        let holder = crate::instance_id();
-        let ttl = self.signer_lease;
-        let deadline = tokio::time::Instant::now() + self.signer_wait;
-        while !self.store.try_lease(&lease, &holder, ttl).await? {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(SettleError::SignerBusy(format!(
-                    "signer lease {lease} held by another replica for {:?}",
-                    self.signer_wait
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(Box::new(Held {
-            signer,
-            lease,
-            holder,
-            _local: local,
-        }))
+        Ok(Box::new(self.take_slot().await?))
     }
 
     async fn release_signer(&self, guard: SignerGuard) {
-        let Ok(held) = (guard as Box<dyn Any + Send + Sync>).downcast::<Held>() else {
-            return;
-        };
-        if let Err(e) = self.store.end_lease(&held.lease, &held.holder).await {
-            tracing::warn!(lease = %held.lease, error = %e, "could not end signer lease; it expires by itself");
-        }
+        drop(guard);
     }
 
     async fn sign(
         &self,
         guard: &SignerGuard,
+        key: &str,
         req: &PaymentRequest,
         payment: &EvmPayment,
     ) -> Result<Signed, SettleError> {
@@ -310,25 +436,13 @@ impl ChainFamily for EvmFamily {
             .ok_or_else(|| {
                 SettleError::ChainUnavailable("signer guard of another family".into())
             })?;
-        let signed = async {
-            let nonce = self.chain().pending_nonce(signer).await?;
-            let tx = TransactionRequest::default()
-                .from(signer)
-                .to(payment.asset)
-                .input(payment.settlement_calldata().into())
-                .nonce(nonce);
-            self.chain().sign(tx).await
-        }
-        .await;
-        match signed {
-            Ok(signed) => Ok(Signed::Tx(SentTx::Evm {
-                transaction: format!("{:#x}", signed.hash),
-                raw: format!("{}", signed.raw),
-                signer: signer.to_checksum(None),
-                nonce: signed.nonce,
-                max_fee_per_gas: String::new(),
-                max_priority_fee_per_gas: String::new(),
-            })),
+        let call = TransactionRequest::default()
+            .from(signer)
+            .to(payment.asset)
+            .input(payment.settlement_calldata().into());
+        // The settlement-time simulation; its gas is the limit (plus headroom).
+        let gas = match self.chain().estimate_gas(&call).await {
+            Ok(gas) => gas,
             Err(ChainError::Reverted { message, .. }) => {
                 let (name, version) = (
                     req.extra_str("name").unwrap_or(""),
@@ -338,14 +452,24 @@ impl ChainFamily for EvmFamily {
                     .verifier
                     .diagnose(payment, name, version, message)
                     .await?;
-                Ok(Signed::Refused(inv))
+                return Ok(Signed::Refused(inv));
             }
-            Err(e) => Err(SettleError::ChainUnavailable(e.to_string())),
+            Err(e) => return Err(SettleError::ChainUnavailable(e.to_string())),
+        };
+        let tx = call.gas_limit(gas + gas * GAS_LIMIT_HEADROOM_PERCENT / 100);
+        Ok(Signed::Tx(self.sign_at_fresh_nonce(signer, key, tx).await?))
+    }
+
+    async fn discard(&self, sent: &SentTx) {
+        if let SentTx::Evm { signer, nonce, .. } = sent
+            && let Ok(signer) = signer.parse::<Address>()
+        {
+            self.give_back(signer, *nonce).await;
         }
     }
 
     async fn send(&self, sent: &SentTx) -> Sent {
-        let SentTx::Evm { raw, .. } = sent else {
+        let SentTx::Evm { raw, signer, .. } = sent else {
             return Sent::Refused("a Solana transaction on an EVM network".into());
         };
         let Ok(raw) = raw.parse::<Bytes>() else {
@@ -354,23 +478,51 @@ impl ChainFamily for EvmFamily {
         match self.chain().send_raw(&raw).await {
             Ok(_) => Sent::Accepted,
             Err(ChainError::Unavailable(m)) => Sent::Unknown(m),
-            Err(e) => Sent::Refused(e.to_string()),
+            Err(e) => {
+                let message = e.to_string();
+                if message.to_ascii_lowercase().contains("nonce too low")
+                    && let Ok(signer) = signer.parse::<Address>()
+                {
+                    // Someone else used the nonce: the counter must not hand it out again.
+                    match self.sync_nonce(signer).await {
+                        Ok(next) => tracing::warn!(%signer, next, "nonce too low: counter raised to the chain's"),
+                        Err(e) => tracing::warn!(%signer, error = %e, "nonce too low, and the counter could not be synced"),
+                    }
+                }
+                Sent::Refused(message)
+            }
         }
     }
 
-    async fn lookup(&self, broadcast: &Broadcast) -> Result<Lookup, SettleError> {
+    async fn lookup(&self, broadcast: &Broadcast, probe: bool) -> Result<Lookup, SettleError> {
         let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.to_string());
         let corrupt = || SettleError::StoreUnavailable("corrupt EVM broadcast record".into());
-        let mut known = false;
-        let sent = std::iter::once(&broadcast.sent).chain(broadcast.replaced.iter());
-        for tx in sent {
-            let hash: B256 = tx.transaction().parse().map_err(|_| corrupt())?;
-            if let Some(mined) = self.chain().receipt(hash).await.map_err(unavailable)? {
+        let sent: Vec<(&SentTx, B256)> = std::iter::once(&broadcast.sent)
+            .chain(broadcast.replaced.iter())
+            .map(|tx| Ok((tx, tx.transaction().parse().map_err(|_| corrupt())?)))
+            .collect::<Result<_, SettleError>>()?;
+        let watcher = self.receipts();
+        for (tx, hash) in &sent {
+            if let Some(mined) = watcher.receipt(hash) {
                 return Ok(self.mined(broadcast, tx.transaction(), &mined));
             }
+        }
+        // `sent_at` (Unix seconds) is taken before signing: the first send is no earlier.
+        if !watcher.covers(broadcast.sent_at.saturating_mul(1000)) {
+            for (tx, hash) in &sent {
+                if let Some(mined) = self.chain().receipt(*hash).await.map_err(unavailable)? {
+                    return Ok(self.mined(broadcast, tx.transaction(), &mined));
+                }
+            }
+        }
+        if !probe {
+            return Ok(Lookup::NotYet { known: true });
+        }
+        let mut known = false;
+        for (_, hash) in &sent {
             known |= self
                 .chain()
-                .transaction_known(hash)
+                .transaction_known(*hash)
                 .await
                 .map_err(unavailable)?;
         }
@@ -402,10 +554,23 @@ impl ChainFamily for EvmFamily {
         Ok(Lookup::NotYet { known })
     }
 
-    async fn replacement(&self, broadcast: &Broadcast) -> Result<Option<SentTx>, SettleError> {
+    async fn wait_for_news(&self, max: Duration) {
+        self.receipts().next_block(max).await
+    }
+
+    async fn maintain(&self) {
+        gaps::repair(self).await
+    }
+
+    async fn replacement(
+        &self,
+        key: &str,
+        broadcast: &Broadcast,
+    ) -> Result<Option<SentTx>, SettleError> {
         let SentTx::Evm { raw, signer, .. } = &broadcast.sent else {
             return Ok(None);
         };
+        let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.to_string());
         let corrupt = || SettleError::StoreUnavailable("corrupt EVM broadcast record".into());
         let bytes: Bytes = raw.parse().map_err(|_| corrupt())?;
         let env = TxEnvelope::decode_2718(&mut bytes.as_ref()).map_err(|_| corrupt())?;
@@ -413,6 +578,24 @@ impl ChainFamily for EvmFamily {
         let Some(to) = env.to() else {
             return Err(corrupt());
         };
+        let call = TransactionRequest::default()
+            .from(signer)
+            .to(to)
+            .input(env.input().clone().into())
+            .gas_limit(env.gas_limit());
+        if self.chain().mined_nonce(signer).await.map_err(unavailable)? > env.nonce() {
+            // The sender nonce is used on chain. If by one of ours, the next lookup sees it;
+            // else by another transaction, and this payment needs a new nonce.
+            let sent = std::iter::once(&broadcast.sent).chain(broadcast.replaced.iter());
+            for tx in sent {
+                let hash: B256 = tx.transaction().parse().map_err(|_| corrupt())?;
+                if self.chain().receipt(hash).await.map_err(unavailable)?.is_some() {
+                    return Ok(None);
+                }
+            }
+            tracing::warn!(%signer, nonce = env.nonce(), "settlement nonce used by another transaction: signing at a new nonce");
+            return Ok(Some(self.sign_at_fresh_nonce(signer, key, call).await?));
+        }
         // EIP-1559 replacement: both caps up by at least 12.5 % (nodes ask for 10 %), and at
         // least what the node would ask now.
         let bump = |fee: u128| fee + fee / 8 + 1;
@@ -420,28 +603,14 @@ impl ChainFamily for EvmFamily {
             bump(env.max_fee_per_gas()),
             bump(env.max_priority_fee_per_gas().unwrap_or(0)),
         );
-        let history = self
-            .chain()
-            .fee_history(1, &[50.0])
-            .await
-            .map_err(|e| SettleError::ChainUnavailable(e.to_string()))?;
-        if let Some(next_base) = history.base_fee_per_gas.last() {
-            max_fee = max_fee.max(next_base.saturating_mul(2).saturating_add(priority));
-        }
-        priority = priority.min(max_fee);
-        let tx = TransactionRequest::default()
-            .from(signer)
-            .to(to)
-            .input(env.input().clone().into())
+        let now = self.fees.fetch().await.map_err(unavailable)?;
+        max_fee = max_fee.max(now.max_fee_per_gas);
+        priority = priority.max(now.max_priority_fee_per_gas).min(max_fee);
+        let tx = call
             .nonce(env.nonce())
-            .gas_limit(env.gas_limit())
             .max_fee_per_gas(max_fee)
             .max_priority_fee_per_gas(priority);
-        let signed = self
-            .chain()
-            .sign(tx)
-            .await
-            .map_err(|e| SettleError::ChainUnavailable(e.to_string()))?;
+        let signed = self.chain().sign(tx).await.map_err(unavailable)?;
         Ok(Some(SentTx::Evm {
             transaction: format!("{:#x}", signed.hash),
             raw: format!("{}", signed.raw),
@@ -523,10 +692,11 @@ impl EvmFamily {
 
 /// An EVM settler: the [`EvmFamily`] under the state machine.
 pub fn settler(
-    family: EvmFamily,
+    mut family: EvmFamily,
     store: Arc<dyn ReplayStore>,
     timing: SettleTiming,
     events: SettleEvents,
 ) -> EvmSettler {
+    family.events = events.clone();
     Engine::new(family, store, timing, crate::instance_id(), events)
 }
