@@ -212,10 +212,7 @@ async fn leaked_nonce_is_filled_and_the_settlement_queued_behind_it_lands() {
         .unwrap()
         .unwrap();
     assert_eq!(alloy::consensus::Transaction::nonce(&tx), 2);
-    assert_eq!(
-        metric(&fac, "x402_settle_nonce_gap_fills_total").await,
-        1.0
-    );
+    assert_eq!(metric(&fac, "x402_settle_nonce_gap_fills_total").await, 1.0);
 }
 
 /// The signer key is used outside the facilitator (its next nonce taken by a plain transfer):

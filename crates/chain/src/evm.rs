@@ -90,12 +90,16 @@ pub trait EvmChain: Send + Sync {
     /// `eth_getTransactionCount(address, "latest")`: the sender's mined transaction count (every
     /// nonce below it is used on chain). Default: [`ChainError::Unavailable`] (not supported).
     async fn mined_nonce(&self, _address: Address) -> Result<u64, ChainError> {
-        Err(ChainError::Unavailable("eth_getTransactionCount(latest) not supported".into()))
+        Err(ChainError::Unavailable(
+            "eth_getTransactionCount(latest) not supported".into(),
+        ))
     }
 
     /// `eth_blockNumber`: the latest block's number. Default: [`ChainError::Unavailable`].
     async fn block_number(&self) -> Result<u64, ChainError> {
-        Err(ChainError::Unavailable("eth_blockNumber not supported".into()))
+        Err(ChainError::Unavailable(
+            "eth_blockNumber not supported".into(),
+        ))
     }
 
     /// `eth_getBlockReceipts(number)`: every receipt of block `number`, `None` while the node
@@ -105,6 +109,8 @@ pub trait EvmChain: Send + Sync {
         &self,
         _number: u64,
     ) -> Result<Option<Vec<TransactionReceipt>>, ChainError> {
-        Err(ChainError::Unavailable("eth_getBlockReceipts not supported".into()))
+        Err(ChainError::Unavailable(
+            "eth_getBlockReceipts not supported".into(),
+        ))
     }
 }

@@ -12,8 +12,8 @@ use x402_proto::{
 };
 use x402_settle::SettleError;
 use x402_settle::evm::{EvmFamily, EvmSettler};
-use x402_settle::reconciler::{Reconcile, Reconciler};
 use x402_settle::nonces::{MemoryNonceStore, NonceStore, RedisNonceStore};
+use x402_settle::reconciler::{Reconcile, Reconciler};
 use x402_settle::replay::{MemoryStore, RedisStore, ReplayStore};
 use x402_settle::status::SettlementStatus;
 use x402_verify::evm::ExactEvmVerifier;
@@ -453,10 +453,7 @@ impl Facilitator {
 }
 
 /// Counts the gas of mined settlements on `network`.
-fn nonce_lag_metrics(
-    metrics: &Metrics,
-    network: &Network,
-) -> x402_settle::evm::NonceLagObserver {
+fn nonce_lag_metrics(metrics: &Metrics, network: &Network) -> x402_settle::evm::NonceLagObserver {
     let lag = metrics.engine.nonce_lag.clone();
     let network = network.to_string();
     Arc::new(move |signer, n| {

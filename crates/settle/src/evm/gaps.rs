@@ -4,16 +4,23 @@
 //! later transaction of that signer back. Each reconciler pass, per signer:
 //!
 //! 1. The counter is raised to the node's pending nonce, and used nonces are forgotten.
-//! 2. If the node's pending nonce `g` is below the counter, the node has no transaction at `g`.
-//!    If a recorded, unresolved settlement signed at `g`, its transaction is re-sent (the node
-//!    dropped it). Otherwise, once `g` has been missing for the fill delay (longer than taking
-//!    a nonce and recording takes), it is filled with a 0-value transfer from the signer to
-//!    itself (21,000 gas), which lets the later transactions through.
+//! 2. When the node's pending nonce is below the counter and has not moved since the last pass
+//!    (the sender is stuck), every nonce from it up to the counter is looked at through its
+//!    owner's record:
+//!    - a recorded, unresolved settlement signed at it: its transaction is re-sent (the node
+//!      may have dropped it);
+//!    - a reservation whose owner's lease is live (signing now), or a free nonce (the next
+//!      settlement takes it): left alone for the fill delay;
+//!    - anything else (the owner's lease lapsed, the record is gone or resolved with another
+//!      transaction, no owner at all): nobody will send it, it is filled now.
+//!
+//!    Filling is a 0-value transfer from the signer to itself (21,000 gas), which lets the later
+//!    transactions through.
 //!
 //! A settlement whose nonce was filled after all (its process was only slow) finds the nonce
 //! used on chain and is re-signed at a new nonce ([`super::EvmFamily`]'s replacement).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,49 +28,55 @@ use alloy::primitives::{Address, U256};
 use alloy::rpc::types::TransactionRequest;
 
 use super::EvmFamily;
+use crate::clock::unix_ms;
 use crate::family::{ChainFamily, Sent};
 use crate::record::{SentTx, SettlementRecord};
 
 /// Gas of a plain value transfer.
 const TRANSFER_GAS: u64 = 21_000;
 
-/// What the repair remembers between passes: the missing nonce per signer and since when.
+/// Most nonces looked at in one pass per signer.
+const SCAN_LIMIT: u64 = 1024;
+
+/// What the repair remembers between passes, per signer.
+#[derive(Default)]
+struct Seen {
+    /// The node's pending nonce at the last pass.
+    pending: Option<u64>,
+    /// Nonces waiting for the fill delay, and since when.
+    waiting: HashMap<u64, Instant>,
+}
+
+/// The repair's memory and fill delay.
 pub struct GapRepair {
     fill_after: Duration,
-    missing: Mutex<HashMap<Address, (u64, Instant)>>,
+    seen: Mutex<HashMap<Address, Seen>>,
 }
 
 impl GapRepair {
-    /// Fills a nonce missing for `fill_after`.
+    /// Fills a nonce that may still be sent (a live reservation, a free nonce) once it has been
+    /// missing for `fill_after`.
     pub fn new(fill_after: Duration) -> Self {
         GapRepair {
             fill_after,
-            missing: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Notes that `nonce` is missing for `signer`; whether it has been for the fill delay.
-    fn overdue(&self, signer: Address, nonce: u64) -> bool {
-        let mut missing = self.missing.lock().unwrap_or_else(|p| p.into_inner());
-        let since = missing
-            .entry(signer)
-            .and_modify(|(n, since)| {
-                if *n != nonce {
-                    *n = nonce;
-                    *since = Instant::now();
-                }
-            })
-            .or_insert((nonce, Instant::now()))
-            .1;
-        since.elapsed() >= self.fill_after
+    fn with<T>(&self, signer: Address, f: impl FnOnce(&mut Seen) -> T) -> T {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        f(seen.entry(signer).or_default())
     }
+}
 
-    fn clear(&self, signer: Address) {
-        self.missing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&signer);
-    }
+/// What to do with one missing nonce.
+enum Missing<'a> {
+    /// Re-send this recorded transaction.
+    Resend(SentTx),
+    /// Its owner may still send it: wait for the fill delay.
+    Wait,
+    /// Nobody will send it: fill it.
+    Fill(&'a str),
 }
 
 /// One repair look at every signer of `family` (failures are logged; the next pass retries).
@@ -92,51 +105,110 @@ async fn repair_signer(family: &EvmFamily, signer: Address) -> Result<(), String
     if let Some(observer) = &family.nonce_lag_observer {
         observer(signer, next.saturating_sub(mined));
     }
-    if next <= pending {
-        family.gaps.clear(signer);
+    let stuck = family.gaps.with(signer, |seen| {
+        let stuck = next > pending && seen.pending == Some(pending);
+        seen.pending = Some(pending);
+        if next <= pending {
+            seen.waiting.clear();
+        }
+        seen.waiting.retain(|n, _| *n >= pending);
+        stuck
+    });
+    if !stuck {
         return Ok(());
     }
-    let gap = pending;
     let state = family
         .nonces
         .state(chain_id, signer)
         .await
         .map_err(|e| e.to_string())?;
-    if !state.free.contains(&gap) {
-        for (_, key) in state.owners.iter().filter(|(n, _)| *n == gap) {
-            let Some(stored) = family.store.get(key).await.map_err(|e| e.to_string())? else {
-                continue;
-            };
-            if let SettlementRecord::Broadcast(b) = &stored.record
-                && let Some(tx) = signed_at(&b.sent, &b.replaced, signer, gap)
-            {
-                // A recorded settlement the node dropped: re-send it rather than fill.
-                match family.send(tx).await {
-                    Sent::Accepted => {
-                        tracing::warn!(%signer, nonce = gap, transaction = tx.transaction(), "nonce gap: re-sent the recorded settlement")
-                    }
-                    Sent::Unknown(e) | Sent::Refused(e) => {
-                        tracing::warn!(%signer, nonce = gap, error = %e, "nonce gap: re-send failed")
-                    }
+    let free: BTreeSet<u64> = state.free.iter().copied().collect();
+    let mut fills = Vec::new();
+    for nonce in pending..next.min(pending + SCAN_LIMIT) {
+        let owners: Vec<&str> = state
+            .owners
+            .iter()
+            .filter(|(n, _)| *n == nonce)
+            .map(|(_, k)| k.as_str())
+            .collect();
+        let missing = if free.contains(&nonce) {
+            Missing::Wait
+        } else {
+            classify(family, signer, nonce, &owners).await?
+        };
+        match missing {
+            Missing::Resend(tx) => match family.send(&tx).await {
+                Sent::Accepted => {
+                    tracing::warn!(%signer, nonce, transaction = tx.transaction(), "stuck sender: re-sent a recorded settlement");
+                    family.events.resend();
                 }
-                return Ok(());
+                Sent::Unknown(e) | Sent::Refused(e) => {
+                    tracing::warn!(%signer, nonce, error = %e, "stuck sender: re-send failed")
+                }
+            },
+            Missing::Fill(why) => fills.push((nonce, why)),
+            Missing::Wait => {
+                let overdue = family.gaps.with(signer, |seen| {
+                    seen.waiting
+                        .entry(nonce)
+                        .or_insert_with(Instant::now)
+                        .elapsed()
+                        >= family.gaps.fill_after
+                });
+                if overdue {
+                    fills.push((nonce, "missing for the fill delay"));
+                }
             }
         }
     }
-    if !family.gaps.overdue(signer, gap) {
-        return Ok(());
+    for (nonce, why) in fills {
+        if free.contains(&nonce)
+            && !family
+                .nonces
+                .take_free(chain_id, signer, nonce)
+                .await
+                .map_err(|e| e.to_string())?
+        {
+            continue; // a settlement took the free nonce meanwhile
+        }
+        match fill(family, signer, nonce, why).await {
+            Ok(()) => {
+                family.gaps.with(signer, |seen| seen.waiting.remove(&nonce));
+            }
+            Err(e) => tracing::warn!(%signer, nonce, error = %e, "nonce gap fill failed"),
+        }
     }
-    if state.free.contains(&gap)
-        && !family
-            .nonces
-            .take_free(chain_id, signer, gap)
-            .await
-            .map_err(|e| e.to_string())?
-    {
-        // A settlement took the free nonce meanwhile: no gap.
-        return Ok(());
+    Ok(())
+}
+
+/// Whether anyone may still send `nonce` of `signer`, from its owners' records.
+async fn classify<'a>(
+    family: &EvmFamily,
+    signer: Address,
+    nonce: u64,
+    owners: &[&str],
+) -> Result<Missing<'a>, String> {
+    let mut why = "no owner";
+    for key in owners {
+        let Some(stored) = family.store.get(key).await.map_err(|e| e.to_string())? else {
+            why = "its record is gone";
+            continue;
+        };
+        match &stored.record {
+            SettlementRecord::Broadcast(b) => {
+                if let Some(tx) = signed_at(&b.sent, &b.replaced, signer, nonce) {
+                    return Ok(Missing::Resend(tx.clone()));
+                }
+                why = "its settlement was signed at another nonce";
+            }
+            SettlementRecord::Reserved(r) if r.lease_until_ms > unix_ms() => {
+                return Ok(Missing::Wait);
+            }
+            SettlementRecord::Reserved(_) => why = "its owner's lease lapsed",
+            _ => why = "its settlement is resolved",
+        }
     }
-    fill(family, signer, gap).await
+    Ok(Missing::Fill(why))
 }
 
 /// The transaction of `signer` at `nonce` among a record's sent ones (the newest first).
@@ -146,14 +218,16 @@ fn signed_at<'a>(
     signer: Address,
     nonce: u64,
 ) -> Option<&'a SentTx> {
-    std::iter::once(sent).chain(replaced.iter().rev()).find(|tx| {
-        matches!(tx, SentTx::Evm { signer: s, nonce: n, .. }
+    std::iter::once(sent)
+        .chain(replaced.iter().rev())
+        .find(|tx| {
+            matches!(tx, SentTx::Evm { signer: s, nonce: n, .. }
             if *n == nonce && s.parse::<Address>().is_ok_and(|s| s == signer))
-    })
+        })
 }
 
 /// Fills `nonce` of `signer` with a 0-value transfer to itself at the current fees.
-async fn fill(family: &EvmFamily, signer: Address, nonce: u64) -> Result<(), String> {
+async fn fill(family: &EvmFamily, signer: Address, nonce: u64, why: &str) -> Result<(), String> {
     let fees = family.fees.fetch().await.map_err(|e| e.to_string())?;
     let tx = TransactionRequest::default()
         .from(signer)
@@ -167,8 +241,7 @@ async fn fill(family: &EvmFamily, signer: Address, nonce: u64) -> Result<(), Str
     let sent = family.chain().send_raw(&signed.raw).await;
     match sent {
         Ok(hash) => {
-            tracing::warn!(%signer, nonce, transaction = %hash, "nonce gap filled with a 0-value transfer");
-            family.gaps.clear(signer);
+            tracing::warn!(%signer, nonce, transaction = %hash, reason = why, "nonce gap filled with a 0-value transfer");
             family.events.nonce_gap_filled();
             Ok(())
         }

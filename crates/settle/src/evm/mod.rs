@@ -290,7 +290,11 @@ impl EvmFamily {
     /// Raises `signer`'s counter to the node's pending nonce (at start and after a nonce error).
     async fn sync_nonce(&self, signer: Address) -> Result<u64, SettleError> {
         let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.to_string());
-        let mined = self.chain().mined_nonce(signer).await.map_err(unavailable)?;
+        let mined = self
+            .chain()
+            .mined_nonce(signer)
+            .await
+            .map_err(unavailable)?;
         let pending = self
             .chain()
             .pending_nonce(signer)
@@ -485,8 +489,12 @@ impl ChainFamily for EvmFamily {
                 {
                     // Someone else used the nonce: the counter must not hand it out again.
                     match self.sync_nonce(signer).await {
-                        Ok(next) => tracing::warn!(%signer, next, "nonce too low: counter raised to the chain's"),
-                        Err(e) => tracing::warn!(%signer, error = %e, "nonce too low, and the counter could not be synced"),
+                        Ok(next) => {
+                            tracing::warn!(%signer, next, "nonce too low: counter raised to the chain's")
+                        }
+                        Err(e) => {
+                            tracing::warn!(%signer, error = %e, "nonce too low, and the counter could not be synced")
+                        }
                     }
                 }
                 Sent::Refused(message)
@@ -583,13 +591,25 @@ impl ChainFamily for EvmFamily {
             .to(to)
             .input(env.input().clone().into())
             .gas_limit(env.gas_limit());
-        if self.chain().mined_nonce(signer).await.map_err(unavailable)? > env.nonce() {
+        if self
+            .chain()
+            .mined_nonce(signer)
+            .await
+            .map_err(unavailable)?
+            > env.nonce()
+        {
             // The sender nonce is used on chain. If by one of ours, the next lookup sees it;
             // else by another transaction, and this payment needs a new nonce.
             let sent = std::iter::once(&broadcast.sent).chain(broadcast.replaced.iter());
             for tx in sent {
                 let hash: B256 = tx.transaction().parse().map_err(|_| corrupt())?;
-                if self.chain().receipt(hash).await.map_err(unavailable)?.is_some() {
+                if self
+                    .chain()
+                    .receipt(hash)
+                    .await
+                    .map_err(unavailable)?
+                    .is_some()
+                {
                     return Ok(None);
                 }
             }
