@@ -88,6 +88,36 @@ async fn record_states(redis: &RedisServer) -> HashMap<String, usize> {
     states
 }
 
+/// Transactions sent by the accounts `signers` in every block: (to the USDC contract, 0-value
+/// transfers to the sender itself).
+async fn signer_transactions(anvil: &Anvil, signers: &[usize]) -> (u64, u64) {
+    use alloy::consensus::Transaction as _;
+    let provider = anvil.provider();
+    let from: Vec<_> = signers.iter().map(|i| anvil.address(*i)).collect();
+    let usdc = x402_tests::BASE_USDC;
+    let (mut settlements, mut fills) = (0, 0);
+    for n in 0..=provider.get_block_number().await.unwrap() {
+        let block = provider
+            .get_block_by_number(n.into())
+            .full()
+            .await
+            .unwrap()
+            .unwrap();
+        for tx in block.transactions.into_transactions() {
+            let sender = tx.inner.signer();
+            if !from.contains(&sender) {
+                continue;
+            }
+            match tx.to() {
+                Some(to) if to == usdc => settlements += 1,
+                Some(to) if to == sender && tx.value().is_zero() => fills += 1,
+                other => panic!("unexpected signer transaction to {other:?}"),
+            }
+        }
+    }
+    (settlements, fills)
+}
+
 async fn tx_count(anvil: &Anvil, index: usize) -> u64 {
     anvil
         .provider()
@@ -239,11 +269,16 @@ async fn f3_kill9_of_a_replica_mid_burst_settles_every_payment_exactly_once() {
                 .unwrap()
         );
     }
+    // Every signer transaction is a settlement (to USDC) or a nonce gap fill (a 0-value transfer
+    // to itself, for a nonce the killed replica took and never sent).
+    let (settlements, fills) = signer_transactions(&anvil, &[1, 4]).await;
+    assert_eq!(settlements, 50, "one settlement transaction per payment");
     assert_eq!(
         tx_count(&anvil, 1).await + tx_count(&anvil, 4).await,
-        50,
-        "one settlement transaction per payment"
+        50 + fills,
+        "no other transaction"
     );
+    eprintln!("nonce gaps filled after the crash: {fills}");
     let states = record_states(&redis).await;
     assert_eq!(
         states.get("delivered").copied().unwrap_or(0),
