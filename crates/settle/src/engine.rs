@@ -366,9 +366,9 @@ impl<F: ChainFamily> Engine<F> {
                     transaction,
                 )))
             }
-            Sent::Refused(msg) => {
+            Sent::Refused(msg) | Sent::NonceUsed(msg) => {
                 // In no mempool; the recorded bytes are re-sent by retries and the reconciler
-                // until the transaction lands or can no longer land.
+                // until the transaction lands or can no longer land (or is replaced).
                 tracing::warn!(%transaction, error = %msg, "broadcast refused");
                 self.await_outcome(ctx, raw, broadcast).await
             }
@@ -551,6 +551,11 @@ impl<F: ChainFamily> Engine<F> {
                             return self.replace(key, &next_raw, &next).await;
                         }
                     }
+                    Sent::NonceUsed(e) => {
+                        // It can never be mined as signed: replace it now (a new nonce).
+                        tracing::warn!(transaction = %tx, error = %e, "re-send refused: nonce used");
+                        return self.replace(key, &next_raw, &next).await;
+                    }
                 }
                 return Ok(Advance::Resent(next, next_raw));
             }
@@ -598,7 +603,7 @@ impl<F: ChainFamily> Engine<F> {
                 tracing::warn!(replaced = %old, by = %new, "replaced a stuck transaction with higher fees");
                 self.events.replacement();
             }
-            Sent::Unknown(e) | Sent::Refused(e) => {
+            Sent::Unknown(e) | Sent::Refused(e) | Sent::NonceUsed(e) => {
                 tracing::warn!(replaced = %old, by = %new, error = %e, "replacement not accepted")
             }
         }

@@ -47,6 +47,9 @@ pub enum Sent {
     Unknown(String),
     /// The node refused it definitively: it is in no mempool and cannot land as sent.
     Refused(String),
+    /// Refused because its sender nonce is used on chain (EVM "nonce too low"): it can never
+    /// land as signed; the engine replaces it at once ([`ChainFamily::replacement`]).
+    NonceUsed(String),
 }
 
 /// Where a broadcast payment stands on chain ([`ChainFamily::lookup`]).

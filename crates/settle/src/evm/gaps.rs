@@ -142,7 +142,7 @@ async fn repair_signer(family: &EvmFamily, signer: Address) -> Result<(), String
                     tracing::warn!(%signer, nonce, transaction = tx.transaction(), "stuck sender: re-sent a recorded settlement");
                     family.events.resend();
                 }
-                Sent::Unknown(e) | Sent::Refused(e) => {
+                Sent::Unknown(e) | Sent::Refused(e) | Sent::NonceUsed(e) => {
                     tracing::warn!(%signer, nonce, error = %e, "stuck sender: re-send failed")
                 }
             },

@@ -484,9 +484,10 @@ impl ChainFamily for EvmFamily {
             Err(ChainError::Unavailable(m)) => Sent::Unknown(m),
             Err(e) => {
                 let message = e.to_string();
-                if message.to_ascii_lowercase().contains("nonce too low")
-                    && let Ok(signer) = signer.parse::<Address>()
-                {
+                if !message.to_ascii_lowercase().contains("nonce too low") {
+                    return Sent::Refused(message);
+                }
+                if let Ok(signer) = signer.parse::<Address>() {
                     // Someone else used the nonce: the counter must not hand it out again.
                     match self.sync_nonce(signer).await {
                         Ok(next) => {
@@ -497,7 +498,7 @@ impl ChainFamily for EvmFamily {
                         }
                     }
                 }
-                Sent::Refused(message)
+                Sent::NonceUsed(message)
             }
         }
     }
