@@ -68,6 +68,9 @@ pub struct BenchConfig {
     pub settle_concurrency: usize,
     /// Block time in seconds; `None`: a block per transaction (anvil's automine).
     pub block_time_seconds: Option<u64>,
+    /// Block gas limit of the chain (`None`: anvil's 30,000,000). A settlement uses about
+    /// 96,000 gas and reserves its limit (estimate + 20 %) in a block.
+    pub block_gas_limit: Option<u64>,
     /// Latency the relay adds in each direction between facilitator and RPC (zero: no relay).
     pub rpc_delay: Duration,
     /// Facilitator signing keys (anvil dev accounts 1..=signers; at most 8).
@@ -99,6 +102,7 @@ impl Default for BenchConfig {
             concurrency: 16,
             settle_concurrency: 200,
             block_time_seconds: None,
+            block_gas_limit: None,
             rpc_delay: Duration::ZERO,
             signers: 1,
             replicas: 1,
@@ -152,7 +156,11 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
     );
     let setup_started = Instant::now();
     let redis = RedisServer::spawn().await?;
-    let anvil = Anvil::spawn().await?;
+    let mut anvil = Anvil::builder();
+    if let Some(limit) = config.block_gas_limit {
+        anvil = anvil.arg("--gas-limit").arg(limit.to_string());
+    }
+    let anvil = anvil.spawn().await?;
     let usdc = Usdc::deploy(&anvil, anvil.signer(0)).await?;
     let payers: Vec<PrivateKeySigner> = (0..config.payers.min(config.payments))
         .map(|_| PrivateKeySigner::random())
@@ -258,6 +266,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         signers: config.signers,
         replicas: config.replicas,
         block_time_seconds: config.block_time_seconds,
+        block_gas_limit: config.block_gas_limit,
         rpc_delay_ms: config.rpc_delay.as_secs_f64() * 1e3,
         concurrency: config.concurrency,
         settle_concurrency: config.settle_concurrency,

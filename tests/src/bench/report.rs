@@ -118,6 +118,8 @@ pub struct Report {
     pub replicas: usize,
     /// Block time, seconds (`None`: a block per transaction).
     pub block_time_seconds: Option<u64>,
+    /// Block gas limit (`None`: anvil's default, 30,000,000).
+    pub block_gas_limit: Option<u64>,
     /// Latency added each way between facilitator and RPC, ms.
     pub rpc_delay_ms: f64,
     /// In flight in the `eth_call` and `/verify` phases.
@@ -150,6 +152,10 @@ impl fmt::Display for Report {
         let blocks = match self.block_time_seconds {
             None => "instant (a block per transaction)".to_string(),
             Some(s) => format!("{s} s"),
+        };
+        let blocks = match self.block_gas_limit {
+            None => blocks,
+            Some(limit) => format!("{blocks}, gas limit {limit}"),
         };
         writeln!(
             f,

@@ -35,6 +35,9 @@ struct Cli {
     /// Block time in seconds (0: a block per transaction, anvil's automine).
     #[arg(long, default_value_t = 0)]
     block_time: u64,
+    /// Block gas limit (default: anvil's 30,000,000; Base's is several times larger).
+    #[arg(long)]
+    block_gas_limit: Option<u64>,
     /// Latency added in each direction between facilitator and RPC, milliseconds (0: no relay).
     #[arg(long, default_value_t = 0)]
     rpc_delay_ms: u64,
@@ -105,6 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         concurrency: cli.concurrency,
         settle_concurrency: cli.settle_concurrency.unwrap_or(cli.payments.min(400)),
         block_time_seconds: (cli.block_time > 0).then_some(cli.block_time),
+        block_gas_limit: cli.block_gas_limit,
         rpc_delay: Duration::from_millis(cli.rpc_delay_ms),
         signers: cli.signers,
         replicas: cli.replicas,
