@@ -154,7 +154,11 @@ fn verified(secret: &str, r: &Received) -> Value {
 async fn redis_count(redis: &RedisServer, cmd: &str, key: &str) -> u64 {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd(cmd).arg(key).query_async(&mut conn).await.unwrap()
+    redis::cmd(cmd)
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
 }
 
 /// `x402_webhook_deliveries_total{outcome}` from `/metrics` (admin key).
@@ -173,8 +177,7 @@ async fn deliveries(base: &str, key: &str, outcome: &str) -> f64 {
         .samples
         .iter()
         .find(|s| {
-            s.metric == "x402_webhook_deliveries_total"
-                && s.labels.get("outcome") == Some(outcome)
+            s.metric == "x402_webhook_deliveries_total" && s.labels.get("outcome") == Some(outcome)
         })
         .map(|s| match s.value {
             Metric::Counter(v) | Metric::Untyped(v) => v,
@@ -222,6 +225,8 @@ async fn each_final_state_gets_exactly_one_signed_event() {
         .usdc
         .contract_with(s.anvil.wallet_provider(s.anvil.signer(2)))
         .transfer(s.anvil.address(4), balance)
+        // No estimate: it would run after the pending settlement and revert.
+        .gas(100_000)
         .max_priority_fee_per_gas(50_000_000_000)
         .max_fee_per_gas(100_000_000_000)
         .send()
@@ -269,7 +274,10 @@ async fn each_final_state_gets_exactly_one_signed_event() {
     assert!(failed["errorReason"].as_str().is_some(), "{failed}");
 
     // Delivered events leave the outbox; the metrics saw three deliveries.
-    assert_eq!(redis_count(&s.redis, "ZCARD", "x402:webhooks:outbox").await, 0);
+    assert_eq!(
+        redis_count(&s.redis, "ZCARD", "x402:webhooks:outbox").await,
+        0
+    );
     assert_eq!(deliveries(f.url(), &s.key, "delivered").await, 3.0);
     assert_eq!(deliveries(f.url(), &s.key, "dead_lettered").await, 0.0);
 }
@@ -292,7 +300,10 @@ async fn a_receiver_down_at_first_gets_the_event_when_it_returns() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(redis_count(&s.redis, "ZCARD", "x402:webhooks:outbox").await, 1);
+    assert_eq!(
+        redis_count(&s.redis, "ZCARD", "x402:webhooks:outbox").await,
+        1
+    );
 
     let sink = HttpSink::start_on(port).await.unwrap();
     let got = sink.wait_for(1, Duration::from_secs(10)).await;
@@ -303,7 +314,10 @@ async fn a_receiver_down_at_first_gets_the_event_when_it_returns() {
     let payload = verified(&s.secret, &got[0]);
     assert_eq!(payload["type"], "settlement.settled");
     assert_eq!(payload["data"]["transaction"], answer["transaction"]);
-    assert_eq!(redis_count(&s.redis, "ZCARD", "x402:webhooks:outbox").await, 0);
+    assert_eq!(
+        redis_count(&s.redis, "ZCARD", "x402:webhooks:outbox").await,
+        0
+    );
     assert_eq!(deliveries(f.url(), &s.key, "delivered").await, 1.0);
 }
 
@@ -319,7 +333,10 @@ async fn kill9_after_settlement_and_restart_loses_no_event() {
     let answer = settle(a.url(), &s.key, &payment(&s.anvil, 60)).await;
     assert_eq!(answer["success"], true, "{answer}");
     let tx = answer["transaction"].as_str().unwrap().to_string();
-    assert_eq!(redis_count(&s.redis, "ZCARD", "x402:webhooks:outbox").await, 1);
+    assert_eq!(
+        redis_count(&s.redis, "ZCARD", "x402:webhooks:outbox").await,
+        1
+    );
     a.kill9();
 
     // The record names the key that settled it.
@@ -353,5 +370,137 @@ async fn kill9_after_settlement_and_restart_loses_no_event() {
     let payload = verified(&s.secret, &got[0]);
     assert_eq!(payload["type"], "settlement.settled");
     assert_eq!(payload["data"]["transaction"], tx.as_str());
-    assert_eq!(redis_count(&s.redis, "ZCARD", "x402:webhooks:outbox").await, 0);
+    assert_eq!(
+        redis_count(&s.redis, "ZCARD", "x402:webhooks:outbox").await,
+        0
+    );
+}
+
+/// The outbox contract, on Redis and on the in-memory store alike: an event is written only by
+/// the swap that moves the record (a lost compare-and-swap writes none), a claim leases it (no
+/// second claim meanwhile), a stale claim can neither reschedule nor dead-letter it, a lapsed
+/// lease makes it due again (a dead worker loses nothing), and completion removes it.
+#[tokio::test]
+async fn outbox_claims_lease_retry_dead_letter_and_complete_atomically() {
+    use std::sync::Arc;
+    use x402_settle::outbox::{Notify, SETTLED};
+    use x402_settle::record::{Broadcast, Cost, PaymentFacts, SentTx, Settled, SettlementRecord};
+    use x402_settle::replay::{Created, MemoryStore, RedisStore, ReplayStore};
+
+    let redis = RedisServer::spawn().await.unwrap();
+    let stores: Vec<Arc<dyn ReplayStore>> = vec![
+        Arc::new(
+            RedisStore::connect(&redis.url(), "x402", Duration::from_secs(2))
+                .await
+                .unwrap(),
+        ),
+        Arc::new(MemoryStore::new()),
+    ];
+    let notify = Notify::for_keys(["shop".to_string()]);
+    for store in stores {
+        let kind = store.kind();
+        let facts = |n: u8| PaymentFacts {
+            binding: format!("0x0{n}"),
+            network: "eip155:8453".into(),
+            payer: "0xA".into(),
+            amount: "1".into(),
+            asset: "0xB".into(),
+            pay_to: "0xC".into(),
+            created_at: 1,
+            valid_until: 2,
+            key: Some("shop".into()),
+        };
+        // A broadcast record moved to `delivered` with its event.
+        let write = |n: u8| {
+            let store = store.clone();
+            let notify = notify.clone();
+            async move {
+                let key = format!("x402:replay:test:{n}");
+                let broadcast = SettlementRecord::Broadcast(Broadcast {
+                    payment: facts(n),
+                    sent: SentTx::Svm {
+                        transaction: format!("sig{n}"),
+                        raw: "AA==".into(),
+                        blockhash: "h".into(),
+                        fee_lamports: 0,
+                        rent_lamports: 0,
+                    },
+                    replaced: vec![],
+                    sent_at: 1,
+                    last_sent_ms: 1,
+                });
+                let Created::Created(raw) = store
+                    .create(&key, &broadcast, Duration::from_secs(60), &[])
+                    .await
+                    .unwrap()
+                else {
+                    panic!("not created")
+                };
+                let delivered = SettlementRecord::Delivered(Settled {
+                    payment: facts(n),
+                    transaction: format!("sig{n}"),
+                    cost: Cost::default(),
+                    settled_at: 3,
+                });
+                let event = notify.event(&key, &delivered).unwrap();
+                let swapped = store
+                    .swap_emitting(&key, &raw, &delivered, Some(&event))
+                    .await
+                    .unwrap();
+                assert!(swapped.is_some());
+                // The same move again loses the compare-and-swap and writes nothing.
+                let again = store
+                    .swap_emitting(&key, &raw, &delivered, Some(&event))
+                    .await
+                    .unwrap();
+                assert!(again.is_none());
+                event
+            }
+        };
+        let event = write(1).await;
+        assert_eq!(event.kind, SETTLED);
+        assert_eq!(store.depth().await.unwrap().pending, 1, "{kind}");
+
+        let lease = Duration::from_secs(30);
+        let claimed = store.claim(10, lease, "a").await.unwrap();
+        assert_eq!(claimed.len(), 1, "{kind}");
+        assert_eq!(claimed[0].event, event, "{kind}");
+        assert_eq!(claimed[0].attempts, 1);
+        assert!(
+            store.claim(10, lease, "b").await.unwrap().is_empty(),
+            "{kind}: leased"
+        );
+
+        // A stale claim changes nothing; the holder reschedules it for now.
+        store.retry(&event.id, "b", 0, "x").await.unwrap();
+        assert!(
+            store.claim(10, lease, "b").await.unwrap().is_empty(),
+            "{kind}"
+        );
+        store.retry(&event.id, "a", 0, "HTTP 503").await.unwrap();
+        let claimed = store.claim(10, lease, "c").await.unwrap();
+        assert_eq!(claimed.len(), 1, "{kind}");
+        assert_eq!(claimed[0].attempts, 2);
+        store.dead_letter(&event.id, "a", "x").await.unwrap();
+        assert_eq!(store.depth().await.unwrap().dead, 0, "{kind}: stale claim");
+        store.dead_letter(&event.id, "c", "gave up").await.unwrap();
+        let depth = store.depth().await.unwrap();
+        assert_eq!((depth.pending, depth.dead), (0, 1), "{kind}");
+
+        // A worker that dies holding a claim: the event is due again after the lease.
+        let second = write(2).await;
+        let claimed = store
+            .claim(10, Duration::from_millis(300), "dead-worker")
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "{kind}");
+        assert!(store.claim(10, lease, "d").await.unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let claimed = store.claim(10, lease, "d").await.unwrap();
+        assert_eq!(claimed.len(), 1, "{kind}");
+        assert_eq!(claimed[0].event.id, second.id);
+        assert_eq!(claimed[0].attempts, 2);
+        store.complete(&second.id).await.unwrap();
+        assert_eq!(store.depth().await.unwrap().pending, 0, "{kind}");
+    }
 }

@@ -84,7 +84,8 @@ pub trait Outbox: Send + Sync {
     /// Removes a delivered event.
     async fn complete(&self, id: &str) -> Result<(), StoreError>;
     /// Makes the event due again at Unix ms `at_ms`, if `claim` still holds it.
-    async fn retry(&self, id: &str, claim: &str, at_ms: u64, error: &str) -> Result<(), StoreError>;
+    async fn retry(&self, id: &str, claim: &str, at_ms: u64, error: &str)
+    -> Result<(), StoreError>;
     /// Gives up on the event (kept as dead for [`DEAD_RETENTION`]), if `claim` still holds it.
     async fn dead_letter(&self, id: &str, claim: &str, error: &str) -> Result<(), StoreError>;
     /// How many events wait and how many are dead.
@@ -260,7 +261,10 @@ mod tests {
         let event = notify.event("k", &failed).unwrap();
         assert_eq!(event.kind, FAILED);
         let body: serde_json::Value = serde_json::from_str(&event.body).unwrap();
-        assert_eq!(body["data"]["errorReason"], "invalid_exact_evm_transaction_failed");
+        assert_eq!(
+            body["data"]["errorReason"],
+            "invalid_exact_evm_transaction_failed"
+        );
 
         let other = SettlementRecord::Delivered(Settled {
             payment: facts(Some("other")),

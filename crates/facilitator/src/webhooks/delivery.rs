@@ -91,7 +91,10 @@ pub async fn deliver(
             outbox.complete(&event.id).await
         }
         Outcome::Failed(error) if age_ms >= settings.give_up_after.as_millis() as u64 => {
-            metrics.deliveries.with_label_values(&["dead_lettered"]).inc();
+            metrics
+                .deliveries
+                .with_label_values(&["dead_lettered"])
+                .inc();
             tracing::error!(event = %event.id, kind = %event.kind, key = %event.key, attempts = claimed.attempts, %error, "webhook dead-lettered: not delivered within its retry period");
             outbox.dead_letter(&event.id, claim, &error).await
         }
@@ -100,7 +103,12 @@ pub async fn deliver(
             let wait = backoff(settings, claimed.attempts);
             tracing::warn!(event = %event.id, kind = %event.kind, key = %event.key, attempts = claimed.attempts, %error, retry_in_ms = wait.as_millis() as u64, "webhook not delivered; will retry");
             outbox
-                .retry(&event.id, claim, unix_ms() + wait.as_millis() as u64, &error)
+                .retry(
+                    &event.id,
+                    claim,
+                    unix_ms() + wait.as_millis() as u64,
+                    &error,
+                )
                 .await
         }
     };

@@ -51,7 +51,9 @@ impl WebhookMetrics {
                     "x402_webhook_attempt_duration_seconds",
                     "Duration of one webhook POST, seconds",
                 )
-                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
             )?,
         };
         registry.register(Box::new(m.deliveries.clone()))?;

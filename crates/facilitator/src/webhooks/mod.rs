@@ -121,9 +121,7 @@ impl Worker {
             let claims = AtomicU64::new(0);
             loop {
                 let claim = format!("{instance}:{}", claims.fetch_add(1, Ordering::Relaxed));
-                let claimed = outbox
-                    .claim(settings.batch, settings.lease(), &claim)
-                    .await;
+                let claimed = outbox.claim(settings.batch, settings.lease(), &claim).await;
                 let mut busy = false;
                 match claimed {
                     Ok(events) if !events.is_empty() => {

@@ -14,9 +14,9 @@ pub const SECRET_PREFIX: &str = "whsec_";
 /// not base64, or fewer than 24 / more than 64 bytes.
 pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
     let b64 = secret.strip_prefix(SECRET_PREFIX).unwrap_or(secret);
-    let bytes = STANDARD
-        .decode(b64)
-        .map_err(|_| "expected whsec_ followed by base64 (see `x402-facilitator webhook-secret`)")?;
+    let bytes = STANDARD.decode(b64).map_err(
+        |_| "expected whsec_ followed by base64 (see `x402-facilitator webhook-secret`)",
+    )?;
     if !(24..=64).contains(&bytes.len()) {
         return Err(format!(
             "the secret decodes to {} bytes; use 24 to 64",

@@ -246,7 +246,13 @@ impl Outbox for MemoryStore {
         Ok(())
     }
 
-    async fn retry(&self, id: &str, claim: &str, at_ms: u64, _error: &str) -> Result<(), StoreError> {
+    async fn retry(
+        &self,
+        id: &str,
+        claim: &str,
+        at_ms: u64,
+        _error: &str,
+    ) -> Result<(), StoreError> {
         self.with(|s| {
             if let Some(p) = s.outbox.get_mut(id).filter(|p| p.claim == claim) {
                 p.due_ms = at_ms;

@@ -114,7 +114,13 @@ impl Outbox for RedisStore {
         Ok(())
     }
 
-    async fn retry(&self, id: &str, claim: &str, at_ms: u64, error: &str) -> Result<(), StoreError> {
+    async fn retry(
+        &self,
+        id: &str,
+        claim: &str,
+        at_ms: u64,
+        error: &str,
+    ) -> Result<(), StoreError> {
         let script = redis::Script::new(RETRY);
         let mut inv = script.key(&self.outbox);
         inv.key(self.event_key(id))

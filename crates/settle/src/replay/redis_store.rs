@@ -272,7 +272,10 @@ impl ReplayStore for RedisStore {
 
     async fn forget_open(&self, key: &str) -> Result<(), StoreError> {
         let _: i64 = self
-            .query("forget_open", redis::cmd("ZREM").arg(&self.open_index).arg(key))
+            .query(
+                "forget_open",
+                redis::cmd("ZREM").arg(&self.open_index).arg(key),
+            )
             .await?;
         Ok(())
     }
