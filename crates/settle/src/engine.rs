@@ -726,7 +726,8 @@ impl<F: ChainFamily> Engine<F> {
     }
 }
 
-/// [`Engine::sign_and_record`]'s outcome.
+/// [`Engine::sign_and_record`]'s outcome (short-lived, moved once: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Recorded {
     /// Signed and recorded (the stored JSON, the record): send it.
     Broadcast(String, Broadcast),
