@@ -25,7 +25,7 @@ pub struct WebhooksConfig {
     /// (default 86,400 = 24 h).
     pub give_up_after_seconds: u64,
     /// How often a worker looks for due events when it found none, milliseconds (default
-    /// 1,000).
+    /// 250: about the added delivery delay; each look is one Redis script).
     pub poll_interval_ms: u64,
     /// Most events one worker claims and sends at once (default 32).
     pub batch: usize,
@@ -38,7 +38,7 @@ impl Default for WebhooksConfig {
             initial_backoff_ms: 5_000,
             max_backoff_ms: 3_600_000,
             give_up_after_seconds: 24 * 3600,
-            poll_interval_ms: 1_000,
+            poll_interval_ms: 250,
             batch: 32,
         }
     }
