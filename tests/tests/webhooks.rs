@@ -50,8 +50,8 @@ async fn chain() -> (Anvil, Usdc) {
 }
 
 /// The API key `shop` (settle + admin) whose webhook is `url`, signed with `secret`, and a fast
-/// retry schedule.
-fn webhook_toml(key_sha256: &str, url: &str, secret: &str) -> String {
+/// retry schedule giving up after `give_up_after_seconds`.
+fn webhook_toml(key_sha256: &str, url: &str, secret: &str, give_up_after_seconds: u64) -> String {
     format!(
         r#"
 [[auth.keys]]
@@ -66,6 +66,7 @@ timeout_ms = 2000
 initial_backoff_ms = 200
 max_backoff_ms = 400
 poll_interval_ms = 100
+give_up_after_seconds = {give_up_after_seconds}
 "#
     )
 }
@@ -81,6 +82,10 @@ struct Setup {
 }
 
 async fn setup(receiver_url: &str) -> Setup {
+    setup_giving_up_after(receiver_url, 86_400).await
+}
+
+async fn setup_giving_up_after(receiver_url: &str, give_up_after_seconds: u64) -> Setup {
     let (anvil, usdc) = chain().await;
     let redis = RedisServer::spawn().await.unwrap();
     let (key, sha256) = generate_key().unwrap();
@@ -91,7 +96,7 @@ async fn setup(receiver_url: &str) -> Setup {
         DEV_PRIVATE_KEYS[1],
         Some(&redis.url()),
         SETTLE,
-    ) + &webhook_toml(&sha256, receiver_url, &secret);
+    ) + &webhook_toml(&sha256, receiver_url, &secret, give_up_after_seconds);
     Setup {
         anvil,
         usdc,
@@ -319,6 +324,39 @@ async fn a_receiver_down_at_first_gets_the_event_when_it_returns() {
         0
     );
     assert_eq!(deliveries(f.url(), &s.key, "delivered").await, 1.0);
+}
+
+/// A receiver that never comes back: after `give_up_after_seconds` the event is dead-lettered
+/// (counted, moved to the dead set, out of the outbox) and no longer retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_never_delivered_is_dead_lettered_after_its_retry_period() {
+    let port = x402_tests::net::free_port().unwrap();
+    let s = setup_giving_up_after(&format!("http://127.0.0.1:{port}/hook"), 2).await;
+    let f = TestFacilitator::start_with_toml(&s.toml).await.unwrap();
+    let answer = settle(f.url(), &s.key, &payment(&s.anvil, 60)).await;
+    assert_eq!(answer["success"], true, "{answer}");
+    let start = Instant::now();
+    while deliveries(f.url(), &s.key, "dead_lettered").await < 1.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(deliveries(f.url(), &s.key, "failed").await >= 1.0);
+    assert_eq!(
+        redis_count(&s.redis, "ZCARD", "x402:webhooks:outbox").await,
+        0
+    );
+    assert_eq!(
+        redis_count(&s.redis, "ZCARD", "x402:webhooks:dead").await,
+        1
+    );
+    // Given up: a receiver that appears now gets nothing.
+    let sink = HttpSink::start_on(port).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(sink.received().is_empty());
+    assert_eq!(deliveries(f.url(), &s.key, "dead_lettered").await, 1.0);
 }
 
 /// kill -9 of the real binary after a settlement whose webhook could not be delivered yet
