@@ -96,9 +96,9 @@ pub async fn start(
     let metrics = metrics::Metrics::new();
     let ops_metrics = metrics.ops.clone();
     let endpoints = webhooks::endpoints(&config.auth);
-    let facilitator = Arc::new(
-        Facilitator::from_config_notifying(config, &metrics, webhooks::notify(&endpoints)).await?,
-    );
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let notify = webhooks::notify(&endpoints, wake.clone());
+    let facilitator = Arc::new(Facilitator::from_config_notifying(config, &metrics, notify).await?);
     if !endpoints.is_empty() && config.redis.is_none() {
         tracing::warn!(
             "settlement webhooks with the in-memory store: events not delivered before a restart are lost"
@@ -111,6 +111,7 @@ pub async fn start(
             endpoints,
             webhooks::Settings::from_config(&config.webhooks),
             metrics.webhooks.clone(),
+            wake,
         )
     });
     let limiter = match &config.rate_limit {

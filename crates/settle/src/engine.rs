@@ -569,6 +569,9 @@ impl<F: ChainFamily> Engine<F> {
             .await?
         {
             Some(_) => {
+                if event.is_some() {
+                    self.notify.written();
+                }
                 if let SettlementRecord::Confirmed(s) | SettlementRecord::Delivered(s) = &next {
                     self.family.observe_landed(&s.cost);
                 }

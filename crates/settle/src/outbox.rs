@@ -92,10 +92,20 @@ pub trait Outbox: Send + Sync {
     async fn depth(&self) -> Result<OutboxDepth, StoreError>;
 }
 
+/// Called after an event was written (e.g. to wake this process's delivery worker).
+pub type OnWritten = Arc<dyn Fn() + Send + Sync>;
+
 /// Which API keys have a webhook: the engine writes events only for payments they settled.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Notify {
     keys: Arc<HashSet<String>>,
+    on_written: Option<OnWritten>,
+}
+
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notify").field("keys", &self.keys).finish()
+    }
 }
 
 /// The `data` of an event: the record as `GET /settlements/…` shows it, with the event id
@@ -123,6 +133,21 @@ impl Notify {
     pub fn for_keys(keys: impl IntoIterator<Item = String>) -> Self {
         Notify {
             keys: Arc::new(keys.into_iter().collect()),
+            on_written: None,
+        }
+    }
+
+    /// Calls `f` after each event the engine wrote (the delivery then need not wait for the
+    /// worker's next poll).
+    pub fn on_written(mut self, f: OnWritten) -> Self {
+        self.on_written = Some(f);
+        self
+    }
+
+    /// Reports that an event was written.
+    pub fn written(&self) {
+        if let Some(f) = &self.on_written {
+            f();
         }
     }
 

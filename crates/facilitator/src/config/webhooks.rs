@@ -24,8 +24,9 @@ pub struct WebhooksConfig {
     /// An event not delivered this long after it was written is dead-lettered, seconds
     /// (default 86,400 = 24 h).
     pub give_up_after_seconds: u64,
-    /// How often a worker looks for due events when it found none, milliseconds (default
-    /// 250: about the added delivery delay; each look is one Redis script).
+    /// How often an idle worker looks for due events (retries, events of other replicas),
+    /// milliseconds (default 250; each look is one Redis script). Events this process writes
+    /// wake its worker at once.
     pub poll_interval_ms: u64,
     /// Most events one worker claims and sends at once (default 32).
     pub batch: usize,

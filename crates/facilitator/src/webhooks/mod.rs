@@ -85,9 +85,10 @@ pub fn endpoints(auth: &AuthConfig) -> HashMap<String, Endpoint> {
         .collect()
 }
 
-/// Which keys the settlement engine writes events for.
-pub fn notify(endpoints: &HashMap<String, Endpoint>) -> Notify {
-    Notify::for_keys(endpoints.keys().cloned())
+/// Which keys the settlement engine writes events for; each written event wakes `wake` (the
+/// local [`Worker`]).
+pub fn notify(endpoints: &HashMap<String, Endpoint>, wake: Arc<tokio::sync::Notify>) -> Notify {
+    Notify::for_keys(endpoints.keys().cloned()).on_written(Arc::new(move || wake.notify_one()))
 }
 
 /// The delivery loop of this process; stops when dropped.
@@ -103,13 +104,15 @@ impl Drop for Worker {
 
 impl Worker {
     /// Spawns the loop: claim due events, deliver them concurrently, refresh the outbox
-    /// gauges, repeat; when none is due, wait `poll_interval`. Runs even without endpoints (events
+    /// gauges, repeat; when none is due, wait `poll_interval` or until `wake` is notified (an
+    /// event written by this process). Runs even without endpoints (events
     /// of a key whose webhook was removed are retried until dead-lettered).
     pub fn spawn(
         outbox: Arc<dyn Outbox>,
         endpoints: HashMap<String, Endpoint>,
         settings: Settings,
         metrics: WebhookMetrics,
+        wake: Arc<tokio::sync::Notify>,
     ) -> Self {
         let handle = tokio::spawn(async move {
             let http = reqwest::Client::builder()
@@ -150,7 +153,10 @@ impl Worker {
                 if busy {
                     continue;
                 }
-                tokio::time::sleep(settings.poll_interval).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(settings.poll_interval) => {}
+                    _ = wake.notified() => {}
+                }
             }
         });
         Worker { handle }
