@@ -241,6 +241,7 @@ fn bench_redis_reserve(c: &mut Criterion) {
             pay_to: Address::repeat_byte(3).to_checksum(None),
             created_at: 1_800_000_000,
             valid_until: 1_800_003_600,
+            key: None,
         },
         owner: "bench:1:0".into(),
         lease_until_ms: 1_800_000_030_000,

@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod bench;
 pub mod eip3009;
 pub mod facilitator;
+pub mod http_sink;
 #[cfg(feature = "litesvm")]
 pub mod litesvm_chain;
 pub mod net;

@@ -50,6 +50,16 @@ impl FacilitatorProcess {
     /// `label` names its config and log files (`x402-demo-<label>-<pid>.{toml,log}` in the
     /// temporary directory).
     pub async fn start(label: &str, toml: &str) -> anyhow::Result<Self> {
+        Self::start_with_env(label, toml, &[]).await
+    }
+
+    /// [`FacilitatorProcess::start`] with the extra environment variables `env` (e.g.
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub async fn start_with_env(
+        label: &str,
+        toml: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let bin = facilitator_binary()?;
         let any_port = "listen = \"127.0.0.1:0\"";
         ensure!(
@@ -60,7 +70,7 @@ impl FacilitatorProcess {
         for _ in 0..3 {
             let port = crate::net::free_port()?;
             let toml = toml.replace(any_port, &format!("listen = \"127.0.0.1:{port}\""));
-            let mut process = Self::spawn(&bin, label, &toml, port)?;
+            let mut process = Self::spawn(&bin, label, &toml, port, env)?;
             match process.wait_healthy(Duration::from_secs(20)).await {
                 Ok(()) => return Ok(process),
                 Err(e) => last_err = Some(e),
@@ -69,7 +79,13 @@ impl FacilitatorProcess {
         Err(last_err.expect("at least one attempt"))
     }
 
-    fn spawn(bin: &std::path::Path, label: &str, toml: &str, port: u16) -> anyhow::Result<Self> {
+    fn spawn(
+        bin: &std::path::Path,
+        label: &str,
+        toml: &str,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir();
         let stem = format!(
             "x402-{label}-{}-{}",
@@ -86,6 +102,7 @@ impl FacilitatorProcess {
                 cmd.env_remove(key);
             }
         }
+        cmd.envs(env.iter().copied());
         let log_file = std::fs::File::create(&log)?;
         let child = cmd
             .env("X402_CONFIG", &config)

@@ -18,6 +18,28 @@ use crate::evm_alloy::AlloyEvmChain;
 /// Called on every move to another endpoint with the indexes `(from, to)`.
 pub type FailoverObserver = Arc<dyn Fn(usize, usize) + Send + Sync>;
 
+/// Called after every call to one endpoint with the JSON-RPC method ([`rpc_method`]), its
+/// duration, and whether an answer came (false: transport failure or timeout).
+pub type CallObserver = Arc<dyn Fn(&'static str, Duration, bool) + Send + Sync>;
+
+/// The JSON-RPC method behind an [`EvmChain`] method (`sign` fills in fees and gas, then signs
+/// locally: several calls, timed as one).
+pub fn rpc_method(chain_method: &str) -> &'static str {
+    match chain_method {
+        "call" => "eth_call",
+        "estimate_gas" => "eth_estimateGas",
+        "fee_history" => "eth_feeHistory",
+        "code_at" => "eth_getCode",
+        "pending_nonce" => "eth_getTransactionCount",
+        "balance" => "eth_getBalance",
+        "send_raw" => "eth_sendRawTransaction",
+        "transaction_known" => "eth_getTransactionByHash",
+        "receipt" => "eth_getTransactionReceipt",
+        "sign" => "sign",
+        _ => "other",
+    }
+}
+
 struct Endpoint {
     /// The URL without credentials or path (safe to show in `/health`).
     label: String,
@@ -44,6 +66,7 @@ pub struct FailoverEvmChain {
     chain_id: u64,
     signers: Vec<Address>,
     observer: Option<FailoverObserver>,
+    call_observer: Option<CallObserver>,
 }
 
 /// `scheme://host:port` of `url`.
@@ -91,12 +114,19 @@ impl FailoverEvmChain {
             chain_id,
             signers,
             observer: None,
+            call_observer: None,
         })
     }
 
     /// Reports every move to another endpoint (metrics).
     pub fn with_failover_observer(mut self, observer: FailoverObserver) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Reports every call to an endpoint (latency metrics by method).
+    pub fn with_call_observer(mut self, observer: CallObserver) -> Self {
+        self.call_observer = Some(observer);
         self
     }
 
@@ -168,14 +198,19 @@ impl FailoverEvmChain {
 /// Runs `$call` (an expression over `$c: &AlloyEvmChain`) on the current endpoint, then on the
 /// next ones while they give no answer.
 macro_rules! failover {
-    ($self:ident, |$c:ident| $call:expr) => {{
+    ($self:ident, |$c:ident| $recv:ident . $method:ident ( $($arg:expr),* )) => {{
         let n = $self.endpoints.len();
         let start = $self.current.load(Ordering::Relaxed) % n;
         let mut result = Err(ChainError::Unavailable("no RPC endpoint".into()));
         for k in 0..n {
             let i = (start + k) % n;
             let $c = &$self.endpoints[i].chain;
-            result = $call.await;
+            let started = std::time::Instant::now();
+            result = $recv.$method($($arg),*).await;
+            if let Some(observer) = &$self.call_observer {
+                let answered = !matches!(result, Err(ChainError::Unavailable(_)));
+                observer(rpc_method(stringify!($method)), started.elapsed(), answered);
+            }
             if !$self.settle_outcome(i, start, &result) {
                 break;
             }

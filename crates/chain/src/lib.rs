@@ -16,7 +16,7 @@ mod svm_rpc;
 
 pub use evm::{ChainError, EvmChain, SignedTx};
 pub use evm_alloy::{AlloyEvmChain, GAS_LIMIT_HEADROOM_PERCENT};
-pub use evm_failover::{EndpointHealth, FailoverEvmChain, FailoverObserver};
+pub use evm_failover::{CallObserver, EndpointHealth, FailoverEvmChain, FailoverObserver};
 pub use svm::{SvmAccount, SvmChain, SvmChainError, SvmSimulation, SvmTxStatus};
 pub use svm_failover::FailoverSvmChain;
 pub use svm_rpc::RpcSvmChain;

@@ -19,6 +19,21 @@ use crate::svm_rpc::RpcSvmChain;
 pub struct FailoverSvmChain {
     endpoints: Vec<RpcSvmChain>,
     current: AtomicUsize,
+    call_observer: Option<crate::evm_failover::CallObserver>,
+}
+
+/// The JSON-RPC method behind an [`SvmChain`] method.
+pub fn svm_rpc_method(chain_method: &str) -> &'static str {
+    match chain_method {
+        "simulate" => "simulateTransaction",
+        "send" => "sendTransaction",
+        "signature_status" => "getSignatureStatuses",
+        "is_blockhash_valid" => "isBlockhashValid",
+        "account" => "getAccountInfo",
+        "minimum_balance_for_rent_exemption" => "getMinimumBalanceForRentExemption",
+        "recent_prioritization_fees" => "getRecentPrioritizationFees",
+        _ => "other",
+    }
 }
 
 impl FailoverSvmChain {
@@ -34,7 +49,14 @@ impl FailoverSvmChain {
                 .map(|u| RpcSvmChain::new(u.clone(), timeout))
                 .collect(),
             current: AtomicUsize::new(0),
+            call_observer: None,
         })
+    }
+
+    /// Reports every call to an endpoint: JSON-RPC method, duration, whether an answer came.
+    pub fn with_call_observer(mut self, observer: crate::evm_failover::CallObserver) -> Self {
+        self.call_observer = Some(observer);
+        self
     }
 
     /// Index of the endpoint calls go to now.
@@ -46,14 +68,19 @@ impl FailoverSvmChain {
 /// Runs `$call` (an expression over `$c: &RpcSvmChain`) on the current endpoint, then on the
 /// next ones while they give no answer.
 macro_rules! failover {
-    ($self:ident, |$c:ident| $call:expr) => {{
+    ($self:ident, |$c:ident| $recv:ident . $method:ident ( $($arg:expr),* )) => {{
         let n = $self.endpoints.len();
         let start = $self.current.load(Ordering::Relaxed) % n;
         let mut result = Err(SvmChainError::Unavailable("no RPC endpoint".into()));
         for k in 0..n {
             let i = (start + k) % n;
             let $c = &$self.endpoints[i];
-            result = $call.await;
+            let started = std::time::Instant::now();
+            result = $recv.$method($($arg),*).await;
+            if let Some(observer) = &$self.call_observer {
+                let answered = !matches!(result, Err(SvmChainError::Unavailable(_)));
+                observer(svm_rpc_method(stringify!($method)), started.elapsed(), answered);
+            }
             if matches!(result, Err(SvmChainError::Unavailable(_))) {
                 continue;
             }

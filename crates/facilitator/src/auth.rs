@@ -159,6 +159,8 @@ mod tests {
                 name: "shop".into(),
                 sha256,
                 scopes,
+                webhook_url: None,
+                webhook_secret: None,
             }],
         };
         (ApiKeys::from_config(&config), key)

@@ -8,9 +8,11 @@
 //! - `X402_EVM_<chainId>_SIGNER_KEYS`: comma-separated 0x private keys for one chain.
 //! - `X402_EVM_<chainId>_RPC_URL`: RPC URL for one chain.
 //! - `X402_SVM_…`: Solana RPC URLs and fee-payer keys, see [`svm`].
+//! - `X402_WEBHOOK_SECRET_<NAME>`: the webhook secret of the API key `<NAME>`, see [`webhooks`].
 
 pub mod ops;
 pub mod svm;
+pub mod webhooks;
 
 use std::collections::HashMap;
 
@@ -76,6 +78,9 @@ pub struct Config {
     /// `settle.receipt_timeout_seconds` + 10).
     #[serde(default)]
     pub shutdown_timeout_seconds: Option<u64>,
+    /// Delivery of the settlement webhooks (the URLs are per key, in `[[auth.keys]]`).
+    #[serde(default)]
+    pub webhooks: webhooks::WebhooksConfig,
 }
 
 /// `[redis]`.
@@ -378,6 +383,7 @@ impl Config {
                 .collect::<Vec<_>>()
         };
         svm::apply_env(&mut self.svm, env);
+        webhooks::apply_env(&mut self.auth, env);
         for net in &mut self.evm {
             if let Some(urls) = env.get(&format!("X402_EVM_{}_RPC_URL", net.chain_id)) {
                 net.rpc_url = None;
@@ -444,6 +450,7 @@ impl Config {
             ));
         }
         ops::validate(&self.auth, self.rate_limit.as_ref(), &self.health)?;
+        webhooks::validate(&self.auth, &self.webhooks)?;
         self.validate_svm()?;
         let mut seen = std::collections::HashSet::new();
         self.evm

@@ -1,6 +1,7 @@
 //! Operational metrics (HTTP requests, Redis calls, refusals, signer balances, dependency
 //! health, build info) and the outermost middleware: a request id, one span per request
-//! (`request_id`, `method`, `route`, `key`) and one summary log line, at DEBUG for answers
+//! (`request_id`, `method`, `route`, `key`; and `network`, `payer`, `transaction` as the
+//! payment routes learn them) and one summary log line, at DEBUG for answers
 //! below 500 and at WARN for 5xx, never with the body.
 //!
 //! Label sets are bounded: `route` is one of the known routes or `other`, `key` a configured
@@ -44,11 +45,20 @@ pub struct OpsMetrics {
     pub http_requests: IntCounterVec,
     /// `x402_http_request_duration_seconds{route}`: time to the response head, seconds.
     pub http_duration: HistogramVec,
-    /// `x402_redis_call_duration_seconds{op}`: Redis round trips of the facilitator's own calls
-    /// (`op` = `rate_limit`, `ping`), seconds.
+    /// `x402_redis_call_duration_seconds{op}`: Redis round trips, seconds: the rate limiter
+    /// (`rate_limit`), readiness (`ping`) and the replay store (its operations, see
+    /// [`x402_settle::replay::CallObserver`]).
     pub redis_call_duration: HistogramVec,
     /// `x402_redis_call_errors_total{op}`: failed Redis calls.
     pub redis_call_errors: IntCounterVec,
+    /// `x402_rpc_call_duration_seconds{network,method}`: every chain JSON-RPC call to one
+    /// endpoint (a failover retry counts again), seconds; `method` is the JSON-RPC method
+    /// (`eth_call`, `eth_getTransactionReceipt`, `sendTransaction`, …; `sign` on EVM: fee and
+    /// gas fill plus local signing).
+    pub rpc_call_duration: HistogramVec,
+    /// `x402_rpc_call_errors_total{network,method}`: calls that got no answer (transport
+    /// failure or timeout).
+    pub rpc_call_errors: IntCounterVec,
     /// `x402_rate_limited_requests_total{route,limit}`: 429 answers; `limit` = `ip` or `key`.
     pub rate_limited: IntCounterVec,
     /// `x402_unauthorized_requests_total{route,reason}`: 401/403 answers; `reason` =
@@ -101,6 +111,19 @@ impl OpsMetrics {
                 "Failed Redis calls by operation",
                 &["op"],
             ),
+            rpc_call_duration: histogram(
+                "x402_rpc_call_duration_seconds",
+                "Chain JSON-RPC calls in seconds, by network and method",
+                &["network", "method"],
+                vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            ),
+            rpc_call_errors: counter(
+                "x402_rpc_call_errors_total",
+                "Chain JSON-RPC calls without an answer (transport failure, timeout)",
+                &["network", "method"],
+            ),
             rate_limited: counter(
                 "x402_rate_limited_requests_total",
                 "Requests answered 429 by route and exhausted limit (ip or key)",
@@ -146,6 +169,8 @@ impl OpsMetrics {
         registry.register(Box::new(self.http_duration.clone()))?;
         registry.register(Box::new(self.redis_call_duration.clone()))?;
         registry.register(Box::new(self.redis_call_errors.clone()))?;
+        registry.register(Box::new(self.rpc_call_duration.clone()))?;
+        registry.register(Box::new(self.rpc_call_errors.clone()))?;
         registry.register(Box::new(self.rate_limited.clone()))?;
         registry.register(Box::new(self.unauthorized.clone()))?;
         registry.register(Box::new(self.signer_balance.clone()))?;
@@ -213,6 +238,9 @@ pub async fn observe(
         method = %method,
         route = tracing::field::Empty,
         key = tracing::field::Empty,
+        network = tracing::field::Empty,
+        payer = tracing::field::Empty,
+        transaction = tracing::field::Empty,
     );
     let result = next.call(req).instrument(span.clone()).await;
     let _entered = span.enter();

@@ -17,6 +17,8 @@ pub mod routes;
 pub mod settle_metrics;
 pub mod settlements;
 pub mod svm;
+pub mod telemetry;
+pub mod webhooks;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -38,6 +40,8 @@ pub struct Ops {
     pub metrics: Arc<http_metrics::OpsMetrics>,
     /// On SIGTERM: stop accepting, then wait this long for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// The webhook delivery loop (stops with the server).
+    pub webhooks: Option<webhooks::Worker>,
 }
 
 /// Serves `facilitator` (reporting to `metrics`) behind `ops` on `listener` with a body limit
@@ -50,17 +54,19 @@ pub fn serve(
     listener: TcpListener,
     body_limit_bytes: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let state = web::Data::new(routes::AppState {
-        facilitator,
-        metrics,
-    });
     let health = web::Data::from(ops.health.clone());
     let Ops {
         guard,
         metrics: ops_metrics,
         shutdown_timeout,
+        webhooks,
         ..
     } = ops;
+    let state = web::Data::new(routes::AppState {
+        facilitator,
+        metrics,
+        _webhooks: webhooks,
+    });
     let server = HttpServer::new(move || {
         let guard = guard.clone();
         let ops_metrics = ops_metrics.clone();
@@ -88,9 +94,26 @@ pub async fn start(
     listener: TcpListener,
 ) -> Result<actix_web::dev::Server, anyhow::Error> {
     let metrics = metrics::Metrics::new();
-    let ops_metrics = http_metrics::OpsMetrics::new();
-    ops_metrics.register(metrics.registry())?;
-    let facilitator = Arc::new(Facilitator::from_config(config, &metrics).await?);
+    let ops_metrics = metrics.ops.clone();
+    let endpoints = webhooks::endpoints(&config.auth);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let notify = webhooks::notify(&endpoints, wake.clone());
+    let facilitator = Arc::new(Facilitator::from_config_notifying(config, &metrics, notify).await?);
+    if !endpoints.is_empty() && config.redis.is_none() {
+        tracing::warn!(
+            "settlement webhooks with the in-memory store: events not delivered before a restart are lost"
+        );
+    }
+    // Each replica with webhooks configured runs a worker; the workers share the outbox.
+    let webhooks = (!endpoints.is_empty()).then(|| {
+        webhooks::Worker::spawn(
+            facilitator.store().clone(),
+            endpoints,
+            webhooks::Settings::from_config(&config.webhooks),
+            metrics.webhooks.clone(),
+            wake,
+        )
+    });
     let limiter = match &config.rate_limit {
         Some(rl) => Some(
             rate_limit::RateLimiter::new(rl, config.redis.as_ref(), ops_metrics.clone())
@@ -136,6 +159,7 @@ pub async fn start(
         health,
         metrics: Arc::new(ops_metrics),
         shutdown_timeout,
+        webhooks,
     };
     Ok(serve(
         facilitator,

@@ -1,13 +1,18 @@
 //! `x402-facilitator`: serves `/verify`, `/settle`, `/supported`, `/health/*`, `/metrics`.
-//! `x402-facilitator keygen` prints a new API key and the SHA-256 to configure.
+//! `x402-facilitator keygen` prints a new API key and the SHA-256 to configure;
+//! `x402-facilitator webhook-secret` a new webhook signing secret.
 
 use std::collections::HashMap;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use x402_facilitator::config::Config;
 use x402_facilitator::config::ops::LogFormat;
+use x402_facilitator::telemetry;
 
 /// Self-hostable x402 facilitator.
 #[derive(Parser)]
@@ -35,6 +40,9 @@ enum Command {
         #[arg(long, default_value = "verify,settle,quote")]
         scopes: String,
     },
+    /// Print a new webhook signing secret (`whsec_…`): give it to the receiver and set it as
+    /// `X402_WEBHOOK_SECRET_<NAME>` (or `webhook_secret` of the key).
+    WebhookSecret,
 }
 
 fn keygen(name: &str, scopes: &str) -> anyhow::Result<()> {
@@ -66,28 +74,49 @@ fn keygen(name: &str, scopes: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stdout in `format`, filtered by `RUST_LOG` (default `info`), and exports spans over
+/// OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set in `env` (see [`telemetry`]).
+fn init_logging(
+    format: LogFormat,
+    env: &HashMap<String, String>,
+) -> anyhow::Result<Option<telemetry::Telemetry>> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    match format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt()
+    let (otel, telemetry) = match telemetry::otlp_layer(env).map_err(anyhow::Error::msg)? {
+        Some((layer, t)) => (Some(layer), Some(t)),
+        None => (None, None),
+    };
+    let fmt = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .with_env_filter(filter)
-            .init(),
-    }
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .init();
+    Ok(telemetry)
 }
 
-#[actix_web::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Keygen { name, scopes }) = &cli.command {
-        return keygen(name, scopes);
+    match &cli.command {
+        Some(Command::Keygen { name, scopes }) => return keygen(name, scopes),
+        Some(Command::WebhookSecret) => {
+            let secret = x402_facilitator::webhooks::signing::generate_secret()
+                .context("webhook-secret: OS random")?;
+            println!("{secret}");
+            return Ok(());
+        }
+        None => {}
     }
+    let env = std::env::vars().collect::<HashMap<_, _>>();
     let mut config = Config::from_file(&cli.config)?;
-    config.apply_env(&std::env::vars().collect::<HashMap<_, _>>());
-    init_logging(config.log_format);
+    config.apply_env(&env);
+    let telemetry = init_logging(config.log_format, &env)?;
     config.validate()?;
     if cli.check {
         println!("config ok");
@@ -95,8 +124,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let listener = std::net::TcpListener::bind(&config.listen)
         .with_context(|| format!("listen: bind {}", config.listen))?;
-    tracing::info!(listen = %config.listen, "x402 facilitator starting");
-    x402_facilitator::start(&config, listener).await?.await?;
+    tracing::info!(listen = %config.listen, otlp = telemetry.is_some(), "x402 facilitator starting");
+    actix_web::rt::System::new().block_on(async {
+        x402_facilitator::start(&config, listener).await?.await?;
+        anyhow::Ok(())
+    })?;
     tracing::info!("x402 facilitator stopped");
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
     Ok(())
 }

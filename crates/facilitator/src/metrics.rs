@@ -32,6 +32,10 @@ pub struct Metrics {
     pub request_errors: IntCounterVec,
     /// Settlement engine and reconciler metrics.
     pub engine: crate::settle_metrics::EngineMetrics,
+    /// Operational metrics (HTTP, Redis and RPC calls, refusals, dependencies).
+    pub ops: crate::http_metrics::OpsMetrics,
+    /// Settlement webhook delivery metrics.
+    pub webhooks: crate::webhooks::metrics::WebhookMetrics,
 }
 
 impl Metrics {
@@ -131,8 +135,14 @@ impl Metrics {
             .register(Box::new(settle_duration.clone()))
             .expect("unique metric");
         let engine = crate::settle_metrics::EngineMetrics::register(&registry);
+        let ops = crate::http_metrics::OpsMetrics::new();
+        ops.register(&registry).expect("unique metric");
+        let webhooks =
+            crate::webhooks::metrics::WebhookMetrics::register(&registry).expect("unique metric");
         Metrics {
             engine,
+            ops,
+            webhooks,
             registry,
             verify_total,
             settle_total,

@@ -13,6 +13,7 @@ use x402_proto::{
 use x402_settle::SettleError;
 use x402_settle::evm::{EvmFamily, EvmSettler};
 use x402_settle::nonces::{MemoryNonceStore, NonceStore, RedisNonceStore};
+use x402_settle::outbox::Notify;
 use x402_settle::reconciler::{Reconcile, Reconciler};
 use x402_settle::replay::{MemoryStore, RedisStore, ReplayStore};
 use x402_settle::status::SettlementStatus;
@@ -103,6 +104,17 @@ impl Facilitator {
     /// Connects the replay store and every network, checking each RPC's chain id.
     /// Mined settlements report their gas to `metrics`.
     pub async fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, StartError> {
+        Self::from_config_notifying(config, metrics, Notify::default()).await
+    }
+
+    /// [`Facilitator::from_config`] whose settlement engines write a webhook event into the
+    /// outbox with each final state of a payment settled by one of `notify`'s API keys.
+    /// The replay store reports its Redis calls to `x402_redis_call_duration_seconds`.
+    pub async fn from_config_notifying(
+        config: &Config,
+        metrics: &Metrics,
+        notify: Notify,
+    ) -> Result<Self, StartError> {
         let networks = config.validate()?;
         let svm_networks = config.validate_svm()?;
         let redis_timeout = Duration::from_millis(config.settle.redis_timeout_ms);
@@ -114,7 +126,8 @@ impl Facilitator {
                     Arc::new(
                         RedisStore::connect(&r.url, &r.key_prefix, redis_timeout)
                             .await
-                            .map_err(redis_err)?,
+                            .map_err(redis_err)?
+                            .with_call_observer(redis_call_metrics(metrics)),
                     ),
                     Arc::new(
                         RedisNonceStore::connect(&r.url, &r.key_prefix, redis_timeout)
@@ -161,7 +174,8 @@ impl Facilitator {
                 Duration::from_secs(config.settle.rpc_timeout_seconds),
             )
             .map_err(rpc_err)?
-            .with_failover_observer(Arc::new(move |_, _| failovers.inc()));
+            .with_failover_observer(Arc::new(move |_, _| failovers.inc()))
+            .with_call_observer(rpc_call_metrics(metrics, network.as_str()));
             rpc.check_chain_id().await.map_err(rpc_err)?;
             let rpc = Arc::new(rpc);
             let chain: Arc<dyn EvmChain> = rpc.clone();
@@ -213,12 +227,10 @@ impl Facilitator {
                 network: network.to_string(),
                 extra: None,
             });
-            let settler = Arc::new(x402_settle::evm::settler(
-                family,
-                store.clone(),
-                timing.clone(),
-                events.clone(),
-            ));
+            let settler = Arc::new(
+                x402_settle::evm::settler(family, store.clone(), timing.clone(), events.clone())
+                    .with_notify(notify.clone()),
+            );
             engines.push(settler.clone());
             let list = signers.entry(network.wildcard()).or_default();
             for s in &net.signers {
@@ -243,6 +255,7 @@ impl Facilitator {
             timing: &timing,
             record_ttl: Duration::from_secs(config.settle.svm_record_ttl_seconds),
             events: &events,
+            notify: &notify,
             min_fee_payer_lamports: config.health.min_svm_fee_payer_lamports,
         };
         let svm =
@@ -438,9 +451,19 @@ impl Facilitator {
 
     /// `POST /settle`.
     pub async fn settle(&self, req: &PaymentRequest) -> Result<SettleResponse, SettleError> {
+        self.settle_as(req, None).await
+    }
+
+    /// `POST /settle` by the API key named `key` (recorded in the settlement record; its
+    /// webhook, if any, gets the payment's final state).
+    pub async fn settle_as(
+        &self,
+        req: &PaymentRequest,
+        key: Option<&str>,
+    ) -> Result<SettleResponse, SettleError> {
         match self.handler(req) {
-            Ok(Handler::Evm(h)) => h.settler.settle(req, unix_now()).await,
-            Ok(Handler::Svm(h)) => h.settler.settle(req, unix_now()).await,
+            Ok(Handler::Evm(h)) => h.settler.settle_as(req, unix_now(), key).await,
+            Ok(Handler::Svm(h)) => h.settler.settle_as(req, unix_now(), key).await,
             Err(reason) => Ok(SettleResponse::failed(
                 reason,
                 Some(unsupported_message(req, reason)),
@@ -450,6 +473,35 @@ impl Facilitator {
             )),
         }
     }
+}
+
+/// Times the chain JSON-RPC calls of `network` by method.
+pub(crate) fn rpc_call_metrics(metrics: &Metrics, network: &str) -> x402_chain::CallObserver {
+    let duration = metrics.ops.rpc_call_duration.clone();
+    let errors = metrics.ops.rpc_call_errors.clone();
+    let network = network.to_string();
+    Arc::new(move |method, elapsed, answered| {
+        duration
+            .with_label_values(&[network.as_str(), method])
+            .observe(elapsed.as_secs_f64());
+        if !answered {
+            errors.with_label_values(&[network.as_str(), method]).inc();
+        }
+    })
+}
+
+/// Times the replay store's Redis calls by operation.
+fn redis_call_metrics(metrics: &Metrics) -> x402_settle::replay::CallObserver {
+    let duration = metrics.ops.redis_call_duration.clone();
+    let errors = metrics.ops.redis_call_errors.clone();
+    Arc::new(move |op, elapsed, ok| {
+        duration
+            .with_label_values(&[op])
+            .observe(elapsed.as_secs_f64());
+        if !ok {
+            errors.with_label_values(&[op]).inc();
+        }
+    })
 }
 
 /// Counts the gas of mined settlements on `network`.

@@ -9,13 +9,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde_json::json;
 use serde_json::value::RawValue;
 use x402_proto::{ParseError, PaymentRequest, Reason, SettleResponse, VerifyResponse};
 use x402_settle::SettleError;
 use x402_verify::VerifyError;
 
+use crate::auth::KeyName;
 use crate::metrics::Metrics;
 use crate::registry::{Facilitator, QuoteLookupError};
 use crate::requirements::RequirementsRequest;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub facilitator: Arc<Facilitator>,
     /// Metrics.
     pub metrics: Metrics,
+    /// The webhook delivery loop, kept as long as the routes.
+    pub _webhooks: Option<crate::webhooks::Worker>,
 }
 
 /// Registers every route and the JSON body limit of `body_limit_bytes`.
@@ -71,13 +74,27 @@ fn bad_request(state: &AppState, endpoint: &str, e: &ParseError) -> HttpResponse
     HttpResponse::BadRequest().json(json!({"error": e.to_string(), "field": e.field}))
 }
 
+/// Adds the payer and the transaction (when known) to the request's span, so the request's
+/// log lines (and its trace) carry them.
+fn record_outcome(span: &tracing::Span, payer: Option<&str>, transaction: &str) {
+    if let Some(payer) = payer.filter(|p| !p.is_empty()) {
+        span.record("payer", payer);
+    }
+    if !transaction.is_empty() {
+        span.record("transaction", transaction);
+    }
+}
+
 async fn verify(state: web::Data<AppState>, body: web::Json<Box<RawValue>>) -> HttpResponse {
     let req = match PaymentRequest::parse(body.get().as_bytes()) {
         Ok(r) => r,
         Err(e) => return bad_request(&state, "verify", &e),
     };
+    let span = tracing::Span::current();
+    span.record("network", req.network_wire());
     match state.facilitator.verify(&req).await {
         Ok(resp) => {
+            record_outcome(&span, resp.payer.as_deref(), "");
             let result = resp.invalid_reason.as_deref().unwrap_or("valid");
             state
                 .metrics
@@ -103,13 +120,23 @@ async fn verify(state: web::Data<AppState>, body: web::Json<Box<RawValue>>) -> H
     }
 }
 
-async fn settle(state: web::Data<AppState>, body: web::Json<Box<RawValue>>) -> HttpResponse {
+async fn settle(
+    state: web::Data<AppState>,
+    http: HttpRequest,
+    body: web::Json<Box<RawValue>>,
+) -> HttpResponse {
     let req = match PaymentRequest::parse(body.get().as_bytes()) {
         Ok(r) => r,
         Err(e) => return bad_request(&state, "settle", &e),
     };
+    let span = tracing::Span::current();
+    span.record("network", req.network_wire());
+    let key = http.extensions().get::<KeyName>().map(|k| k.0.clone());
     let started = Instant::now();
-    let outcome = state.facilitator.settle(&req).await;
+    let outcome = state.facilitator.settle_as(&req, key.as_deref()).await;
+    if let Ok(resp) = &outcome {
+        record_outcome(&span, resp.payer.as_deref(), &resp.transaction);
+    }
     state
         .metrics
         .settle_duration

@@ -70,6 +70,8 @@ pub struct SvmSettleParts<'a> {
     pub record_ttl: std::time::Duration,
     /// Metrics of the engine.
     pub events: &'a SettleEvents,
+    /// Which API keys get webhook events.
+    pub notify: &'a x402_settle::outbox::Notify,
     /// Fee payers below this balance take no settlements, lamports (0: no floor).
     pub min_fee_payer_lamports: u64,
 }
@@ -88,12 +90,15 @@ pub async fn build(
     let mut part = SvmPart::default();
     for (index, net) in networks.into_iter().enumerate() {
         let chain: Arc<dyn SvmChain> = Arc::new(
-            FailoverSvmChain::new(&net.rpc_urls, net.rpc_timeout).map_err(|message| {
-                StartError::SvmRpc {
+            FailoverSvmChain::new(&net.rpc_urls, net.rpc_timeout)
+                .map_err(|message| StartError::SvmRpc {
                     network: net.network.to_string(),
                     message,
-                }
-            })?,
+                })?
+                .with_call_observer(crate::registry::rpc_call_metrics(
+                    metrics,
+                    net.network.as_str(),
+                )),
         );
         let verifier = Arc::new(ExactSvmVerifier::new(
             chain.clone(),
@@ -118,12 +123,15 @@ pub async fn build(
             }
             None => None,
         };
-        let settler = Arc::new(x402_settle::svm::settler(
-            family,
-            settle.store.clone(),
-            settle.timing.clone(),
-            settle.events.clone(),
-        ));
+        let settler = Arc::new(
+            x402_settle::svm::settler(
+                family,
+                settle.store.clone(),
+                settle.timing.clone(),
+                settle.events.clone(),
+            )
+            .with_notify(settle.notify.clone()),
+        );
         let fee_payer = verifier.fee_payer_addresses()[0].to_string();
         let extra = serde_json::json!({ "feePayer": fee_payer });
         if let Some(v1) = net.network.v1_name() {

@@ -20,6 +20,7 @@ use x402_verify::Invalid;
 
 use crate::clock::{unix_ms, unix_now};
 use crate::family::{ChainFamily, Identified, Identity, Lookup, Sent, Signed};
+use crate::outbox::Notify;
 use crate::record::{Broadcast, Closed, Cost, Reserved, Settled, SettlementRecord};
 use crate::replay::{Created, ReplayStore, Stored};
 use crate::{SettleError, SettleEvents};
@@ -68,6 +69,7 @@ pub struct Engine<F: ChainFamily> {
     timing: SettleTiming,
     owner: String,
     events: SettleEvents,
+    notify: Notify,
 }
 
 /// What the caller asked for, kept for the answer.
@@ -75,6 +77,8 @@ struct Ctx<'a> {
     id: Identity,
     network: &'a str,
     version: X402Version,
+    /// The API key settling the payment (recorded in a new reservation).
+    key: Option<&'a str>,
     /// The payer once known (from verification or the record).
     payer: std::sync::Mutex<String>,
 }
@@ -113,7 +117,15 @@ impl<F: ChainFamily> Engine<F> {
             timing,
             owner,
             events,
+            notify: Notify::default(),
         }
+    }
+
+    /// Writes a webhook event into the outbox with every final state of a payment settled by
+    /// one of `notify`'s keys (atomically with the state).
+    pub fn with_notify(mut self, notify: Notify) -> Self {
+        self.notify = notify;
+        self
     }
 
     /// The chain family.
@@ -138,6 +150,17 @@ impl<F: ChainFamily> Engine<F> {
         req: &PaymentRequest,
         now: u64,
     ) -> Result<SettleResponse, SettleError> {
+        self.settle_as(req, now, None).await
+    }
+
+    /// [`Engine::settle`] on behalf of the API key named `key` (recorded with a new
+    /// reservation; its webhook gets the payment's final state).
+    pub async fn settle_as(
+        &self,
+        req: &PaymentRequest,
+        now: u64,
+        key: Option<&str>,
+    ) -> Result<SettleResponse, SettleError> {
         let id = match self.family.identify(req, now).await? {
             Identified::Payment(id) => *id,
             Identified::Refused(answer) => return Ok(*answer),
@@ -147,6 +170,7 @@ impl<F: ChainFamily> Engine<F> {
             id,
             network: req.network_wire(),
             version: req.version,
+            key,
         };
         let wait_until = tokio::time::Instant::now() + self.timing.reserved_wait;
         loop {
@@ -193,6 +217,7 @@ impl<F: ChainFamily> Engine<F> {
         // A signer first: none within the wait is a 503 with nothing reserved.
         let guard = self.family.acquire_signer().await?;
         let mut facts = ctx.id.facts.clone();
+        facts.key = ctx.key.map(str::to_string);
         facts.payer = self.family.payer_of(&payment);
         ctx.learn_payer(&facts.payer);
         let reserved = self.reservation(facts.clone());
@@ -560,8 +585,17 @@ impl<F: ChainFamily> Engine<F> {
                 return Ok(Advance::Resent(next, next_raw));
             }
         };
-        match self.store.swap(key, raw, &next).await? {
+        // The first (and only) move into a final state: its webhook event goes with it.
+        let event = self.notify.event(key, &next);
+        match self
+            .store
+            .swap_emitting(key, raw, &next, event.as_ref())
+            .await?
+        {
             Some(_) => {
+                if event.is_some() {
+                    self.notify.written();
+                }
                 if let SettlementRecord::Confirmed(s) | SettlementRecord::Delivered(s) = &next {
                     self.family.observe_landed(&s.cost);
                 }
@@ -719,7 +753,8 @@ impl<F: ChainFamily> Engine<F> {
     }
 }
 
-/// [`Engine::sign_and_record`]'s outcome.
+/// [`Engine::sign_and_record`]'s outcome (short-lived, moved once: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Recorded {
     /// Signed and recorded (the stored JSON, the record): send it.
     Broadcast(String, Broadcast),

@@ -8,6 +8,7 @@
 //!   plugs in ([`evm`]: EIP-3009 `transferWithAuthorization`; [`svm`]: Solana `TransferChecked`).
 //! - [`reconciler`]: the background task that resolves broadcast records from the chain.
 //! - [`status`]: the read-only view of a record for `GET /settlements/…`.
+//! - [`outbox`]: the settlement webhooks' events, written atomically with the final states.
 //!
 //! Invariants: a payment is signed at most once per reservation and never re-signed once
 //! recorded `broadcast` (the signed transaction is recorded before it is sent); a payment that
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod evm;
 pub mod family;
 pub mod nonces;
+pub mod outbox;
 pub mod reconciler;
 pub mod record;
 pub mod replay;

@@ -40,6 +40,11 @@ pub struct PaymentFacts {
     /// Unix seconds after which the payment can no longer land (EVM `validBefore`; Solana: the
     /// record's lifetime, the blockhash decides).
     pub valid_until: u64,
+    /// Name of the API key (`[[auth.keys]].name`) whose `/settle` reserved the payment; `None`
+    /// without API keys (and in records written before keys were recorded). Its webhook, if
+    /// any, receives the payment's final state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// A transaction the facilitator signed for a payment and recorded before sending it.
@@ -347,6 +352,7 @@ mod tests {
             pay_to: "0xC".into(),
             created_at: 1,
             valid_until: 2,
+            key: None,
         }
     }
 

@@ -200,6 +200,7 @@ impl ChainFamily for SvmFamily {
                 pay_to: req.pay_to().to_string(),
                 created_at: now,
                 valid_until: now + self.record_ttl.as_secs(),
+                key: None,
             },
             ttl_seconds: self.record_ttl.as_secs(),
             claims,

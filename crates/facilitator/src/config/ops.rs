@@ -53,6 +53,15 @@ pub struct ApiKeyConfig {
     pub sha256: String,
     /// What the key may call; `admin` includes every scope.
     pub scopes: Vec<Scope>,
+    /// Where the final states (`settled`, `failed`, `expired`) of the payments this key
+    /// settles are POSTed, signed (see [`crate::webhooks`]); none → no webhook.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// The webhook's signing secret, `whsec_` + base64 (24–64 bytes). Prefer the environment
+    /// variable `X402_WEBHOOK_SECRET_<NAME>` ([`super::webhooks::secret_env_var`]), which
+    /// overrides this.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
 }
 
 /// One limit: a steady rate and a burst (generic cell rate algorithm).

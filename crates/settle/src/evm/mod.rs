@@ -385,6 +385,7 @@ impl ChainFamily for EvmFamily {
                 pay_to: req.pay_to().to_string(),
                 created_at: now,
                 valid_until: id.valid_before,
+                key: None,
             },
             ttl_seconds: replay_ttl_seconds(id.valid_before, now),
             claims: vec![],

@@ -21,6 +21,8 @@
 //! - `{prefix}:claim:svm:{network}:{payTo}:{memo}`: the replay key of the payment that settles
 //!   `extra.memo` for `payTo` (x402-conformance F4), same lifetime as the record.
 //! - `{prefix}:lock:reconciler`: which replica runs the reconciler now (a lease).
+//! - `{prefix}:webhooks:outbox`, `{prefix}:webhooks:event:{id}`, `{prefix}:webhooks:dead`: the
+//!   settlement webhooks' outbox (see [`crate::outbox`]).
 
 use alloy::primitives::{Address, B256};
 
@@ -48,6 +50,21 @@ pub fn transaction_index_prefix(prefix: &str) -> String {
 /// Claim key of a Solana `extra.memo` for `pay_to` on `network` (CAIP-2).
 pub fn svm_memo_claim_key(prefix: &str, network: &str, pay_to: &str, memo: &str) -> String {
     format!("{prefix}:claim:svm:{network}:{pay_to}:{memo}")
+}
+
+/// Sorted set of the webhook events not delivered yet, by the Unix ms they are due.
+pub fn outbox_key(prefix: &str) -> String {
+    format!("{prefix}:webhooks:outbox")
+}
+
+/// Prefix of the webhook event hashes; the store appends the event id.
+pub fn outbox_event_prefix(prefix: &str) -> String {
+    format!("{prefix}:webhooks:event:")
+}
+
+/// Sorted set of the dead-lettered webhook events, by the Unix ms they were given up.
+pub fn outbox_dead_key(prefix: &str) -> String {
+    format!("{prefix}:webhooks:dead")
 }
 
 /// Lease key of the reconciler (one replica at a time).

@@ -8,8 +8,20 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::redis_store::TxIdCase;
-use super::{Created, ReplayStore, SettlementRecord, StoreError, Stored, decode, encode};
+use super::{
+    ClaimedEvent, Created, Outbox, OutboxDepth, OutboxEvent, ReplayStore, SettlementRecord,
+    StoreError, Stored, decode, encode,
+};
 use crate::clock::unix_ms;
+
+/// One webhook event in the in-memory outbox.
+struct Pending {
+    event: OutboxEvent,
+    /// Unix ms when it is due (pushed past the lease when claimed).
+    due_ms: u64,
+    attempts: u32,
+    claim: String,
+}
 
 #[derive(Default)]
 struct State {
@@ -19,6 +31,10 @@ struct State {
     open: HashMap<String, u64>,
     /// Transaction → replay key.
     transactions: HashMap<String, String>,
+    /// Webhook events not delivered yet, by id.
+    outbox: HashMap<String, Pending>,
+    /// Dead-lettered webhook event ids → Unix ms given up.
+    dead: HashMap<String, u64>,
 }
 
 /// Maps behind one mutex; every operation is atomic.
@@ -88,11 +104,12 @@ impl ReplayStore for MemoryStore {
         .transpose()
     }
 
-    async fn swap(
+    async fn swap_emitting(
         &self,
         key: &str,
         expected: &str,
         next: &SettlementRecord,
+        event: Option<&OutboxEvent>,
     ) -> Result<Option<String>, StoreError> {
         let raw = encode(next)?;
         Ok(self.with(|s| {
@@ -109,6 +126,14 @@ impl ReplayStore for MemoryStore {
             for tx in next.all_transactions() {
                 s.transactions
                     .insert(tx.to_ascii_lowercase_if_hex(), key.to_string());
+            }
+            if let Some(e) = event {
+                s.outbox.entry(e.id.clone()).or_insert_with(|| Pending {
+                    event: e.clone(),
+                    due_ms: unix_ms(),
+                    attempts: 0,
+                    claim: String::new(),
+                });
             }
             Some(raw)
         }))
@@ -185,5 +210,74 @@ impl ReplayStore for MemoryStore {
 
     fn kind(&self) -> &'static str {
         "memory"
+    }
+}
+
+#[async_trait]
+impl Outbox for MemoryStore {
+    async fn claim(
+        &self,
+        limit: usize,
+        lease: Duration,
+        claim: &str,
+    ) -> Result<Vec<ClaimedEvent>, StoreError> {
+        let now = unix_ms();
+        Ok(self.with(|s| {
+            let mut due: Vec<&mut Pending> =
+                s.outbox.values_mut().filter(|p| p.due_ms <= now).collect();
+            due.sort_by_key(|p| p.due_ms);
+            due.into_iter()
+                .take(limit.max(1))
+                .map(|p| {
+                    p.due_ms = now + lease.as_millis() as u64;
+                    p.attempts += 1;
+                    p.claim = claim.to_string();
+                    ClaimedEvent {
+                        event: p.event.clone(),
+                        attempts: p.attempts,
+                    }
+                })
+                .collect()
+        }))
+    }
+
+    async fn complete(&self, id: &str) -> Result<(), StoreError> {
+        self.with(|s| s.outbox.remove(id));
+        Ok(())
+    }
+
+    async fn retry(
+        &self,
+        id: &str,
+        claim: &str,
+        at_ms: u64,
+        _error: &str,
+    ) -> Result<(), StoreError> {
+        self.with(|s| {
+            if let Some(p) = s.outbox.get_mut(id).filter(|p| p.claim == claim) {
+                p.due_ms = at_ms;
+            }
+        });
+        Ok(())
+    }
+
+    async fn dead_letter(&self, id: &str, claim: &str, _error: &str) -> Result<(), StoreError> {
+        let now = unix_ms();
+        self.with(|s| {
+            if s.outbox.get(id).is_some_and(|p| p.claim == claim) {
+                s.outbox.remove(id);
+                s.dead.insert(id.to_string(), now);
+            }
+            let cutoff = now.saturating_sub(crate::outbox::DEAD_RETENTION.as_millis() as u64);
+            s.dead.retain(|_, at| *at > cutoff);
+        });
+        Ok(())
+    }
+
+    async fn depth(&self) -> Result<OutboxDepth, StoreError> {
+        Ok(self.with(|s| OutboxDepth {
+            pending: s.outbox.len() as u64,
+            dead: s.dead.len() as u64,
+        }))
     }
 }

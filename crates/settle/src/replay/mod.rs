@@ -8,15 +8,17 @@
 
 pub mod keys;
 mod memory;
+mod redis_outbox;
 mod redis_store;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use crate::outbox::{ClaimedEvent, Outbox, OutboxDepth, OutboxEvent};
 pub use crate::record::*;
 pub use memory::MemoryStore;
-pub use redis_store::RedisStore;
+pub use redis_store::{CallObserver, RedisStore};
 
 /// The replay store could not be reached, timed out or answered garbage.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -48,9 +50,10 @@ pub enum Created {
     },
 }
 
-/// Atomic record storage for settlements.
+/// Atomic record storage for settlements, with the webhook outbox written in the same atomic
+/// steps ([`ReplayStore::swap_emitting`]).
 #[async_trait]
-pub trait ReplayStore: Send + Sync {
+pub trait ReplayStore: Outbox + Send + Sync {
     /// Creates `record` under `key` with expiry `ttl` only if the key is absent and no claim key
     /// in `claims` is held by another replay key; sets the claims to `key` with the same expiry
     /// and indexes the record as unresolved. One atomic step.
@@ -71,6 +74,18 @@ pub trait ReplayStore: Send + Sync {
         key: &str,
         expected: &str,
         next: &SettlementRecord,
+    ) -> Result<Option<String>, StoreError> {
+        self.swap_emitting(key, expected, next, None).await
+    }
+    /// [`ReplayStore::swap`], and when it swaps and `event` is given, writes `event` into the
+    /// outbox (due now) in the same atomic step: the state and its notification are recorded
+    /// together or not at all.
+    async fn swap_emitting(
+        &self,
+        key: &str,
+        expected: &str,
+        next: &SettlementRecord,
+        event: Option<&OutboxEvent>,
     ) -> Result<Option<String>, StoreError>;
     /// Deletes the record (and its claims) only if it is still exactly `expected`: a reservation
     /// refused before anything was signed, so the payment can be retried.

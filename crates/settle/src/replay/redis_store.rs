@@ -1,13 +1,19 @@
 //! Redis replay store: atomic across replicas (each operation one command or one Lua script),
 //! fail closed when Redis is down or slow (every command has a response timeout).
 
-use std::time::Duration;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::keys::{open_index_key, transaction_index_prefix};
-use super::{Created, ReplayStore, SettlementRecord, StoreError, Stored, decode, encode};
+use super::keys::{
+    open_index_key, outbox_dead_key, outbox_event_prefix, outbox_key, transaction_index_prefix,
+};
+use super::{
+    Created, OutboxEvent, ReplayStore, SettlementRecord, StoreError, Stored, decode, encode,
+};
 use crate::clock::unix_ms;
 
 /// Creates the record if absent and no claim is held by another key; claims and index with it.
@@ -23,7 +29,8 @@ if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1]) end
 return {1}
 "#;
 
-/// Compare-and-swap of the whole record; index maintenance in the same step.
+/// Compare-and-swap of the whole record; index maintenance and the webhook event (when
+/// ARGV[6], its id, is not empty: KEYS[3] the outbox, KEYS[4] the event hash) in the same step.
 const SWAP: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
@@ -33,12 +40,17 @@ else
   redis.call('ZREM', KEYS[2], KEYS[1])
 end
 local ttl = redis.call('PTTL', KEYS[1])
-for i = 6, #ARGV do
+for i = 11, #ARGV do
   if ttl > 0 then
     redis.call('SET', ARGV[5] .. ARGV[i], KEYS[1], 'PX', ttl)
   else
     redis.call('SET', ARGV[5] .. ARGV[i], KEYS[1])
   end
+end
+if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[4]) == 0 then
+  redis.call('HSET', KEYS[4], 'key', ARGV[7], 'type', ARGV[8], 'body', ARGV[9],
+    'created_ms', ARGV[10], 'attempts', 0)
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6])
 end
 return 1
 "#;
@@ -56,12 +68,21 @@ return 1
 
 const END_LEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
+/// Receives every replay-store Redis call: the operation (`create`, `get`, `swap`, `remove`,
+/// `open_keys`, `forget_open`, `tx_index`, `lease`, `ping`, `outbox_claim`, `outbox_done`,
+/// `outbox_retry`, `outbox_dead`, `outbox_depth`), its duration, and whether it succeeded.
+pub type CallObserver = Arc<dyn Fn(&'static str, Duration, bool) + Send + Sync>;
+
 /// Replay store over a Redis connection manager (reconnects by itself).
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    pub(super) conn: ConnectionManager,
     open_index: String,
     tx_prefix: String,
+    pub(super) outbox: String,
+    pub(super) outbox_events: String,
+    pub(super) outbox_dead: String,
+    observer: Option<CallObserver>,
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -88,15 +109,42 @@ impl RedisStore {
             conn,
             open_index: open_index_key(prefix),
             tx_prefix: transaction_index_prefix(prefix),
+            outbox: outbox_key(prefix),
+            outbox_events: outbox_event_prefix(prefix),
+            outbox_dead: outbox_dead_key(prefix),
+            observer: None,
         };
         store.ping().await?;
         Ok(store)
     }
 
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        cmd.query_async(&mut self.conn.clone())
+    /// Reports every later call to `observer` (e.g. a latency histogram by operation).
+    pub fn with_call_observer(mut self, observer: CallObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Awaits one Redis call of operation `op`, reporting its duration.
+    pub(super) async fn timed<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, redis::RedisError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call.await;
+        if let Some(observer) = &self.observer {
+            observer(op, started.elapsed(), result.is_ok());
+        }
+        result.map_err(unavailable)
+    }
+
+    pub(super) async fn query<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        self.timed(op, cmd.query_async(&mut self.conn.clone()))
             .await
-            .map_err(unavailable)
     }
 }
 
@@ -120,10 +168,9 @@ impl ReplayStore for RedisStore {
             .arg(ttl.as_millis().max(1) as u64)
             .arg(unix_ms())
             .arg(if record.is_resolved() { "0" } else { "1" });
-        let reply: Vec<redis::Value> = inv
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let reply: Vec<redis::Value> = self
+            .timed("create", inv.invoke_async(&mut self.conn.clone()))
+            .await?;
         let text = |v: &redis::Value| -> String {
             redis::from_redis_value::<String>(v.clone()).unwrap_or_default()
         };
@@ -142,7 +189,7 @@ impl ReplayStore for RedisStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
-        let raw: Option<String> = self.query(redis::cmd("GET").arg(key)).await?;
+        let raw: Option<String> = self.query("get", redis::cmd("GET").arg(key)).await?;
         raw.map(|raw| {
             Ok(Stored {
                 record: decode(&raw)?,
@@ -152,29 +199,44 @@ impl ReplayStore for RedisStore {
         .transpose()
     }
 
-    async fn swap(
+    async fn swap_emitting(
         &self,
         key: &str,
         expected: &str,
         next: &SettlementRecord,
+        event: Option<&OutboxEvent>,
     ) -> Result<Option<String>, StoreError> {
         let raw = encode(next)?;
         let script = redis::Script::new(SWAP);
         let mut inv = script.prepare_invoke();
+        let event_key = match event {
+            Some(e) => format!("{}{}", self.outbox_events, e.id),
+            None => self.outbox.clone(),
+        };
         inv.key(key)
             .key(&self.open_index)
+            .key(&self.outbox)
+            .key(&event_key)
             .arg(expected)
             .arg(&raw)
             .arg(unix_ms())
             .arg(if next.is_resolved() { "0" } else { "1" })
             .arg(&self.tx_prefix);
+        match event {
+            Some(e) => inv
+                .arg(&e.id)
+                .arg(&e.key)
+                .arg(&e.kind)
+                .arg(&e.body)
+                .arg(e.created_ms),
+            None => inv.arg("").arg("").arg("").arg("").arg(0),
+        };
         for tx in next.all_transactions() {
             inv.arg(tx.to_ascii_lowercase_if_hex());
         }
-        let swapped: i64 = inv
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let swapped: i64 = self
+            .timed("swap", inv.invoke_async(&mut self.conn.clone()))
+            .await?;
         Ok((swapped == 1).then_some(raw))
     }
 
@@ -191,15 +253,15 @@ impl ReplayStore for RedisStore {
             inv.key(c);
         }
         inv.arg(expected);
-        let removed: i64 = inv
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let removed: i64 = self
+            .timed("remove", inv.invoke_async(&mut self.conn.clone()))
+            .await?;
         Ok(removed == 1)
     }
 
     async fn open_keys(&self, limit: usize) -> Result<Vec<String>, StoreError> {
         self.query(
+            "open_keys",
             redis::cmd("ZRANGE")
                 .arg(&self.open_index)
                 .arg(0)
@@ -210,7 +272,10 @@ impl ReplayStore for RedisStore {
 
     async fn forget_open(&self, key: &str) -> Result<(), StoreError> {
         let _: i64 = self
-            .query(redis::cmd("ZREM").arg(&self.open_index).arg(key))
+            .query(
+                "forget_open",
+                redis::cmd("ZREM").arg(&self.open_index).arg(key),
+            )
             .await?;
         Ok(())
     }
@@ -221,12 +286,13 @@ impl ReplayStore for RedisStore {
             self.tx_prefix,
             transaction.to_ascii_lowercase_if_hex()
         );
-        self.query(redis::cmd("GET").arg(k)).await
+        self.query("tx_index", redis::cmd("GET").arg(k)).await
     }
 
     async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
         let reply: Option<String> = self
             .query(
+                "lease",
                 redis::cmd("SET")
                     .arg(key)
                     .arg(holder)
@@ -239,17 +305,17 @@ impl ReplayStore for RedisStore {
     }
 
     async fn end_lease(&self, key: &str, holder: &str) -> Result<(), StoreError> {
-        let _: i64 = redis::Script::new(END_LEASE)
-            .key(key)
-            .arg(holder)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+        let script = redis::Script::new(END_LEASE);
+        let mut inv = script.key(key);
+        inv.arg(holder);
+        let _: i64 = self
+            .timed("lease", inv.invoke_async(&mut self.conn.clone()))
+            .await?;
         Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let _: String = self.query(&redis::cmd("PING")).await?;
+        let _: String = self.query("ping", &redis::cmd("PING")).await?;
         Ok(())
     }
 
