@@ -19,7 +19,7 @@ use x402_settle::engine::SettleTiming;
 use x402_settle::replay::{GasInUsdc, ReplayStore};
 use x402_settle::svm::{SvmFamily, SvmFeeObserver, SvmFeePricer, SvmSettler};
 use x402_verify::svm::ExactSvmVerifier;
-use x402_verify::svm::programs::is_token_program;
+use x402_chain::spl::is_token_program;
 
 use crate::config::svm::SvmNetwork;
 use crate::gas;
