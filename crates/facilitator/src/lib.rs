@@ -5,6 +5,8 @@
 
 pub mod auth;
 pub mod config;
+pub mod evm;
+pub mod facilitator;
 pub mod gas;
 pub mod guard;
 pub mod health;
@@ -14,6 +16,7 @@ pub mod rate_limit;
 pub mod registry;
 pub mod requirements;
 pub mod routes;
+pub mod scheme;
 pub mod settle_metrics;
 pub mod settlements;
 pub mod svm;
@@ -25,7 +28,8 @@ use std::time::Duration;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
-pub use registry::{Facilitator, StartError};
+pub use facilitator::Facilitator;
+pub use scheme::{SchemeHandler, StartError};
 
 /// The operational parts in front of the routes: access control, readiness, HTTP metrics
 /// and the graceful shutdown bound.
@@ -87,10 +91,20 @@ pub async fn start(
     config: &config::Config,
     listener: TcpListener,
 ) -> Result<actix_web::dev::Server, anyhow::Error> {
+    start_with(config, listener, Vec::new()).await
+}
+
+/// [`start`] with `extra` scheme handlers registered next to the configured ones (a scheme
+/// built outside this crate; see [`SchemeHandler`]).
+pub async fn start_with(
+    config: &config::Config,
+    listener: TcpListener,
+    extra: Vec<Arc<dyn SchemeHandler>>,
+) -> Result<actix_web::dev::Server, anyhow::Error> {
     let metrics = metrics::Metrics::new();
     let ops_metrics = http_metrics::OpsMetrics::new();
     ops_metrics.register(metrics.registry())?;
-    let facilitator = Arc::new(Facilitator::from_config(config, &metrics).await?);
+    let facilitator = Arc::new(Facilitator::from_config_with(config, &metrics, extra).await?);
     let limiter = match &config.rate_limit {
         Some(rl) => Some(
             rate_limit::RateLimiter::new(rl, config.redis.as_ref(), ops_metrics.clone())

@@ -65,7 +65,9 @@ pub struct SvmNetworkConfig {
     /// Empty (default): creation refused.
     #[serde(default)]
     pub create_destination_ata_for: Vec<String>,
-    /// SPL mints settled on this cluster.
+    /// SPL mints settled on this cluster; none listed on a preset cluster (`solana`,
+    /// `solana-devnet`, see `x402_chain::presets`) → its USDC.
+    #[serde(default)]
     pub assets: Vec<SvmAssetConfig>,
     /// Fee and rent pricing in USDC for `/quote` and `/requirements`; the price sources quote
     /// SOL in USD (`fixed`, `coinbase` with `SOL-USD`, `http`; `chainlink` is EVM-only).
@@ -237,19 +239,27 @@ pub fn validate(nets: &[SvmNetworkConfig]) -> Result<Vec<SvmNetwork>, ConfigErro
                     ),
                 ));
             }
-            if net.assets.is_empty() {
-                return Err(err(at("assets"), "list at least one mint"));
-            }
-            let assets = net
-                .assets
-                .iter()
-                .enumerate()
-                .map(|(a, asset)| {
-                    Address::from_str(&asset.mint)
-                        .map(|m| (m, asset.decimals))
-                        .map_err(|_| err(at(&format!("assets[{a}].mint")), "not a base58 address"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let assets = if net.assets.is_empty() {
+                let preset = x402_chain::presets::svm(network.as_str()).ok_or_else(|| {
+                    err(
+                        at("assets"),
+                        "list at least one mint (no preset for this network)",
+                    )
+                })?;
+                vec![(preset.usdc_mint, preset.usdc_decimals)]
+            } else {
+                net.assets
+                    .iter()
+                    .enumerate()
+                    .map(|(a, asset)| {
+                        Address::from_str(&asset.mint)
+                            .map(|m| (m, asset.decimals))
+                            .map_err(|_| {
+                                err(at(&format!("assets[{a}].mint")), "not a base58 address")
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            };
             let create_destination_for = net
                 .create_destination_ata_for
                 .iter()
