@@ -350,6 +350,23 @@ mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
     }
 
     #[test]
+    fn a_preset_cluster_without_assets_settles_its_usdc() {
+        let text = SVM_ONLY.replace(
+            "[[svm.assets]]\nmint = \"4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU\"\n",
+            "",
+        );
+        assert!(!text.contains("svm.assets"));
+        let mut c = Config::from_toml(&text).unwrap();
+        c.svm[0].fee_payer_keys = vec![Keypair::new().to_base58_string()];
+        let nets = c.validate_svm().unwrap();
+        let devnet = x402_chain::presets::svm("solana-devnet").unwrap();
+        assert_eq!(nets[0].assets, [(devnet.usdc_mint, 6)]);
+        // A cluster without a preset still needs its mints listed.
+        c.svm[0].network = "solana-testnet".into();
+        assert_eq!(c.validate_svm().err().unwrap().key, "svm[0].assets");
+    }
+
+    #[test]
     fn svm_record_ttl_has_a_floor() {
         let mut c = Config::from_toml(SVM_ONLY).unwrap();
         c.svm[0].fee_payer_keys = vec![Keypair::new().to_base58_string()];
