@@ -49,4 +49,4 @@ cargo build --quiet --workspace --all-targets
 echo "==> run"
 # `cargo run` finds the target directory (CARGO_TARGET_DIR or ./target); the demo starts the
 # x402-facilitator binary that sits next to it.
-exec cargo run --quiet -p x402-tests --bin demo -- "$@"
+exec cargo run --quiet -p x402-demo --bin demo -- "$@"

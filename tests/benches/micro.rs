@@ -21,6 +21,7 @@ use alloy::rpc::types::{FeeHistory, TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use serde_json::Value;
+use x402_chain::eip712::{self, TransferWithAuthorization};
 use x402_chain::{ChainError, EvmChain, SignedTx};
 use x402_proto::PaymentRequest;
 use x402_proto::evm::ExactEvmPayload;
@@ -31,7 +32,6 @@ use x402_tests::RedisServer;
 use x402_tests::eip3009::{ExactEvmRequirements, v2_evm_payment_json};
 use x402_tests::svm_payment::SvmFixture;
 use x402_verify::Verdict;
-use x402_verify::evm::eip712::{self, TransferWithAuthorization};
 use x402_verify::evm::signature::{PayerSignature, recover_ecdsa};
 use x402_verify::evm::{ExactEvmVerifier, VALID_BEFORE_MARGIN_SECONDS};
 

@@ -4,7 +4,6 @@
 //! Values are atomic token units (USDC: 6 decimals); times are Unix seconds.
 
 use std::borrow::Cow;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::ruint::UintTryFrom;
 use alloy::primitives::{Address, B256, Signature, U256};
@@ -88,13 +87,8 @@ impl Authorization {
     }
 }
 
-/// Current Unix time in seconds.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
+/// Current Unix time in seconds (the facilitator's own clock).
+pub use x402_chain::clock::unix_now;
 
 /// A random 32-byte nonce from the OS.
 pub fn random_nonce() -> B256 {

@@ -5,10 +5,12 @@
 //! gas), 2 payer (funded with [`EvmFixture::PAYER_FUNDS`] atomic USDC), 3 payee (`payTo`).
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use alloy::primitives::{Address, U256};
 use alloy::signers::local::PrivateKeySigner;
 use serde_json::Value;
+use x402_facilitator::SchemeHandler;
 use x402_facilitator::config::Config;
 
 use crate::eip3009::ExactEvmRequirements;
@@ -74,10 +76,19 @@ version = "2"
 
     /// Starts the facilitator from TOML text on a free loopback port.
     pub async fn start_with_toml(toml: &str) -> anyhow::Result<Self> {
+        Self::start_with_handlers(toml, Vec::new()).await
+    }
+
+    /// [`TestFacilitator::start_with_toml`] with `extra` scheme handlers registered next to
+    /// the configured ones.
+    pub async fn start_with_handlers(
+        toml: &str,
+        extra: Vec<Arc<dyn SchemeHandler>>,
+    ) -> anyhow::Result<Self> {
         let config = Config::from_toml(toml)?;
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let url = format!("http://{}", listener.local_addr()?);
-        let server = x402_facilitator::start(&config, listener).await?;
+        let server = x402_facilitator::start_with(&config, listener, extra).await?;
         let handle = server.handle();
         tokio::spawn(server);
         Ok(TestFacilitator { url, handle })

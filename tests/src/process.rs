@@ -157,6 +157,7 @@ impl FacilitatorProcess {
         let _ = std::fs::remove_file(log);
     }
 
+    /// Everything the process has logged so far (stdout and stderr; empty if unreadable).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

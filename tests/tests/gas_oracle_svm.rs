@@ -22,13 +22,13 @@ use solana_keypair::Keypair;
 use solana_signer::Signer;
 use solana_transaction::Transaction;
 use solana_transaction::versioned::VersionedTransaction;
+use x402_chain::spl::LAMPORTS_PER_SIGNATURE;
 use x402_chain::{RpcSvmChain, SvmChain};
 use x402_gas_oracle::cost::svm::{SvmAsset, SvmCostModel, SvmCostParams};
 use x402_gas_oracle::price::FixedPriceSource;
 use x402_gas_oracle::quote::{QuoteCache, Quoter, SvmQuoter, svm_quote_for_pay_to};
 use x402_gas_oracle::{Quote, SvmQuoteDetails, UsdcConversion};
 use x402_proto::network::SOLANA_DEVNET;
-use x402_proto::svm::LAMPORTS_PER_SIGNATURE;
 use x402_tests::Surfnet;
 use x402_tests::surfnet::{DEVNET_USDC, SPL_TOKEN_PROGRAM, parse_pubkey};
 

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -36,12 +36,7 @@ use x402_verify::{Invalid, Verdict};
 
 const AMOUNT: u64 = 1_000;
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
+use x402_chain::clock::unix_now as now;
 
 fn fixture() -> SvmFixture {
     SvmFixture::new().expect("fixture")
@@ -342,72 +337,237 @@ async fn address_lookup_table_is_rejected_as_undecodable() {
     assert_eq!(fx.chain.executed_count(), 0);
 }
 
-#[tokio::test]
-async fn unknown_instruction_after_the_memo_is_rejected() {
-    let fx = fixture();
+/// One refused payment: what is wrong with it, how to build it on a fresh fixture, and the
+/// reason `/verify` and `/settle` must both give, with its wire string spelled out.
+struct Refusal {
+    case: &'static str,
+    request: fn(&SvmFixture) -> PaymentRequest,
+    reason: Reason,
+    literal: &'static str,
+}
+
+/// A v2 request for [`AMOUNT`] carrying `tx`, with `extra` added to the requirements.
+fn v2(fx: &SvmFixture, tx: String, extra: Value) -> PaymentRequest {
+    fx.request_v2(&tx, AMOUNT, extra)
+}
+
+/// A payment that transfers one lamport of the payer's to a stranger after its `memos`.
+fn with_system_transfer(fx: &SvmFixture, memos: Option<&[&str]>) -> String {
     let thief = Keypair::new().pubkey();
-    let tx = fx
-        .payment(AMOUNT)
+    let mut payment = fx.payment(AMOUNT);
+    if let Some(memos) = memos {
+        payment = payment.memos(memos);
+    }
+    payment
         .extra_instruction(system_transfer(&fx.payer.pubkey(), &thief, 1))
-        .build_base64();
-    let req = fx.request_v2(&tx, AMOUNT, json!({}));
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmUnknownFifthInstruction,
-        "invalid_exact_svm_payload_unknown_fifth_instruction",
-    )
-    .await;
+        .build_base64()
+}
+
+/// Every layout and policy rule with a plain refusal (the rules with more to check have tests of
+/// their own below).
+fn refusals() -> Vec<Refusal> {
+    vec![
+        Refusal {
+            case: "an unknown instruction after the memo",
+            request: |fx| v2(fx, with_system_transfer(fx, None), json!({})),
+            reason: Reason::SvmUnknownFifthInstruction,
+            literal: "invalid_exact_svm_payload_unknown_fifth_instruction",
+        },
+        Refusal {
+            case: "an unknown instruction in fourth place",
+            request: |fx| v2(fx, with_system_transfer(fx, Some(&[])), json!({})),
+            reason: Reason::SvmUnknownFourthInstruction,
+            literal: "invalid_exact_svm_payload_unknown_fourth_instruction",
+        },
+        Refusal {
+            case: "an unknown instruction in sixth place",
+            request: |fx| v2(fx, with_system_transfer(fx, Some(&["a", "b"])), json!({})),
+            reason: Reason::SvmUnknownSixthInstruction,
+            literal: "invalid_exact_svm_payload_unknown_sixth_instruction",
+        },
+        Refusal {
+            case: "seven instructions",
+            request: |fx| {
+                let tx = fx.payment(AMOUNT).memos(&["a", "b", "c", "d"]);
+                v2(fx, tx.build_base64(), json!({}))
+            },
+            reason: Reason::SvmInstructionsLength,
+            literal: "invalid_exact_svm_payload_transaction_instructions_length",
+        },
+        Refusal {
+            case: "the fee payer as the source",
+            request: |fx| {
+                v2(
+                    fx,
+                    fx.payment(AMOUNT).fee_payer_as_source().build_base64(),
+                    json!({}),
+                )
+            },
+            reason: Reason::SvmFeePayerTransferringFunds,
+            literal: "invalid_exact_svm_payload_transaction_fee_payer_transferring_funds",
+        },
+        Refusal {
+            case: "a compute unit price one above the cap",
+            request: |fx| {
+                let tx = fx
+                    .payment(AMOUNT)
+                    .compute_unit_price(fx.policy.max_compute_unit_price + 1);
+                v2(fx, tx.build_base64(), json!({}))
+            },
+            reason: Reason::SvmComputePriceTooHigh,
+            literal: "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction_too_high",
+        },
+        Refusal {
+            case: "a compute unit limit one above the cap",
+            request: |fx| {
+                let tx = fx
+                    .payment(AMOUNT)
+                    .compute_unit_limit(fx.policy.max_compute_unit_limit + 1);
+                v2(fx, tx.build_base64(), json!({}))
+            },
+            reason: Reason::SvmComputeLimitTooHigh,
+            literal: "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction_too_high",
+        },
+        Refusal {
+            case: "another mint",
+            request: |fx| {
+                let tx = fx.payment(AMOUNT).transfer_mint(Keypair::new().pubkey());
+                v2(fx, tx.build_base64(), json!({}))
+            },
+            reason: Reason::SvmMintMismatch,
+            literal: "invalid_exact_svm_payload_mint_mismatch",
+        },
+        Refusal {
+            case: "one unit more than the amount",
+            request: |fx| v2(fx, fx.payment(AMOUNT + 1).build_base64(), json!({})),
+            reason: Reason::SvmAmountMismatch,
+            literal: "invalid_exact_svm_payload_amount_mismatch",
+        },
+        Refusal {
+            case: "one unit less than the amount",
+            request: |fx| v2(fx, fx.payment(AMOUNT - 1).build_base64(), json!({})),
+            reason: Reason::SvmAmountMismatch,
+            literal: "invalid_exact_svm_payload_amount_mismatch",
+        },
+        Refusal {
+            case: "v1: one unit more than maxAmountRequired",
+            request: |fx| fx.request_v1(&fx.payment(AMOUNT + 1).build_base64(), AMOUNT, json!({})),
+            reason: Reason::SvmAmountMismatch,
+            literal: "invalid_exact_svm_payload_amount_mismatch",
+        },
+        Refusal {
+            case: "another memo than extra.memo",
+            request: |fx| {
+                let tx = fx.payment(AMOUNT).memo("order-43").build_base64();
+                v2(fx, tx, json!({"memo": "order-42"}))
+            },
+            reason: Reason::SvmMemoMismatch,
+            literal: "invalid_exact_svm_payload_memo_mismatch",
+        },
+        Refusal {
+            case: "no memo with extra.memo",
+            request: |fx| {
+                let tx = fx.payment(AMOUNT).memos(&[]).build_base64();
+                v2(fx, tx, json!({"memo": "order-42"}))
+            },
+            reason: Reason::SvmMemoCount,
+            literal: "invalid_exact_svm_payload_memo_count",
+        },
+        Refusal {
+            case: "two memos with extra.memo",
+            request: |fx| {
+                let tx = fx
+                    .payment(AMOUNT)
+                    .memos(&["order-42", "order-42"])
+                    .build_base64();
+                v2(fx, tx, json!({"memo": "order-42"}))
+            },
+            reason: Reason::SvmMemoCount,
+            literal: "invalid_exact_svm_payload_memo_count",
+        },
+        Refusal {
+            case: "no payer signature",
+            request: |fx| v2(fx, fx.payment(AMOUNT).unsigned().build_base64(), json!({})),
+            reason: Reason::SvmSignatureInvalid,
+            literal: "invalid_exact_svm_payload_signature_invalid",
+        },
+        Refusal {
+            case: "signed for AMOUNT - 1, then the amount raised",
+            request: |fx| {
+                let mut tampered = fx.payment(AMOUNT - 1).build();
+                let VersionedMessage::V0(message) = &mut tampered.message else {
+                    panic!("v0 by default");
+                };
+                let transfer = &mut message.instructions[2];
+                assert_eq!(transfer.data[0], 12, "TransferChecked");
+                transfer.data[1..9].copy_from_slice(&AMOUNT.to_le_bytes());
+                v2(fx, to_base64(&tampered), json!({}))
+            },
+            reason: Reason::SvmSignatureInvalid,
+            literal: "invalid_exact_svm_payload_signature_invalid",
+        },
+        Refusal {
+            case: "more than the payer holds (simulation)",
+            request: |fx| {
+                let amount = PAYER_START_BALANCE + 1;
+                fx.request_v2(&fx.payment(amount).build_base64(), amount, json!({}))
+            },
+            reason: Reason::SvmSimulationFailed,
+            literal: "invalid_exact_svm_transaction_simulation_failed",
+        },
+        Refusal {
+            case: "extra.feePayer and account 0 a stranger",
+            request: |fx| {
+                let stranger = Keypair::new().pubkey();
+                let tx = fx.payment(AMOUNT).fee_payer(stranger).build_base64();
+                v2(fx, tx, json!({"feePayer": stranger.to_string()}))
+            },
+            reason: Reason::SvmFeePayerNotManaged,
+            literal: "invalid_exact_svm_fee_payer_not_managed_by_facilitator",
+        },
+        Refusal {
+            case: "no extra.feePayer",
+            request: |fx| {
+                let req = v2(
+                    fx,
+                    fx.payment(AMOUNT).build_base64(),
+                    json!({"feePayer": null}),
+                );
+                assert!(req.extra_str("feePayer").is_none());
+                req
+            },
+            reason: Reason::SvmMissingFeePayer,
+            literal: "invalid_exact_svm_payload_missing_fee_payer",
+        },
+        Refusal {
+            case: "account 0 our other fee payer, extra.feePayer the first",
+            request: |fx| {
+                let tx = fx.payment(AMOUNT).fee_payer(fx.fee_payer_2.pubkey());
+                v2(fx, tx.build_base64(), json!({}))
+            },
+            reason: Reason::SvmFeePayerMismatch,
+            literal: "invalid_exact_svm_fee_payer_mismatch",
+        },
+        Refusal {
+            case: "account 0 a stranger (who would pay the fee), extra.feePayer ours",
+            request: |fx| {
+                let tx = fx.payment(AMOUNT).fee_payer(Keypair::new().pubkey());
+                v2(fx, tx.build_base64(), json!({}))
+            },
+            reason: Reason::SvmFeePayerMismatch,
+            literal: "invalid_exact_svm_fee_payer_mismatch",
+        },
+    ]
 }
 
 #[tokio::test]
-async fn unknown_instruction_in_fourth_and_sixth_place_is_rejected() {
-    let fx = fixture();
-    let thief = Keypair::new().pubkey();
-    let tx = fx
-        .payment(AMOUNT)
-        .memos(&[])
-        .extra_instruction(system_transfer(&fx.payer.pubkey(), &thief, 1))
-        .build_base64();
-    let req = fx.request_v2(&tx, AMOUNT, json!({}));
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmUnknownFourthInstruction,
-        "invalid_exact_svm_payload_unknown_fourth_instruction",
-    )
-    .await;
-
-    let tx = fx
-        .payment(AMOUNT)
-        .memos(&["a", "b"])
-        .extra_instruction(system_transfer(&fx.payer.pubkey(), &thief, 1))
-        .build_base64();
-    let req = fx.request_v2(&tx, AMOUNT, json!({}));
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmUnknownSixthInstruction,
-        "invalid_exact_svm_payload_unknown_sixth_instruction",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn too_many_instructions_are_rejected() {
-    let fx = fixture();
-    let tx = fx
-        .payment(AMOUNT)
-        .memos(&["a", "b", "c", "d"])
-        .build_base64();
-    let req = fx.request_v2(&tx, AMOUNT, json!({}));
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmInstructionsLength,
-        "invalid_exact_svm_payload_transaction_instructions_length",
-    )
-    .await;
+async fn every_rule_refuses_with_its_reference_reason() {
+    for refusal in refusals() {
+        let fx = fixture();
+        let req = (refusal.request)(&fx);
+        println!("case: {}", refusal.case);
+        assert_refused(&fx, &req, refusal.reason, refusal.literal).await;
+    }
 }
 
 #[tokio::test]
@@ -423,20 +583,6 @@ async fn fee_payer_in_instruction_accounts_is_rejected() {
     )
     .await;
     assert_eq!(inv.payer, Some(fx.payer.pubkey().to_string()));
-}
-
-#[tokio::test]
-async fn fee_payer_as_source_is_rejected() {
-    let fx = fixture();
-    let tx = fx.payment(AMOUNT).fee_payer_as_source().build_base64();
-    let req = fx.request_v2(&tx, AMOUNT, json!({}));
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmFeePayerTransferringFunds,
-        "invalid_exact_svm_payload_transaction_fee_payer_transferring_funds",
-    )
-    .await;
 }
 
 #[tokio::test]
@@ -457,55 +603,6 @@ async fn fee_payer_as_authority_is_rejected() {
     .await;
     assert_eq!(inv.payer, Some(fx.fee_payer.pubkey().to_string()));
     assert_eq!(fx.token_balance(&fee_payer_ata), AMOUNT);
-}
-
-#[tokio::test]
-async fn compute_price_above_cap_is_rejected() {
-    let fx = fixture();
-    let tx = fx
-        .payment(AMOUNT)
-        .compute_unit_price(fx.policy.max_compute_unit_price + 1)
-        .build_base64();
-    let req = fx.request_v2(&tx, AMOUNT, json!({}));
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmComputePriceTooHigh,
-        "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction_too_high",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn compute_limit_above_cap_is_rejected() {
-    let fx = fixture();
-    let tx = fx
-        .payment(AMOUNT)
-        .compute_unit_limit(fx.policy.max_compute_unit_limit + 1)
-        .build_base64();
-    let req = fx.request_v2(&tx, AMOUNT, json!({}));
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmComputeLimitTooHigh,
-        "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction_too_high",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn wrong_mint_is_rejected() {
-    let fx = fixture();
-    let other_mint = Keypair::new().pubkey();
-    let tx = fx.payment(AMOUNT).transfer_mint(other_mint).build_base64();
-    let req = fx.request_v2(&tx, AMOUNT, json!({}));
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmMintMismatch,
-        "invalid_exact_svm_payload_mint_mismatch",
-    )
-    .await;
 }
 
 #[tokio::test]
@@ -538,93 +635,6 @@ async fn wrong_destination_account_is_rejected() {
 }
 
 #[tokio::test]
-async fn amount_one_above_or_below_is_rejected() {
-    let fx = fixture();
-    for paid in [AMOUNT + 1, AMOUNT - 1] {
-        let tx = fx.payment(paid).build_base64();
-        let req = fx.request_v2(&tx, AMOUNT, json!({}));
-        assert_refused(
-            &fx,
-            &req,
-            Reason::SvmAmountMismatch,
-            "invalid_exact_svm_payload_amount_mismatch",
-        )
-        .await;
-    }
-    // v1 compares with maxAmountRequired.
-    let tx = fx.payment(AMOUNT + 1).build_base64();
-    let req = fx.request_v1(&tx, AMOUNT, json!({}));
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmAmountMismatch,
-        "invalid_exact_svm_payload_amount_mismatch",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn memo_mismatch_is_rejected() {
-    let fx = fixture();
-    let tx = fx.payment(AMOUNT).memo("order-43").build_base64();
-    let req = fx.request_v2(&tx, AMOUNT, json!({"memo": "order-42"}));
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmMemoMismatch,
-        "invalid_exact_svm_payload_memo_mismatch",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn memo_count_other_than_one_is_rejected() {
-    let fx = fixture();
-    for memos in [&[][..], &["order-42", "order-42"][..]] {
-        let tx = fx.payment(AMOUNT).memos(memos).build_base64();
-        let req = fx.request_v2(&tx, AMOUNT, json!({"memo": "order-42"}));
-        assert_refused(
-            &fx,
-            &req,
-            Reason::SvmMemoCount,
-            "invalid_exact_svm_payload_memo_count",
-        )
-        .await;
-    }
-}
-
-#[tokio::test]
-async fn missing_or_tampered_payer_signature_is_rejected() {
-    let fx = fixture();
-    let tx = fx.payment(AMOUNT).unsigned().build_base64();
-    let req = fx.request_v2(&tx, AMOUNT, json!({}));
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmSignatureInvalid,
-        "invalid_exact_svm_payload_signature_invalid",
-    )
-    .await;
-
-    // Signed for AMOUNT - 1, then the amount raised: the payer's signature no longer matches.
-    let mut tampered = fx.payment(AMOUNT - 1).build();
-    let VersionedMessage::V0(message) = &mut tampered.message else {
-        panic!("v0 by default");
-    };
-    let transfer = &mut message.instructions[2];
-    assert_eq!(transfer.data[0], 12, "TransferChecked");
-    transfer.data[1..9].copy_from_slice(&AMOUNT.to_le_bytes());
-    let req = fx.request_v2(&to_base64(&tampered), AMOUNT, json!({}));
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmSignatureInvalid,
-        "invalid_exact_svm_payload_signature_invalid",
-    )
-    .await;
-}
-
-#[tokio::test]
 async fn expired_blockhash_fails_simulation() {
     let fx = fixture();
     let tx = fx.payment(AMOUNT).build_base64();
@@ -646,81 +656,6 @@ async fn expired_blockhash_fails_simulation() {
         fx.verifier.verify(&req, false).await.unwrap(),
         Verdict::Valid(_)
     ));
-}
-
-#[tokio::test]
-async fn insufficient_token_balance_fails_simulation() {
-    let fx = fixture();
-    let amount = PAYER_START_BALANCE + 1;
-    let tx = fx.payment(amount).build_base64();
-    let req = fx.request_v2(&tx, amount, json!({}));
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmSimulationFailed,
-        "invalid_exact_svm_transaction_simulation_failed",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn fee_payer_not_managed_is_rejected() {
-    let fx = fixture();
-    let stranger = Keypair::new().pubkey();
-    let tx = fx.payment(AMOUNT).fee_payer(stranger).build_base64();
-    let req = fx.request_v2(&tx, AMOUNT, json!({"feePayer": stranger.to_string()}));
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmFeePayerNotManaged,
-        "invalid_exact_svm_fee_payer_not_managed_by_facilitator",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn missing_fee_payer_is_rejected() {
-    let fx = fixture();
-    let tx = fx.payment(AMOUNT).build_base64();
-    let req = fx.request_v2(&tx, AMOUNT, json!({"feePayer": null}));
-    assert!(req.extra_str("feePayer").is_none());
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmMissingFeePayer,
-        "invalid_exact_svm_payload_missing_fee_payer",
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn account_zero_other_than_extra_fee_payer_is_rejected() {
-    let fx = fixture();
-    // Account 0 is our other fee payer, extra.feePayer names the first one.
-    let tx = fx
-        .payment(AMOUNT)
-        .fee_payer(fx.fee_payer_2.pubkey())
-        .build_base64();
-    let req = fx.request_v2(&tx, AMOUNT, json!({}));
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmFeePayerMismatch,
-        "invalid_exact_svm_fee_payer_mismatch",
-    )
-    .await;
-
-    // Account 0 is a stranger (who would pay the fee), extra.feePayer is ours.
-    let stranger = Keypair::new().pubkey();
-    let tx = fx.payment(AMOUNT).fee_payer(stranger).build_base64();
-    let req = fx.request_v2(&tx, AMOUNT, json!({}));
-    assert_refused(
-        &fx,
-        &req,
-        Reason::SvmFeePayerMismatch,
-        "invalid_exact_svm_fee_payer_mismatch",
-    )
-    .await;
 }
 
 #[tokio::test]

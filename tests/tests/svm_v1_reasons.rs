@@ -21,12 +21,7 @@ async fn verify_reason(fx: &SvmFixture, req: &PaymentRequest) -> String {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+use x402_chain::clock::unix_now;
 
 #[tokio::test]
 async fn fee_payer_not_managed_uses_the_v1_string_in_v1_only() {

@@ -6,6 +6,17 @@
 //! - [`SvmChain`]: what the Solana `exact` scheme needs (simulate, send, signature statuses,
 //!   blockhash validity, accounts, rent, priority fees); [`RpcSvmChain`] implements it over the
 //!   agave JSON-RPC client.
+//!
+//! And the chain facts every layer shares, so that no crate reads them from another's
+//! internals: [`eip3009`] (token ABI), [`eip712`] (`TransferWithAuthorization` typed data and
+//! digest), [`spl`] (Solana program ids, account sizes, fee formula), [`presets`] (known
+//! networks and their USDC), and the one wall [`clock`].
+
+pub mod clock;
+pub mod eip3009;
+pub mod eip712;
+pub mod presets;
+pub mod spl;
 
 mod evm;
 mod evm_alloy;

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
 use serde::Deserialize;
+use x402_chain::presets::{self, EvmPreset};
 
 /// A configuration error naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +174,15 @@ impl SettleConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvmNetworkConfig {
+    /// A known network (`base`, `eip155:8453`, `arbitrum`, …; `x402_chain::presets::EVM`):
+    /// fills in `chain_id`, the default USDC (address, EIP-712 name/version, decimals) when no
+    /// asset is listed or a listed asset leaves them out, and `gas.l1_fee_oracle` on OP-stack
+    /// chains. Explicit keys win.
+    #[serde(default)]
+    pub network: Option<String>,
     /// EIP-155 chain id; the network is `eip155:{chain_id}` (v1 name from the built-in table).
+    /// Required unless `network` names a preset.
+    #[serde(default)]
     pub chain_id: u64,
     /// JSON-RPC URL (shorthand for a one-element `rpc_urls`).
     #[serde(default)]
@@ -184,7 +193,8 @@ pub struct EvmNetworkConfig {
     /// Facilitator signer keys (0x hex); prefer the environment overrides.
     #[serde(default)]
     pub signer_private_keys: Vec<String>,
-    /// Tokens settled on this chain.
+    /// Tokens settled on this chain; none listed on a preset network → its USDC.
+    #[serde(default)]
     pub assets: Vec<EvmAssetConfig>,
     /// Gas pricing in USDC for `/quote` and `/requirements`; absent → those endpoints answer
     /// 503 for this network.
@@ -299,19 +309,39 @@ fn default_quote_age() -> u64 {
     120
 }
 
-/// `[[evm.assets]]`: one EIP-3009 token.
+/// `[[evm.assets]]`: one EIP-3009 token. At start the facilitator reads the token's
+/// `name()`, `version()` and `decimals()` and refuses to start when one differs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvmAssetConfig {
     /// Token contract address.
     pub address: String,
-    /// EIP-712 domain `name` (Base USDC: "USD Coin").
+    /// EIP-712 domain `name` (Base USDC: "USD Coin"); may be left out for the preset USDC.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// EIP-712 domain `version` (USDC: "2"); may be left out for the preset USDC.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Token decimals (default: the preset USDC's, else 6).
+    #[serde(default)]
+    pub decimals: Option<u8>,
+}
+
+/// A token of a validated EVM network: the configured values, the preset's where the
+/// configuration left them out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvmAsset {
+    /// Token contract.
+    pub address: Address,
+    /// EIP-712 domain `name`.
     pub name: String,
-    /// EIP-712 domain `version` (USDC: "2").
+    /// EIP-712 domain `version`.
     pub version: String,
-    /// Token decimals (USDC: 6).
-    #[serde(default = "default_decimals")]
+    /// Token decimals.
     pub decimals: u8,
+    /// Config key of this asset (`evm[0].assets[1]`; `evm[0].network` for the preset's USDC),
+    /// named by start-up errors.
+    pub key: String,
 }
 
 fn default_listen() -> String {
@@ -331,22 +361,29 @@ fn default_decimals() -> u8 {
 pub struct EvmNetwork {
     /// EIP-155 chain id.
     pub chain_id: u64,
+    /// Config key of this network (`evm[0]`).
+    pub key: String,
     /// JSON-RPC URLs, in order of preference (at least one).
     pub rpc_urls: Vec<String>,
     /// Signer keys (at least one).
     pub signers: Vec<PrivateKeySigner>,
     /// Token contracts with their EIP-712 domain.
-    pub assets: Vec<(Address, EvmAssetConfig)>,
+    pub assets: Vec<EvmAsset>,
     /// Gas pricing, if configured.
     pub gas: Option<GasConfig>,
 }
 
 impl Config {
-    /// Parses TOML text; errors name the key.
+    /// Parses TOML text and resolves `[[evm]] network` presets into chain ids; errors name
+    /// the key.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let de = toml::Deserializer::parse(text).map_err(|e| err("(file)", e.to_string()))?;
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| err(e.path().to_string(), e.into_inner().to_string()))
+        let mut config: Config = serde_path_to_error::deserialize(de)
+            .map_err(|e| err(e.path().to_string(), e.into_inner().to_string()))?;
+        for (i, net) in config.evm.iter_mut().enumerate() {
+            net.resolve_chain_id(i)?;
+        }
+        Ok(config)
     }
 
     /// Reads and parses a file.
@@ -486,33 +523,119 @@ impl Config {
                             .map_err(|_| err(at(&format!("signer_private_keys[{k}]")), "not a 32-byte hex private key"))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                if net.assets.is_empty() {
-                    return Err(err(at("assets"), "list at least one token"));
-                }
-                let assets = net
-                    .assets
-                    .iter()
-                    .enumerate()
-                    .map(|(a, asset)| {
-                        let addr = asset
-                            .address
-                            .parse::<Address>()
-                            .map_err(|_| err(at(&format!("assets[{a}].address")), "not a 0x 20-byte address"))?;
-                        if asset.name.is_empty() {
-                            return Err(err(at(&format!("assets[{a}].name")), "empty EIP-712 name"));
-                        }
-                        Ok((addr, asset.clone()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                if let Some(gas) = &net.gas {
+                let preset = net.preset();
+                let assets = net.resolved_assets(i, preset)?;
+                let mut gas = net.gas.clone();
+                if let Some(gas) = &mut gas {
                     validate_gas(gas, &at("gas"))?;
+                    if gas.l1_fee_oracle.is_none() {
+                        gas.l1_fee_oracle = preset
+                            .and_then(|p| p.l1_fee_oracle)
+                            .map(|a| a.to_checksum(None));
+                    }
                 }
                 Ok(EvmNetwork {
                     chain_id: net.chain_id,
+                    key: format!("evm[{i}]"),
                     rpc_urls,
                     signers,
                     assets,
-                    gas: net.gas.clone(),
+                    gas,
+                })
+            })
+            .collect()
+    }
+}
+
+impl EvmNetworkConfig {
+    /// The preset named by `network`, if any.
+    pub fn preset(&self) -> Option<&'static EvmPreset> {
+        self.network.as_deref().and_then(presets::evm)
+    }
+
+    /// Sets `chain_id` from the `network` preset of the `index`-th `[[evm]]`. Errors: an
+    /// unknown network, a `chain_id` that contradicts it, neither set.
+    fn resolve_chain_id(&mut self, index: usize) -> Result<(), ConfigError> {
+        let at = |k: &str| format!("evm[{index}].{k}");
+        match (&self.network, self.preset()) {
+            (Some(name), None) => {
+                let known: Vec<&str> = presets::EVM.iter().map(|p| p.key).collect();
+                Err(err(
+                    at("network"),
+                    format!(
+                        "unknown network {name:?}: use chain_id, or one of {} (or eip155:<chain id> of one)",
+                        known.join(", ")
+                    ),
+                ))
+            }
+            (Some(name), Some(p)) if self.chain_id != 0 && self.chain_id != p.chain_id => Err(err(
+                at("chain_id"),
+                format!(
+                    "{} but network {name:?} is chain {}",
+                    self.chain_id, p.chain_id
+                ),
+            )),
+            (Some(_), Some(p)) => {
+                self.chain_id = p.chain_id;
+                Ok(())
+            }
+            (None, _) if self.chain_id == 0 => Err(err(at("chain_id"), "set chain_id or network")),
+            (None, _) => Ok(()),
+        }
+    }
+
+    /// The assets of the `index`-th `[[evm]]`, the `preset`'s USDC filling what is left out.
+    fn resolved_assets(
+        &self,
+        index: usize,
+        preset: Option<&'static EvmPreset>,
+    ) -> Result<Vec<EvmAsset>, ConfigError> {
+        let at = |k: &str| format!("evm[{index}].{k}");
+        if self.assets.is_empty() {
+            let usdc = preset
+                .map(|p| p.usdc)
+                .ok_or_else(|| err(at("assets"), "list at least one token"))?;
+            return Ok(vec![EvmAsset {
+                address: usdc.address,
+                name: usdc.name.into(),
+                version: usdc.version.into(),
+                decimals: usdc.decimals,
+                key: at("network"),
+            }]);
+        }
+        self.assets
+            .iter()
+            .enumerate()
+            .map(|(a, asset)| {
+                let key = at(&format!("assets[{a}]"));
+                let address = asset
+                    .address
+                    .parse::<Address>()
+                    .map_err(|_| err(format!("{key}.address"), "not a 0x 20-byte address"))?;
+                let known = preset.map(|p| p.usdc).filter(|u| u.address == address);
+                let name = asset
+                    .name
+                    .clone()
+                    .or_else(|| known.map(|u| u.name.to_string()))
+                    .ok_or_else(|| err(format!("{key}.name"), "missing EIP-712 name"))?;
+                if name.is_empty() {
+                    return Err(err(format!("{key}.name"), "empty EIP-712 name"));
+                }
+                let version = asset
+                    .version
+                    .clone()
+                    .or_else(|| known.map(|u| u.version.to_string()))
+                    .ok_or_else(|| err(format!("{key}.version"), "missing EIP-712 version"))?;
+                let decimals = asset
+                    .decimals
+                    .or_else(|| known.map(|u| u.decimals))
+                    .unwrap_or_else(default_decimals);
+                Ok(EvmAsset {
+                    address,
+                    name,
+                    version,
+                    decimals,
+                    key,
                 })
             })
             .collect()
@@ -636,5 +759,38 @@ version = "2"
             c.validate().err().unwrap().key,
             "evm[0].signer_private_keys[0]"
         );
+    }
+
+    #[test]
+    fn network_presets_resolve_and_contradictions_name_the_key() {
+        let preset = |body: &str| {
+            Config::from_toml(&format!(
+                "[[evm]]\nrpc_url = \"http://127.0.0.1:1\"\nsigner_private_keys = [\"{ANVIL_KEY}\"]\n{body}\n"
+            ))
+        };
+        let c = preset("network = \"optimism\"").unwrap();
+        assert_eq!(c.evm[0].chain_id, 10);
+        let net = c.validate().unwrap().remove(0);
+        assert_eq!(net.assets[0].name, "USD Coin");
+        assert_eq!(net.assets[0].key, "evm[0].network");
+        assert!(net.gas.is_none(), "no [evm.gas]: nothing to fill");
+        assert_eq!(
+            preset("network = \"eip155:8453\"\nchain_id = 8453")
+                .unwrap()
+                .evm[0]
+                .chain_id,
+            8453
+        );
+        let e = preset("network = \"base\"\nchain_id = 1").unwrap_err();
+        assert_eq!(e.key, "evm[0].chain_id", "{e}");
+        let e = preset("network = \"narnia\"").unwrap_err();
+        assert_eq!(e.key, "evm[0].network", "{e}");
+        assert!(e.message.contains("base-sepolia"), "{e}");
+        assert_eq!(preset("").unwrap_err().key, "evm[0].chain_id");
+        // Without a preset, an asset needs its domain; without assets, a chain needs a preset.
+        let c = preset("chain_id = 31337\n[[evm.assets]]\naddress = \"0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913\"").unwrap();
+        assert_eq!(c.validate().err().unwrap().key, "evm[0].assets[0].name");
+        let c = preset("chain_id = 31337").unwrap();
+        assert_eq!(c.validate().err().unwrap().key, "evm[0].assets");
     }
 }

@@ -47,8 +47,8 @@ pub fn quoters(
     Ok(net
         .assets
         .iter()
-        .map(|(address, a)| {
-            let asset = EvmAsset::new(*address, a.name.clone(), a.version.clone());
+        .map(|a| {
+            let asset = EvmAsset::new(a.address, a.name.clone(), a.version.clone());
             Arc::new(EvmQuoter::new(
                 cost.clone(),
                 asset,

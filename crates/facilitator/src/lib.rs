@@ -5,6 +5,8 @@
 
 pub mod auth;
 pub mod config;
+pub mod evm;
+pub mod facilitator;
 pub mod gas;
 pub mod guard;
 pub mod health;
@@ -14,6 +16,7 @@ pub mod rate_limit;
 pub mod registry;
 pub mod requirements;
 pub mod routes;
+pub mod scheme;
 pub mod settle_metrics;
 pub mod settlements;
 pub mod svm;
@@ -27,7 +30,8 @@ use std::time::Duration;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
-pub use registry::{Facilitator, StartError};
+pub use facilitator::Facilitator;
+pub use scheme::{SchemeHandler, StartError};
 
 /// The operational parts in front of the routes: access control, readiness, HTTP metrics
 /// and the graceful shutdown bound.
@@ -93,12 +97,23 @@ pub async fn start(
     config: &config::Config,
     listener: TcpListener,
 ) -> Result<actix_web::dev::Server, anyhow::Error> {
+    start_with(config, listener, Vec::new()).await
+}
+
+/// [`start`] with `extra` scheme handlers registered next to the configured ones (a scheme
+/// built outside this crate; see [`SchemeHandler`]).
+pub async fn start_with(
+    config: &config::Config,
+    listener: TcpListener,
+    extra: Vec<Arc<dyn SchemeHandler>>,
+) -> Result<actix_web::dev::Server, anyhow::Error> {
     let metrics = metrics::Metrics::new();
     let ops_metrics = metrics.ops.clone();
     let endpoints = webhooks::endpoints(&config.auth);
     let wake = Arc::new(tokio::sync::Notify::new());
     let notify = webhooks::notify(&endpoints, wake.clone());
-    let facilitator = Arc::new(Facilitator::from_config_notifying(config, &metrics, notify).await?);
+    let facilitator =
+        Arc::new(Facilitator::from_config_with(config, &metrics, extra, notify).await?);
     if !endpoints.is_empty() && config.redis.is_none() {
         tracing::warn!(
             "settlement webhooks with the in-memory store: events not delivered before a restart are lost"

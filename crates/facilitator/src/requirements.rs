@@ -17,6 +17,9 @@ pub struct RequirementsRequest {
     /// Token contract; default: the network's first configured asset.
     #[serde(default)]
     pub asset: Option<String>,
+    /// Payment scheme (e.g. `exact`); default: the first scheme served on the network.
+    #[serde(default)]
+    pub scheme: Option<String>,
     /// Recipient of the payment.
     pub pay_to: String,
     /// Service price in atomic units of the asset, decimal string (e.g. `"10000"` = 0.01 USDC).
@@ -100,9 +103,10 @@ pub struct Asset<'a> {
     pub scheme_extra: Map<String, Value>,
 }
 
-/// Builds the v2 and v1 requirements for `amounts` of `asset` on `network`.
+/// Builds the v2 and v1 requirements of `scheme` for `amounts` of `asset` on `network`.
 pub fn build(
     req: &RequirementsRequest,
+    scheme: &str,
     network: &Network,
     asset: Asset<'_>,
     amounts: Amounts,
@@ -119,7 +123,7 @@ pub fn build(
         }),
     );
     let v2 = v2::PaymentRequirements {
-        scheme: "exact".into(),
+        scheme: scheme.into(),
         network: network.to_string(),
         amount: total.to_string(),
         asset: asset.address.to_string(),
@@ -128,7 +132,7 @@ pub fn build(
         extra: Some(extra.clone()),
     };
     let v1 = network.v1_name().map(|name| v1::PaymentRequirements {
-        scheme: "exact".into(),
+        scheme: scheme.into(),
         network: name.into(),
         max_amount_required: total.to_string(),
         asset: asset.address.to_string(),
@@ -180,6 +184,7 @@ mod tests {
         };
         let out = build(
             &req,
+            "exact",
             &Network::evm(8453),
             asset,
             amounts,

@@ -17,9 +17,10 @@ use x402_settle::SettleError;
 use x402_verify::VerifyError;
 
 use crate::auth::KeyName;
+use crate::facilitator::Facilitator;
 use crate::metrics::Metrics;
-use crate::registry::{Facilitator, QuoteLookupError};
 use crate::requirements::RequirementsRequest;
+use crate::scheme::QuoteLookupError;
 
 /// Shared state of the routes.
 pub struct AppState {

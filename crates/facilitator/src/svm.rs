@@ -1,42 +1,53 @@
-//! The registry's Solana part: one verifier and settler per configured cluster, their
-//! `/supported` kinds (with `extra.feePayer`) and fee-payer signers, and, with `[svm.gas]`, fee
-//! and rent pricing in USDC (`/quote`, `/requirements`, settlement accounting).
+//! The `exact` scheme on Solana (SPL `TransferChecked`, the facilitator pays the fee): one
+//! [`ExactSvmHandler`] per configured `[[svm]]` cluster, with its verifier (which co-signs), its
+//! settlement engine, `/supported` kinds with `extra.feePayer` and fee-payer signers, and, with
+//! `[svm.gas]`, fee and rent pricing in USDC (`/quote`, `/requirements`, settlement accounting).
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
+use serde_json::Value;
 use solana_address::Address;
+use x402_chain::clock::unix_now;
+use x402_chain::spl::is_token_program;
 use x402_chain::{FailoverSvmChain, SvmChain};
 use x402_gas_oracle::convert::SOL_DECIMALS;
 use x402_gas_oracle::{
     Quote, QuoteCache, Quoter, SvmAsset, SvmCostModel, SvmCostParams, SvmQuoter, UsdcConversion,
     quote_with_rent, svm_quote_for_pay_to,
 };
-use x402_proto::{Network, ParseError, SupportedKind};
-use x402_settle::SettleEvents;
-use x402_settle::engine::SettleTiming;
-use x402_settle::replay::{GasInUsdc, ReplayStore};
+use x402_proto::{Network, ParseError, PaymentRequest, SettleResponse, VerifyResponse};
+use x402_settle::SettleError;
+use x402_settle::reconciler::Reconcile;
+use x402_settle::replay::GasInUsdc;
+use x402_settle::status::SettlementStatus;
 use x402_settle::svm::{SvmFamily, SvmFeeObserver, SvmFeePricer, SvmSettler};
 use x402_verify::svm::ExactSvmVerifier;
-use x402_verify::svm::programs::is_token_program;
+use x402_verify::{Verdict, VerifyError};
 
 use crate::config::svm::SvmNetwork;
 use crate::gas;
 use crate::metrics::Metrics;
-use crate::registry::{QuoteLookupError, StartError};
 use crate::requirements::{self, RequirementsRequest, RequirementsResponse};
+use crate::scheme::{QuoteLookupError, SchemeHandler, Shared, StartError};
 
-/// One configured Solana cluster.
-pub struct SvmHandler {
+/// The scheme name this module serves.
+const SCHEME: &str = "exact";
+
+/// `exact` on one Solana cluster.
+pub struct ExactSvmHandler {
+    network: Network,
     /// Checks payments and co-signs them.
-    pub verifier: Arc<ExactSvmVerifier>,
+    verifier: Arc<ExactSvmVerifier>,
     /// Sends and confirms them.
-    pub settler: Arc<SvmSettler>,
+    settler: Arc<SvmSettler>,
     /// Mints with their decimals.
-    pub assets: Vec<(Address, u8)>,
+    assets: Vec<(Address, u8)>,
     /// Fee pricing, with `[svm.gas]`.
     pricing: Option<SvmPricing>,
+    quotes: Arc<QuoteCache>,
 }
 
 /// What `/requirements` needs at request time: the cost model (for the payee-account check)
@@ -46,57 +57,26 @@ struct SvmPricing {
     assets: Vec<SvmAsset>,
 }
 
-/// The Solana handlers with what `/supported` says of them.
-#[derive(Default)]
-pub struct SvmPart {
-    /// Handlers by CAIP-2 network.
-    pub handlers: HashMap<Network, SvmHandler>,
-    /// `/supported` kinds (v1 and v2), each with `extra.feePayer`.
-    pub kinds: Vec<SupportedKind>,
-    /// Fee-payer public keys (base58), for `signers["solana:*"]`.
-    pub signers: Vec<String>,
-}
-
-/// What every Solana settler shares: the replay store and its key prefix, the engine's timing,
-/// the records' lifetime and the engine's event sink.
-pub struct SvmSettleParts<'a> {
-    /// The replay store.
-    pub store: &'a Arc<dyn ReplayStore>,
-    /// Its key prefix.
-    pub prefix: &'a str,
-    /// The engine's timing.
-    pub timing: &'a SettleTiming,
-    /// Lifetime of a Solana settlement record (at least 120 s).
-    pub record_ttl: std::time::Duration,
-    /// Metrics of the engine.
-    pub events: &'a SettleEvents,
-    /// Which API keys get webhook events.
-    pub notify: &'a x402_settle::outbox::Notify,
-    /// Fee payers below this balance take no settlements, lamports (0: no floor).
-    pub min_fee_payer_lamports: u64,
-}
-
-/// Builds the handlers of `networks` over the agave RPC client, recording as `settle` says and
-/// counting landed settlements' fees in `metrics`; networks with `[svm.gas]` add
-/// their quoters to `quoters` (cached in `quotes`). Errors: a mint that cannot be read or is not
-/// an SPL mint (only with `[svm.gas]`), a price source that cannot be built.
-pub async fn build(
-    networks: Vec<SvmNetwork>,
-    settle: &SvmSettleParts<'_>,
-    metrics: &Metrics,
-    quotes: &Arc<QuoteCache>,
-    quoters: &mut Vec<Arc<dyn Quoter>>,
-) -> Result<SvmPart, StartError> {
-    let mut part = SvmPart::default();
-    for (index, net) in networks.into_iter().enumerate() {
+impl ExactSvmHandler {
+    /// Connects `net` (the `index`-th `[[svm]]`) over the agave RPC client, recording as
+    /// `shared` says and counting landed settlements' fees in its metrics; with `[svm.gas]` it
+    /// adds its quoters to `quoters`. Errors: a mint that cannot be read or is not an SPL mint
+    /// (only with `[svm.gas]`), a price source that cannot be built.
+    pub async fn connect(
+        shared: &Shared<'_>,
+        net: SvmNetwork,
+        index: usize,
+        quoters: &mut Vec<Arc<dyn Quoter>>,
+    ) -> Result<Self, StartError> {
+        let config = shared.config;
         let chain: Arc<dyn SvmChain> = Arc::new(
             FailoverSvmChain::new(&net.rpc_urls, net.rpc_timeout)
                 .map_err(|message| StartError::SvmRpc {
                     network: net.network.to_string(),
                     message,
                 })?
-                .with_call_observer(crate::registry::rpc_call_metrics(
-                    metrics,
+                .with_call_observer(crate::facilitator::rpc_call_metrics(
+                    shared.metrics,
                     net.network.as_str(),
                 )),
         );
@@ -107,14 +87,18 @@ pub async fn build(
             net.assets.iter().map(|(m, _)| *m).collect(),
             net.policy.clone(),
         ));
-        let mut family = SvmFamily::new(verifier.clone(), settle.prefix, settle.record_ttl)
-            .with_fee_payer_floor(settle.min_fee_payer_lamports)
-            .with_fee_observer(fee_metrics(metrics, &net.network));
+        let mut family = SvmFamily::new(
+            verifier.clone(),
+            shared.prefix,
+            Duration::from_secs(config.settle.svm_record_ttl_seconds),
+        )
+        .with_fee_payer_floor(config.health.min_svm_fee_payer_lamports)
+        .with_fee_observer(fee_metrics(shared.metrics, &net.network));
         let pricing = match pricing(chain, &net, index).await? {
             Some((pricing, net_quoters)) => {
                 let mints = pricing.assets.iter().map(|a| a.mint.to_string()).collect();
                 family = family.with_fee_pricer(fee_pricer(
-                    quotes.clone(),
+                    shared.quotes.clone(),
                     net.network.to_string(),
                     mints,
                 ));
@@ -126,35 +110,21 @@ pub async fn build(
         let settler = Arc::new(
             x402_settle::svm::settler(
                 family,
-                settle.store.clone(),
-                settle.timing.clone(),
-                settle.events.clone(),
+                shared.store.clone(),
+                shared.timing.clone(),
+                shared.events.clone(),
             )
-            .with_notify(settle.notify.clone()),
+            .with_notify(shared.notify.clone()),
         );
-        let fee_payer = verifier.fee_payer_addresses()[0].to_string();
-        let extra = serde_json::json!({ "feePayer": fee_payer });
-        if let Some(v1) = net.network.v1_name() {
-            part.kinds.push(kind(1, v1, &extra));
-        }
-        part.kinds.push(kind(2, net.network.as_str(), &extra));
-        for key in verifier.fee_payer_addresses() {
-            let key = key.to_string();
-            if !part.signers.contains(&key) {
-                part.signers.push(key);
-            }
-        }
-        part.handlers.insert(
-            net.network.clone(),
-            SvmHandler {
-                verifier,
-                settler,
-                assets: net.assets,
-                pricing,
-            },
-        );
+        Ok(ExactSvmHandler {
+            network: net.network,
+            verifier,
+            settler,
+            assets: net.assets,
+            pricing,
+            quotes: shared.quotes.clone(),
+        })
     }
-    Ok(part)
 }
 
 /// The cost model and quoters of `net`, when it has `[svm.gas]`: each mint's token program is
@@ -208,9 +178,9 @@ async fn pricing(
     Ok(Some((SvmPricing { model, assets }, quoters)))
 }
 
-impl SvmHandler {
+impl ExactSvmHandler {
     /// The (mint, decimals) of `asset` (base58), default the first configured.
-    fn asset(&self, network: &Network, asset: Option<&str>) -> Result<(Address, u8), ParseError> {
+    fn asset(&self, asset: Option<&str>) -> Result<(Address, u8), ParseError> {
         match asset {
             None => self.assets.first().copied(),
             Some(a) => {
@@ -219,36 +189,89 @@ impl SvmHandler {
                 self.assets.iter().find(|(m, _)| *m == wanted).copied()
             }
         }
-        .ok_or_else(|| ParseError::new("asset", format!("not settled on {network}")))
+        .ok_or_else(|| ParseError::new("asset", format!("not settled on {}", self.network)))
+    }
+}
+
+#[async_trait]
+impl SchemeHandler for ExactSvmHandler {
+    fn scheme(&self) -> &str {
+        SCHEME
+    }
+
+    fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// `{"feePayer": <the first fee payer>}`.
+    fn extra(&self) -> Option<Value> {
+        let fee_payer = self.verifier.fee_payer_addresses()[0].to_string();
+        Some(serde_json::json!({ "feePayer": fee_payer }))
+    }
+
+    fn signers(&self) -> Vec<String> {
+        let mut signers: Vec<String> = Vec::new();
+        for key in self.verifier.fee_payer_addresses() {
+            let key = key.to_string();
+            if !signers.contains(&key) {
+                signers.push(key);
+            }
+        }
+        signers
+    }
+
+    async fn verify(&self, req: &PaymentRequest) -> Result<VerifyResponse, VerifyError> {
+        Ok(
+            match self
+                .verifier
+                .verify(req, true)
+                .await?
+                .map(|p| p.payer_string())
+            {
+                Verdict::Valid(payer) => VerifyResponse::valid(payer),
+                Verdict::Invalid(inv) => {
+                    VerifyResponse::invalid(inv.reason, inv.message, inv.payer)
+                }
+            },
+        )
+    }
+
+    async fn settle(
+        &self,
+        req: &PaymentRequest,
+        key: Option<&str>,
+    ) -> Result<SettleResponse, SettleError> {
+        self.settler.settle_as(req, unix_now(), key).await
+    }
+
+    async fn settlement_status(
+        &self,
+        req: &PaymentRequest,
+    ) -> Result<Option<SettlementStatus>, SettleError> {
+        self.settler.status(req, unix_now()).await
     }
 
     /// The cached fee quote of `asset` (no rent: the payee's account is assumed to exist).
-    pub fn quote(
-        &self,
-        cache: &QuoteCache,
-        network: &Network,
-        asset: Option<&str>,
-    ) -> Result<Quote, QuoteLookupError> {
-        let (mint, _) = self.asset(network, asset)?;
-        Ok(cache.get(network.as_str(), &mint.to_string())?)
+    fn quote(&self, asset: Option<&str>) -> Result<Quote, QuoteLookupError> {
+        let (mint, _) = self.asset(asset)?;
+        Ok(self.quotes.get(self.network.as_str(), &mint.to_string())?)
     }
 
-    /// `POST /requirements` on Solana: service price plus the cached fee quote, plus the rent of
-    /// `payTo`'s token account when the operator lets payments create it and it is missing (one
-    /// `getAccountInfo`, only then); `extra.feePayer` filled in.
-    pub async fn requirements(
+    /// Service price plus the cached fee quote, plus the rent of `payTo`'s token account when
+    /// the operator lets payments create it and it is missing (one `getAccountInfo`, only
+    /// then); `extra.feePayer` filled in.
+    async fn requirements(
         &self,
-        cache: &QuoteCache,
-        network: &Network,
         req: &RequirementsRequest,
     ) -> Result<RequirementsResponse, QuoteLookupError> {
-        let (mint, decimals) = self.asset(network, req.asset.as_deref())?;
+        let network = &self.network;
+        let (mint, decimals) = self.asset(req.asset.as_deref())?;
         let pay_to = Address::from_str(&req.pay_to)
             .map_err(|_| ParseError::new("payTo", "not a base58 Solana address"))?;
         let service: u128 = req.price.parse().map_err(|_| {
             ParseError::new("price", "expected atomic units as a decimal integer string")
         })?;
-        let base = cache.get(network.as_str(), &mint.to_string())?;
+        let base = self.quotes.get(network.as_str(), &mint.to_string())?;
         let Some(asset) = self
             .pricing
             .as_ref()
@@ -280,7 +303,13 @@ impl SvmHandler {
             decimals,
             scheme_extra,
         };
-        Ok(requirements::build(req, network, asset, amounts, total))
+        Ok(requirements::build(
+            req, SCHEME, network, asset, amounts, total,
+        ))
+    }
+
+    fn reconciler(&self) -> Option<Arc<dyn Reconcile>> {
+        Some(self.settler.clone())
     }
 }
 
@@ -297,15 +326,6 @@ fn fee_pricer(cache: Arc<QuoteCache>, network: String, mints: Vec<String>) -> Sv
             quoted: u64::try_from(quoted.gas_usdc_atomic).ok()?,
         })
     })
-}
-
-fn kind(version: u8, network: &str, extra: &serde_json::Value) -> SupportedKind {
-    SupportedKind {
-        x402_version: version,
-        scheme: "exact".into(),
-        network: network.into(),
-        extra: Some(extra.clone()),
-    }
 }
 
 /// Counts the fees and rent of landed settlements on `network`.

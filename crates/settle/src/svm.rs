@@ -20,9 +20,9 @@ use base64::engine::general_purpose::STANDARD;
 use solana_hash::Hash;
 use solana_signature::Signature;
 use solana_transaction::versioned::VersionedTransaction;
+use x402_chain::spl::associated_token_account_len;
 use x402_chain::{SvmChain, SvmChainError};
 use x402_proto::{PaymentRequest, Reason, SettleResponse, X402Version};
-use x402_verify::svm::programs::associated_token_account_len;
 use x402_verify::svm::{ExactSvmVerifier, SvmPayment};
 use x402_verify::{Invalid, Verdict};
 

@@ -65,7 +65,9 @@ pub struct SvmNetworkConfig {
     /// Empty (default): creation refused.
     #[serde(default)]
     pub create_destination_ata_for: Vec<String>,
-    /// SPL mints settled on this cluster.
+    /// SPL mints settled on this cluster; none listed on a preset cluster (`solana`,
+    /// `solana-devnet`, see `x402_chain::presets`) → its USDC.
+    #[serde(default)]
     pub assets: Vec<SvmAssetConfig>,
     /// Fee and rent pricing in USDC for `/quote` and `/requirements`; the price sources quote
     /// SOL in USD (`fixed`, `coinbase` with `SOL-USD`, `http`; `chainlink` is EVM-only).
@@ -237,19 +239,27 @@ pub fn validate(nets: &[SvmNetworkConfig]) -> Result<Vec<SvmNetwork>, ConfigErro
                     ),
                 ));
             }
-            if net.assets.is_empty() {
-                return Err(err(at("assets"), "list at least one mint"));
-            }
-            let assets = net
-                .assets
-                .iter()
-                .enumerate()
-                .map(|(a, asset)| {
-                    Address::from_str(&asset.mint)
-                        .map(|m| (m, asset.decimals))
-                        .map_err(|_| err(at(&format!("assets[{a}].mint")), "not a base58 address"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let assets = if net.assets.is_empty() {
+                let preset = x402_chain::presets::svm(network.as_str()).ok_or_else(|| {
+                    err(
+                        at("assets"),
+                        "list at least one mint (no preset for this network)",
+                    )
+                })?;
+                vec![(preset.usdc_mint, preset.usdc_decimals)]
+            } else {
+                net.assets
+                    .iter()
+                    .enumerate()
+                    .map(|(a, asset)| {
+                        Address::from_str(&asset.mint)
+                            .map(|m| (m, asset.decimals))
+                            .map_err(|_| {
+                                err(at(&format!("assets[{a}].mint")), "not a base58 address")
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            };
             let create_destination_for = net
                 .create_destination_ata_for
                 .iter()
@@ -337,6 +347,23 @@ mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
         assert_eq!(nets[0].fee_payers[0].pubkey(), kp.pubkey());
         assert_eq!(nets[0].policy.max_compute_unit_limit, 40_000);
         assert_eq!(nets[0].policy.max_compute_unit_price, 5_000_000);
+    }
+
+    #[test]
+    fn a_preset_cluster_without_assets_settles_its_usdc() {
+        let text = SVM_ONLY.replace(
+            "[[svm.assets]]\nmint = \"4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU\"\n",
+            "",
+        );
+        assert!(!text.contains("svm.assets"));
+        let mut c = Config::from_toml(&text).unwrap();
+        c.svm[0].fee_payer_keys = vec![Keypair::new().to_base58_string()];
+        let nets = c.validate_svm().unwrap();
+        let devnet = x402_chain::presets::svm("solana-devnet").unwrap();
+        assert_eq!(nets[0].assets, [(devnet.usdc_mint, 6)]);
+        // A cluster without a preset still needs its mints listed.
+        c.svm[0].network = "solana-testnet".into();
+        assert_eq!(c.validate_svm().err().unwrap().key, "svm[0].assets");
     }
 
     #[test]

@@ -31,8 +31,8 @@ use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
 use x402_chain::EvmChain;
-use x402_verify::evm::eip712::{self, TransferWithAuthorization};
-use x402_verify::evm::token::IEip3009Token;
+use x402_chain::eip712::{self, TransferWithAuthorization};
+use x402_chain::eip3009::IEip3009Token;
 
 use super::CostError;
 use super::l1_fee::OpStackL1Fee;

@@ -26,15 +26,15 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use solana_address::Address;
 use x402_chain::SvmChain;
-use x402_proto::svm::{LAMPORTS_PER_SIGNATURE, transaction_fee_lamports};
-use x402_verify::svm::programs::{
-    TOKEN_PROGRAM, associated_token_account_len, associated_token_address,
+use x402_chain::spl::{
+    LAMPORTS_PER_SIGNATURE, TOKEN_PROGRAM, associated_token_account_len, associated_token_address,
+    transaction_fee_lamports,
 };
 
 use super::CostError;
 use super::evm::with_headroom;
 
-pub use x402_verify::svm::programs::{TOKEN_2022_ACCOUNT_LEN, TOKEN_ACCOUNT_LEN};
+pub use x402_chain::spl::{TOKEN_2022_ACCOUNT_LEN, TOKEN_ACCOUNT_LEN};
 
 /// Tuning of [`SvmCostModel`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,7 +341,7 @@ impl SvmCostModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use x402_verify::svm::programs::TOKEN_2022_PROGRAM;
+    use x402_chain::spl::TOKEN_2022_PROGRAM;
 
     use super::stub::{Stub, USDC};
     use std::sync::atomic::Ordering;
@@ -481,7 +481,7 @@ mod tests {
         stub2.accounts.insert(
             asset.associated_token_address(&funded_only),
             SvmAccount {
-                owner: x402_verify::svm::programs::SYSTEM_PROGRAM,
+                owner: x402_chain::spl::SYSTEM_PROGRAM,
                 lamports: 1,
                 data: vec![],
             },

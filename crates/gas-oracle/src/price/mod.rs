@@ -13,8 +13,6 @@ mod fallback;
 mod fixed;
 mod http;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use async_trait::async_trait;
 
 pub use chainlink::{AggregatorV3Interface, ChainlinkPriceSource};
@@ -112,13 +110,7 @@ pub trait PriceSource: Send + Sync {
     async fn price(&self) -> Result<NativePrice, PriceError>;
 }
 
-/// Current Unix time in seconds.
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(crate) use x402_chain::clock::unix_now;
 
 #[cfg(test)]
 mod tests {

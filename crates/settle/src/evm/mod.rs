@@ -30,9 +30,9 @@ use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::sol_types::{SolCall, SolEvent};
 use async_trait::async_trait;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use x402_chain::eip3009::IEip3009Token;
 use x402_chain::{ChainError, EvmChain, GAS_LIMIT_HEADROOM_PERCENT};
 use x402_proto::{PaymentRequest, Reason};
-use x402_verify::evm::token::IEip3009Token;
 use x402_verify::evm::{EvmPayment, ExactEvmVerifier};
 use x402_verify::{Invalid, Verdict};
 

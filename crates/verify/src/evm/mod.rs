@@ -5,10 +5,14 @@
 //! 4. signature; 5. recipient; 6. `validBefore`; 7. `validAfter`; 8. amount; 9. asset deployed;
 //! 10. one `eth_call` simulation of `transferWithAuthorization`, diagnosed on failure.
 
-pub mod eip712;
 pub mod signature;
 mod simulate;
-pub mod token;
+
+/// The EIP-712 typed data, moved to [`x402_chain::eip712`]; re-exported at its old path.
+pub use x402_chain::eip712;
+/// The token ABI, moved to [`x402_chain::eip3009`]; re-exported at its old path (settle's EVM
+/// sender imports it from here).
+pub use x402_chain::eip3009 as token;
 
 use std::collections::HashSet;
 use std::str::FromStr;

@@ -10,7 +10,7 @@ use solana_message::VersionedMessage;
 use solana_message::compiled_instruction::CompiledInstruction;
 use x402_proto::Reason;
 
-use super::programs::{
+use x402_chain::spl::{
     ASSOCIATED_TOKEN_PROGRAM, COMPUTE_BUDGET_PROGRAM, CREATE_IDEMPOTENT, LIGHTHOUSE_PROGRAM,
     MEMO_PROGRAM, SET_COMPUTE_UNIT_LIMIT, SET_COMPUTE_UNIT_PRICE, SYSTEM_PROGRAM, TRANSFER_CHECKED,
     associated_token_address, is_token_program,

@@ -9,7 +9,6 @@
 //!    9. co-sign as fee payer and simulate through RPC.
 
 pub mod layout;
-pub mod programs;
 pub mod signatures;
 
 use std::str::FromStr;
@@ -24,8 +23,9 @@ use solana_message::VersionedMessage;
 use solana_signature::Signature;
 use solana_signer::Signer;
 use solana_transaction::versioned::VersionedTransaction;
+use x402_chain::spl::transaction_fee_lamports;
 use x402_chain::{SvmChain, SvmChainError};
-use x402_proto::svm::{ExactSvmPayload, transaction_fee_lamports};
+use x402_proto::svm::ExactSvmPayload;
 use x402_proto::{Network, ParseError, PaymentRequest, Reason};
 
 use crate::{Invalid, Verdict, VerifyError};

@@ -1,6 +1,6 @@
-//! ABI of the EIP-3009 token functions used by verification and settlement (Circle FiatTokenV2_2,
-//! EIP-3009; the `bytes signature` overload is FiatTokenV2_2's ERC-1271-capable variant) and of
-//! ERC-1271 `isValidSignature`.
+//! ABI of the EIP-3009 token functions used by verification, settlement, gas pricing and the
+//! start-up check of configured assets (Circle FiatTokenV2_2, EIP-3009; the `bytes signature`
+//! overload is FiatTokenV2_2's ERC-1271-capable variant) and of ERC-1271 `isValidSignature`.
 
 alloy::sol! {
     /// EIP-3009 token (USDC FiatTokenV2_2 and compatible).
@@ -10,6 +10,7 @@ alloy::sol! {
         function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
         function name() external view returns (string);
         function version() external view returns (string);
+        function decimals() external view returns (uint8);
         function balanceOf(address account) external view returns (uint256);
         event Transfer(address indexed from, address indexed to, uint256 value);
     }

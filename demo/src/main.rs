@@ -11,7 +11,6 @@
 //! With `--solana`, a second leg follows on a local Solana RPC (surfnet): see [`svm`].
 //! Run it with `scripts/demo.sh [--solana]` (installs the tools and builds both binaries first).
 
-#[path = "demo/svm.rs"]
 mod svm;
 
 use std::process::ExitCode;

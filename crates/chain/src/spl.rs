@@ -1,4 +1,6 @@
-//! Program ids and instruction tags the SVM `exact` layout refers to (x402-reference §6).
+//! Solana facts the `exact` scheme and its pricing share: program ids and instruction tags the
+//! SVM `exact` layout refers to (x402-reference §6), token account sizes, associated token
+//! account derivation, and the transaction fee formula.
 
 use solana_address::Address;
 
@@ -63,4 +65,43 @@ pub fn associated_token_address(
         mint,
         token_program,
     )
+}
+
+/// Lamports charged per required signature of a Solana transaction (the cluster's fixed
+/// `lamports_per_signature`).
+pub const LAMPORTS_PER_SIGNATURE: u64 = 5_000;
+
+/// The base fee plus the prioritization fee of a transaction, lamports: `signatures ×`
+/// [`LAMPORTS_PER_SIGNATURE`] `+ ceil(compute_unit_price × compute_unit_limit / 10^6)`, with the
+/// price in micro-lamports per compute unit (Solana fee structure). Saturates instead of
+/// overflowing.
+pub fn transaction_fee_lamports(
+    signatures: u64,
+    compute_unit_limit: u32,
+    compute_unit_price_micro_lamports: u64,
+) -> u64 {
+    let priority = (u128::from(compute_unit_price_micro_lamports) * u128::from(compute_unit_limit))
+        .div_ceil(1_000_000);
+    signatures
+        .saturating_mul(LAMPORTS_PER_SIGNATURE)
+        .saturating_add(u64::try_from(priority).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fee_is_signatures_plus_rounded_up_priority() {
+        assert_eq!(transaction_fee_lamports(2, 20_000, 1), 10_001);
+        assert_eq!(
+            transaction_fee_lamports(1, 200_000, 5_000_000),
+            5_000 + 1_000_000
+        );
+        assert_eq!(transaction_fee_lamports(2, 0, u64::MAX), 10_000);
+        assert_eq!(
+            transaction_fee_lamports(u64::MAX, u32::MAX, u64::MAX),
+            u64::MAX
+        );
+    }
 }

@@ -1,0 +1,372 @@
+//! The `exact` scheme on EVM chains (EIP-3009 `transferWithAuthorization`): one
+//! [`ExactEvmHandler`] per configured `[[evm]]` network, with its verifier, its settlement
+//! engine and, with `[evm.gas]`, settlement gas priced in USDC (`/quote`, `/requirements`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::{Address, U256};
+use alloy::rpc::types::TransactionRequest;
+use alloy::sol_types::SolCall;
+use async_trait::async_trait;
+use serde_json::Value;
+use x402_chain::clock::unix_now;
+use x402_chain::eip3009::IEip3009Token;
+use x402_chain::{ChainError, EvmChain, FailoverEvmChain};
+use x402_gas_oracle::{Quote, QuoteCache, Quoter};
+use x402_proto::{Network, ParseError, PaymentRequest, SettleResponse, VerifyResponse};
+use x402_settle::SettleError;
+use x402_settle::evm::{EvmFamily, EvmSettler, GasObserver};
+use x402_settle::reconciler::Reconcile;
+use x402_settle::status::SettlementStatus;
+use x402_verify::evm::ExactEvmVerifier;
+use x402_verify::{Verdict, VerifyError};
+
+use crate::config::{ConfigError, EvmAsset, EvmNetwork};
+use crate::gas;
+use crate::metrics::Metrics;
+use crate::requirements::{self, RequirementsRequest, RequirementsResponse};
+use crate::scheme::{QuoteLookupError, SchemeHandler, Shared, StartError};
+
+/// The scheme name this module serves.
+const SCHEME: &str = "exact";
+
+/// `exact` on one EVM network.
+pub struct ExactEvmHandler {
+    network: Network,
+    verifier: Arc<ExactEvmVerifier>,
+    settler: Arc<EvmSettler>,
+    rpc: Arc<FailoverEvmChain>,
+    assets: Vec<EvmAsset>,
+    signers: Vec<String>,
+    quotes: Arc<QuoteCache>,
+}
+
+impl ExactEvmHandler {
+    /// Connects `net` (the `index`-th `[[evm]]`): checks the RPC's chain id and each asset's
+    /// `name()`, `version()` and `decimals()` against the configuration, builds the verifier and
+    /// the settlement engine, and, with `[evm.gas]`, adds the network's quoters to `quoters`.
+    /// Errors: an unreachable RPC or one serving another chain, an asset that differs from its
+    /// configuration (naming the key), a price source that cannot be built.
+    pub async fn connect(
+        shared: &Shared<'_>,
+        net: EvmNetwork,
+        index: usize,
+        quoters: &mut Vec<Arc<dyn Quoter>>,
+    ) -> Result<Self, StartError> {
+        let config = shared.config;
+        let rpc_err = |message: String| StartError::Rpc {
+            chain_id: net.chain_id,
+            message,
+        };
+        let network = Network::evm(net.chain_id);
+        let failovers = shared
+            .metrics
+            .engine
+            .rpc_failovers
+            .with_label_values(&[network.as_str()]);
+        let rpc = FailoverEvmChain::new(
+            &net.rpc_urls,
+            net.chain_id,
+            net.signers.clone(),
+            Duration::from_secs(config.settle.rpc_timeout_seconds),
+        )
+        .map_err(rpc_err)?
+        .with_failover_observer(Arc::new(move |_, _| failovers.inc()))
+        .with_call_observer(crate::facilitator::rpc_call_metrics(
+            shared.metrics,
+            network.as_str(),
+        ));
+        rpc.check_chain_id().await.map_err(rpc_err)?;
+        let rpc = Arc::new(rpc);
+        let chain: Arc<dyn EvmChain> = rpc.clone();
+        for asset in &net.assets {
+            check_asset(chain.as_ref(), asset).await?;
+        }
+        let verifier = Arc::new(ExactEvmVerifier::new(
+            chain.clone(),
+            net.assets.iter().map(|a| a.address).collect(),
+        ));
+        let mut family = EvmFamily::new(
+            verifier.clone(),
+            shared.store.clone(),
+            shared.nonces.clone(),
+            shared.prefix.to_string(),
+            Duration::from_secs(config.settle.signer_wait_seconds),
+            config.settle.max_in_flight_per_signer,
+        )
+        .with_receipt_poll(shared.timing.poll_interval)
+        .with_gap_fill_after(Duration::from_secs(config.settle.nonce_gap_fill_seconds))
+        .with_nonce_lag_observer(nonce_lag_metrics(shared.metrics, &network))
+        .with_gas_observer(gas_metrics(shared.metrics, &network))
+        .with_signer_floor(
+            U256::from(config.health.min_evm_signer_balance_wei),
+            Duration::from_secs(10),
+        );
+        let net_quoters = gas::quoters(chain, &net, index).map_err(rpc_err)?;
+        if !net_quoters.is_empty() {
+            let assets = net
+                .assets
+                .iter()
+                .map(|a| a.address.to_checksum(None))
+                .collect();
+            family = family.with_gas_pricer(gas::pricer(
+                shared.quotes.clone(),
+                network.to_string(),
+                assets,
+            ));
+        }
+        quoters.extend(net_quoters);
+        let settler = Arc::new(
+            x402_settle::evm::settler(
+                family,
+                shared.store.clone(),
+                shared.timing.clone(),
+                shared.events.clone(),
+            )
+            .with_notify(shared.notify.clone()),
+        );
+        let mut signers = Vec::new();
+        for s in &net.signers {
+            let a = s.address().to_checksum(None);
+            if !signers.contains(&a) {
+                signers.push(a);
+            }
+        }
+        Ok(ExactEvmHandler {
+            network,
+            verifier,
+            settler,
+            rpc,
+            assets: net.assets,
+            signers,
+            quotes: shared.quotes.clone(),
+        })
+    }
+
+    /// The network's chain access (for the readiness checks).
+    pub fn chain(&self) -> &Arc<FailoverEvmChain> {
+        &self.rpc
+    }
+
+    /// The configured asset `asset` (0x address; default the first configured).
+    fn asset(&self, asset: Option<&str>) -> Result<&EvmAsset, ParseError> {
+        let found = match asset {
+            None => self.assets.first(),
+            Some(a) => {
+                let wanted: Address = a
+                    .parse()
+                    .map_err(|_| ParseError::new("asset", "not a 0x 20-byte address"))?;
+                self.assets.iter().find(|asset| asset.address == wanted)
+            }
+        };
+        found.ok_or_else(|| ParseError::new("asset", format!("not settled on {}", self.network)))
+    }
+}
+
+#[async_trait]
+impl SchemeHandler for ExactEvmHandler {
+    fn scheme(&self) -> &str {
+        SCHEME
+    }
+
+    fn network(&self) -> &Network {
+        &self.network
+    }
+
+    fn signers(&self) -> Vec<String> {
+        self.signers.clone()
+    }
+
+    async fn verify(&self, req: &PaymentRequest) -> Result<VerifyResponse, VerifyError> {
+        Ok(
+            match self
+                .verifier
+                .verify(req, unix_now(), true)
+                .await?
+                .map(|p| p.payer_string())
+            {
+                Verdict::Valid(payer) => VerifyResponse::valid(payer),
+                Verdict::Invalid(inv) => {
+                    VerifyResponse::invalid(inv.reason, inv.message, inv.payer)
+                }
+            },
+        )
+    }
+
+    async fn settle(
+        &self,
+        req: &PaymentRequest,
+        key: Option<&str>,
+    ) -> Result<SettleResponse, SettleError> {
+        self.settler.settle_as(req, unix_now(), key).await
+    }
+
+    async fn settlement_status(
+        &self,
+        req: &PaymentRequest,
+    ) -> Result<Option<SettlementStatus>, SettleError> {
+        self.settler.status(req, unix_now()).await
+    }
+
+    fn quote(&self, asset: Option<&str>) -> Result<Quote, QuoteLookupError> {
+        let address = self.asset(asset)?.address;
+        Ok(self
+            .quotes
+            .get(self.network.as_str(), &address.to_checksum(None))?)
+    }
+
+    /// The service price plus the cached gas quote, converted to the asset's units; `extra`
+    /// carries the token's EIP-712 domain (`name`, `version`).
+    async fn requirements(
+        &self,
+        req: &RequirementsRequest,
+    ) -> Result<RequirementsResponse, QuoteLookupError> {
+        let asset = self.asset(req.asset.as_deref())?;
+        req.pay_to
+            .parse::<Address>()
+            .map_err(|_| ParseError::new("payTo", "not a 0x 20-byte address"))?;
+        let service: u128 = req.price.parse().map_err(|_| {
+            ParseError::new("price", "expected atomic units as a decimal integer string")
+        })?;
+        let address = asset.address.to_checksum(None);
+        let quote = self.quotes.get(self.network.as_str(), &address)?;
+        let gas = requirements::usdc_to_asset_units(quote.gas_usdc_atomic, asset.decimals);
+        let amounts = requirements::Amounts { service, gas };
+        let total = amounts
+            .total()
+            .ok_or_else(|| ParseError::new("price", "too large"))?;
+        let mut scheme_extra = serde_json::Map::new();
+        scheme_extra.insert("name".into(), Value::from(asset.name.clone()));
+        scheme_extra.insert("version".into(), Value::from(asset.version.clone()));
+        let asset = requirements::Asset {
+            address: &address,
+            decimals: asset.decimals,
+            scheme_extra,
+        };
+        Ok(requirements::build(
+            req,
+            SCHEME,
+            &self.network,
+            asset,
+            amounts,
+            total,
+        ))
+    }
+
+    fn reconciler(&self) -> Option<Arc<dyn Reconcile>> {
+        Some(self.settler.clone())
+    }
+}
+
+/// Reads `name()`, `version()` and `decimals()` of `asset` and compares them with its
+/// configuration. Errors: a difference, or a contract that does not answer them
+/// ([`StartError::Config`] naming the key, e.g. `evm[0].assets[0].name`); the RPC failing
+/// ([`StartError::Rpc`]). An address without code yet is let through with a warning: its
+/// payments fail verification (`asset_not_deployed_contract`) until the token exists.
+async fn check_asset(chain: &dyn EvmChain, asset: &EvmAsset) -> Result<(), StartError> {
+    let at = asset.address;
+    let rpc_err = |e: ChainError| StartError::Rpc {
+        chain_id: chain.chain_id(),
+        message: format!("{}: reading the token at {at}: {e}", asset.key),
+    };
+    let not_a_token = |what: &str| {
+        StartError::Config(ConfigError {
+            key: address_key(asset),
+            message: format!("the contract at {at} does not answer {what}() as an EIP-3009 token"),
+        })
+    };
+    if chain.code_at(at).await.map_err(rpc_err)?.is_empty() {
+        tracing::warn!(
+            key = %asset.key,
+            asset = %at,
+            "no contract at the asset address: not checked; its payments fail verification until it exists"
+        );
+        return Ok(());
+    }
+    let read = |what: &'static str, data: Vec<u8>| async move {
+        let tx = TransactionRequest::default()
+            .to(at)
+            .input(alloy::primitives::Bytes::from(data).into());
+        match chain.call(&tx).await {
+            Ok(ret) => Ok(ret),
+            Err(ChainError::Reverted { .. } | ChainError::Rejected(_)) => Err(not_a_token(what)),
+            Err(e) => Err(rpc_err(e)),
+        }
+    };
+    let name = IEip3009Token::nameCall::abi_decode_returns(
+        &read("name", IEip3009Token::nameCall {}.abi_encode()).await?,
+    )
+    .map_err(|_| not_a_token("name"))?;
+    let version = IEip3009Token::versionCall::abi_decode_returns(
+        &read("version", IEip3009Token::versionCall {}.abi_encode()).await?,
+    )
+    .map_err(|_| not_a_token("version"))?;
+    let decimals = IEip3009Token::decimalsCall::abi_decode_returns(
+        &read("decimals", IEip3009Token::decimalsCall {}.abi_encode()).await?,
+    )
+    .map_err(|_| not_a_token("decimals"))?;
+    let mismatch = |field: &str, configured: String, on_chain: String| {
+        StartError::Config(ConfigError {
+            key: field_key(asset, field),
+            message: format!(
+                "{field} is {configured:?} in the configuration but the token at {at} says {on_chain:?}"
+            ),
+        })
+    };
+    if name != asset.name {
+        return Err(mismatch("name", asset.name.clone(), name));
+    }
+    if version != asset.version {
+        return Err(mismatch("version", asset.version.clone(), version));
+    }
+    if decimals != asset.decimals {
+        return Err(mismatch(
+            "decimals",
+            asset.decimals.to_string(),
+            decimals.to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// The config key of `field` of `asset`: `evm[0].assets[1].name`, or `evm[0].network` for the
+/// preset's USDC (no asset table to name).
+fn field_key(asset: &EvmAsset, field: &str) -> String {
+    if asset.key.ends_with(".network") {
+        asset.key.clone()
+    } else {
+        format!("{}.{field}", asset.key)
+    }
+}
+
+fn address_key(asset: &EvmAsset) -> String {
+    field_key(asset, "address")
+}
+
+/// Counts the gas of mined settlements on `network`.
+/// Sets `x402_signer_nonce_lag{network,signer}` after each nonce repair look.
+fn nonce_lag_metrics(metrics: &Metrics, network: &Network) -> x402_settle::evm::NonceLagObserver {
+    let lag = metrics.engine.nonce_lag.clone();
+    let network = network.to_string();
+    Arc::new(move |signer, n| {
+        lag.with_label_values(&[network.as_str(), signer.to_checksum(None).as_str()])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    })
+}
+
+fn gas_metrics(metrics: &Metrics, network: &Network) -> GasObserver {
+    let label = [network.as_str()];
+    let used = metrics.gas_used_total.with_label_values(&label);
+    let fee = metrics.gas_fee_wei_total.with_label_values(&label);
+    let usdc = metrics.gas_usdc_total.with_label_values(&label);
+    let quoted = metrics.gas_quoted_usdc_total.with_label_values(&label);
+    Arc::new(move |gas| {
+        used.inc_by(gas.gas_used);
+        fee.inc_by(gas.fee_wei as f64);
+        if let Some(in_usdc) = gas.usdc {
+            usdc.inc_by(in_usdc.actual);
+            quoted.inc_by(in_usdc.quoted);
+        }
+    })
+}
