@@ -17,6 +17,7 @@
 
 pub mod fees;
 pub mod gaps;
+pub mod gas_limits;
 pub mod receipts;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,6 +34,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use x402_chain::eip3009::IEip3009Token;
 use x402_chain::{ChainError, EvmChain, GAS_LIMIT_HEADROOM_PERCENT};
 use x402_proto::{PaymentRequest, Reason};
+use x402_verify::evm::signature::PayerSignature;
 use x402_verify::evm::{EvmPayment, ExactEvmVerifier};
 use x402_verify::{Invalid, Verdict};
 
@@ -70,6 +72,7 @@ pub struct EvmFamily {
     signer_wait: Duration,
     floor: SignerFloor,
     fees: Arc<fees::FeeCache>,
+    gas_limits: gas_limits::GasLimits,
     receipts: OnceLock<receipts::ReceiptWatcher>,
     receipt_poll: Duration,
     gaps: gaps::GapRepair,
@@ -129,6 +132,7 @@ impl EvmFamily {
             signer_wait,
             floor: SignerFloor::default(),
             fees,
+            gas_limits: gas_limits::GasLimits::default(),
             receipts: OnceLock::new(),
             receipt_poll: Duration::from_millis(200),
             gaps: gaps::GapRepair::new(Duration::from_secs(10)),
@@ -445,9 +449,22 @@ impl ChainFamily for EvmFamily {
             .from(signer)
             .to(payment.asset)
             .input(payment.settlement_calldata().into());
-        // The settlement-time simulation; its gas is the limit (plus headroom).
-        let gas = match self.chain().estimate_gas(&call).await {
-            Ok(gas) => gas,
+        // The settlement-time simulation. An ECDSA payment of an asset whose gas is known runs
+        // one `eth_call` (the node executes it once) under the asset's cached limit; any other
+        // runs `eth_estimateGas` (a search over several executions), whose gas is its limit.
+        let ecdsa = matches!(payment.signature, PayerSignature::Ecdsa(_));
+        let cached = ecdsa.then(|| self.gas_limits.get(payment.asset)).flatten();
+        let simulated = match cached {
+            Some(limit) => self.chain().call(&call).await.map(|_| limit),
+            None => self.chain().estimate_gas(&call).await.map(|gas| {
+                if ecdsa {
+                    self.gas_limits.learn(payment.asset, gas);
+                }
+                gas + gas * GAS_LIMIT_HEADROOM_PERCENT / 100
+            }),
+        };
+        let gas_limit = match simulated {
+            Ok(limit) => limit,
             Err(ChainError::Reverted { message, .. }) => {
                 let (name, version) = (
                     req.extra_str("name").unwrap_or(""),
@@ -461,7 +478,7 @@ impl ChainFamily for EvmFamily {
             }
             Err(e) => return Err(SettleError::ChainUnavailable(e.to_string())),
         };
-        let tx = call.gas_limit(gas + gas * GAS_LIMIT_HEADROOM_PERCENT / 100);
+        let tx = call.gas_limit(gas_limit);
         Ok(Signed::Tx(self.sign_at_fresh_nonce(signer, key, tx).await?))
     }
 
