@@ -498,6 +498,7 @@ async fn outbox_claims_lease_retry_dead_letter_and_complete_atomically() {
                     replaced: vec![],
                     sent_at: 1,
                     last_sent_ms: 1,
+                    first_sent_ms: 1,
                 });
                 let Created::Created(raw) = store
                     .create(&key, &broadcast, Duration::from_secs(60), &[])

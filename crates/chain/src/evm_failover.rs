@@ -35,6 +35,9 @@ pub fn rpc_method(chain_method: &str) -> &'static str {
         "send_raw" => "eth_sendRawTransaction",
         "transaction_known" => "eth_getTransactionByHash",
         "receipt" => "eth_getTransactionReceipt",
+        "mined_nonce" => "eth_getTransactionCount",
+        "block_number" => "eth_blockNumber",
+        "block_receipts" => "eth_getBlockReceipts",
         "sign" => "sign",
         _ => "other",
     }

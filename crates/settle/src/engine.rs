@@ -429,12 +429,14 @@ impl<F: ChainFamily> Engine<F> {
                 return Err(e);
             }
         };
+        let sent_ms = unix_ms();
         let broadcast = Broadcast {
             payment: facts,
             sent,
             replaced: vec![],
             sent_at: now,
-            last_sent_ms: unix_ms(),
+            last_sent_ms: sent_ms,
+            first_sent_ms: sent_ms,
         };
         // Recorded before it is sent; not recorded → not sent. A store error leaves it unknown
         // whether it was recorded: if it was, the reconciler sends the recorded bytes; if not,

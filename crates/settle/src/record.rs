@@ -130,6 +130,10 @@ pub struct Broadcast {
     pub sent_at: u64,
     /// Unix milliseconds of the latest (re-)send.
     pub last_sent_ms: u64,
+    /// Unix milliseconds of the first broadcast (0 in records written before it was kept:
+    /// then nothing is known to have been sent after a given time).
+    #[serde(default)]
+    pub first_sent_ms: u64,
 }
 
 /// `confirmed` / `delivered`: the transfer landed.
@@ -394,6 +398,7 @@ mod tests {
             replaced: vec![],
             sent_at: 1,
             last_sent_ms: 1_000,
+            first_sent_ms: 1_000,
         });
         let json = serde_json::to_string(&broadcast).unwrap();
         assert_eq!(

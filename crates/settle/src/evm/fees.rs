@@ -32,6 +32,8 @@ pub struct FeeCache {
     max_age: Duration,
     last: Mutex<Option<(Fees, Instant)>>,
     refreshing: AtomicBool,
+    /// One inline fetch at a time: a burst with nothing fresh waits for it.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl FeeCache {
@@ -44,17 +46,31 @@ impl FeeCache {
             max_age,
             last: Mutex::new(None),
             refreshing: AtomicBool::new(false),
+            fetching: tokio::sync::Mutex::new(()),
         })
     }
 
     /// Current fees. Errors: the node's, when nothing fresh enough is cached; a chain without
     /// EIP-1559 base fees is [`ChainError::Rejected`].
     pub async fn current(self: &Arc<Self>) -> Result<Fees, ChainError> {
+        if let Some(fees) = self.fresh_enough() {
+            return Ok(fees);
+        }
+        let _fetching = self.fetching.lock().await;
+        if let Some(fees) = self.fresh_enough() {
+            return Ok(fees);
+        }
+        self.fetch().await
+    }
+
+    /// The cached fees if younger than the maximum age (starting a background refresh once
+    /// older than the refresh interval).
+    fn fresh_enough(self: &Arc<Self>) -> Option<Fees> {
         let cached = *self.last.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((fees, at)) = cached {
             let age = at.elapsed();
             if age < self.refresh_after {
-                return Ok(fees);
+                return Some(fees);
             }
             if age < self.max_age {
                 if !self.refreshing.swap(true, Ordering::AcqRel) {
@@ -66,10 +82,10 @@ impl FeeCache {
                         cache.refreshing.store(false, Ordering::Release);
                     });
                 }
-                return Ok(fees);
+                return Some(fees);
             }
         }
-        self.fetch().await
+        None
     }
 
     /// Fetches and caches the fees now.

@@ -21,6 +21,9 @@ pub const STORAGE_ALLOWANCE: u64 = 25_000;
 #[derive(Default)]
 pub struct GasLimits {
     by_asset: Mutex<HashMap<Address, u64>>,
+    /// Held while the first estimate of an asset runs: a burst waits for it, then simulates
+    /// with `eth_call`.
+    pub learning: tokio::sync::Mutex<()>,
 }
 
 impl GasLimits {

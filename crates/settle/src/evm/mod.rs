@@ -89,6 +89,8 @@ struct SignerFloor {
     min_wei: U256,
     max_age: Duration,
     seen: std::sync::Mutex<std::collections::HashMap<Address, (U256, std::time::Instant)>>,
+    /// One balance read at a time: a burst of settlements waits for it instead of each asking.
+    reading: tokio::sync::Mutex<()>,
 }
 
 /// A held signer slot.
@@ -170,6 +172,7 @@ impl EvmFamily {
             min_wei,
             max_age,
             seen: std::sync::Mutex::new(std::collections::HashMap::new()),
+            reading: tokio::sync::Mutex::new(()),
         };
         self
     }
@@ -180,13 +183,22 @@ impl EvmFamily {
         if self.floor.min_wei.is_zero() {
             return true;
         }
-        let cached = {
+        let cached = || {
             let seen = self.floor.seen.lock().unwrap_or_else(|p| p.into_inner());
             seen.get(&signer)
                 .filter(|(_, at)| at.elapsed() < self.floor.max_age)
                 .map(|(wei, _)| *wei)
         };
-        let wei = match cached {
+        let mut known = cached();
+        let _reading = if known.is_none() {
+            let guard = self.floor.reading.lock().await;
+            // Another request may have read it meanwhile.
+            known = cached();
+            Some(guard)
+        } else {
+            None
+        };
+        let wei = match known {
             Some(wei) => wei,
             None => match self.chain().balance(signer).await {
                 Ok(wei) => {
@@ -453,7 +465,17 @@ impl ChainFamily for EvmFamily {
         // one `eth_call` (the node executes it once) under the asset's cached limit; any other
         // runs `eth_estimateGas` (a search over several executions), whose gas is its limit.
         let ecdsa = matches!(payment.signature, PayerSignature::Ecdsa(_));
-        let cached = ecdsa.then(|| self.gas_limits.get(payment.asset)).flatten();
+        let mut cached = ecdsa.then(|| self.gas_limits.get(payment.asset)).flatten();
+        // The first estimate of an asset runs alone; a burst waits for it and then simulates
+        // with `eth_call`.
+        let mut learning = None;
+        if ecdsa && cached.is_none() {
+            let guard = self.gas_limits.learning.lock().await;
+            cached = self.gas_limits.get(payment.asset);
+            if cached.is_none() {
+                learning = Some(guard);
+            }
+        }
         let simulated = match cached {
             Some(limit) => self.chain().call(&call).await.map(|_| limit),
             None => self.chain().estimate_gas(&call).await.map(|gas| {
@@ -463,6 +485,7 @@ impl ChainFamily for EvmFamily {
                 gas + gas * GAS_LIMIT_HEADROOM_PERCENT / 100
             }),
         };
+        drop(learning);
         let gas_limit = match simulated {
             Ok(limit) => limit,
             Err(ChainError::Reverted { message, .. }) => {
@@ -534,8 +557,7 @@ impl ChainFamily for EvmFamily {
                 return Ok(self.mined(broadcast, tx.transaction(), &mined));
             }
         }
-        // `sent_at` (Unix seconds) is taken before signing: the first send is no earlier.
-        if !watcher.covers(broadcast.sent_at.saturating_mul(1000)) {
+        if !watcher.covers(broadcast.first_sent_ms) {
             for (tx, hash) in &sent {
                 if let Some(mined) = self.chain().receipt(*hash).await.map_err(unavailable)? {
                     return Ok(self.mined(broadcast, tx.transaction(), &mined));
@@ -737,5 +759,10 @@ pub fn settler(
     events: SettleEvents,
 ) -> EvmSettler {
     family.events = events.clone();
+    // The receipt poller covers transactions sent after it started: start it now, before the
+    // first settlement is sent (when there is a runtime to run it).
+    if tokio::runtime::Handle::try_current().is_ok() {
+        family.receipts();
+    }
     Engine::new(family, store, timing, crate::instance_id(), events)
 }

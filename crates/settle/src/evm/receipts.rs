@@ -88,9 +88,13 @@ impl ReceiptWatcher {
         state.receipts.get(hash).map(|(r, _)| r.clone())
     }
 
-    /// Whether a transaction first sent at Unix ms `sent_ms` would be in the cache if it had
-    /// been mined in a block read so far (the poller is current and covered that time).
+    /// Whether a transaction first sent at Unix ms `sent_ms` (0: unknown) would be in the cache
+    /// if it had been mined in a block read so far (the poller is current and covered that
+    /// time).
     pub fn covers(&self, sent_ms: u64) -> bool {
+        if sent_ms == 0 {
+            return false;
+        }
         let state = self.inner.lock();
         let current = state
             .last_ok

@@ -94,6 +94,8 @@ pub struct ExactEvmVerifier {
     network: Network,
     assets: Vec<Address>,
     deployed_assets: Mutex<HashSet<Address>>,
+    /// One `eth_getCode` of an asset at a time: a burst waits for it instead of each asking.
+    probing_assets: tokio::sync::Mutex<()>,
     separators: RwLock<Vec<CachedSeparator>>,
 }
 
@@ -119,6 +121,7 @@ impl ExactEvmVerifier {
             network,
             assets,
             deployed_assets: Mutex::new(HashSet::new()),
+            probing_assets: tokio::sync::Mutex::new(()),
             separators: RwLock::new(Vec::new()),
         }
     }
@@ -351,12 +354,17 @@ impl ExactEvmVerifier {
     }
 
     async fn asset_deployed(&self, asset: Address) -> Result<bool, VerifyError> {
-        if self
-            .deployed_assets
-            .lock()
-            .expect("lock poisoned")
-            .contains(&asset)
-        {
+        let known = || {
+            self.deployed_assets
+                .lock()
+                .expect("lock poisoned")
+                .contains(&asset)
+        };
+        if known() {
+            return Ok(true);
+        }
+        let _probing = self.probing_assets.lock().await;
+        if known() {
             return Ok(true);
         }
         let deployed = !self.code(asset).await?.is_empty();
