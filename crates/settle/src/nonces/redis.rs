@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use alloy::primitives::Address;
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::{NonceStore, SignerNonces};
 use crate::replay::StoreError;
 use crate::replay::keys::{EvmNonceKeys, evm_nonce_keys};
+use crate::replay::redis_store::{connection, unavailable};
 
 /// The lowest free nonce, else the counter (raised by one); records the owner. -1: no counter.
 const ALLOCATE: &str = r#"
@@ -53,27 +54,12 @@ pub struct RedisNonceStore {
     prefix: String,
 }
 
-fn unavailable(e: redis::RedisError) -> StoreError {
-    StoreError(format!("redis: {e}"))
-}
-
 impl RedisNonceStore {
     /// Connects to `url`; keys live under `prefix`; every command gives up after `timeout`.
     /// Errors: a malformed URL, or no answer within `timeout`.
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn =
-            tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config))
-                .await
-                .map_err(|_| StoreError(format!("redis: no answer within {timeout:?}")))?
-                .map_err(unavailable)?;
         Ok(RedisNonceStore {
-            conn,
+            conn: connection(url, timeout).await?,
             prefix: prefix.to_string(),
         })
     }

@@ -9,7 +9,7 @@
 pub mod keys;
 mod memory;
 mod redis_outbox;
-mod redis_store;
+pub(crate) mod redis_store;
 
 use std::time::Duration;
 

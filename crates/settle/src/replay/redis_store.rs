@@ -85,8 +85,26 @@ pub struct RedisStore {
     observer: Option<CallObserver>,
 }
 
-fn unavailable(e: redis::RedisError) -> StoreError {
+pub(crate) fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError(format!("redis: {e}"))
+}
+
+/// A self-reconnecting connection to `url` whose every command gives up after `timeout`.
+/// Errors: a malformed URL, or no answer within `timeout`.
+pub(crate) async fn connection(
+    url: &str,
+    timeout: Duration,
+) -> Result<ConnectionManager, StoreError> {
+    let client = redis::Client::open(url).map_err(unavailable)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config))
+        .await
+        .map_err(|_| StoreError(format!("redis: no answer within {timeout:?}")))?
+        .map_err(unavailable)
 }
 
 impl RedisStore {
@@ -94,17 +112,7 @@ impl RedisStore {
     /// gives up after `timeout` (the store then counts as unavailable and settlement refuses).
     /// Errors when the URL is malformed or Redis does not answer within `timeout`.
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn =
-            tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config))
-                .await
-                .map_err(|_| StoreError(format!("redis: no answer within {timeout:?}")))?
-                .map_err(unavailable)?;
+        let conn = connection(url, timeout).await?;
         let store = RedisStore {
             conn,
             open_index: open_index_key(prefix),
