@@ -177,8 +177,9 @@ pub trait ChainFamily: Send + Sync + 'static {
         tokio::time::sleep(max).await
     }
 
-    /// Periodic repair, run by the replica that holds the reconciler lease each pass (EVM:
-    /// sender nonce gaps, see [`crate::evm::gaps`]).
+    /// Periodic repair, run by every replica each reconciler pass, with or without the
+    /// reconciler lease: only this replica holds its signers' keys (EVM: sender nonce gaps, see
+    /// [`crate::evm::gaps`]).
     async fn maintain(&self) {}
 
     /// The reason as the request's x402 version spells it (Solana v1 keeps five short forms).

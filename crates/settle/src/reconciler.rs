@@ -106,6 +106,10 @@ pub async fn pass(
     step_timeout: Duration,
     events: &SettleEvents,
 ) -> Result<(), SettleError> {
+    // Every replica repairs its own signers (only it holds their keys), lease or not.
+    for engine in engines {
+        engine.maintain(step_timeout).await;
+    }
     let lease = (interval * 3).max(step_timeout * 2);
     if !store.try_lease(lock, holder, lease).await? {
         return Ok(());
@@ -120,9 +124,6 @@ pub async fn pass(
                 continue;
             };
             open.extend(engine.reconcile(key, step_timeout).await?);
-        }
-        for engine in engines {
-            engine.maintain(step_timeout).await;
         }
         let oldest_age = open
             .iter()
