@@ -89,19 +89,9 @@ pub async fn repair(family: &EvmFamily) {
 }
 
 async fn repair_signer(family: &EvmFamily, signer: Address) -> Result<(), String> {
-    let chain = family.chain();
     let chain_id = family.chain_id();
-    let mined = chain.mined_nonce(signer).await.map_err(|e| e.to_string())?;
-    let pending = chain
-        .pending_nonce(signer)
-        .await
-        .map_err(|e| e.to_string())?
-        .max(mined);
-    let next = family
-        .nonces
-        .sync(chain_id, signer, pending, mined)
-        .await
-        .map_err(|e| e.to_string())?;
+    let synced = family.sync_nonce(signer).await.map_err(|e| e.to_string())?;
+    let (mined, pending, next) = (synced.mined, synced.pending, synced.next);
     if let Some(observer) = &family.nonce_lag_observer {
         observer(signer, next.saturating_sub(mined));
     }

@@ -93,6 +93,16 @@ struct SignerFloor {
     reading: tokio::sync::Mutex<()>,
 }
 
+/// A signer's nonces after [`EvmFamily::sync_nonce`].
+struct SyncedNonce {
+    /// `eth_getTransactionCount(latest)`.
+    mined: u64,
+    /// `eth_getTransactionCount(pending)`, at least `mined`.
+    pending: u64,
+    /// The shared counter: the next nonce never handed out.
+    next: u64,
+}
+
 /// A held signer slot.
 struct Held {
     signer: Address,
@@ -304,7 +314,9 @@ impl EvmFamily {
     }
 
     /// Raises `signer`'s counter to the node's pending nonce (at start and after a nonce error).
-    async fn sync_nonce(&self, signer: Address) -> Result<u64, SettleError> {
+    /// Returns the chain's mined count, the node's pending nonce (at least the mined count) and
+    /// the counter afterwards ([`gaps`] reads all three).
+    async fn sync_nonce(&self, signer: Address) -> Result<SyncedNonce, SettleError> {
         let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.to_string());
         let mined = self
             .chain()
@@ -315,11 +327,17 @@ impl EvmFamily {
             .chain()
             .pending_nonce(signer)
             .await
-            .map_err(unavailable)?;
-        Ok(self
+            .map_err(unavailable)?
+            .max(mined);
+        let next = self
             .nonces
-            .sync(self.chain_id(), signer, pending.max(mined), mined)
-            .await?)
+            .sync(self.chain_id(), signer, pending, mined)
+            .await?;
+        Ok(SyncedNonce {
+            mined,
+            pending,
+            next,
+        })
     }
 
     /// Signs `tx` (gas limit set) at a fresh nonce of `signer` with the cached fees; the nonce
@@ -531,8 +549,8 @@ impl ChainFamily for EvmFamily {
                 if let Ok(signer) = signer.parse::<Address>() {
                     // Someone else used the nonce: the counter must not hand it out again.
                     match self.sync_nonce(signer).await {
-                        Ok(next) => {
-                            tracing::warn!(%signer, next, "nonce too low: counter raised to the chain's")
+                        Ok(synced) => {
+                            tracing::warn!(%signer, next = synced.next, "nonce too low: counter raised to the chain's")
                         }
                         Err(e) => {
                             tracing::warn!(%signer, error = %e, "nonce too low, and the counter could not be synced")
