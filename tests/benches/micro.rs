@@ -35,9 +35,11 @@ use x402_verify::Verdict;
 use x402_verify::evm::signature::{PayerSignature, recover_ecdsa};
 use x402_verify::evm::{ExactEvmVerifier, VALID_BEFORE_MARGIN_SECONDS};
 
-/// An EVM chain that answers every read at once: `eth_call` succeeds, every address has code.
+/// An EVM chain that answers every read at once: `eth_call` succeeds, every address has code;
+/// `DOMAIN_SEPARATOR()` answers `domain_separator` (or nothing).
 struct InstantChain {
     signers: Vec<Address>,
+    domain_separator: Option<B256>,
 }
 
 #[async_trait::async_trait]
@@ -48,8 +50,14 @@ impl EvmChain for InstantChain {
     fn signers(&self) -> &[Address] {
         &self.signers
     }
-    async fn call(&self, _: &TransactionRequest) -> Result<Bytes, ChainError> {
-        Ok(Bytes::new())
+    async fn call(&self, tx: &TransactionRequest) -> Result<Bytes, ChainError> {
+        use alloy::sol_types::SolCall;
+        let selector = x402_chain::eip3009::IEip3009Token::DOMAIN_SEPARATORCall::SELECTOR;
+        let input = tx.input.input().map(|b| b.as_ref()).unwrap_or_default();
+        match self.domain_separator {
+            Some(sep) if input.starts_with(&selector) => Ok(Bytes::copy_from_slice(sep.as_slice())),
+            _ => Ok(Bytes::new()),
+        }
     }
     async fn estimate_gas(&self, _: &TransactionRequest) -> Result<u64, ChainError> {
         Ok(100_000)
@@ -174,19 +182,38 @@ fn bench_evm_verify(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let chain = Arc::new(InstantChain {
-        signers: vec![Address::repeat_byte(1)],
-    });
-    let verifier = ExactEvmVerifier::new(chain, vec![x402_tests::BASE_USDC]);
     let (body, now) = evm_body();
+    let req = PaymentRequest::parse(&body).unwrap();
+    let separator = eip712::domain_separator(
+        req.extra_str("name").unwrap(),
+        req.extra_str("version").unwrap(),
+        8453,
+        x402_tests::BASE_USDC,
+    );
     let mut g = c.benchmark_group("evm_verify");
-    g.bench_function("parse + verify, instant eth_call", |b| {
-        b.iter(|| {
-            let req = PaymentRequest::parse(&body).unwrap();
-            let verdict = rt.block_on(verifier.verify(&req, now, true)).unwrap();
-            assert!(matches!(verdict, Verdict::Valid(_)));
-        })
-    });
+    for (label, domain_separator) in [
+        (
+            "parse + verify, instant eth_call, signature recovered",
+            None,
+        ),
+        (
+            "parse + verify, instant eth_call, signature proven by the simulation",
+            Some(separator),
+        ),
+    ] {
+        let chain = Arc::new(InstantChain {
+            signers: vec![Address::repeat_byte(1)],
+            domain_separator,
+        });
+        let verifier = ExactEvmVerifier::new(chain, vec![x402_tests::BASE_USDC]);
+        g.bench_function(label, |b| {
+            b.iter(|| {
+                let req = PaymentRequest::parse(&body).unwrap();
+                let verdict = rt.block_on(verifier.verify(&req, now, true)).unwrap();
+                assert!(matches!(verdict, Verdict::Valid(_)));
+            })
+        });
+    }
     g.finish();
 }
 

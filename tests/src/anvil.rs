@@ -38,6 +38,7 @@ pub struct AnvilBuilder {
     chain_id: u64,
     base_fee_wei: Option<u128>,
     args: Vec<String>,
+    log: Option<std::path::PathBuf>,
 }
 
 impl Default for AnvilBuilder {
@@ -46,6 +47,7 @@ impl Default for AnvilBuilder {
             chain_id: 8453,
             base_fee_wei: None,
             args: Vec::new(),
+            log: None,
         }
     }
 }
@@ -69,6 +71,13 @@ impl AnvilBuilder {
         self
     }
 
+    /// Writes anvil's log (one line per JSON-RPC method called, blocks mined) to `path` instead of
+    /// starting it with `--silent`.
+    pub fn log_to(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.log = Some(path.into());
+        self
+    }
+
     /// Starts anvil on a free 127.0.0.1 port and waits until it answers `eth_chainId`.
     pub async fn spawn(self) -> anyhow::Result<Anvil> {
         let bin = tools::anvil_bin()?;
@@ -76,15 +85,22 @@ impl AnvilBuilder {
         // A free port can be taken by someone else between probing and binding: retry.
         for _ in 0..3 {
             let port = net::free_port()?;
-            let mut args: Vec<String> = ["--chain-id", &self.chain_id.to_string(), "--silent"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let mut args = vec!["--chain-id".to_string(), self.chain_id.to_string()];
+            if self.log.is_none() {
+                args.push("--silent".into());
+            }
             args.extend(self.args.iter().cloned());
             if let Some(fee) = self.base_fee_wei {
                 args.extend(["--block-base-fee-per-gas".to_string(), fee.to_string()]);
             }
-            let child = spawn_on(&bin, port, &args)?;
+            let stdout = match &self.log {
+                Some(path) => Stdio::from(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                ),
+                None => Stdio::null(),
+            };
+            let child = spawn_on(&bin, port, &args, stdout)?;
             let mut anvil = Anvil {
                 child,
                 port,
@@ -112,12 +128,17 @@ pub struct Anvil {
     args: Vec<String>,
 }
 
-fn spawn_on(bin: &std::path::Path, port: u16, args: &[String]) -> anyhow::Result<Child> {
+fn spawn_on(
+    bin: &std::path::Path,
+    port: u16,
+    args: &[String],
+    stdout: Stdio,
+) -> anyhow::Result<Child> {
     Command::new(bin)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .spawn()
         .with_context(|| format!("spawning {}", bin.display()))
 }
@@ -205,7 +226,7 @@ impl Anvil {
     /// it answers. Fails if the port was taken in between.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         let bin = tools::anvil_bin()?;
-        self.child = spawn_on(&bin, self.port, &self.args)?;
+        self.child = spawn_on(&bin, self.port, &self.args, Stdio::null())?;
         self.wait_ready(Duration::from_secs(15)).await
     }
 

@@ -168,9 +168,28 @@ async fn each_check_gives_its_reference_reason() {
         "invalid_exact_evm_signature"
     );
 
-    // Insufficient balance: account 6 has no USDC.
+    // An invalid signature wins over every later check: recipient, amount, and (found only by
+    // the simulation, after which the signature is recovered) the balance.
+    let mut a = fresh();
+    a.to = Address::repeat_byte(0x11);
+    assert_eq!(
+        verify_reason(&fx, &body(&req, &fx.anvil.signer(5), &a)).await,
+        "invalid_exact_evm_signature"
+    );
+    let mut a = fresh();
+    a.value = U256::from(AMOUNT + 1);
+    assert_eq!(
+        verify_reason(&fx, &body(&req, &fx.anvil.signer(5), &a)).await,
+        "invalid_exact_evm_signature"
+    );
     let poor = fx.anvil.signer(6);
     let a = Authorization::new(poor.address(), fx.pay_to, AMOUNT, 60);
+    assert_eq!(
+        verify_reason(&fx, &body(&req, &fx.anvil.signer(5), &a)).await,
+        "invalid_exact_evm_signature"
+    );
+
+    // Insufficient balance: account 6 has no USDC.
     assert_eq!(
         verify_reason(&fx, &body(&req, &poor, &a)).await,
         "invalid_exact_evm_insufficient_balance"

@@ -12,6 +12,7 @@ alloy::sol! {
         function version() external view returns (string);
         function decimals() external view returns (uint8);
         function balanceOf(address account) external view returns (uint256);
+        function DOMAIN_SEPARATOR() external view returns (bytes32);
         event Transfer(address indexed from, address indexed to, uint256 value);
     }
 

@@ -1,7 +1,7 @@
 //! [`EvmChain`] over an alloy HTTP provider with local private-key signers.
 
-use alloy::eips::BlockNumberOrTag;
 use alloy::eips::eip2718::Encodable2718;
+use alloy::eips::{BlockId, BlockNumberOrTag};
 use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
 use alloy::primitives::{Address, B256, Bytes};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
@@ -103,13 +103,22 @@ impl EvmChain for AlloyEvmChain {
         &self.signers
     }
 
+    // Both at `latest`, named explicitly: alloy's default block for `eth_call` and
+    // `eth_estimateGas` is `pending`, which a node may answer by executing its whole pool first
+    // (anvil does, per call: under a burst of settlements that was most of its CPU). The
+    // reference SDK (viem) simulates at `latest` too.
     async fn call(&self, tx: &TransactionRequest) -> Result<Bytes, ChainError> {
-        self.provider.call(tx.clone()).await.map_err(classify)
+        self.provider
+            .call(tx.clone())
+            .block(BlockId::latest())
+            .await
+            .map_err(classify)
     }
 
     async fn estimate_gas(&self, tx: &TransactionRequest) -> Result<u64, ChainError> {
         self.provider
             .estimate_gas(tx.clone())
+            .block(BlockId::latest())
             .await
             .map_err(classify)
     }

@@ -3,6 +3,7 @@
 //! `x402-facilitator webhook-secret` a new webhook signing secret.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -86,7 +87,11 @@ fn init_logging(
         None => (None, None),
     };
     let fmt = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        // Colours only for a terminal: formatting them into every request span's fields costs
+        // a measurable share of a `/verify` (docs/performance.md).
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)

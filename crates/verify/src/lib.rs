@@ -40,6 +40,11 @@ pub struct Invalid {
 }
 
 impl Invalid {
+    /// The same failure, naming `payer`.
+    pub fn with_payer(self, payer: Option<String>) -> Self {
+        Invalid { payer, ..self }
+    }
+
     /// A failed check with a message.
     pub fn new(reason: Reason, message: impl Into<String>, payer: Option<String>) -> Self {
         Invalid {

@@ -91,6 +91,12 @@ pub struct BenchConfig {
     pub request_timeout: Duration,
     /// `RUST_LOG` of binary replicas.
     pub log_filter: String,
+    /// Write anvil's log (every JSON-RPC method it served) to this file.
+    pub anvil_log: Option<std::path::PathBuf>,
+    /// Run binary replicas on these CPUs only (`taskset -c` list, e.g. `"1"`), so that on a small
+    /// machine the facilitator does not share cores with the chain node and the load tool (start
+    /// the bench itself under `taskset -c 0`).
+    pub facilitator_cpus: Option<String>,
 }
 
 impl Default for BenchConfig {
@@ -113,6 +119,8 @@ impl Default for BenchConfig {
             phase_deadline: Duration::from_secs(300),
             request_timeout: Duration::from_secs(150),
             log_filter: "info".into(),
+            anvil_log: None,
+            facilitator_cpus: None,
         }
     }
 }
@@ -159,6 +167,9 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
     let mut anvil = Anvil::builder();
     if let Some(limit) = config.block_gas_limit {
         anvil = anvil.arg("--gas-limit").arg(limit.to_string());
+    }
+    if let Some(path) = &config.anvil_log {
+        anvil = anvil.log_to(path);
     }
     let anvil = anvil.spawn().await?;
     let usdc = Usdc::deploy(&anvil, anvil.signer(0)).await?;
@@ -270,9 +281,10 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         rpc_delay_ms: config.rpc_delay.as_secs_f64() * 1e3,
         concurrency: config.concurrency,
         settle_concurrency: config.settle_concurrency,
-        facilitator: match &config.facilitator {
-            FacilitatorKind::Binary(p) => p.display().to_string(),
-            FacilitatorKind::InProcess => "in-process".into(),
+        facilitator: match (&config.facilitator, &config.facilitator_cpus) {
+            (FacilitatorKind::Binary(p), Some(cpus)) => format!("{} on CPUs {cpus}", p.display()),
+            (FacilitatorKind::Binary(p), None) => p.display().to_string(),
+            (FacilitatorKind::InProcess, _) => "in-process".into(),
         },
         setup_seconds: setup.as_secs_f64(),
         phases,
@@ -450,7 +462,15 @@ async fn start_replicas(
                     replica_toml(&listen, rpc_url, redis_url, keys),
                 )?;
                 let log = std::fs::File::create(dir.0.join("facilitator.log"))?;
-                let child = Command::new(bin)
+                let mut command = match &config.facilitator_cpus {
+                    Some(cpus) => {
+                        let mut c = Command::new("taskset");
+                        c.arg("-c").arg(cpus).arg(bin);
+                        c
+                    }
+                    None => Command::new(bin),
+                };
+                let child = command
                     .arg("--config")
                     .arg(&config_path)
                     .env("RUST_LOG", &config.log_filter)
@@ -511,6 +531,21 @@ fn total_cpu(pids: &[u32]) -> Option<Duration> {
     pids.iter().map(|&p| process_cpu(p)).sum()
 }
 
+/// User and kernel CPU time of process `pid` so far, in clock ticks (`utime`, `stime` of
+/// `/proc/<pid>/stat`): coarse, used only for the user share of [`total_cpu`].
+fn user_system_ticks(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let mut rest = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    Some((rest.next()?.parse().ok()?, rest.next()?.parse().ok()?))
+}
+
+fn total_user_system(pids: &[u32]) -> Option<(u64, u64)> {
+    pids.iter()
+        .map(|&p| user_system_ticks(p))
+        .try_fold((0, 0), |(u, s), t| t.map(|(tu, ts)| (u + tu, s + ts)))
+}
+
 /// Sends `requests` requests (request `i` made by `make(i)`) over `concurrency` workers until
 /// all are answered or `deadline` has passed. Returns the phase report and every answer.
 async fn drive<F, Fut>(
@@ -528,6 +563,7 @@ where
     let make = Arc::new(make);
     let next = Arc::new(AtomicUsize::new(0));
     let cpu_before = total_cpu(pids);
+    let ticks_before = total_user_system(pids);
     let started = Instant::now();
     let stop_at = started + deadline;
     let mut workers = tokio::task::JoinSet::new();
@@ -564,6 +600,12 @@ where
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
+    let user_share = match (ticks_before, total_user_system(pids)) {
+        (Some((u0, s0)), Some((u1, s1))) if u1 + s1 > u0 + s0 => {
+            Some((u1 - u0) as f64 / ((u1 + s1) - (u0 + s0)) as f64)
+        }
+        _ => None,
+    };
     let mut by_label = BTreeMap::new();
     for a in &answers {
         *by_label.entry(a.label.clone()).or_insert(0usize) += 1;
@@ -576,6 +618,7 @@ where
         latency_us: LatencySummary::of(&hist),
         answers: by_label,
         facilitator_cpu_seconds: cpu.map(|c| c.as_secs_f64()),
+        facilitator_user_share: user_share,
     };
     (report, answers)
 }

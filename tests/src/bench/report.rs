@@ -51,6 +51,9 @@ pub struct PhaseReport {
     pub answers: BTreeMap<String, usize>,
     /// CPU time the facilitator processes used during the phase, seconds (binary replicas only).
     pub facilitator_cpu_seconds: Option<f64>,
+    /// Share of that CPU time spent in user space (the rest is the kernel's: sockets,
+    /// scheduling), 0–1, from `/proc/<pid>/stat` clock ticks.
+    pub facilitator_user_share: Option<f64>,
 }
 
 impl PhaseReport {
@@ -78,6 +81,11 @@ impl PhaseReport {
     pub fn cpu_per_request_us(&self) -> Option<f64> {
         let cpu = self.facilitator_cpu_seconds?;
         (self.requests > 0).then(|| cpu * 1e6 / self.requests as f64)
+    }
+
+    /// Facilitator user-space CPU per request, µs (binary replicas only).
+    pub fn user_cpu_per_request_us(&self) -> Option<f64> {
+        Some(self.cpu_per_request_us()? * self.facilitator_user_share?)
     }
 
     /// The count of answers labelled `label`.
@@ -173,8 +181,17 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "{:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}  answers",
-            "phase", "n", "req/s", "ok/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "cpu µs/req"
+            "{:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}  answers",
+            "phase",
+            "n",
+            "req/s",
+            "ok/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "cpu µs/req",
+            "user µs/req"
         )?;
         for p in &self.phases {
             let answers = p
@@ -187,6 +204,10 @@ impl fmt::Display for Report {
                 .cpu_per_request_us()
                 .map(|c| format!("{c:.0}"))
                 .unwrap_or_else(|| "-".into());
+            let user = p
+                .user_cpu_per_request_us()
+                .map(|c| format!("{c:.0}"))
+                .unwrap_or_else(|| "-".into());
             let not_sent = if p.not_sent > 0 {
                 format!(" (not sent before the deadline: {})", p.not_sent)
             } else {
@@ -194,7 +215,7 @@ impl fmt::Display for Report {
             };
             writeln!(
                 f,
-                "{:<9} {:>7} {:>9.1} {:>9.1} {:>9} {:>9} {:>9} {:>9} {:>10}  {answers}{not_sent}",
+                "{:<9} {:>7} {:>9.1} {:>9.1} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}  {answers}{not_sent}",
                 p.name,
                 p.requests,
                 p.per_second(),
@@ -204,6 +225,7 @@ impl fmt::Display for Report {
                 ms(p.latency_us.p99),
                 ms(p.latency_us.max),
                 cpu,
+                user,
             )?;
         }
         if let (Some(v), Some(e)) = (self.phase("verify"), self.phase("eth_call"))

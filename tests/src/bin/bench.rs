@@ -62,6 +62,14 @@ struct Cli {
     /// RUST_LOG of the facilitator processes.
     #[arg(long, default_value = "info")]
     log: String,
+    /// Run the facilitator binaries on these CPUs only (`taskset -c` list). With `taskset -c 0`
+    /// in front of the bench, the chain node, Redis and the load tool keep CPU 0 and the
+    /// facilitator gets the rest, as when the RPC node runs on its own machine.
+    #[arg(long)]
+    facilitator_cpus: Option<String>,
+    /// Write anvil's log (one line per JSON-RPC method served) to this file.
+    #[arg(long)]
+    anvil_log: Option<PathBuf>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -118,6 +126,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         settle: cli.phases.iter().any(|p| p == "settle"),
         phase_deadline: Duration::from_secs(cli.phase_deadline_seconds),
         log_filter: cli.log,
+        anvil_log: cli.anvil_log,
+        facilitator_cpus: cli.facilitator_cpus,
         ..BenchConfig::default()
     };
     let report = bench::run(&config).await?;

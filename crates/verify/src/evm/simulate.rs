@@ -14,13 +14,12 @@ use super::{EvmPayment, ExactEvmVerifier};
 use crate::{Invalid, VerifyError};
 
 impl ExactEvmVerifier {
-    /// Simulates the settlement call; `Some(reason)` when it would fail.
+    /// Simulates the settlement call; `Some(revert message)` when it would fail (worded by
+    /// [`ExactEvmVerifier::diagnose`]).
     pub(crate) async fn simulate(
         &self,
         payment: &EvmPayment,
-        name: &str,
-        version: &str,
-    ) -> Result<Option<Invalid>, VerifyError> {
+    ) -> Result<Option<String>, VerifyError> {
         let from = self
             .chain
             .signers()
@@ -33,10 +32,9 @@ impl ExactEvmVerifier {
             .input(payment.settlement_calldata().into());
         match self.chain.call(&tx).await {
             Ok(_) => Ok(None),
-            Err(ChainError::Reverted { message, .. }) | Err(ChainError::Rejected(message)) => self
-                .diagnose(payment, name, version, message)
-                .await
-                .map(Some),
+            Err(ChainError::Reverted { message, .. }) | Err(ChainError::Rejected(message)) => {
+                Ok(Some(message))
+            }
             Err(e) => Err(VerifyError::ChainUnavailable(e.to_string())),
         }
     }
@@ -112,7 +110,7 @@ impl ExactEvmVerifier {
     }
 
     /// A view call; `None` when it reverts.
-    async fn read<C: SolCall>(
+    pub(crate) async fn read<C: SolCall>(
         &self,
         to: Address,
         call: C,
