@@ -6,7 +6,9 @@
 //! - a nonce taken and never sent (a replica that died between taking it and recording) is
 //!   filled, and the settlements queued behind it land;
 //! - a nonce used by a transaction outside the facilitator makes the next settlement re-sign at
-//!   a new nonce; it lands once.
+//!   a new nonce; it lands once;
+//! - a gap fill that fees have outgrown is sent again with higher fees, so the settlements
+//!   queued behind it land (the wallet does not wedge).
 
 use std::time::{Duration, Instant};
 
@@ -213,6 +215,120 @@ async fn leaked_nonce_is_filled_and_the_settlement_queued_behind_it_lands() {
         .unwrap();
     assert_eq!(alloy::consensus::Transaction::nonce(&tx), 2);
     assert_eq!(metric(&fac, "x402_settle_nonce_gap_fills_total").await, 1.0);
+}
+
+/// A leaked nonce is filled while no block includes the fill (mining held back: a node that
+/// keeps an underpriced transaction in its pool behaves the same; anvil would drop it at the
+/// next block, so blocks are held instead of fees raised). The mined nonce does not move past
+/// the fill for the fill delay, so gap repair sends the fill again at the same nonce with higher
+/// fees; the node takes the replacement. Then blocks resume: the fill and the settlement behind
+/// it land, the payment succeeds once, and the raise is not counted as a second fill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_gap_fill_is_raised_and_the_settlement_behind_it_lands() {
+    let (anvil, usdc) = chain().await;
+    let redis = RedisServer::spawn().await.unwrap();
+    let settle = FAST_SETTLE.replace(
+        "receipt_timeout_seconds = 10",
+        "receipt_timeout_seconds = 1",
+    );
+    let toml = TestFacilitator::config_toml_custom(
+        &anvil,
+        anvil.rpc_url(),
+        DEV_PRIVATE_KEYS[1],
+        Some(&redis.url()),
+        &settle,
+    );
+    let fac = TestFacilitator::start_with_toml(&toml).await.unwrap();
+    let bodies = payments(&anvil, 2);
+    let first = settle_until_done(&fac, &bodies[0], Duration::from_secs(20)).await;
+    assert_eq!(first["success"], true, "{first}");
+
+    let provider = anvil.provider();
+    let _: () = provider
+        .raw_request("evm_setAutomine".into(), (false,))
+        .await
+        .unwrap();
+    let mut conn = redis_conn(&redis).await;
+    let taken: u64 = redis::cmd("INCR")
+        .arg(counter_key(&anvil))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(taken, 2, "nonce 1 leaked");
+    let (_, pending) = fac.post("/settle", &bodies[1]).await.unwrap();
+    assert_eq!(pending["errorReason"], "settlement_pending", "{pending}");
+
+    // The fill of nonce 1 reaches the pool, then is replaced by one offering more.
+    let signer = anvil.address(1);
+    let start = Instant::now();
+    let first_fill = loop {
+        if let Some(fee) = pooled_max_fee(&anvil, signer, 1).await {
+            break fee;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no gap fill sent"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(metric(&fac, "x402_settle_nonce_gap_fills_total").await, 1.0);
+    let start = Instant::now();
+    loop {
+        let fee = pooled_max_fee(&anvil, signer, 1).await.unwrap_or(0);
+        if fee > first_fill {
+            assert!(fee >= first_fill + first_fill / 10, "{fee} vs {first_fill}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the stuck fill was never raised"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let _: () = provider
+        .raw_request("evm_setAutomine".into(), (true,))
+        .await
+        .unwrap();
+    let _: String = provider.raw_request("evm_mine".into(), ()).await.unwrap();
+    let second = settle_until_done(&fac, &bodies[1], Duration::from_secs(30)).await;
+    assert_eq!(second["success"], true, "{second}");
+    assert_eq!(
+        usdc.balance_of(anvil.address(3)).await.unwrap(),
+        U256::from(AMOUNT * 2)
+    );
+    assert_eq!(
+        provider.get_transaction_count(signer).await.unwrap(),
+        3,
+        "settlement, fill, settlement"
+    );
+    let (_, again) = fac.post("/settle", &bodies[1]).await.unwrap();
+    assert_eq!(again["errorReason"], "duplicate_settlement", "{again}");
+    assert_eq!(metric(&fac, "x402_settle_nonce_gap_fills_total").await, 1.0);
+}
+
+/// `maxFeePerGas` (wei) of the transaction of `sender` at `nonce` in anvil's pool
+/// (`txpool_content`), if there is one.
+async fn pooled_max_fee(
+    anvil: &Anvil,
+    sender: alloy::primitives::Address,
+    nonce: u64,
+) -> Option<u128> {
+    let content: Value = anvil
+        .provider()
+        .raw_request("txpool_content".into(), ())
+        .await
+        .unwrap();
+    let sender = format!("{sender:#x}");
+    ["pending", "queued"].iter().find_map(|part| {
+        let by_sender = content[part].as_object()?;
+        let txs = by_sender
+            .iter()
+            .find(|(k, _)| k.to_lowercase() == sender)?
+            .1;
+        let fee = txs[nonce.to_string()]["maxFeePerGas"].as_str()?;
+        u128::from_str_radix(fee.trim_start_matches("0x"), 16).ok()
+    })
 }
 
 /// The signer key is used outside the facilitator (its next nonce taken by a plain transfer):

@@ -17,6 +17,12 @@
 //!    Filling is a 0-value transfer from the signer to itself (21,000 gas), which lets the later
 //!    transactions through.
 //!
+//! 3. When the node's mined nonce has not moved for the fill delay while later transactions wait,
+//!    and the transaction at it is a fill this process sent (fees rose past what it offers), the
+//!    fill is sent again at the same nonce with both fee caps raised by 12.5 % and at least the
+//!    current fees, as the reconciler does for settlements. Fills are remembered in memory: one
+//!    sent before a restart is not raised (the settlements behind it are).
+//!
 //! A settlement whose nonce was filled after all (its process was only slow) finds the nonce
 //! used on chain and is re-signed at a new nonce ([`super::EvmFamily`]'s replacement).
 
@@ -45,6 +51,18 @@ struct Seen {
     pending: Option<u64>,
     /// Nonces waiting for the fill delay, and since when.
     waiting: HashMap<u64, Instant>,
+    /// The node's mined nonce, and since when it has not moved.
+    mined: Option<(u64, Instant)>,
+    /// Fills this process sent and not yet seen mined: nonce → fees offered.
+    fills: HashMap<u64, FillFees>,
+}
+
+/// The fee caps of a fill transaction, wei per gas (EIP-1559), and when it was sent.
+#[derive(Debug, Clone, Copy)]
+struct FillFees {
+    max_fee_per_gas: u128,
+    max_priority_fee_per_gas: u128,
+    sent_at: Instant,
 }
 
 /// The repair's memory and fill delay.
@@ -94,6 +112,25 @@ async fn repair_signer(family: &EvmFamily, signer: Address) -> Result<(), String
     let (mined, pending, next) = (synced.mined, synced.pending, synced.next);
     if let Some(observer) = &family.nonce_lag_observer {
         observer(signer, next.saturating_sub(mined));
+    }
+    let stuck_fill = family.gaps.with(signer, |seen| {
+        seen.fills.retain(|n, _| *n >= mined);
+        let since = match seen.mined {
+            Some((m, since)) if m == mined => since,
+            _ => Instant::now(),
+        };
+        seen.mined = Some((mined, since));
+        let fill_after = family.gaps.fill_after;
+        let stalled = mined < pending && since.elapsed() >= fill_after;
+        seen.fills
+            .get(&mined)
+            .copied()
+            .filter(|f| stalled && f.sent_at.elapsed() >= fill_after)
+    });
+    if let Some(offered) = stuck_fill
+        && let Err(e) = fill(family, signer, mined, "stuck fill raised", Some(offered)).await
+    {
+        tracing::warn!(%signer, nonce = mined, error = %e, "raising a stuck gap fill failed");
     }
     let stuck = family.gaps.with(signer, |seen| {
         let stuck = next > pending && seen.pending == Some(pending);
@@ -161,7 +198,7 @@ async fn repair_signer(family: &EvmFamily, signer: Address) -> Result<(), String
         {
             continue; // a settlement took the free nonce meanwhile
         }
-        match fill(family, signer, nonce, why).await {
+        match fill(family, signer, nonce, why, None).await {
             Ok(()) => {
                 family.gaps.with(signer, |seen| seen.waiting.remove(&nonce));
             }
@@ -216,23 +253,55 @@ fn signed_at<'a>(
         })
 }
 
-/// Fills `nonce` of `signer` with a 0-value transfer to itself at the current fees.
-async fn fill(family: &EvmFamily, signer: Address, nonce: u64, why: &str) -> Result<(), String> {
-    let fees = family.fees.fetch().await.map_err(|e| e.to_string())?;
+/// Fills `nonce` of `signer` with a 0-value transfer to itself at the current fees, or, when it
+/// replaces an earlier fill that offered `previous`, at both caps raised by 12.5 % (nodes ask
+/// for 10 %) and at least the current fees. The fees offered are remembered, sent or not, so
+/// that a refused replacement is raised again next time.
+async fn fill(
+    family: &EvmFamily,
+    signer: Address,
+    nonce: u64,
+    why: &str,
+    previous: Option<FillFees>,
+) -> Result<(), String> {
+    let now = family.fees.fetch().await.map_err(|e| e.to_string())?;
+    let bump = |fee: u128| fee + fee / 8 + 1;
+    let offered = match previous {
+        None => FillFees {
+            max_fee_per_gas: now.max_fee_per_gas,
+            max_priority_fee_per_gas: now.max_priority_fee_per_gas,
+            sent_at: Instant::now(),
+        },
+        Some(p) => {
+            let max_fee = bump(p.max_fee_per_gas).max(now.max_fee_per_gas);
+            FillFees {
+                max_fee_per_gas: max_fee,
+                max_priority_fee_per_gas: bump(p.max_priority_fee_per_gas)
+                    .max(now.max_priority_fee_per_gas)
+                    .min(max_fee),
+                sent_at: Instant::now(),
+            }
+        }
+    };
+    family
+        .gaps
+        .with(signer, |seen| seen.fills.insert(nonce, offered));
     let tx = TransactionRequest::default()
         .from(signer)
         .to(signer)
         .value(U256::ZERO)
         .gas_limit(TRANSFER_GAS)
         .nonce(nonce)
-        .max_fee_per_gas(fees.max_fee_per_gas)
-        .max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        .max_fee_per_gas(offered.max_fee_per_gas)
+        .max_priority_fee_per_gas(offered.max_priority_fee_per_gas);
     let signed = family.chain().sign(tx).await.map_err(|e| e.to_string())?;
     let sent = family.chain().send_raw(&signed.raw).await;
     match sent {
         Ok(hash) => {
-            tracing::warn!(%signer, nonce, transaction = %hash, reason = why, "nonce gap filled with a 0-value transfer");
-            family.events.nonce_gap_filled();
+            tracing::warn!(%signer, nonce, transaction = %hash, reason = why, max_fee_per_gas = offered.max_fee_per_gas, "nonce gap filled with a 0-value transfer");
+            if previous.is_none() {
+                family.events.nonce_gap_filled();
+            }
             Ok(())
         }
         Err(e) => Err(format!("gap fill at nonce {nonce} not sent: {e}")),
