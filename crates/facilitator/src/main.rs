@@ -75,6 +75,12 @@ fn keygen(name: &str, scopes: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// mimalloc instead of the system allocator: a request allocates and frees many small buffers
+/// (JSON, HTTP), and glibc's `malloc` / `free` were about a tenth of the CPU of a `/verify`
+/// (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Logs to stdout in `format`, filtered by `RUST_LOG` (default `info`), and exports spans over
 /// OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set in `env` (see [`telemetry`]).
 fn init_logging(
