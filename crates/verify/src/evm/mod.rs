@@ -12,8 +12,9 @@
 //! token's `DOMAIN_SEPARATOR()` equals the one built from `extra.name` / `extra.version`, a
 //! successful simulation proves what the recovery would; the recovery then runs only when the
 //! simulation fails, to choose the reason. That saves the largest CPU cost of a `/verify`
-//! (about 0.5 M instructions of libsecp256k1). Without a simulation (settlement re-checks) or
-//! with another domain, the signature is checked first, as before.
+//! (about 0.5 M instructions of libsecp256k1). Without a simulation or with another domain, the
+//! signature is checked first, as before. Settlement always verifies without a simulation, so
+//! nothing is ever signed and sent on the strength of the token's own check alone.
 
 pub mod signature;
 mod simulate;
