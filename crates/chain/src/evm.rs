@@ -39,6 +39,15 @@ pub struct SignedTx {
     pub nonce: u64,
 }
 
+/// A block's hash and its parent's hash (`eth_getBlockByNumber`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockHashes {
+    /// `hash`.
+    pub hash: B256,
+    /// `parentHash`.
+    pub parent: B256,
+}
+
 /// EVM chain access for one network (one EIP-155 chain id).
 #[async_trait]
 pub trait EvmChain: Send + Sync {
@@ -99,6 +108,15 @@ pub trait EvmChain: Send + Sync {
     async fn block_number(&self) -> Result<u64, ChainError> {
         Err(ChainError::Unavailable(
             "eth_blockNumber not supported".into(),
+        ))
+    }
+
+    /// `eth_getBlockByNumber(number, false)`: the block's hash and its parent's hash, `None`
+    /// while the node has no such block. Used to notice a reorg of blocks already read.
+    /// Default: [`ChainError::Unavailable`].
+    async fn block_hashes(&self, _number: u64) -> Result<Option<BlockHashes>, ChainError> {
+        Err(ChainError::Unavailable(
+            "eth_getBlockByNumber not supported".into(),
         ))
     }
 

@@ -10,7 +10,7 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy::transports::{RpcError, TransportErrorKind};
 use async_trait::async_trait;
 
-use crate::evm::{ChainError, EvmChain, SignedTx};
+use crate::evm::{BlockHashes, ChainError, EvmChain, SignedTx};
 
 /// Production [`EvmChain`]: JSON-RPC over HTTP(S) with alloy; signs locally.
 pub struct AlloyEvmChain {
@@ -228,6 +228,18 @@ impl EvmChain for AlloyEvmChain {
 
     async fn block_number(&self) -> Result<u64, ChainError> {
         self.provider.get_block_number().await.map_err(classify)
+    }
+
+    async fn block_hashes(&self, number: u64) -> Result<Option<BlockHashes>, ChainError> {
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Number(number))
+            .await
+            .map_err(classify)?;
+        Ok(block.map(|b| BlockHashes {
+            hash: b.header.hash,
+            parent: b.header.parent_hash,
+        }))
     }
 
     async fn block_receipts(

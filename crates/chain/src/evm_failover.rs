@@ -12,7 +12,7 @@ use alloy::rpc::types::{FeeHistory, TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use async_trait::async_trait;
 
-use crate::evm::{ChainError, EvmChain, SignedTx};
+use crate::evm::{BlockHashes, ChainError, EvmChain, SignedTx};
 use crate::evm_alloy::AlloyEvmChain;
 
 /// Called on every move to another endpoint with the indexes `(from, to)`.
@@ -38,6 +38,7 @@ pub fn rpc_method(chain_method: &str) -> &'static str {
         "mined_nonce" => "eth_getTransactionCount",
         "block_number" => "eth_blockNumber",
         "block_receipts" => "eth_getBlockReceipts",
+        "block_hashes" => "eth_getBlockByNumber",
         "sign" => "sign",
         _ => "other",
     }
@@ -282,6 +283,10 @@ impl EvmChain for FailoverEvmChain {
 
     async fn block_number(&self) -> Result<u64, ChainError> {
         failover!(self, |c| c.block_number())
+    }
+
+    async fn block_hashes(&self, number: u64) -> Result<Option<BlockHashes>, ChainError> {
+        failover!(self, |c| c.block_hashes(number))
     }
 
     async fn block_receipts(

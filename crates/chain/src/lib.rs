@@ -25,7 +25,7 @@ mod svm;
 mod svm_failover;
 mod svm_rpc;
 
-pub use evm::{ChainError, EvmChain, SignedTx};
+pub use evm::{BlockHashes, ChainError, EvmChain, SignedTx};
 pub use evm_alloy::{AlloyEvmChain, GAS_LIMIT_HEADROOM_PERCENT};
 pub use evm_failover::{CallObserver, EndpointHealth, FailoverEvmChain, FailoverObserver};
 pub use svm::{SvmAccount, SvmChain, SvmChainError, SvmSimulation, SvmTxStatus};

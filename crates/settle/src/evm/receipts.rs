@@ -7,15 +7,23 @@
 //! ([`ReceiptWatcher::covers`]) and not in the cache was not mined in any block read so far, so
 //! a lookup needs no RPC call. While the poller is behind or failing (`eth_getBlockReceipts`
 //! unsupported, RPC down) it proves nothing and lookups ask the node per transaction.
+//!
+//! Reorgs: each block's hashes are read with it (`eth_getBlockByNumber`). A block whose parent
+//! is not the block read before it means the chain changed under what was read: the poller walks
+//! back to the last block whose hash still matches (at most [`MAX_REORG_DEPTH`]), forgets the
+//! receipts of the blocks after it, reads them again, and proves nothing until it has caught up.
+//! A reorg deeper than that forgets everything and covers only what is sent afterwards.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use alloy::primitives::{Address, B256};
 use alloy::rpc::types::TransactionReceipt;
 use tokio::sync::watch;
-use x402_chain::EvmChain;
+use x402_chain::{BlockHashes, EvmChain};
 
 use crate::clock::unix_ms;
 
@@ -24,6 +32,9 @@ const BLOCKS_PER_POLL: u64 = 32;
 
 /// How long a receipt stays cached (settlements resolve within seconds of their block).
 const RETENTION: Duration = Duration::from_secs(600);
+
+/// Deepest reorg the poller repairs by reading blocks again; also how many block hashes it keeps.
+pub const MAX_REORG_DEPTH: u64 = 64;
 
 #[derive(Default)]
 struct State {
@@ -35,6 +46,8 @@ struct State {
     covered_since_ms: Option<u64>,
     /// When the poller last read up to the head.
     last_ok: Option<Instant>,
+    /// Hashes of the last blocks read (at most [`MAX_REORG_DEPTH`]): block number → hash.
+    hashes: BTreeMap<u64, B256>,
 }
 
 struct Inner {
@@ -118,32 +131,51 @@ impl Inner {
         let Ok(head) = chain.block_number().await else {
             return;
         };
-        let first = {
+        let Some(first) = self.lock().next_block else {
+            // Blocks after `head` are made after now: cover from now on. The head's hash is the
+            // base a reorg of the next blocks is noticed against.
+            let Ok(Some(base)) = chain.block_hashes(head).await else {
+                return;
+            };
             let mut state = self.lock();
-            match state.next_block {
-                Some(n) => n,
-                None => {
-                    // Blocks after `head` are made after now: cover from now on.
-                    state.next_block = Some(head + 1);
-                    state.covered_since_ms = Some(unix_ms());
-                    state.last_ok = Some(Instant::now());
-                    return;
-                }
-            }
+            state.next_block = Some(head + 1);
+            state.hashes.insert(head, base.hash);
+            state.covered_since_ms = Some(unix_ms());
+            state.last_ok = Some(Instant::now());
+            return;
         };
         let last = head.min(first + BLOCKS_PER_POLL - 1);
         for number in first..=last {
+            // Not served yet (a lagging endpoint), or failed: read it next time.
+            let Ok(Some(hashes)) = chain.block_hashes(number).await else {
+                return;
+            };
+            let known_parent = self.lock().hashes.get(&number.wrapping_sub(1)).copied();
+            if known_parent.is_some_and(|parent| parent != hashes.parent) {
+                self.rewind(chain, number - 1).await;
+                return;
+            }
             let receipts = match chain.block_receipts(number).await {
                 Ok(Some(receipts)) => receipts,
-                // Not served yet (a lagging endpoint), or failed: read it next time.
                 Ok(None) | Err(_) => return,
             };
+            if receipts
+                .iter()
+                .any(|r| r.block_hash.is_some_and(|h| h != hashes.hash))
+            {
+                // The block changed between the two calls: read it again next time.
+                return;
+            }
             let mut state = self.lock();
             let now = Instant::now();
             for r in receipts.into_iter().filter(|r| signers.contains(&r.from)) {
                 state.receipts.insert(r.transaction_hash, (r, now));
             }
             state.next_block = Some(number + 1);
+            state.hashes.insert(number, hashes.hash);
+            while state.hashes.len() as u64 > MAX_REORG_DEPTH {
+                state.hashes.pop_first();
+            }
             drop(state);
             self.news.send_replace(number);
         }
@@ -157,6 +189,56 @@ impl Inner {
             // Dropped receipts were cached before this: only later sends stay provable.
             let horizon = unix_ms().saturating_sub(RETENTION.as_millis() as u64);
             state.covered_since_ms = state.covered_since_ms.map(|s| s.max(horizon));
+        }
+    }
+
+    /// The block after `read` does not build on the block read as `read`: finds the last block
+    /// whose hash the node still has, forgets what was read after it, and reads on from there.
+    /// Lookups ask the node until the poller has caught up again.
+    async fn rewind(&self, chain: &dyn EvmChain, read: u64) {
+        let known: Vec<(u64, B256)> = {
+            let state = self.lock();
+            state
+                .hashes
+                .range(..=read)
+                .rev()
+                .map(|(n, h)| (*n, *h))
+                .collect()
+        };
+        let mut fork = None;
+        for (number, hash) in known {
+            match chain.block_hashes(number).await {
+                Ok(Some(BlockHashes { hash: now, .. })) if now == hash => {
+                    fork = Some(number);
+                    break;
+                }
+                Ok(_) => {}
+                // Cannot tell now: try again at the next poll (nothing changed yet).
+                Err(_) => return,
+            }
+        }
+        let mut state = self.lock();
+        state.last_ok = None;
+        match fork {
+            Some(fork) => {
+                tracing::warn!(
+                    fork,
+                    depth = read - fork,
+                    "chain reorganised under blocks already read: reading them again"
+                );
+                state
+                    .receipts
+                    .retain(|_, (r, _)| r.block_number.is_some_and(|b| b <= fork));
+                state.hashes.retain(|n, _| *n <= fork);
+                state.next_block = Some(fork + 1);
+            }
+            None => {
+                tracing::warn!(
+                    read,
+                    "chain reorganised deeper than the blocks kept: starting over"
+                );
+                *state = State::default();
+            }
         }
     }
 }
