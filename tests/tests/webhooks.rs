@@ -208,36 +208,12 @@ async fn each_final_state_gets_exactly_one_signed_event() {
     assert_eq!(first["success"], true, "{first}");
     let settled_tx = first["transaction"].as_str().unwrap().to_string();
 
-    // expired: broadcast, then lost by the node; valid for 9 s only.
+    // failed: broadcast; the payer moves its whole balance away with a higher tip, so the
+    // settlement transaction reverts in the same block.
     let _: () = provider
         .raw_request("evm_setAutomine".into(), (false,))
         .await
         .unwrap();
-    let pending = settle(f.url(), &s.key, &payment(&s.anvil, 9)).await;
-    assert_eq!(pending["errorReason"], "settlement_pending", "{pending}");
-    let expired_tx = pending["transaction"].as_str().unwrap().to_string();
-    let _: () = provider
-        .raw_request("anvil_dropAllTransactions".into(), ())
-        .await
-        .unwrap();
-    // The node keeps losing it: nonce repair re-sends a dropped settlement of a stuck sender, so
-    // drop it again and again until its validBefore passes.
-    let dropping = Arc::new(AtomicBool::new(true));
-    let dropper = tokio::spawn({
-        let (provider, dropping) = (provider.clone(), dropping.clone());
-        let hash: alloy::primitives::B256 = expired_tx.parse().unwrap();
-        async move {
-            while dropping.load(Ordering::SeqCst) {
-                let _: Result<Value, _> = provider
-                    .raw_request("anvil_dropTransaction".into(), (hash,))
-                    .await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    });
-
-    // failed: broadcast; the payer moves its whole balance away with a higher tip, so the
-    // settlement transaction reverts in the same block.
     let pending = settle(f.url(), &s.key, &payment(&s.anvil, 60)).await;
     assert_eq!(pending["errorReason"], "settlement_pending", "{pending}");
     let failed_tx = pending["transaction"].as_str().unwrap().to_string();
@@ -254,27 +230,43 @@ async fn each_final_state_gets_exactly_one_signed_event() {
         .send()
         .await
         .unwrap();
-    let expired_hash: alloy::primitives::B256 = expired_tx.parse().unwrap();
-    let _: Value = provider
-        .raw_request("anvil_dropTransaction".into(), (expired_hash,))
-        .await
-        .unwrap();
     let _: String = provider.raw_request("evm_mine".into(), ()).await.unwrap();
     let drained = drain.get_receipt().await.unwrap();
     assert!(drained.status());
     assert_eq!(s.usdc.balance_of(payer).await.unwrap(), U256::ZERO);
-
-    // settled + expired; the failed settlement waits behind the expired one's nonce, which
-    // nonce repair fills once the record expired; then blocks are mined again.
     sink.wait_for(2, Duration::from_secs(30)).await;
+
+    // expired: the payer is funded again; the settlement is broadcast, then lost by the node,
+    // and no block is mined until its validBefore (9 s) has passed. Nonce repair re-sends a
+    // dropped settlement of a stuck sender, so it is dropped again and again meanwhile.
+    let _: () = provider
+        .raw_request("evm_setAutomine".into(), (true,))
+        .await
+        .unwrap();
+    s.usdc.mint(payer, AMOUNT * 10).await.unwrap();
+    let _: () = provider
+        .raw_request("evm_setAutomine".into(), (false,))
+        .await
+        .unwrap();
+    let pending = settle(f.url(), &s.key, &payment(&s.anvil, 9)).await;
+    assert_eq!(pending["errorReason"], "settlement_pending", "{pending}");
+    let expired_tx = pending["transaction"].as_str().unwrap().to_string();
+    let dropping = Arc::new(AtomicBool::new(true));
+    let dropper = tokio::spawn({
+        let (provider, dropping) = (provider.clone(), dropping.clone());
+        let hash: alloy::primitives::B256 = expired_tx.parse().unwrap();
+        async move {
+            while dropping.load(Ordering::SeqCst) {
+                let _: Result<Value, _> = provider
+                    .raw_request("anvil_dropTransaction".into(), (hash,))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let got = sink.wait_for(3, Duration::from_secs(40)).await;
     dropping.store(false, Ordering::SeqCst);
     dropper.await.unwrap();
-    let start = Instant::now();
-    while sink.received().len() < 3 && start.elapsed() < Duration::from_secs(30) {
-        let _: String = provider.raw_request("evm_mine".into(), ()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let got = sink.wait_for(3, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 3, "{got:#?}");
     // Nothing more arrives (each event once).
     tokio::time::sleep(Duration::from_secs(2)).await;
