@@ -8,7 +8,8 @@
 //!    (the sender is stuck), every nonce from it up to the counter is looked at through its
 //!    owner's record:
 //!    - a recorded, unresolved settlement signed at it: its transaction is re-sent (the node
-//!      may have dropped it);
+//!      may have dropped it), unless its authorization's `validBefore` has passed (it could only
+//!      revert; the nonce is filled and the record expires);
 //!    - a reservation whose owner's lease is live (signing now), or a free nonce (the next
 //!      settlement takes it): left alone for the fill delay;
 //!    - anything else (the owner's lease lapsed, the record is gone or resolved with another
@@ -223,6 +224,12 @@ async fn classify<'a>(
         };
         match &stored.record {
             SettlementRecord::Broadcast(b) => {
+                if crate::clock::unix_now() > b.payment.valid_until {
+                    // The authorization's validBefore passed: the transaction can only revert
+                    // now. Filling the nonce costs less and lets the record expire.
+                    why = "its settlement's validBefore passed";
+                    continue;
+                }
                 if let Some(tx) = signed_at(&b.sent, &b.replaced, signer, nonce) {
                     return Ok(Missing::Resend(tx.clone()));
                 }
