@@ -509,8 +509,8 @@ impl<F: ChainFamily> Engine<F> {
         let since_sent = unix_ms().saturating_sub(broadcast.last_sent_ms);
         let act_after = self.timing.resend_after.min(self.timing.replace_after);
         // Also once validBefore has passed: whether the node still holds it decides `expired`.
-        let probe = since_sent >= act_after.as_millis() as u64
-            || unix_now() > broadcast.payment.valid_until;
+        let probe =
+            since_sent >= act_after.as_millis() as u64 || now > broadcast.payment.valid_until;
         let next = match self.family.lookup(broadcast, probe).await? {
             Lookup::Landed { transaction, cost } => {
                 let settled = Settled {

@@ -25,6 +25,22 @@ pub struct Fees {
     pub max_priority_fee_per_gas: u128,
 }
 
+impl Fees {
+    /// The fees of a transaction replacing one that offered `self` at the same nonce: both caps
+    /// up by at least 12.5 % (nodes ask for 10 %), and at least `now` (what the node would ask
+    /// of a new transaction); the tip never above the cap.
+    pub fn replacement(self, now: Fees) -> Fees {
+        let bump = |fee: u128| fee + fee / 8 + 1;
+        let max_fee_per_gas = bump(self.max_fee_per_gas).max(now.max_fee_per_gas);
+        Fees {
+            max_fee_per_gas,
+            max_priority_fee_per_gas: bump(self.max_priority_fee_per_gas)
+                .max(now.max_priority_fee_per_gas)
+                .min(max_fee_per_gas),
+        }
+    }
+}
+
 /// The fee cache of one network.
 pub struct FeeCache {
     chain: Arc<dyn EvmChain>,
@@ -108,5 +124,41 @@ impl FeeCache {
         };
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((fees, Instant::now()));
         Ok(fees)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fees;
+
+    #[test]
+    fn replacement_raises_both_caps_by_an_eighth_and_follows_the_market() {
+        let offered = Fees {
+            max_fee_per_gas: 800,
+            max_priority_fee_per_gas: 80,
+        };
+        let calm = Fees {
+            max_fee_per_gas: 100,
+            max_priority_fee_per_gas: 10,
+        };
+        assert_eq!(
+            offered.replacement(calm),
+            Fees {
+                max_fee_per_gas: 901,
+                max_priority_fee_per_gas: 91,
+            }
+        );
+        // Fees rose past the bump: the current ones, the tip never above the cap.
+        let spike = Fees {
+            max_fee_per_gas: 5_000,
+            max_priority_fee_per_gas: 9_000,
+        };
+        assert_eq!(
+            offered.replacement(spike),
+            Fees {
+                max_fee_per_gas: 5_000,
+                max_priority_fee_per_gas: 5_000,
+            }
+        );
     }
 }

@@ -35,7 +35,8 @@ use alloy::primitives::{Address, U256};
 use alloy::rpc::types::TransactionRequest;
 
 use super::EvmFamily;
-use crate::clock::unix_ms;
+use super::fees::Fees;
+use crate::clock::{unix_ms, unix_now};
 use crate::family::{ChainFamily, Sent};
 use crate::record::{SentTx, SettlementRecord};
 
@@ -58,11 +59,10 @@ struct Seen {
     fills: HashMap<u64, FillFees>,
 }
 
-/// The fee caps of a fill transaction, wei per gas (EIP-1559), and when it was sent.
+/// The fee caps a fill transaction offered, and when it was sent.
 #[derive(Debug, Clone, Copy)]
 struct FillFees {
-    max_fee_per_gas: u128,
-    max_priority_fee_per_gas: u128,
+    fees: Fees,
     sent_at: Instant,
 }
 
@@ -224,7 +224,7 @@ async fn classify<'a>(
         };
         match &stored.record {
             SettlementRecord::Broadcast(b) => {
-                if crate::clock::unix_now() > b.payment.valid_until {
+                if unix_now() > b.payment.valid_until {
                     // The authorization's validBefore passed: the transaction can only revert
                     // now. Filling the nonce costs less and lets the record expire.
                     why = "its settlement's validBefore passed";
@@ -261,8 +261,7 @@ fn signed_at<'a>(
 }
 
 /// Fills `nonce` of `signer` with a 0-value transfer to itself at the current fees, or, when it
-/// replaces an earlier fill that offered `previous`, at both caps raised by 12.5 % (nodes ask
-/// for 10 %) and at least the current fees. The fees offered are remembered, sent or not, so
+/// replaces an earlier fill that offered `previous`, at [`Fees::replacement`] of those. The fees offered are remembered, sent or not, so
 /// that a refused replacement is raised again next time.
 async fn fill(
     family: &EvmFamily,
@@ -272,23 +271,13 @@ async fn fill(
     previous: Option<FillFees>,
 ) -> Result<(), String> {
     let now = family.fees.fetch().await.map_err(|e| e.to_string())?;
-    let bump = |fee: u128| fee + fee / 8 + 1;
-    let offered = match previous {
-        None => FillFees {
-            max_fee_per_gas: now.max_fee_per_gas,
-            max_priority_fee_per_gas: now.max_priority_fee_per_gas,
-            sent_at: Instant::now(),
-        },
-        Some(p) => {
-            let max_fee = bump(p.max_fee_per_gas).max(now.max_fee_per_gas);
-            FillFees {
-                max_fee_per_gas: max_fee,
-                max_priority_fee_per_gas: bump(p.max_priority_fee_per_gas)
-                    .max(now.max_priority_fee_per_gas)
-                    .min(max_fee),
-                sent_at: Instant::now(),
-            }
-        }
+    let fees = match previous {
+        None => now,
+        Some(p) => p.fees.replacement(now),
+    };
+    let offered = FillFees {
+        fees,
+        sent_at: Instant::now(),
     };
     family
         .gaps
@@ -299,13 +288,13 @@ async fn fill(
         .value(U256::ZERO)
         .gas_limit(TRANSFER_GAS)
         .nonce(nonce)
-        .max_fee_per_gas(offered.max_fee_per_gas)
-        .max_priority_fee_per_gas(offered.max_priority_fee_per_gas);
+        .max_fee_per_gas(fees.max_fee_per_gas)
+        .max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
     let signed = family.chain().sign(tx).await.map_err(|e| e.to_string())?;
     let sent = family.chain().send_raw(&signed.raw).await;
     match sent {
         Ok(hash) => {
-            tracing::warn!(%signer, nonce, transaction = %hash, reason = why, max_fee_per_gas = offered.max_fee_per_gas, "nonce gap filled with a 0-value transfer");
+            tracing::warn!(%signer, nonce, transaction = %hash, reason = why, max_fee_per_gas = fees.max_fee_per_gas, "nonce gap filled with a 0-value transfer");
             if previous.is_none() {
                 family.events.nonce_gap_filled();
             }

@@ -675,16 +675,16 @@ impl ChainFamily for EvmFamily {
             tracing::warn!(%signer, nonce = env.nonce(), "settlement nonce used by another transaction: signing at a new nonce");
             return Ok(Some(self.sign_at_fresh_nonce(signer, key, call).await?));
         }
-        // EIP-1559 replacement: both caps up by at least 12.5 % (nodes ask for 10 %), and at
-        // least what the node would ask now.
-        let bump = |fee: u128| fee + fee / 8 + 1;
-        let (mut max_fee, mut priority) = (
-            bump(env.max_fee_per_gas()),
-            bump(env.max_priority_fee_per_gas().unwrap_or(0)),
-        );
+        // EIP-1559 replacement at the same nonce.
+        let offered = fees::Fees {
+            max_fee_per_gas: env.max_fee_per_gas(),
+            max_priority_fee_per_gas: env.max_priority_fee_per_gas().unwrap_or(0),
+        };
         let now = self.fees.fetch().await.map_err(unavailable)?;
-        max_fee = max_fee.max(now.max_fee_per_gas);
-        priority = priority.max(now.max_priority_fee_per_gas).min(max_fee);
+        let fees::Fees {
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: priority,
+        } = offered.replacement(now);
         let tx = call
             .nonce(env.nonce())
             .max_fee_per_gas(max_fee)
