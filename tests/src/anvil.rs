@@ -154,6 +154,16 @@ impl Anvil {
         AnvilBuilder::default()
     }
 
+    /// Turns automine on or off (`evm_setAutomine`): off, transactions wait in the pool until a
+    /// block is mined (`evm_mine`, or automine turned on again).
+    pub async fn set_automine(&self, on: bool) -> anyhow::Result<()> {
+        self.provider()
+            .raw_request::<_, serde_json::Value>("evm_setAutomine".into(), (on,))
+            .await
+            .context("evm_setAutomine")?;
+        Ok(())
+    }
+
     /// The JSON-RPC endpoint, `http://127.0.0.1:<port>`.
     pub fn rpc_url(&self) -> &str {
         &self.rpc_url

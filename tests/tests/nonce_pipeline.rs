@@ -58,12 +58,17 @@ fn payments(anvil: &Anvil, n: usize) -> Vec<Value> {
 }
 
 async fn start(anvil: &Anvil, redis: &RedisServer) -> TestFacilitator {
+    start_with(anvil, redis, FAST_SETTLE).await
+}
+
+/// A facilitator signing with account 1, with `settle` as its `[settle]` table.
+async fn start_with(anvil: &Anvil, redis: &RedisServer, settle: &str) -> TestFacilitator {
     let toml = TestFacilitator::config_toml_custom(
         anvil,
         anvil.rpc_url(),
         DEV_PRIVATE_KEYS[1],
         Some(&redis.url()),
-        FAST_SETTLE,
+        settle,
     );
     TestFacilitator::start_with_toml(&toml).await.unwrap()
 }
@@ -99,6 +104,17 @@ async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
 /// The Redis nonce counter key of the facilitator signer (account 1) on the anvil chain.
 fn counter_key(anvil: &Anvil) -> String {
     x402_settle::replay::keys::evm_nonce_keys("x402", anvil.chain_id(), anvil.address(1)).next
+}
+
+/// A nonce a dead replica took from the shared counter and never sent: the counter is raised
+/// by one by hand. Returns the counter after it.
+async fn leak_nonce(anvil: &Anvil, redis: &RedisServer) -> u64 {
+    let mut conn = redis_conn(redis).await;
+    redis::cmd("INCR")
+        .arg(counter_key(anvil))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
 }
 
 /// One signer, blocks every 2 s, 40 payments sent at once through two replicas sharing the
@@ -178,12 +194,7 @@ async fn leaked_nonce_is_filled_and_the_settlement_queued_behind_it_lands() {
     assert_eq!(first["success"], true, "{first}");
 
     // The dead replica's nonce: taken from the counter, never sent.
-    let mut conn = redis_conn(&redis).await;
-    let taken: u64 = redis::cmd("INCR")
-        .arg(counter_key(&anvil))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let taken = leak_nonce(&anvil, &redis).await;
     assert_eq!(taken, 2, "the counter was at 1 after one settlement");
 
     let start = Instant::now();
@@ -231,29 +242,14 @@ async fn stuck_gap_fill_is_raised_and_the_settlement_behind_it_lands() {
         "receipt_timeout_seconds = 10",
         "receipt_timeout_seconds = 1",
     );
-    let toml = TestFacilitator::config_toml_custom(
-        &anvil,
-        anvil.rpc_url(),
-        DEV_PRIVATE_KEYS[1],
-        Some(&redis.url()),
-        &settle,
-    );
-    let fac = TestFacilitator::start_with_toml(&toml).await.unwrap();
+    let fac = start_with(&anvil, &redis, &settle).await;
     let bodies = payments(&anvil, 2);
     let first = settle_until_done(&fac, &bodies[0], Duration::from_secs(20)).await;
     assert_eq!(first["success"], true, "{first}");
 
     let provider = anvil.provider();
-    let _: () = provider
-        .raw_request("evm_setAutomine".into(), (false,))
-        .await
-        .unwrap();
-    let mut conn = redis_conn(&redis).await;
-    let taken: u64 = redis::cmd("INCR")
-        .arg(counter_key(&anvil))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    anvil.set_automine(false).await.unwrap();
+    let taken = leak_nonce(&anvil, &redis).await;
     assert_eq!(taken, 2, "nonce 1 leaked");
     let (_, pending) = fac.post("/settle", &bodies[1]).await.unwrap();
     assert_eq!(pending["errorReason"], "settlement_pending", "{pending}");
@@ -286,10 +282,7 @@ async fn stuck_gap_fill_is_raised_and_the_settlement_behind_it_lands() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let _: () = provider
-        .raw_request("evm_setAutomine".into(), (true,))
-        .await
-        .unwrap();
+    anvil.set_automine(true).await.unwrap();
     let _: String = provider.raw_request("evm_mine".into(), ()).await.unwrap();
     let second = settle_until_done(&fac, &bodies[1], Duration::from_secs(30)).await;
     assert_eq!(second["success"], true, "{second}");

@@ -885,10 +885,7 @@ async fn sigterm_stops_accepting_and_finishes_the_settle_in_flight() {
     let payer = anvil.signer(2);
     usdc.mint(payer.address(), 1_000_000).await.unwrap();
     let provider = anvil.provider();
-    let _: Value = provider
-        .raw_request("evm_setAutomine".into(), (false,))
-        .await
-        .unwrap();
+    anvil.set_automine(false).await.unwrap();
 
     let port = x402_tests::net::free_port().unwrap();
     let toml = format!(

@@ -309,10 +309,7 @@ async fn f7_kill9_after_broadcast_is_finished_by_the_reconciler() {
         .await
         .unwrap();
     let provider = anvil.provider();
-    let _: () = provider
-        .raw_request("evm_setAutomine".into(), (false,))
-        .await
-        .unwrap();
+    anvil.set_automine(false).await.unwrap();
     let (auth, body) = payments(&anvil, 1).remove(0);
 
     let url = format!("{}/settle", a.url());
@@ -457,10 +454,7 @@ async fn dropped_transaction_is_resent_and_lands_once() {
     );
     let fac = TestFacilitator::start_with_toml(&toml).await.unwrap();
     let provider = anvil.provider();
-    let _: () = provider
-        .raw_request("evm_setAutomine".into(), (false,))
-        .await
-        .unwrap();
+    anvil.set_automine(false).await.unwrap();
     let (_, body) = payments(&anvil, 1).remove(0);
     let (_, pending) = fac.post("/settle", &body).await.unwrap();
     assert_eq!(pending["errorReason"], "settlement_pending", "{pending}");
@@ -729,10 +723,7 @@ async fn underpriced_transaction_is_replaced_with_higher_fees_and_lands_once() {
     );
     let fac = TestFacilitator::start_with_toml(&toml).await.unwrap();
     let provider = anvil.provider();
-    let _: () = provider
-        .raw_request("evm_setAutomine".into(), (false,))
-        .await
-        .unwrap();
+    anvil.set_automine(false).await.unwrap();
     let (_, body) = payments(&anvil, 1).remove(0);
     let (_, pending) = fac.post("/settle", &body).await.unwrap();
     assert_eq!(pending["errorReason"], "settlement_pending", "{pending}");

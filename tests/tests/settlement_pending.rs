@@ -11,10 +11,7 @@ use x402_tests::facilitator::EvmFixture;
 async fn f7_unmined_settlement_is_pending_then_one_success_then_duplicate() {
     let fx = EvmFixture::start_with_timeout(None, 1).await.unwrap();
     let provider = fx.anvil.provider();
-    let _: () = provider
-        .raw_request("evm_setAutomine".into(), (false,))
-        .await
-        .unwrap();
+    fx.anvil.set_automine(false).await.unwrap();
 
     let req = fx.requirements(5_000);
     let (auth, sig) = req.authorize(&fx.payer).unwrap();

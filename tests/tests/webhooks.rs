@@ -210,10 +210,7 @@ async fn each_final_state_gets_exactly_one_signed_event() {
 
     // failed: broadcast; the payer moves its whole balance away with a higher tip, so the
     // settlement transaction reverts in the same block.
-    let _: () = provider
-        .raw_request("evm_setAutomine".into(), (false,))
-        .await
-        .unwrap();
+    s.anvil.set_automine(false).await.unwrap();
     let pending = settle(f.url(), &s.key, &payment(&s.anvil, 60)).await;
     assert_eq!(pending["errorReason"], "settlement_pending", "{pending}");
     let failed_tx = pending["transaction"].as_str().unwrap().to_string();
@@ -239,15 +236,9 @@ async fn each_final_state_gets_exactly_one_signed_event() {
     // expired: the payer is funded again; the settlement is broadcast, then lost by the node,
     // and no block is mined until its validBefore (9 s) has passed. Nonce repair re-sends a
     // dropped settlement of a stuck sender, so it is dropped again and again meanwhile.
-    let _: () = provider
-        .raw_request("evm_setAutomine".into(), (true,))
-        .await
-        .unwrap();
+    s.anvil.set_automine(true).await.unwrap();
     s.usdc.mint(payer, AMOUNT * 10).await.unwrap();
-    let _: () = provider
-        .raw_request("evm_setAutomine".into(), (false,))
-        .await
-        .unwrap();
+    s.anvil.set_automine(false).await.unwrap();
     let pending = settle(f.url(), &s.key, &payment(&s.anvil, 9)).await;
     assert_eq!(pending["errorReason"], "settlement_pending", "{pending}");
     let expired_tx = pending["transaction"].as_str().unwrap().to_string();

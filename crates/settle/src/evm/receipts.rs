@@ -14,11 +14,9 @@
 //! receipts of the blocks after it, reads them again, and proves nothing until it has caught up.
 //! A reorg deeper than that forgets everything and covers only what is sent afterwards.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use std::collections::BTreeMap;
 
 use alloy::primitives::{Address, B256};
 use alloy::rpc::types::TransactionReceipt;
