@@ -142,12 +142,16 @@ async fn poll_until(
 ) -> anyhow::Result<Answer> {
     let start = Instant::now();
     loop {
-        let a = call("GET", url, None, None).await?;
-        if accept(&a) {
-            return Ok(a);
-        }
-        if start.elapsed() > timeout {
-            bail!("{url}: still {} {} after {timeout:?}", a.status, a.body);
+        // A process just spawned may not listen yet: a refused connection is asked again.
+        match call("GET", url, None, None).await {
+            Ok(a) if accept(&a) => return Ok(a),
+            Ok(a) if start.elapsed() > timeout => {
+                bail!("{url}: still {} {} after {timeout:?}", a.status, a.body)
+            }
+            Err(e) if start.elapsed() > timeout => {
+                return Err(e.context(format!("{url}: no answer after {timeout:?}")));
+            }
+            Ok(_) | Err(_) => {}
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
