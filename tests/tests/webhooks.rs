@@ -482,6 +482,7 @@ async fn outbox_claims_lease_retry_dead_letter_and_complete_atomically() {
                     sent_at: 1,
                     last_sent_ms: 1,
                     first_sent_ms: 1,
+                    sent_since_ms: 1,
                 });
                 let Created::Created(raw) = store
                     .create(&key, &broadcast, Duration::from_secs(60), &[])
@@ -496,7 +497,9 @@ async fn outbox_claims_lease_retry_dead_letter_and_complete_atomically() {
                     cost: Cost::default(),
                     settled_at: 3,
                 });
-                let event = notify.event(&key, &delivered).unwrap();
+                let event = notify
+                    .event(&key, &delivered, x402_chain::clock::unix_ms())
+                    .unwrap();
                 let swapped = store
                     .swap_emitting(&key, &raw, &delivered, Some(&event))
                     .await

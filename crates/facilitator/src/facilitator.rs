@@ -216,7 +216,7 @@ impl Facilitator {
         &self,
         transaction: &str,
     ) -> Result<Option<SettlementStatus>, SettleError> {
-        x402_settle::status::by_transaction(self.store.as_ref(), transaction).await
+        x402_settle::engine::status::by_transaction(self.store.as_ref(), transaction).await
     }
 
     /// `POST /settlements/lookup`: the settlement of the payment in `req` under its

@@ -84,15 +84,26 @@ pub enum Lookup {
     },
 }
 
-/// A held signer (EVM: its local lock and cross-replica lease); released with
-/// [`ChainFamily::release_signer`].
-pub type SignerGuard = Box<dyn std::any::Any + Send + Sync>;
+/// How far [`ChainFamily::lookup`] must look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Only whether the payment landed: `NotYet` may say `known: true` without asking a node.
+    LandedOnly,
+    /// Also whether a node still holds the transaction, and (past `validBefore`) whether it can
+    /// still land: the caller acts on the answer.
+    NodeHolds,
+}
 
 /// One chain family's settlement operations.
 #[async_trait]
 pub trait ChainFamily: Send + Sync + 'static {
     /// A verified payment, ready to sign.
     type Payment: Send + Sync;
+
+    /// A held signer (EVM: a slot of one signer address; Solana: nothing, the fee payer
+    /// co-signed at verification), taken by [`ChainFamily::acquire_signer`] and given back with
+    /// [`ChainFamily::release_signer`].
+    type Signer: Send + Sync;
 
     /// The start of every replay key of this family on this network (the reconciler routes
     /// unresolved records by it).
@@ -112,11 +123,13 @@ pub trait ChainFamily: Send + Sync + 'static {
 
     /// A payment that fails verification while no record exists may have landed already (its
     /// record lost with a flushed store): the record to restore from the chain, if any.
+    /// `now`: Unix seconds (the engine's clock).
     async fn recover_lost(
         &self,
         _req: &PaymentRequest,
         _id: &Identity,
         _invalid: &Invalid,
+        _now: u64,
     ) -> Option<crate::record::SettlementRecord> {
         None
     }
@@ -132,16 +145,16 @@ pub trait ChainFamily: Send + Sync + 'static {
     fn payer_of(&self, payment: &Self::Payment) -> String;
 
     /// Takes a signer (bounded wait). Errors: none free in time, nothing reserved elsewhere.
-    async fn acquire_signer(&self) -> Result<SignerGuard, SettleError>;
+    async fn acquire_signer(&self) -> Result<Self::Signer, SettleError>;
 
     /// Gives the signer back.
-    async fn release_signer(&self, guard: SignerGuard);
+    async fn release_signer(&self, signer: Self::Signer);
 
     /// Signs the payment's settlement transaction (for the record under replay key `key`)
     /// with the held signer; sends nothing.
     async fn sign(
         &self,
-        guard: &SignerGuard,
+        signer: &Self::Signer,
         key: &str,
         req: &PaymentRequest,
         payment: &Self::Payment,
@@ -167,10 +180,16 @@ pub trait ChainFamily: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// Where a broadcast payment stands. `probe`: whether the caller may act on
-    /// [`Lookup::NotYet`]'s `known` now (re-send, replace, expire); without it the family may
-    /// skip asking the node whether it still holds the transaction and answer `known: true`.
-    async fn lookup(&self, broadcast: &Broadcast, probe: bool) -> Result<Lookup, SettleError>;
+    /// Where a broadcast payment stands at Unix time `now` (seconds, the engine's clock).
+    /// `probe` says whether the caller will act on [`Lookup::NotYet`]'s `known` now (re-send,
+    /// replace, expire): with [`Probe::LandedOnly`] the family may skip asking the node whether
+    /// it still holds the transaction and answer `known: true`.
+    async fn lookup(
+        &self,
+        broadcast: &Broadcast,
+        probe: Probe,
+        now: u64,
+    ) -> Result<Lookup, SettleError>;
 
     /// Waits for news of broadcast transactions (EVM: the next block read), at most `max`.
     async fn wait_for_news(&self, max: std::time::Duration) {

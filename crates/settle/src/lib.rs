@@ -15,7 +15,7 @@
 //! may still land is never answered as a plain failure (`settlement_pending` instead); one
 //! payment gets one `success: true`, ever.
 
-pub use x402_chain::clock;
+pub mod clock;
 pub mod engine;
 pub mod evm;
 pub mod family;

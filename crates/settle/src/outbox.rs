@@ -159,8 +159,13 @@ impl Notify {
     /// The event to write with the transition of the record under `replay_key` into `next`:
     /// `Some` for a final state (`confirmed`/`delivered`: [`SETTLED`]; `failed`, `expired`) of
     /// a payment whose key has a webhook. The caller writes it only on the first transition
-    /// into that state.
-    pub fn event(&self, replay_key: &str, next: &SettlementRecord) -> Option<OutboxEvent> {
+    /// into that state. `now_ms`: Unix milliseconds (the engine's clock).
+    pub fn event(
+        &self,
+        replay_key: &str,
+        next: &SettlementRecord,
+        now_ms: u64,
+    ) -> Option<OutboxEvent> {
         let key = next.payment().key.as_deref()?;
         if !self.keys.contains(key) {
             return None;
@@ -173,9 +178,7 @@ impl Notify {
         };
         let id = event_id(replay_key, kind);
         let settlement = SettlementStatus::of(next);
-        let at = settlement
-            .resolved_at
-            .unwrap_or_else(crate::clock::unix_now);
+        let at = settlement.resolved_at.unwrap_or(now_ms / 1000);
         let body = serde_json::to_string(&Payload {
             kind,
             timestamp: rfc3339(at),
@@ -191,7 +194,7 @@ impl Notify {
             key: key.to_string(),
             kind: kind.to_string(),
             body,
-            created_ms: crate::clock::unix_ms(),
+            created_ms: now_ms,
         })
     }
 }
@@ -261,7 +264,7 @@ mod tests {
             cost: Cost::default(),
             settled_at: 1_795_309_350,
         });
-        let event = notify.event("x402:replay:evm:1", &settled).unwrap();
+        let event = notify.event("x402:replay:evm:1", &settled, 1_000).unwrap();
         assert_eq!(event.kind, SETTLED);
         assert_eq!(event.key, "shop");
         assert_eq!(event.id, event_id("x402:replay:evm:1", SETTLED));
@@ -283,7 +286,7 @@ mod tests {
             cost: Cost::default(),
             closed_at: 1,
         });
-        let event = notify.event("k", &failed).unwrap();
+        let event = notify.event("k", &failed, 1_000).unwrap();
         assert_eq!(event.kind, FAILED);
         let body: serde_json::Value = serde_json::from_str(&event.body).unwrap();
         assert_eq!(
@@ -297,14 +300,14 @@ mod tests {
             cost: Cost::default(),
             settled_at: 1,
         });
-        assert!(notify.event("k", &other).is_none());
+        assert!(notify.event("k", &other, 1_000).is_none());
         let anonymous = SettlementRecord::Delivered(Settled {
             payment: facts(None),
             transaction: "0xab".into(),
             cost: Cost::default(),
             settled_at: 1,
         });
-        assert!(notify.event("k", &anonymous).is_none());
+        assert!(notify.event("k", &anonymous, 1_000).is_none());
     }
 
     #[test]

@@ -23,8 +23,8 @@ pub const PASS_LIMIT: usize = 500;
 pub trait Reconcile: Send + Sync {
     /// Whether `key` is one of this engine's replay keys.
     fn owns(&self, key: &str) -> bool;
-    /// One look at the record under `key` (the chain part bounded by `timeout`); its creation
-    /// time (Unix seconds) when it is still unresolved afterwards.
+    /// One look at the record under `key` (the chain part bounded by `timeout`); its age
+    /// (seconds since the reservation) when it is still unresolved afterwards.
     async fn reconcile(&self, key: &str, timeout: Duration) -> Result<Option<u64>, SettleError>;
     /// The family's periodic repair ([`ChainFamily::maintain`]), bounded by `timeout`.
     async fn maintain(&self, timeout: Duration);
@@ -117,7 +117,7 @@ pub async fn pass(
     let keys = store.open_keys(PASS_LIMIT).await;
     let result = async {
         let keys = keys?;
-        // Creation times of the records still unresolved after their look.
+        // Ages of the records still unresolved after their look, seconds.
         let mut open = Vec::new();
         for key in &keys {
             let Some(engine) = engines.iter().find(|e| e.owns(key)) else {
@@ -125,10 +125,7 @@ pub async fn pass(
             };
             open.extend(engine.reconcile(key, step_timeout).await?);
         }
-        let oldest_age = open
-            .iter()
-            .min()
-            .map_or(0, |at| crate::clock::unix_now().saturating_sub(*at));
+        let oldest_age = open.iter().max().copied().unwrap_or(0);
         events.open_records(store.open_keys(PASS_LIMIT).await?.len(), oldest_age);
         Ok::<_, SettleError>(())
     }

@@ -134,6 +134,31 @@ pub struct Broadcast {
     /// then nothing is known to have been sent after a given time).
     #[serde(default)]
     pub first_sent_ms: u64,
+    /// Unix milliseconds when the current transaction (`sent`) was first sent: how long it has
+    /// stayed unmined decides its replacement (re-sending the same bytes does not move it).
+    /// 0 in records written before it was kept: see [`Broadcast::current_since_ms`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sent_since_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl Broadcast {
+    /// Unix milliseconds since when the current transaction has been out: `sent_since_ms`, or
+    /// in older records the first broadcast when nothing was replaced, else the latest send.
+    pub fn current_since_ms(&self) -> u64 {
+        match (
+            self.sent_since_ms,
+            self.first_sent_ms,
+            self.replaced.is_empty(),
+        ) {
+            (since, _, _) if since > 0 => since,
+            (_, first, true) if first > 0 => first,
+            _ => self.last_sent_ms,
+        }
+    }
 }
 
 /// `confirmed` / `delivered`: the transfer landed.
@@ -399,6 +424,7 @@ mod tests {
             sent_at: 1,
             last_sent_ms: 1_000,
             first_sent_ms: 1_000,
+            sent_since_ms: 1_000,
         });
         let json = serde_json::to_string(&broadcast).unwrap();
         assert_eq!(

@@ -1,16 +1,12 @@
 //! The read-only view of a settlement record served by `GET /settlements/{transaction}` and
 //! `POST /settlements/lookup` (states `pending`, `settled`, `failed`, `expired`, with
 //! `retryAfterMs` while pending, as Circle's facilitator status endpoint and the open x402
-//! status vocabulary proposal).
+//! status vocabulary proposal). A pure view of a record; the queries that read records for it
+//! are in [`crate::engine::status`].
 
 use serde::Serialize;
-use x402_proto::PaymentRequest;
 
-use crate::SettleError;
-use crate::engine::Engine;
-use crate::family::{ChainFamily, Identified};
 use crate::record::{PublicState, SettlementRecord};
-use crate::replay::ReplayStore;
 
 /// One payment's settlement as `/settlements` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -83,39 +79,5 @@ impl SettlementStatus {
             error_reason,
             error_message,
         }
-    }
-}
-
-/// The settlement that signed `transaction` (EVM hash, any case; Solana signature).
-pub async fn by_transaction(
-    store: &dyn ReplayStore,
-    transaction: &str,
-) -> Result<Option<SettlementStatus>, SettleError> {
-    let Some(key) = store.key_of_transaction(transaction).await? else {
-        return Ok(None);
-    };
-    Ok(store
-        .get(&key)
-        .await?
-        .map(|stored| SettlementStatus::of(&stored.record)))
-}
-
-impl<F: ChainFamily> Engine<F> {
-    /// The settlement of the payment in `req` under its requirements, acting on nothing;
-    /// `None` when there is none (or only one under other requirements).
-    pub async fn status(
-        &self,
-        req: &PaymentRequest,
-        now: u64,
-    ) -> Result<Option<SettlementStatus>, SettleError> {
-        let Identified::Payment(id) = self.family().identify(req, now).await? else {
-            return Ok(None);
-        };
-        Ok(self
-            .store()
-            .get(&id.key)
-            .await?
-            .filter(|s| s.record.payment().binding == id.facts.binding)
-            .map(|s| SettlementStatus::of(&s.record)))
     }
 }

@@ -27,7 +27,7 @@ use x402_verify::svm::{ExactSvmVerifier, SvmPayment};
 use x402_verify::{Invalid, Verdict};
 
 use crate::engine::{Engine, SettleTiming};
-use crate::family::{ChainFamily, Identified, Identity, Lookup, Sent, Signed, SignerGuard};
+use crate::family::{ChainFamily, Identified, Identity, Lookup, Probe, Sent, Signed};
 use crate::record::{
     Broadcast, Cost, GasInUsdc, PaymentFacts, SentTx, Settled, SettlementRecord, SvmFeePaid,
 };
@@ -168,6 +168,7 @@ fn binding(signature: &Signature, req: &PaymentRequest, network: &str) -> String
 #[async_trait]
 impl ChainFamily for SvmFamily {
     type Payment = SvmPayment;
+    type Signer = ();
 
     fn key_space(&self) -> String {
         format!(
@@ -223,6 +224,7 @@ impl ChainFamily for SvmFamily {
         req: &PaymentRequest,
         id: &Identity,
         invalid: &Invalid,
+        now: u64,
     ) -> Option<SettlementRecord> {
         if invalid.reason != Reason::SvmSimulationFailed.for_svm_version(req.version) {
             return None;
@@ -240,7 +242,7 @@ impl ChainFamily for SvmFamily {
             payment: facts,
             transaction: signature.to_string(),
             cost: Cost::default(),
-            settled_at: crate::clock::unix_now(),
+            settled_at: now,
         }))
     }
 
@@ -267,16 +269,16 @@ impl ChainFamily for SvmFamily {
         payment.payer_string()
     }
 
-    async fn acquire_signer(&self) -> Result<SignerGuard, SettleError> {
+    async fn acquire_signer(&self) -> Result<(), SettleError> {
         // The fee payer co-signed during verification; Solana has no sender nonce to order.
-        Ok(Box::new(()))
+        Ok(())
     }
 
-    async fn release_signer(&self, _guard: SignerGuard) {}
+    async fn release_signer(&self, _signer: ()) {}
 
     async fn sign(
         &self,
-        _guard: &SignerGuard,
+        _signer: &(),
         _key: &str,
         _req: &PaymentRequest,
         payment: &SvmPayment,
@@ -313,7 +315,12 @@ impl ChainFamily for SvmFamily {
         }
     }
 
-    async fn lookup(&self, broadcast: &Broadcast, _probe: bool) -> Result<Lookup, SettleError> {
+    async fn lookup(
+        &self,
+        broadcast: &Broadcast,
+        _probe: Probe,
+        _now: u64,
+    ) -> Result<Lookup, SettleError> {
         let SentTx::Svm {
             transaction,
             blockhash,

@@ -29,14 +29,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use alloy::primitives::{Address, U256};
 use alloy::rpc::types::TransactionRequest;
 
 use super::EvmFamily;
 use super::fees::Fees;
-use crate::clock::{unix_ms, unix_now};
 use crate::family::{ChainFamily, Sent};
 use crate::record::{SentTx, SettlementRecord};
 
@@ -224,7 +225,7 @@ async fn classify<'a>(
         };
         match &stored.record {
             SettlementRecord::Broadcast(b) => {
-                if unix_now() > b.payment.valid_until {
+                if family.clock.unix_now() > b.payment.valid_until {
                     // The authorization's validBefore passed: the transaction can only revert
                     // now. Filling the nonce costs less and lets the record expire.
                     why = "its settlement's validBefore passed";
@@ -235,7 +236,7 @@ async fn classify<'a>(
                 }
                 why = "its settlement was signed at another nonce";
             }
-            SettlementRecord::Reserved(r) if r.lease_until_ms > unix_ms() => {
+            SettlementRecord::Reserved(r) if r.lease_until_ms > family.clock.unix_ms() => {
                 return Ok(Missing::Wait);
             }
             SettlementRecord::Reserved(_) => why = "its owner's lease lapsed",

@@ -38,8 +38,9 @@ use x402_verify::evm::signature::PayerSignature;
 use x402_verify::evm::{EvmPayment, ExactEvmVerifier};
 use x402_verify::{Invalid, Verdict};
 
+use crate::clock::Clock;
 use crate::engine::{Engine, SettleTiming};
-use crate::family::{ChainFamily, Identified, Identity, Lookup, Sent, Signed, SignerGuard};
+use crate::family::{ChainFamily, Identified, Identity, Lookup, Probe, Sent, Signed};
 use crate::nonces::NonceStore;
 use crate::record::{Broadcast, Cost, GasInUsdc, GasPaid, PaymentFacts, SentTx};
 use crate::replay::ReplayStore;
@@ -80,6 +81,7 @@ pub struct EvmFamily {
     gas_pricer: Option<GasPricer>,
     nonce_lag_observer: Option<NonceLagObserver>,
     events: SettleEvents,
+    clock: Clock,
 }
 
 /// The signers' balance floor and the balances last read.
@@ -88,7 +90,7 @@ struct SignerFloor {
     /// Wei; zero disables the floor.
     min_wei: U256,
     max_age: Duration,
-    seen: std::sync::Mutex<std::collections::HashMap<Address, (U256, std::time::Instant)>>,
+    seen: std::sync::Mutex<std::collections::HashMap<Address, (U256, tokio::time::Instant)>>,
     /// One balance read at a time: a burst of settlements waits for it instead of each asking.
     reading: tokio::sync::Mutex<()>,
 }
@@ -103,8 +105,9 @@ struct SyncedNonce {
     next: u64,
 }
 
-/// A held signer slot.
-struct Held {
+/// A held signer slot: the address settlements sign with, and its in-flight slot (given back
+/// when dropped).
+pub struct Held {
     signer: Address,
     _slot: OwnedSemaphorePermit,
 }
@@ -152,6 +155,7 @@ impl EvmFamily {
             gas_pricer: None,
             nonce_lag_observer: None,
             events: SettleEvents::default(),
+            clock: Clock::system(),
         }
     }
 
@@ -166,6 +170,13 @@ impl EvmFamily {
     /// see [`gaps`].
     pub fn with_gap_fill_after(mut self, after: Duration) -> Self {
         self.gaps = gaps::GapRepair::new(after);
+        self
+    }
+
+    /// Reads wall time (`validBefore`, leases, what the receipt poller covers) from `clock`
+    /// (default: the system clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -216,7 +227,7 @@ impl EvmFamily {
                         .seen
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(signer, (wei, std::time::Instant::now()));
+                        .insert(signer, (wei, tokio::time::Instant::now()));
                     wei
                 }
                 Err(_) => return true,
@@ -252,11 +263,12 @@ impl EvmFamily {
     fn receipts(&self) -> &receipts::ReceiptWatcher {
         self.receipts.get_or_init(|| {
             let signers: Vec<Address> = self.signers.iter().map(|(a, _)| *a).collect();
-            receipts::ReceiptWatcher::spawn(
+            receipts::ReceiptWatcher::spawn_with_clock(
                 self.chain().clone(),
                 &signers,
                 self.receipt_poll,
                 (self.receipt_poll * 10).max(Duration::from_secs(5)),
+                self.clock.clone(),
             )
         })
     }
@@ -396,6 +408,7 @@ fn authorization_of(raw: &str) -> Option<(Address, B256)> {
 #[async_trait]
 impl ChainFamily for EvmFamily {
     type Payment = EvmPayment;
+    type Signer = Held;
 
     fn key_space(&self) -> String {
         format!(
@@ -454,27 +467,22 @@ impl ChainFamily for EvmFamily {
         payment.payer_string()
     }
 
-    async fn acquire_signer(&self) -> Result<SignerGuard, SettleError> {
-        Ok(Box::new(self.take_slot().await?))
+    async fn acquire_signer(&self) -> Result<Held, SettleError> {
+        self.take_slot().await
     }
 
-    async fn release_signer(&self, guard: SignerGuard) {
-        drop(guard);
+    async fn release_signer(&self, held: Held) {
+        drop(held);
     }
 
     async fn sign(
         &self,
-        guard: &SignerGuard,
+        held: &Held,
         key: &str,
         req: &PaymentRequest,
         payment: &EvmPayment,
     ) -> Result<Signed, SettleError> {
-        let signer = guard
-            .downcast_ref::<Held>()
-            .map(|h| h.signer)
-            .ok_or_else(|| {
-                SettleError::ChainUnavailable("signer guard of another family".into())
-            })?;
+        let signer = held.signer;
         let call = TransactionRequest::default()
             .from(signer)
             .to(payment.asset)
@@ -562,7 +570,12 @@ impl ChainFamily for EvmFamily {
         }
     }
 
-    async fn lookup(&self, broadcast: &Broadcast, probe: bool) -> Result<Lookup, SettleError> {
+    async fn lookup(
+        &self,
+        broadcast: &Broadcast,
+        probe: Probe,
+        now: u64,
+    ) -> Result<Lookup, SettleError> {
         let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.to_string());
         let corrupt = || SettleError::StoreUnavailable("corrupt EVM broadcast record".into());
         let sent: Vec<(&SentTx, B256)> = std::iter::once(&broadcast.sent)
@@ -582,7 +595,7 @@ impl ChainFamily for EvmFamily {
                 }
             }
         }
-        if !probe {
+        if probe == Probe::LandedOnly {
             return Ok(Lookup::NotYet { known: true });
         }
         let mut known = false;
@@ -593,7 +606,7 @@ impl ChainFamily for EvmFamily {
                 .await
                 .map_err(unavailable)?;
         }
-        if !known && crate::clock::unix_now() > broadcast.payment.valid_until {
+        if !known && now > broadcast.payment.valid_until {
             // validBefore passed and no node has the transaction: it can only revert now, and
             // only if the authorization is still unused was nothing transferred.
             let SentTx::Evm { raw, .. } = &broadcast.sent else {
@@ -777,10 +790,11 @@ pub fn settler(
     events: SettleEvents,
 ) -> EvmSettler {
     family.events = events.clone();
+    let clock = family.clock.clone();
     // The receipt poller covers transactions sent after it started: start it now, before the
     // first settlement is sent (when there is a runtime to run it).
     if tokio::runtime::Handle::try_current().is_ok() {
         family.receipts();
     }
-    Engine::new(family, store, timing, crate::instance_id(), events)
+    Engine::new(family, store, timing, crate::instance_id(), events).with_clock(clock)
 }

@@ -16,14 +16,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloy::primitives::{Address, B256};
 use alloy::rpc::types::TransactionReceipt;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use x402_chain::{BlockHashes, EvmChain};
 
-use crate::clock::unix_ms;
+use crate::clock::Clock;
 
 /// Most blocks read in one poll (a poller that fell behind catches up over several).
 const BLOCKS_PER_POLL: u64 = 32;
@@ -52,6 +53,7 @@ struct Inner {
     state: Mutex<State>,
     news: watch::Sender<u64>,
     stale_after: Duration,
+    clock: Clock,
 }
 
 /// The poller of one network (stops when dropped).
@@ -75,10 +77,22 @@ impl ReceiptWatcher {
         interval: Duration,
         stale_after: Duration,
     ) -> Self {
+        Self::spawn_with_clock(chain, signers, interval, stale_after, Clock::system())
+    }
+
+    /// [`ReceiptWatcher::spawn`] reading wall time (what it covers since) from `clock`.
+    pub fn spawn_with_clock(
+        chain: Arc<dyn EvmChain>,
+        signers: &[Address],
+        interval: Duration,
+        stale_after: Duration,
+        clock: Clock,
+    ) -> Self {
         let inner = Arc::new(Inner {
             state: Mutex::new(State::default()),
             news: watch::channel(0).0,
             stale_after,
+            clock,
         });
         let signers: HashSet<Address> = signers.iter().copied().collect();
         let task = tokio::spawn({
@@ -138,7 +152,7 @@ impl Inner {
             let mut state = self.lock();
             state.next_block = Some(head + 1);
             state.hashes.insert(head, base.hash);
-            state.covered_since_ms = Some(unix_ms());
+            state.covered_since_ms = Some(self.clock.unix_ms());
             state.last_ok = Some(Instant::now());
             return;
         };
@@ -185,7 +199,10 @@ impl Inner {
         state.receipts.retain(|_, (_, at)| at.elapsed() < RETENTION);
         if state.receipts.len() < before {
             // Dropped receipts were cached before this: only later sends stay provable.
-            let horizon = unix_ms().saturating_sub(RETENTION.as_millis() as u64);
+            let horizon = self
+                .clock
+                .unix_ms()
+                .saturating_sub(RETENTION.as_millis() as u64);
             state.covered_since_ms = state.covered_since_ms.map(|s| s.max(horizon));
         }
     }

@@ -1,0 +1,400 @@
+//! The `/settle` request path: verify, create `reserved` (owner, lease), take a signer, sign,
+//! swap `reserved → broadcast` (the signed bytes are recorded before they are sent), send, and
+//! wait for the outcome; a record that exists is answered from, taken over (lease lapsed,
+//! nothing signed) or driven on ([`super::advance`]).
+
+use std::time::Duration;
+
+use x402_proto::{PaymentRequest, Reason, SettleResponse};
+
+use super::Engine;
+use super::advance::Advance;
+use super::answer::Ctx;
+use super::decide::Resolver;
+use crate::SettleError;
+use crate::family::{ChainFamily, Identified, Sent, Signed};
+use crate::record::{Broadcast, PaymentFacts, Settled, SettlementRecord};
+use crate::replay::{Created, Stored};
+
+/// One step's outcome: an answer, or re-read the record (someone changed it first).
+pub(super) enum Step {
+    Answer(SettleResponse),
+    Reread,
+}
+
+/// [`Engine::sign_and_record`]'s outcome (short-lived, moved once: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Recorded {
+    /// Signed and recorded (the stored JSON, the record): send it.
+    Broadcast(String, Broadcast),
+    /// Not signed or not recorded: this step instead.
+    Not(Step),
+}
+
+impl<F: ChainFamily> Engine<F> {
+    /// Settles the payment in `req` at Unix time `now` (seconds).
+    ///
+    /// Answers (HTTP 200): success with the transaction (once per payment, ever); a
+    /// verification reason with `transaction: ""` (nothing broadcast); `settlement_pending`
+    /// with the transaction (broadcast, outcome not known yet: retry); `duplicate_settlement`
+    /// (settled already, with the transaction; or held by a live request, with `""`); a
+    /// transaction failure with the transaction. Errors: [`SettleError`], nothing broadcast.
+    pub async fn settle(
+        &self,
+        req: &PaymentRequest,
+        now: u64,
+    ) -> Result<SettleResponse, SettleError> {
+        self.settle_as(req, now, None).await
+    }
+
+    /// [`Engine::settle`] on behalf of the API key named `key` (recorded with a new
+    /// reservation; its webhook gets the payment's final state).
+    pub async fn settle_as(
+        &self,
+        req: &PaymentRequest,
+        now: u64,
+        key: Option<&str>,
+    ) -> Result<SettleResponse, SettleError> {
+        let id = match self.family.identify(req, now).await? {
+            Identified::Payment(id) => *id,
+            Identified::Refused(answer) => return Ok(*answer),
+        };
+        let ctx = Ctx::new(id, req.network_wire(), req.version, key);
+        let wait_until = tokio::time::Instant::now() + self.timing.reserved_wait;
+        loop {
+            let step = match self.store.get(&ctx.id.key).await? {
+                None => self.start(&ctx, req, now).await?,
+                Some(stored) => {
+                    self.continue_from(&ctx, req, now, stored, wait_until)
+                        .await?
+                }
+            };
+            if let Step::Answer(answer) = step {
+                return Ok(answer);
+            }
+        }
+    }
+
+    /// No record: verify, reserve, settle.
+    async fn start(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &PaymentRequest,
+        now: u64,
+    ) -> Result<Step, SettleError> {
+        let payment = match self.family.verify(req, now).await? {
+            Ok(p) => p,
+            Err(inv) => {
+                // A concurrent request may have settled it meanwhile (its landing fails this
+                // verification): its record holds the answer.
+                if self.store.get(&ctx.id.key).await?.is_some() {
+                    return Ok(Step::Reread);
+                }
+                let recovered = self
+                    .family
+                    .recover_lost(req, &ctx.id, &inv, self.clock.unix_now())
+                    .await;
+                if let Some(record) = recovered {
+                    tracing::warn!(key = %ctx.id.key, state = record.state_name(), "payment landed without a record; restored from the chain");
+                    let ttl = Duration::from_secs(ctx.id.ttl_seconds);
+                    self.store
+                        .create(&ctx.id.key, &record, ttl, &ctx.id.claims)
+                        .await?;
+                    return Ok(Step::Reread);
+                }
+                return Ok(Step::Answer(self.refusal(ctx, inv)));
+            }
+        };
+        self.family.ready_to_settle(&payment).await?;
+        // A signer first: none within the wait is a 503 with nothing reserved.
+        let signer = self.family.acquire_signer().await?;
+        let mut facts = ctx.id.facts.clone();
+        facts.key = ctx.key.map(str::to_string);
+        facts.payer = self.family.payer_of(&payment);
+        ctx.learn_payer(&facts.payer);
+        let reserved = self.reservation(facts.clone());
+        let ttl = Duration::from_secs(ctx.id.ttl_seconds);
+        let created = self
+            .store
+            .create(&ctx.id.key, &reserved, ttl, &ctx.id.claims)
+            .await;
+        let created = match created {
+            Ok(Created::Created(raw)) => {
+                return self
+                    .run_owned(ctx, req, now, raw, &payment, facts, signer)
+                    .await;
+            }
+            other => {
+                self.family.release_signer(signer).await;
+                other?
+            }
+        };
+        match created {
+            Created::Created(_) | Created::Exists => Ok(Step::Reread),
+            Created::Claimed { holder, .. } => {
+                tracing::info!(key = %ctx.id.key, %holder, "memo already claimed by another payment");
+                Ok(Step::Answer(self.answer(
+                    ctx,
+                    Reason::DuplicateSettlement,
+                    "extra.memo was already settled for this payTo by another transaction".into(),
+                    String::new(),
+                )))
+            }
+        }
+    }
+
+    /// A record exists: answer from it, take it over, or drive it on.
+    async fn continue_from(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &PaymentRequest,
+        now: u64,
+        stored: Stored,
+        wait_until: tokio::time::Instant,
+    ) -> Result<Step, SettleError> {
+        if stored.record.payment().binding != ctx.id.facts.binding {
+            return self.mismatch(ctx, req, now, &stored.record).await;
+        }
+        ctx.learn_payer(&stored.record.payment().payer);
+        match stored.record {
+            SettlementRecord::Reserved(r) if r.lease_until_ms > self.clock.unix_ms() => {
+                if tokio::time::Instant::now() >= wait_until {
+                    return Ok(Step::Answer(self.answer(
+                        ctx,
+                        Reason::DuplicateSettlement,
+                        "this payment is being settled by another request; retry".into(),
+                        String::new(),
+                    )));
+                }
+                tokio::time::sleep(self.timing.poll_interval.min(Duration::from_millis(100))).await;
+                Ok(Step::Reread)
+            }
+            SettlementRecord::Reserved(r) => {
+                // The owner's lease lapsed with nothing signed: take the payment over.
+                let payment = match self.family.verify(req, now).await? {
+                    Ok(p) => p,
+                    Err(inv) => {
+                        self.store
+                            .remove(&ctx.id.key, &stored.raw, &ctx.id.claims)
+                            .await?;
+                        return Ok(Step::Answer(self.refusal(ctx, inv)));
+                    }
+                };
+                self.family.ready_to_settle(&payment).await?;
+                let signer = self.family.acquire_signer().await?;
+                let mine = self.reservation(r.payment.clone());
+                match self.store.swap(&ctx.id.key, &stored.raw, &mine).await {
+                    Ok(Some(raw)) => {
+                        tracing::warn!(key = %ctx.id.key, previous_owner = %r.owner, "took over a lapsed reservation");
+                        self.events.takeover();
+                        self.run_owned(ctx, req, now, raw, &payment, r.payment, signer)
+                            .await
+                    }
+                    other => {
+                        self.family.release_signer(signer).await;
+                        other?;
+                        Ok(Step::Reread)
+                    }
+                }
+            }
+            SettlementRecord::Broadcast(b) => self.await_outcome(ctx, stored.raw, b).await,
+            SettlementRecord::Confirmed(s) => self.deliver(ctx, &stored.raw, s).await,
+            SettlementRecord::Delivered(s) => Ok(Step::Answer(self.answer(
+                ctx,
+                Reason::DuplicateSettlement,
+                "this payment was already settled; its success was answered once".into(),
+                s.transaction,
+            ))),
+            SettlementRecord::Failed(c) | SettlementRecord::Expired(c) => {
+                Ok(Step::Answer(self.closed(ctx, &c)))
+            }
+        }
+    }
+
+    /// A record of another payment, or of this payload under other requirements: the
+    /// verification reason, or the family's conflict reason; never success (x402-conformance
+    /// F10/F13/F14).
+    async fn mismatch(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &PaymentRequest,
+        now: u64,
+        record: &SettlementRecord,
+    ) -> Result<Step, SettleError> {
+        if let Err(inv) = self.family.verify(req, now).await? {
+            return Ok(Step::Answer(self.refusal(ctx, inv)));
+        }
+        Ok(Step::Answer(self.answer(
+            ctx,
+            self.family.conflict_reason(),
+            "this payment is already settled or settling under other requirements".into(),
+            record.transaction().unwrap_or_default().to_string(),
+        )))
+    }
+
+    /// This request owns the reservation `raw` and holds `signer`: sign, record, send (the
+    /// signer is given back once sent), wait.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_owned(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &PaymentRequest,
+        now: u64,
+        raw: String,
+        payment: &F::Payment,
+        facts: PaymentFacts,
+        signer: F::Signer,
+    ) -> Result<Step, SettleError> {
+        let recorded = self
+            .sign_and_record(ctx, req, now, raw, payment, facts, &signer)
+            .await;
+        let (raw, broadcast, outcome) = match recorded {
+            Ok(Recorded::Broadcast(raw, broadcast)) => {
+                let outcome = self.family.send(&broadcast.sent).await;
+                self.family.release_signer(signer).await;
+                (raw, broadcast, outcome)
+            }
+            Ok(Recorded::Not(step)) => {
+                self.family.release_signer(signer).await;
+                return Ok(step);
+            }
+            Err(e) => {
+                self.family.release_signer(signer).await;
+                return Err(e);
+            }
+        };
+        let transaction = broadcast.sent.transaction().to_string();
+        match outcome {
+            Sent::Accepted => self.await_outcome(ctx, raw, broadcast).await,
+            Sent::Unknown(msg) => {
+                tracing::warn!(%transaction, error = %msg, "broadcast outcome unknown");
+                Ok(Step::Answer(self.answer(
+                    ctx,
+                    Reason::SettlementPending,
+                    format!("broadcast outcome unknown ({msg}); retry /settle"),
+                    transaction,
+                )))
+            }
+            Sent::Refused(msg) | Sent::NonceUsed(msg) => {
+                // In no mempool; the recorded bytes are re-sent by retries and the reconciler
+                // until the transaction lands or can no longer land (or is replaced).
+                tracing::warn!(%transaction, error = %msg, "broadcast refused");
+                self.await_outcome(ctx, raw, broadcast).await
+            }
+        }
+    }
+
+    /// With the signer held: renew the lease (waiting for the signer may have taken a while,
+    /// and ownership is checked), sign, and record `broadcast` before anything is sent.
+    #[allow(clippy::too_many_arguments)]
+    async fn sign_and_record(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &PaymentRequest,
+        now: u64,
+        raw: String,
+        payment: &F::Payment,
+        facts: PaymentFacts,
+        signer: &F::Signer,
+    ) -> Result<Recorded, SettleError> {
+        // The swap compares the stored bytes: it fails if anyone took the reservation over.
+        let renewal = self.reservation(facts.clone());
+        let Some(raw) = self.store.swap(&ctx.id.key, &raw, &renewal).await? else {
+            return Ok(Recorded::Not(Step::Reread));
+        };
+        let sent = match self.family.sign(signer, &ctx.id.key, req, payment).await {
+            Ok(Signed::Tx(sent)) => sent,
+            Ok(Signed::Refused(inv)) => {
+                self.give_up(ctx, &raw).await;
+                return Ok(Recorded::Not(Step::Answer(self.refusal(ctx, inv))));
+            }
+            Err(e) => {
+                self.give_up(ctx, &raw).await;
+                return Err(e);
+            }
+        };
+        let sent_ms = self.clock.unix_ms();
+        let broadcast = Broadcast {
+            payment: facts,
+            sent,
+            replaced: vec![],
+            sent_at: now,
+            last_sent_ms: sent_ms,
+            first_sent_ms: sent_ms,
+            sent_since_ms: sent_ms,
+        };
+        // Recorded before it is sent; not recorded → not sent. A store error leaves it unknown
+        // whether it was recorded: if it was, the reconciler sends the recorded bytes; if not,
+        // the lease lapses and the next request takes over.
+        let record = SettlementRecord::Broadcast(broadcast.clone());
+        Ok(match self.store.swap(&ctx.id.key, &raw, &record).await? {
+            Some(raw) => Recorded::Broadcast(raw, broadcast),
+            None => {
+                // Taken over first: this transaction is never recorded, so never sent.
+                self.family.discard(&broadcast.sent).await;
+                Recorded::Not(Step::Reread)
+            }
+        })
+    }
+
+    /// Deletes an owned reservation refused before signing (a failure is logged: the lease
+    /// lapses by itself).
+    async fn give_up(&self, ctx: &Ctx<'_>, raw: &str) {
+        if let Err(e) = self.store.remove(&ctx.id.key, raw, &ctx.id.claims).await {
+            tracing::warn!(key = %ctx.id.key, error = %e, "could not release reservation; its lease lapses");
+        }
+    }
+
+    /// Polls the chain for a broadcast record until it resolves or the receipt timeout.
+    async fn await_outcome(
+        &self,
+        ctx: &Ctx<'_>,
+        raw: String,
+        broadcast: Broadcast,
+    ) -> Result<Step, SettleError> {
+        let deadline = tokio::time::Instant::now() + self.timing.receipt_timeout;
+        let transaction = broadcast.sent.transaction().to_string();
+        let mut broadcast = broadcast;
+        let mut raw = raw;
+        loop {
+            match self
+                .advance(&ctx.id.key, &raw, &broadcast, Resolver::Request)
+                .await
+            {
+                Ok(Advance::Resolved(record)) => {
+                    return Ok(Step::Answer(self.answer_resolved(ctx, record)));
+                }
+                Ok(Advance::Changed) => return Ok(Step::Reread),
+                Ok(Advance::Unchanged) => {}
+                Ok(Advance::Moved(next, next_raw)) => {
+                    broadcast = next;
+                    raw = next_raw;
+                }
+                Err(e) => tracing::warn!(%transaction, error = %e, "outcome poll failed"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Step::Answer(self.answer(
+                    ctx,
+                    Reason::SettlementPending,
+                    "not confirmed yet; retry /settle".into(),
+                    transaction,
+                )));
+            }
+            self.family.wait_for_news(self.timing.poll_interval).await;
+        }
+    }
+
+    /// `confirmed → delivered`: the winner answers success, the loser re-reads.
+    async fn deliver(
+        &self,
+        ctx: &Ctx<'_>,
+        raw: &str,
+        settled: Settled,
+    ) -> Result<Step, SettleError> {
+        let delivered = SettlementRecord::Delivered(settled);
+        match self.store.swap(&ctx.id.key, raw, &delivered).await? {
+            Some(_) => Ok(Step::Answer(self.answer_resolved(ctx, delivered))),
+            None => Ok(Step::Reread),
+        }
+    }
+}
