@@ -4,10 +4,12 @@
 //!   delivered | failed | expired`), with a state diagram.
 //! - [`replay`]: the replay store (Redis, or in-memory for one process) holding one record per
 //!   payment under its replay key ([`replay::keys`]), moved by compare-and-swap.
-//! - [`engine`]: the one state machine for every chain family; [`family`]: what a chain family
-//!   plugs in ([`evm`]: EIP-3009 `transferWithAuthorization`; [`svm`]: Solana `TransferChecked`).
+//! - [`engine`]: the one state machine for every chain family (request path, pure decision,
+//!   advance, reconcile, status queries: one file each); [`family`]: what a chain family plugs
+//!   in ([`evm`]: EIP-3009 `transferWithAuthorization`; [`svm`]: Solana `TransferChecked`).
 //! - [`reconciler`]: the background task that resolves broadcast records from the chain.
 //! - [`status`]: the read-only view of a record for `GET /settlements/…`.
+//! - [`clock`]: the one injected clock every settlement decision reads.
 //! - [`outbox`]: the settlement webhooks' events, written atomically with the final states.
 //!
 //! Invariants: a payment is signed at most once per reservation and never re-signed once
@@ -25,6 +27,7 @@ pub mod reconciler;
 pub mod record;
 pub mod replay;
 pub mod status;
+mod store_error;
 pub mod svm;
 
 use std::sync::{Arc, OnceLock};

@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::record::SettlementRecord;
-use crate::replay::StoreError;
 use crate::status::SettlementStatus;
+use crate::store_error::StoreError;
 
 /// Event type of a payment that landed (first `confirmed` or `delivered`).
 pub const SETTLED: &str = "settlement.settled";

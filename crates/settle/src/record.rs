@@ -3,13 +3,40 @@
 //! ([`crate::replay::ReplayStore::swap`]).
 //!
 //! ```text
-//!  reserved ──sign+record──> broadcast ──landed──> confirmed ──first answer──> delivered
-//!     │  ▲ lease lapsed,        │  │                   (reconciler)     ▲
-//!     │  └─ taken over          │  └──landed, seen by a /settle call───┘
-//!     │                         ├──reverted / failed on chain──> failed
-//!     └─refused before signing  └──validBefore / blockhash passed, never landed──> expired
-//!        (record deleted)
+//!            ┌── lease lapsed: taken over (request) ──┐
+//!            ▼                                        │
+//!  (none) ──> reserved ───────────────────────────────┘
+//!     ▲  ▲       │ sign + record (request)
+//!     │  │       ▼
+//!     │  │    broadcast ◄──┐ re-send same bytes / replace (request, reconciler)
+//!     │  │       │ └───────┘
+//!     │  │       ├── landed ──> delivered (request)        ┌──────────────┐
+//!     │  │       ├── landed ──> confirmed (reconciler) ──> │ delivered    │ (first request)
+//!     │  │       ├── reverted / no matching transfer ──> failed
+//!     │  │       └── validBefore / blockhash passed, never landed ──> expired
+//!     │  └── refused before signing; abandoned (reconciler) : record deleted
+//!     └── landed with no record: restored as delivered (recover_lost, request)
 //! ```
+//!
+//! | from | to | who | where |
+//! |---|---|---|---|
+//! | none | `reserved` | request (verified, signer held) | `engine/request.rs` `start` |
+//! | none | `delivered` | request: the payment landed but its record was lost ([`crate::family::ChainFamily::recover_lost`], Solana) | `engine/request.rs` `start` |
+//! | `reserved` | `reserved` (new owner) | request, once the owner's lease lapsed (nothing was signed) | `engine/request.rs` `continue_from` |
+//! | `reserved` | `reserved` (lease renewed) | its owner, right before signing | `engine/request.rs` `sign_and_record` |
+//! | `reserved` | deleted | its owner (refused before signing), or the reconciler (lease lapsed 2 leases ago) | `engine/request.rs` `give_up`, `engine/reconcile.rs` |
+//! | `reserved` | `broadcast` | its owner: signed, recorded before sending | `engine/request.rs` `sign_and_record` |
+//! | `broadcast` | `broadcast` (`last_sent_ms`) | request or reconciler: re-send of the recorded bytes | `engine/advance.rs` `resend` |
+//! | `broadcast` | `broadcast` (`sent` replaced) | request or reconciler: replacement, same nonce with higher fees or a new nonce | `engine/advance.rs` `replace` |
+//! | `broadcast` | `delivered` | request that sees the landing (answers success) | `engine/advance.rs` `resolve` |
+//! | `broadcast` | `confirmed` | reconciler that sees the landing | `engine/advance.rs` `resolve` |
+//! | `broadcast` | `failed` / `expired` | request or reconciler | `engine/advance.rs` `resolve` |
+//! | `confirmed` | `delivered` | the first request after (answers success) | `engine/request.rs` `deliver` |
+//!
+//! Which of these [`crate::engine::decide`] picks for a broadcast record is a pure function of
+//! the chain's outcome, the record, the time and the timing. Nonce repair
+//! ([`crate::evm::gaps`]) re-sends recorded EVM transactions and fills sender nonces but never
+//! writes a record.
 //!
 //! `delivered` is the only state whose payment has been answered `success: true`; the
 //! `confirmed → delivered` step is one atomic swap, so one payment gets one success, ever

@@ -17,13 +17,9 @@ use async_trait::async_trait;
 
 pub use crate::outbox::{ClaimedEvent, Outbox, OutboxDepth, OutboxEvent};
 pub use crate::record::*;
+pub use crate::store_error::StoreError;
 pub use memory::MemoryStore;
 pub use redis_store::{CallObserver, RedisStore};
-
-/// The replay store could not be reached, timed out or answered garbage.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
 
 /// A record as read, with the exact stored bytes that a later [`ReplayStore::swap`] compares.
 #[derive(Debug, Clone, PartialEq)]
