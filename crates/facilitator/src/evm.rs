@@ -44,7 +44,7 @@ pub struct ExactEvmHandler {
 }
 
 impl ExactEvmHandler {
-    /// Connects `net` (the `index`-th `[[evm]]`, validated): checks the RPC's chain id and each asset's
+    /// Connects `net` (the `index`-th `[[evm]]`): checks the RPC's chain id and each asset's
     /// `name()`, `version()` and `decimals()` against the configuration, builds the verifier and
     /// the settlement engine, and, with `[evm.gas]`, adds the network's quoters to `quoters`.
     /// Errors: an unreachable RPC or one serving another chain, an asset that differs from its

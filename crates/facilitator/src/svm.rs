@@ -58,7 +58,7 @@ struct SvmPricing {
 }
 
 impl ExactSvmHandler {
-    /// Connects `net` (the `index`-th `[[svm]]`, validated) over the agave RPC client, recording as
+    /// Connects `net` (the `index`-th `[[svm]]`) over the agave RPC client, recording as
     /// `shared` says and counting landed settlements' fees in its metrics; with `[svm.gas]` it
     /// adds its quoters to `quoters`. Errors: a mint that cannot be read or is not an SPL mint
     /// (only with `[svm.gas]`), a price source that cannot be built.

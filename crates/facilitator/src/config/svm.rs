@@ -15,9 +15,9 @@
 //! - `X402_SVM_<NAME>_FEE_PAYER_KEYS`: comma-separated base58 64-byte keypairs for one network.
 //! - `X402_SVM_FEE_PAYER_KEYS`: the same for every Solana network that has none.
 //!
-//! Fee-payer key files are read once, by [`validate`] (through
-//! [`Config::validate`](super::Config::validate)); everything after start-up uses the keypairs of
-//! the [`SvmNetwork`]s it returns.
+//! Fee-payer key files are read once, by [`Config::validate`](super::Config::validate);
+//! everything after it uses the keypairs of the [`SvmNetwork`]s of its
+//! [`ValidConfig`](super::ValidConfig).
 
 use std::collections::HashMap;
 use std::str::FromStr;
