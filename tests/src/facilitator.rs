@@ -85,7 +85,7 @@ version = "2"
         toml: &str,
         extra: Vec<Arc<dyn SchemeHandler>>,
     ) -> anyhow::Result<Self> {
-        let config = Config::from_toml(toml)?;
+        let config = Config::from_toml(toml)?.validate()?;
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let url = format!("http://{}", listener.local_addr()?);
         let server = x402_facilitator::start_with(&config, listener, extra).await?;

@@ -130,7 +130,7 @@ async fn a_preset_network_fills_what_the_config_leaves_out() {
         ))
         .unwrap();
         c.evm[0].signer_private_keys = vec![key.into()];
-        c.validate().unwrap().remove(0)
+        c.validate().unwrap().evm()[0].clone()
     };
     for (name, caip2) in [("base", "eip155:8453"), ("eip155:84532", "eip155:84532")] {
         let net = config(name, "");

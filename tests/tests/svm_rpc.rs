@@ -459,6 +459,30 @@ async fn fee_payer_below_the_floor_refuses_settle_before_reserving() {
     assert_eq!(fx.pay_to_balance().await.unwrap(), 0);
 }
 
+/// The floor is the network's: `[[svm]] min_fee_payer_balance_lamports` refuses the payment
+/// even where the deprecated `[health]` key would let it through (the network's value wins).
+#[tokio::test]
+async fn fee_payer_below_its_networks_floor_refuses_settle_before_reserving() {
+    let fx = SvmRpcFixture::start_custom(
+        30,
+        &format!(
+            "min_fee_payer_balance_lamports = {}",
+            FEE_PAYER_LAMPORTS * 2
+        ),
+        "\n[health]\nmin_svm_fee_payer_lamports = 1\n",
+    )
+    .await
+    .unwrap();
+    let tx_b64 = fx.payment_b64(AMOUNT).await.unwrap();
+    let body = fx.body_v2(&tx_b64, AMOUNT);
+    let (status, answer) = fx.facilitator.post("/settle", &body).await.unwrap();
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["transaction"], "", "{answer}");
+    let keys = fx.redis_keys("x402:replay:svm:*").await.unwrap();
+    assert!(keys.is_empty(), "nothing reserved: {keys:?}");
+    assert_eq!(fx.pay_to_balance().await.unwrap(), 0);
+}
+
 /// Redis down: a Solana `/settle` answers 503 and sends nothing (fail closed); once Redis is
 /// back (paused, then resumed with its data), the same payment settles once.
 #[tokio::test]

@@ -1,44 +1,42 @@
 //! Configuration: one TOML file (path from `--config` or `X402_CONFIG`) plus environment
 //! overrides for secrets and deployment specifics. See `deploy/config.example.toml`.
 //!
+//! [`Config`] is the file as written (plus [`Config::apply_env`]); [`Config::validate`] checks
+//! it once and returns the one [`ValidConfig`] that start-up, the handlers and `/health/ready`
+//! consume: keys parsed, key files read, networks and assets resolved, per-network values
+//! filled in. Nothing after it reads the raw configuration or a key file again.
+//!
 //! Environment overrides (applied after the file):
 //! - `X402_LISTEN`: listen address (`host:port`).
 //! - `X402_REDIS_URL`: Redis URL; set to an empty string to force the in-memory store.
-//! - `X402_EVM_SIGNER_KEYS`: comma-separated 0x private keys for every EVM network that has none.
-//! - `X402_EVM_<chainId>_SIGNER_KEYS`: comma-separated 0x private keys for one chain.
-//! - `X402_EVM_<chainId>_RPC_URL`: RPC URL for one chain.
+//! - `X402_EVM_…`: EVM RPC URLs and signer keys, see [`evm`].
 //! - `X402_SVM_…`: Solana RPC URLs and fee-payer keys, see [`svm`].
 //! - `X402_WEBHOOK_SECRET_<NAME>`: the webhook secret of the API key `<NAME>`, see [`webhooks`].
+//!
+//! Deprecated keys (still accepted; [`ValidConfig::deprecations`] names the replacement and
+//! the start logs it at WARN): `[settle] rpc_timeout_seconds` → `[[evm]] rpc_timeout_seconds`,
+//! `[health] min_evm_signer_balance_wei` → `[[evm]] min_signer_balance_wei`, `[health]
+//! min_svm_fee_payer_lamports` → `[[svm]] min_fee_payer_balance_lamports`. A network's own key
+//! wins over the deprecated one.
 
+mod error;
+pub mod evm;
+pub mod gas;
 pub mod ops;
 pub mod svm;
 pub mod webhooks;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use alloy::primitives::Address;
-use alloy::signers::local::PrivateKeySigner;
 use serde::Deserialize;
-use x402_chain::presets::{self, EvmPreset};
 
-/// A configuration error naming the key.
-#[derive(Debug, thiserror::Error)]
-#[error("config: {key}: {message}")]
-pub struct ConfigError {
-    /// Dotted key path (e.g. `evm[0].assets[1].address`).
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
+pub use error::ConfigError;
+use error::err;
+pub use gas::{GasConfig, PriceSourceConfig};
 
-fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        message: message.into(),
-    }
-}
-
-/// The whole configuration.
+/// The whole configuration, as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -57,10 +55,10 @@ pub struct Config {
     /// Quote cache.
     #[serde(default)]
     pub quotes: QuotesConfig,
-    /// EVM networks.
+    /// EVM networks, see [`evm`].
     #[serde(default)]
-    pub evm: Vec<EvmNetworkConfig>,
-    /// Solana networks.
+    pub evm: Vec<evm::EvmNetworkConfig>,
+    /// Solana networks, see [`svm`].
     #[serde(default)]
     pub svm: Vec<svm::SvmNetworkConfig>,
     /// API keys (`[[auth.keys]]`); none → no authentication. See [`ops`].
@@ -107,8 +105,10 @@ pub struct SettleConfig {
     /// How long a Solana payment's record lives, seconds (default 86,400; at least 120, about
     /// twice a blockhash's lifetime).
     pub svm_record_ttl_seconds: u64,
-    /// Every EVM JSON-RPC call gives up after this long, seconds (default 5).
-    pub rpc_timeout_seconds: u64,
+    /// Deprecated: use `[[evm]] rpc_timeout_seconds`. The JSON-RPC call timeout, seconds, of
+    /// every EVM network that does not set its own. Always `None` in a [`ValidConfig`] (it is
+    /// resolved into [`evm::EvmNetwork::rpc_timeout`]).
+    pub rpc_timeout_seconds: Option<u64>,
     /// Every Redis command gives up after this long, milliseconds (default 2000).
     pub redis_timeout_ms: u64,
     /// A reservation's lease, seconds (default 15): a settlement whose process died before
@@ -141,7 +141,7 @@ impl Default for SettleConfig {
             receipt_timeout_seconds: 30,
             poll_interval_ms: 200,
             svm_record_ttl_seconds: 24 * 3600,
-            rpc_timeout_seconds: 5,
+            rpc_timeout_seconds: None,
             redis_timeout_ms: 2000,
             lease_seconds: 15,
             resend_after_seconds: 15,
@@ -158,7 +158,6 @@ impl Default for SettleConfig {
 impl SettleConfig {
     /// The settlement engine's timing.
     pub fn timing(&self) -> x402_settle::engine::SettleTiming {
-        use std::time::Duration;
         x402_settle::engine::SettleTiming {
             receipt_timeout: Duration::from_secs(self.receipt_timeout_seconds),
             poll_interval: Duration::from_millis(self.poll_interval_ms),
@@ -168,102 +167,6 @@ impl SettleConfig {
             replace_after: Duration::from_secs(self.replace_after_seconds),
         }
     }
-}
-
-/// `[[evm]]`: one EVM chain.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvmNetworkConfig {
-    /// A known network (`base`, `eip155:8453`, `arbitrum`, …; `x402_chain::presets::EVM`):
-    /// fills in `chain_id`, the default USDC (address, EIP-712 name/version, decimals) when no
-    /// asset is listed or a listed asset leaves them out, and `gas.l1_fee_oracle` on OP-stack
-    /// chains. Explicit keys win.
-    #[serde(default)]
-    pub network: Option<String>,
-    /// EIP-155 chain id; the network is `eip155:{chain_id}` (v1 name from the built-in table).
-    /// Required unless `network` names a preset.
-    #[serde(default)]
-    pub chain_id: u64,
-    /// JSON-RPC URL (shorthand for a one-element `rpc_urls`).
-    #[serde(default)]
-    pub rpc_url: Option<String>,
-    /// JSON-RPC URLs in order of preference: calls move to the next on a failure or timeout.
-    #[serde(default)]
-    pub rpc_urls: Vec<String>,
-    /// Facilitator signer keys (0x hex); prefer the environment overrides.
-    #[serde(default)]
-    pub signer_private_keys: Vec<String>,
-    /// Tokens settled on this chain; none listed on a preset network → its USDC.
-    #[serde(default)]
-    pub assets: Vec<EvmAssetConfig>,
-    /// Gas pricing in USDC for `/quote` and `/requirements`; absent → those endpoints answer
-    /// 503 for this network.
-    #[serde(default)]
-    pub gas: Option<GasConfig>,
-}
-
-/// `[evm.gas]`: how settlement gas is priced in USDC (see the `x402-gas-oracle` crate).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GasConfig {
-    /// Safety markup on the converted gas cost, basis points (default 2000 = +20 %).
-    #[serde(default = "default_markup_bps")]
-    pub markup_bps: u32,
-    /// Smallest gas charge, atomic USDC (default 0).
-    #[serde(default)]
-    pub minimum_usdc_atomic: u64,
-    /// Headroom on the next block's base fee, basis points (default 2500).
-    #[serde(default = "default_headroom_bps")]
-    pub headroom_bps: u32,
-    /// Priority-fee percentile of `eth_feeHistory` (default 50).
-    #[serde(default = "default_tip_percentile")]
-    pub tip_percentile: u8,
-    /// OP-stack `GasPriceOracle` predeploy for the L1 data fee (Base:
-    /// `0x420000000000000000000000000000000000000F`); absent → no L1 fee.
-    #[serde(default)]
-    pub l1_fee_oracle: Option<String>,
-    /// USD price sources of the native token, tried in order.
-    pub price_sources: Vec<PriceSourceConfig>,
-}
-
-/// One `[[evm.gas.price_sources]]` entry.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum PriceSourceConfig {
-    /// Chainlink `AggregatorV3Interface` feed on this chain (Base ETH/USD:
-    /// `0x71041dddad3595F9CEd3DcCFBe3D1F4b0a16Bb70`); older than `max_age_seconds` = stale.
-    Chainlink {
-        /// Feed address.
-        address: String,
-        /// Oldest accepted `updatedAt`, seconds (default 3600).
-        #[serde(default = "default_feed_age")]
-        max_age_seconds: u64,
-    },
-    /// Coinbase-style spot API: `GET {base_url}/v2/prices/{pair}/spot`.
-    Coinbase {
-        /// API base URL.
-        base_url: String,
-        /// Pair, e.g. `ETH-USD`.
-        pair: String,
-        /// Request timeout, milliseconds (default 2000).
-        #[serde(default = "default_http_timeout_ms")]
-        timeout_ms: u64,
-    },
-    /// Any JSON API: `GET url`, price at an RFC 6901 pointer (decimal string or integer).
-    Http {
-        /// URL.
-        url: String,
-        /// JSON pointer, e.g. `/data/amount`.
-        json_pointer: String,
-        /// Request timeout, milliseconds (default 2000).
-        #[serde(default = "default_http_timeout_ms")]
-        timeout_ms: u64,
-    },
-    /// A fixed price in USD, e.g. `"3000.00"` (a last resort, or for test chains).
-    Fixed {
-        /// USD per whole native token, decimal string.
-        usd: String,
-    },
 }
 
 /// `[quotes]`: the quote cache shared by every network.
@@ -287,63 +190,12 @@ impl Default for QuotesConfig {
     }
 }
 
-fn default_markup_bps() -> u32 {
-    2000
-}
-fn default_headroom_bps() -> u32 {
-    2500
-}
-fn default_tip_percentile() -> u8 {
-    50
-}
-fn default_feed_age() -> u64 {
-    3600
-}
-fn default_http_timeout_ms() -> u64 {
-    2000
-}
 fn default_quote_refresh() -> u64 {
     15
 }
 fn default_quote_age() -> u64 {
     120
 }
-
-/// `[[evm.assets]]`: one EIP-3009 token. At start the facilitator reads the token's
-/// `name()`, `version()` and `decimals()` and refuses to start when one differs.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvmAssetConfig {
-    /// Token contract address.
-    pub address: String,
-    /// EIP-712 domain `name` (Base USDC: "USD Coin"); may be left out for the preset USDC.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// EIP-712 domain `version` (USDC: "2"); may be left out for the preset USDC.
-    #[serde(default)]
-    pub version: Option<String>,
-    /// Token decimals (default: the preset USDC's, else 6).
-    #[serde(default)]
-    pub decimals: Option<u8>,
-}
-
-/// A token of a validated EVM network: the configured values, the preset's where the
-/// configuration left them out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EvmAsset {
-    /// Token contract.
-    pub address: Address,
-    /// EIP-712 domain `name`.
-    pub name: String,
-    /// EIP-712 domain `version`.
-    pub version: String,
-    /// Token decimals.
-    pub decimals: u8,
-    /// Config key of this asset (`evm[0].assets[1]`; `evm[0].network` for the preset's USDC),
-    /// named by start-up errors.
-    pub key: String,
-}
-
 fn default_listen() -> String {
     "127.0.0.1:8402".into()
 }
@@ -353,24 +205,155 @@ fn default_body_limit() -> usize {
 fn default_prefix() -> String {
     "x402".into()
 }
-fn default_decimals() -> u8 {
-    6
+
+/// A deprecated key the configuration sets, and the key that replaces it. Its `Display` is
+/// the start-up WARN line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deprecation {
+    /// The deprecated key (`settle.rpc_timeout_seconds`).
+    pub key: &'static str,
+    /// The key to set instead (`[[evm]] rpc_timeout_seconds`).
+    pub replacement: &'static str,
 }
 
-/// A validated EVM network ready to connect.
-pub struct EvmNetwork {
-    /// EIP-155 chain id.
-    pub chain_id: u64,
-    /// Config key of this network (`evm[0]`).
-    pub key: String,
-    /// JSON-RPC URLs, in order of preference (at least one).
-    pub rpc_urls: Vec<String>,
-    /// Signer keys (at least one).
-    pub signers: Vec<PrivateKeySigner>,
-    /// Token contracts with their EIP-712 domain.
-    pub assets: Vec<EvmAsset>,
-    /// Gas pricing, if configured.
-    pub gas: Option<GasConfig>,
+impl std::fmt::Display for Deprecation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "config: {} is deprecated: set {} instead (per network; where both are set, the \
+             network's value wins)",
+            self.key, self.replacement
+        )
+    }
+}
+
+/// The deprecated keys: (key, replacement).
+const DEPRECATED_EVM_RPC_TIMEOUT: Deprecation = Deprecation {
+    key: "settle.rpc_timeout_seconds",
+    replacement: "[[evm]] rpc_timeout_seconds",
+};
+const DEPRECATED_EVM_MIN_BALANCE: Deprecation = Deprecation {
+    key: "health.min_evm_signer_balance_wei",
+    replacement: "[[evm]] min_signer_balance_wei",
+};
+const DEPRECATED_SVM_MIN_BALANCE: Deprecation = Deprecation {
+    key: "health.min_svm_fee_payer_lamports",
+    replacement: "[[svm]] min_fee_payer_balance_lamports",
+};
+
+/// A checked configuration: every value in range, signer keys parsed, fee-payer key files
+/// read, networks and assets resolved (presets, environment, per-network values with their
+/// deprecated fallbacks). Only [`Config::validate`] makes one; start-up, the scheme handlers
+/// and `/health/ready` all read this one value.
+pub struct ValidConfig {
+    listen: SocketAddr,
+    body_limit_bytes: usize,
+    redis: Option<RedisConfig>,
+    settle: SettleConfig,
+    quotes: QuotesConfig,
+    evm: Vec<evm::EvmNetwork>,
+    svm: Vec<svm::SvmNetwork>,
+    auth: ops::AuthConfig,
+    rate_limit: Option<ops::RateLimitConfig>,
+    health: ops::HealthConfig,
+    log_format: ops::LogFormat,
+    shutdown_timeout: Duration,
+    webhooks: webhooks::WebhooksConfig,
+    webhook_targets: Vec<webhooks::WebhookTarget>,
+    reconcile_step_timeout: Duration,
+    deprecations: Vec<Deprecation>,
+}
+
+impl ValidConfig {
+    /// The address to listen on.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Largest accepted request body, bytes.
+    pub fn body_limit_bytes(&self) -> usize {
+        self.body_limit_bytes
+    }
+
+    /// `[redis]`, if configured (else the in-memory store).
+    pub fn redis(&self) -> Option<&RedisConfig> {
+        self.redis.as_ref()
+    }
+
+    /// `[settle]` (its deprecated `rpc_timeout_seconds` resolved into the EVM networks).
+    pub fn settle(&self) -> &SettleConfig {
+        &self.settle
+    }
+
+    /// `[quotes]`.
+    pub fn quotes(&self) -> &QuotesConfig {
+        &self.quotes
+    }
+
+    /// The EVM networks, in configuration order.
+    pub fn evm(&self) -> &[evm::EvmNetwork] {
+        &self.evm
+    }
+
+    /// The Solana networks, in configuration order.
+    pub fn svm(&self) -> &[svm::SvmNetwork] {
+        &self.svm
+    }
+
+    /// `[auth]` (webhook secrets already taken from the environment).
+    pub fn auth(&self) -> &ops::AuthConfig {
+        &self.auth
+    }
+
+    /// `[rate_limit]`, if configured.
+    pub fn rate_limit(&self) -> Option<&ops::RateLimitConfig> {
+        self.rate_limit.as_ref()
+    }
+
+    /// `[health]` (its deprecated balance floors resolved into the networks).
+    pub fn health(&self) -> &ops::HealthConfig {
+        &self.health
+    }
+
+    /// The log format.
+    pub fn log_format(&self) -> ops::LogFormat {
+        self.log_format
+    }
+
+    /// On SIGTERM, the longest wait for in-flight requests (`shutdown_timeout_seconds`, default
+    /// `settle.receipt_timeout_seconds` + 10 seconds).
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+
+    /// `[webhooks]`: the delivery settings.
+    pub fn webhooks(&self) -> &webhooks::WebhooksConfig {
+        &self.webhooks
+    }
+
+    /// Each API key's webhook (URL parsed, secret decoded), in `[[auth.keys]]` order.
+    pub fn webhook_targets(&self) -> &[webhooks::WebhookTarget] {
+        &self.webhook_targets
+    }
+
+    /// The bound of each reconciler look at a record: four times the longest EVM JSON-RPC
+    /// timeout (with no EVM network, four times the EVM default or the deprecated
+    /// `[settle] rpc_timeout_seconds`).
+    pub fn reconcile_step_timeout(&self) -> Duration {
+        self.reconcile_step_timeout
+    }
+
+    /// The deprecated keys the configuration sets, each with its replacement.
+    pub fn deprecations(&self) -> &[Deprecation] {
+        &self.deprecations
+    }
+
+    /// Logs each deprecated key at WARN (once per start).
+    pub fn warn_deprecations(&self) {
+        for d in &self.deprecations {
+            tracing::warn!(key = d.key, replacement = d.replacement, "{d}");
+        }
+    }
 }
 
 impl Config {
@@ -380,9 +363,7 @@ impl Config {
         let de = toml::Deserializer::parse(text).map_err(|e| err("(file)", e.to_string()))?;
         let mut config: Config = serde_path_to_error::deserialize(de)
             .map_err(|e| err(e.path().to_string(), e.into_inner().to_string()))?;
-        for (i, net) in config.evm.iter_mut().enumerate() {
-            net.resolve_chain_id(i)?;
-        }
+        evm::resolve_chain_ids(&mut config.evm)?;
         Ok(config)
     }
 
@@ -413,33 +394,17 @@ impl Config {
                 })
             };
         }
-        let split = |v: &String| {
-            v.split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-        };
+        evm::apply_env(&mut self.evm, env);
         svm::apply_env(&mut self.svm, env);
         webhooks::apply_env(&mut self.auth, env);
-        for net in &mut self.evm {
-            if let Some(urls) = env.get(&format!("X402_EVM_{}_RPC_URL", net.chain_id)) {
-                net.rpc_url = None;
-                net.rpc_urls = split(urls);
-            }
-            if let Some(keys) = env.get(&format!("X402_EVM_{}_SIGNER_KEYS", net.chain_id)) {
-                net.signer_private_keys = split(keys);
-            } else if net.signer_private_keys.is_empty()
-                && let Some(keys) = env.get("X402_EVM_SIGNER_KEYS")
-            {
-                net.signer_private_keys = split(keys);
-            }
-        }
     }
 
-    /// Checks every value and returns the EVM networks ready to connect. Errors name the key.
-    pub fn validate(&self) -> Result<Vec<EvmNetwork>, ConfigError> {
-        self.listen
-            .parse::<std::net::SocketAddr>()
+    /// Checks every value, once: parses the signer keys, reads the fee-payer key files,
+    /// resolves presets and per-network values. Errors name the key.
+    pub fn validate(&self) -> Result<ValidConfig, ConfigError> {
+        let listen = self
+            .listen
+            .parse::<SocketAddr>()
             .map_err(|e| err("listen", format!("{:?} is not host:port: {e}", self.listen)))?;
         if self.body_limit_bytes < 1024 {
             return Err(err("body_limit_bytes", "must be at least 1024"));
@@ -456,8 +421,8 @@ impl Config {
         }
         for (key, value) in [
             (
-                "settle.rpc_timeout_seconds",
-                self.settle.rpc_timeout_seconds,
+                DEPRECATED_EVM_RPC_TIMEOUT.key,
+                self.settle.rpc_timeout_seconds.unwrap_or(1),
             ),
             ("settle.redis_timeout_ms", self.settle.redis_timeout_ms),
             ("settle.lease_seconds", self.settle.lease_seconds),
@@ -487,310 +452,221 @@ impl Config {
             ));
         }
         ops::validate(&self.auth, self.rate_limit.as_ref(), &self.health)?;
-        webhooks::validate(&self.auth, &self.webhooks)?;
-        self.validate_svm()?;
-        let mut seen = std::collections::HashSet::new();
-        self.evm
+        let webhook_targets = webhooks::validate(&self.auth, &self.webhooks)?;
+        let svm = svm::validate(
+            &self.svm,
+            self.health
+                .min_svm_fee_payer_lamports
+                .unwrap_or(svm::DEFAULT_MIN_FEE_PAYER_BALANCE_LAMPORTS),
+        )?;
+        let evm_fallbacks = evm::Fallbacks {
+            rpc_timeout_seconds: self
+                .settle
+                .rpc_timeout_seconds
+                .unwrap_or(evm::DEFAULT_RPC_TIMEOUT_SECONDS),
+            min_signer_balance_wei: self
+                .health
+                .min_evm_signer_balance_wei
+                .unwrap_or(evm::DEFAULT_MIN_SIGNER_BALANCE_WEI),
+        };
+        let evm = evm::validate(&self.evm, &evm_fallbacks)?;
+        let deprecations = [
+            (
+                self.settle.rpc_timeout_seconds.is_some(),
+                DEPRECATED_EVM_RPC_TIMEOUT,
+            ),
+            (
+                self.health.min_evm_signer_balance_wei.is_some(),
+                DEPRECATED_EVM_MIN_BALANCE,
+            ),
+            (
+                self.health.min_svm_fee_payer_lamports.is_some(),
+                DEPRECATED_SVM_MIN_BALANCE,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(set, d)| set.then_some(d))
+        .collect();
+        let longest_evm_rpc_timeout = evm
             .iter()
-            .enumerate()
-            .map(|(i, net)| {
-                let at = |k: &str| format!("evm[{i}].{k}");
-                if !seen.insert(net.chain_id) {
-                    return Err(err(at("chain_id"), format!("chain {} configured twice", net.chain_id)));
-                }
-                let rpc_urls = match (&net.rpc_url, net.rpc_urls.is_empty()) {
-                    (Some(_), false) => return Err(err(at("rpc_urls"), "set rpc_url or rpc_urls, not both")),
-                    (Some(url), true) => vec![url.clone()],
-                    (None, false) => net.rpc_urls.clone(),
-                    (None, true) => return Err(err(at("rpc_url"), "set rpc_url (or rpc_urls)")),
-                };
-                for (u, url) in rpc_urls.iter().enumerate() {
-                    let key = if net.rpc_url.is_some() { at("rpc_url") } else { at(&format!("rpc_urls[{u}]")) };
-                    url.parse::<alloy::transports::http::reqwest::Url>().map_err(|e| err(key, e.to_string()))?;
-                }
-                if net.signer_private_keys.is_empty() {
-                    return Err(err(
-                        at("signer_private_keys"),
-                        format!("no signer key: set it or X402_EVM_{}_SIGNER_KEYS / X402_EVM_SIGNER_KEYS", net.chain_id),
-                    ));
-                }
-                let signers = net
-                    .signer_private_keys
-                    .iter()
-                    .enumerate()
-                    .map(|(k, key)| {
-                        key.parse::<PrivateKeySigner>()
-                            .map_err(|_| err(at(&format!("signer_private_keys[{k}]")), "not a 32-byte hex private key"))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let preset = net.preset();
-                let assets = net.resolved_assets(i, preset)?;
-                let mut gas = net.gas.clone();
-                if let Some(gas) = &mut gas {
-                    validate_gas(gas, &at("gas"))?;
-                    if gas.l1_fee_oracle.is_none() {
-                        gas.l1_fee_oracle = preset
-                            .and_then(|p| p.l1_fee_oracle)
-                            .map(|a| a.to_checksum(None));
-                    }
-                }
-                Ok(EvmNetwork {
-                    chain_id: net.chain_id,
-                    key: format!("evm[{i}]"),
-                    rpc_urls,
-                    signers,
-                    assets,
-                    gas,
-                })
-            })
-            .collect()
+            .map(|n| n.rpc_timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(evm_fallbacks.rpc_timeout_seconds));
+        let mut settle = self.settle.clone();
+        settle.rpc_timeout_seconds = None;
+        let mut health = self.health.clone();
+        health.min_evm_signer_balance_wei = None;
+        health.min_svm_fee_payer_lamports = None;
+        Ok(ValidConfig {
+            listen,
+            body_limit_bytes: self.body_limit_bytes,
+            redis: self.redis.clone(),
+            shutdown_timeout: Duration::from_secs(
+                self.shutdown_timeout_seconds
+                    .unwrap_or(self.settle.receipt_timeout_seconds.saturating_add(10)),
+            ),
+            settle,
+            quotes: self.quotes.clone(),
+            evm,
+            svm,
+            auth: self.auth.clone(),
+            rate_limit: self.rate_limit.clone(),
+            health,
+            log_format: self.log_format,
+            webhooks: self.webhooks.clone(),
+            webhook_targets,
+            reconcile_step_timeout: longest_evm_rpc_timeout * 4,
+            deprecations,
+        })
     }
-}
-
-impl EvmNetworkConfig {
-    /// The preset named by `network`, if any.
-    pub fn preset(&self) -> Option<&'static EvmPreset> {
-        self.network.as_deref().and_then(presets::evm)
-    }
-
-    /// Sets `chain_id` from the `network` preset of the `index`-th `[[evm]]`. Errors: an
-    /// unknown network, a `chain_id` that contradicts it, neither set.
-    fn resolve_chain_id(&mut self, index: usize) -> Result<(), ConfigError> {
-        let at = |k: &str| format!("evm[{index}].{k}");
-        match (&self.network, self.preset()) {
-            (Some(name), None) => {
-                let known: Vec<&str> = presets::EVM.iter().map(|p| p.key).collect();
-                Err(err(
-                    at("network"),
-                    format!(
-                        "unknown network {name:?}: use chain_id, or one of {} (or eip155:<chain id> of one)",
-                        known.join(", ")
-                    ),
-                ))
-            }
-            (Some(name), Some(p)) if self.chain_id != 0 && self.chain_id != p.chain_id => Err(err(
-                at("chain_id"),
-                format!(
-                    "{} but network {name:?} is chain {}",
-                    self.chain_id, p.chain_id
-                ),
-            )),
-            (Some(_), Some(p)) => {
-                self.chain_id = p.chain_id;
-                Ok(())
-            }
-            (None, _) if self.chain_id == 0 => Err(err(at("chain_id"), "set chain_id or network")),
-            (None, _) => Ok(()),
-        }
-    }
-
-    /// The assets of the `index`-th `[[evm]]`, the `preset`'s USDC filling what is left out.
-    fn resolved_assets(
-        &self,
-        index: usize,
-        preset: Option<&'static EvmPreset>,
-    ) -> Result<Vec<EvmAsset>, ConfigError> {
-        let at = |k: &str| format!("evm[{index}].{k}");
-        if self.assets.is_empty() {
-            let usdc = preset
-                .map(|p| p.usdc)
-                .ok_or_else(|| err(at("assets"), "list at least one token"))?;
-            return Ok(vec![EvmAsset {
-                address: usdc.address,
-                name: usdc.name.into(),
-                version: usdc.version.into(),
-                decimals: usdc.decimals,
-                key: at("network"),
-            }]);
-        }
-        self.assets
-            .iter()
-            .enumerate()
-            .map(|(a, asset)| {
-                let key = at(&format!("assets[{a}]"));
-                let address = asset
-                    .address
-                    .parse::<Address>()
-                    .map_err(|_| err(format!("{key}.address"), "not a 0x 20-byte address"))?;
-                let known = preset.map(|p| p.usdc).filter(|u| u.address == address);
-                let name = asset
-                    .name
-                    .clone()
-                    .or_else(|| known.map(|u| u.name.to_string()))
-                    .ok_or_else(|| err(format!("{key}.name"), "missing EIP-712 name"))?;
-                if name.is_empty() {
-                    return Err(err(format!("{key}.name"), "empty EIP-712 name"));
-                }
-                let version = asset
-                    .version
-                    .clone()
-                    .or_else(|| known.map(|u| u.version.to_string()))
-                    .ok_or_else(|| err(format!("{key}.version"), "missing EIP-712 version"))?;
-                let decimals = asset
-                    .decimals
-                    .or_else(|| known.map(|u| u.decimals))
-                    .unwrap_or_else(default_decimals);
-                Ok(EvmAsset {
-                    address,
-                    name,
-                    version,
-                    decimals,
-                    key,
-                })
-            })
-            .collect()
-    }
-}
-
-impl Config {
-    /// Checks every `[[svm]]` entry and returns the Solana networks ready to connect (reads
-    /// fee-payer key files). Errors name the key.
-    pub fn validate_svm(&self) -> Result<Vec<svm::SvmNetwork>, ConfigError> {
-        svm::validate(&self.svm)
-    }
-}
-
-fn validate_gas(gas: &GasConfig, at: &str) -> Result<(), ConfigError> {
-    if gas.tip_percentile > 100 {
-        return Err(err(format!("{at}.tip_percentile"), "must be 0..=100"));
-    }
-    if let Some(oracle) = &gas.l1_fee_oracle {
-        oracle
-            .parse::<Address>()
-            .map_err(|_| err(format!("{at}.l1_fee_oracle"), "not a 0x 20-byte address"))?;
-    }
-    if gas.price_sources.is_empty() {
-        return Err(err(
-            format!("{at}.price_sources"),
-            "list at least one price source",
-        ));
-    }
-    for (i, source) in gas.price_sources.iter().enumerate() {
-        let key = format!("{at}.price_sources[{i}]");
-        match source {
-            PriceSourceConfig::Chainlink { address, .. } => {
-                address
-                    .parse::<Address>()
-                    .map_err(|_| err(format!("{key}.address"), "not a 0x 20-byte address"))?;
-            }
-            PriceSourceConfig::Coinbase { base_url: url, .. }
-            | PriceSourceConfig::Http { url, .. } => {
-                url.parse::<alloy::transports::http::reqwest::Url>()
-                    .map_err(|e| err(format!("{key}.url"), e.to_string()))?;
-            }
-            PriceSourceConfig::Fixed { usd } => {
-                x402_gas_oracle::NativePrice::from_decimal_str(usd, 0, "fixed")
-                    .map_err(|e| err(format!("{key}.usd"), e.to_string()))?;
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const GOOD: &str = r#"
-listen = "127.0.0.1:9000"
-[[evm]]
-chain_id = 8453
-rpc_url = "http://127.0.0.1:8545"
-[[evm.assets]]
-address = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
-name = "USD Coin"
-version = "2"
-"#;
     const ANVIL_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcaf784d7bf4f2ff80";
 
-    #[test]
-    fn env_supplies_keys_and_validation_passes() {
-        let mut c = Config::from_toml(GOOD).unwrap();
-        assert!(
-            c.validate()
-                .err()
-                .unwrap()
-                .key
-                .contains("signer_private_keys")
-        );
-        let env = HashMap::from([("X402_EVM_SIGNER_KEYS".to_string(), ANVIL_KEY.to_string())]);
-        c.apply_env(&env);
-        let nets = c.validate().unwrap();
-        assert_eq!(nets[0].signers.len(), 1);
-        assert!(c.redis.is_none());
+    /// One EVM and one Solana network, with `evm` and `svm` added to their tables and `top`
+    /// before them.
+    fn two_families(top: &str, evm: &str, svm: &str) -> Config {
+        let fee_payer = solana_keypair::Keypair::new().to_base58_string();
+        Config::from_toml(&format!(
+            r#"{top}
+[[evm]]
+network = "base"
+rpc_url = "http://127.0.0.1:8545"
+signer_private_keys = ["{ANVIL_KEY}"]
+{evm}
+[[svm]]
+network = "solana-devnet"
+rpc_url = "http://127.0.0.1:8899"
+fee_payer_keys = ["{fee_payer}"]
+{svm}
+"#
+        ))
+        .unwrap()
     }
 
     #[test]
-    fn gas_section_parses_and_is_checked() {
-        let with_gas = format!(
-            "{GOOD}\n[evm.gas]\nmarkup_bps = 1500\n[[evm.gas.price_sources]]\nkind = \"chainlink\"\naddress = \"0x71041dddad3595F9CEd3DcCFBe3D1F4b0a16Bb70\"\n[[evm.gas.price_sources]]\nkind = \"fixed\"\nusd = \"3000.50\"\n"
+    fn without_deprecated_keys_the_defaults_apply_and_nothing_is_deprecated() {
+        let valid = two_families("", "", "").validate().unwrap();
+        assert!(valid.deprecations().is_empty());
+        let (evm, svm) = (&valid.evm()[0], &valid.svm()[0]);
+        assert_eq!(evm.rpc_timeout, Duration::from_secs(5));
+        assert_eq!(evm.min_signer_balance_wei, 100_000_000_000_000);
+        assert_eq!(svm.rpc_timeout, Duration::from_secs(10));
+        assert_eq!(svm.min_fee_payer_balance_lamports, 1_000_000);
+        assert_eq!(valid.reconcile_step_timeout(), Duration::from_secs(20));
+        assert_eq!(valid.shutdown_timeout(), Duration::from_secs(40));
+        assert_eq!(valid.listen(), "127.0.0.1:8402".parse().unwrap());
+    }
+
+    #[test]
+    fn deprecated_keys_are_accepted_with_a_warning_naming_the_new_key() {
+        let c = two_families(
+            "[settle]\nrpc_timeout_seconds = 7\n\
+             [health]\nmin_evm_signer_balance_wei = 5\nmin_svm_fee_payer_lamports = 9\n",
+            "",
+            "",
         );
-        let mut c = Config::from_toml(&with_gas).unwrap();
-        c.evm[0].signer_private_keys = vec![ANVIL_KEY.into()];
-        let nets = c.validate().unwrap();
-        let gas = nets[0].gas.as_ref().unwrap();
-        assert_eq!((gas.markup_bps, gas.price_sources.len()), (1500, 2));
-        let bad = with_gas.replace("3000.50", "free");
-        let mut c = Config::from_toml(&bad).unwrap();
-        c.evm[0].signer_private_keys = vec![ANVIL_KEY.into()];
+        let valid = c.validate().unwrap();
+        // The deprecated values apply to the networks that leave the new keys out.
+        assert_eq!(valid.evm()[0].rpc_timeout, Duration::from_secs(7));
+        assert_eq!(valid.evm()[0].min_signer_balance_wei, 5);
+        assert_eq!(valid.svm()[0].min_fee_payer_balance_lamports, 9);
+        assert_eq!(valid.reconcile_step_timeout(), Duration::from_secs(28));
+        // Resolved into the networks: nothing downstream can read them from the sections.
+        assert_eq!(valid.settle().rpc_timeout_seconds, None);
+        assert_eq!(valid.health().min_evm_signer_balance_wei, None);
+        assert_eq!(valid.health().min_svm_fee_payer_lamports, None);
+        let lines: Vec<String> = valid.deprecations().iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "config: settle.rpc_timeout_seconds is deprecated: set [[evm]] \
+                 rpc_timeout_seconds instead (per network; where both are set, the network's \
+                 value wins)",
+                "config: health.min_evm_signer_balance_wei is deprecated: set [[evm]] \
+                 min_signer_balance_wei instead (per network; where both are set, the \
+                 network's value wins)",
+                "config: health.min_svm_fee_payer_lamports is deprecated: set [[svm]] \
+                 min_fee_payer_balance_lamports instead (per network; where both are set, the \
+                 network's value wins)",
+            ]
+        );
+        // A deprecated key keeps its own range check.
+        let mut c = c;
+        c.settle.rpc_timeout_seconds = Some(0);
         assert_eq!(
             c.validate().err().unwrap().key,
-            "evm[0].gas.price_sources[1].usd"
-        );
-        let e = Config::from_toml(&with_gas.replace("kind = \"fixed\"", "kind = \"magic\""))
-            .unwrap_err();
-        assert!(e.key.starts_with("evm[0].gas.price_sources[1]"), "{e}");
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        let e =
-            Config::from_toml(&GOOD.replace("chain_id = 8453", "chain_id = \"x\"")).unwrap_err();
-        assert_eq!(e.key, "evm[0].chain_id");
-        let e = Config::from_toml(&GOOD.replace("listen", "lisen")).unwrap_err();
-        assert!(e.message.contains("lisen"), "{e}");
-        let mut c =
-            Config::from_toml(&GOOD.replace("0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", "0x12"))
-                .unwrap();
-        c.evm[0].signer_private_keys = vec![ANVIL_KEY.into()];
-        assert_eq!(c.validate().err().unwrap().key, "evm[0].assets[0].address");
-        c.evm[0].signer_private_keys = vec!["nope".into()];
-        assert_eq!(
-            c.validate().err().unwrap().key,
-            "evm[0].signer_private_keys[0]"
+            "settle.rpc_timeout_seconds"
         );
     }
 
     #[test]
-    fn network_presets_resolve_and_contradictions_name_the_key() {
-        let preset = |body: &str| {
-            Config::from_toml(&format!(
-                "[[evm]]\nrpc_url = \"http://127.0.0.1:1\"\nsigner_private_keys = [\"{ANVIL_KEY}\"]\n{body}\n"
-            ))
-        };
-        let c = preset("network = \"optimism\"").unwrap();
-        assert_eq!(c.evm[0].chain_id, 10);
-        let net = c.validate().unwrap().remove(0);
-        assert_eq!(net.assets[0].name, "USD Coin");
-        assert_eq!(net.assets[0].key, "evm[0].network");
-        assert!(net.gas.is_none(), "no [evm.gas]: nothing to fill");
-        assert_eq!(
-            preset("network = \"eip155:8453\"\nchain_id = 8453")
-                .unwrap()
-                .evm[0]
-                .chain_id,
-            8453
+    fn per_network_keys_win_over_the_deprecated_ones() {
+        let c = two_families(
+            "[settle]\nrpc_timeout_seconds = 7\n\
+             [health]\nmin_evm_signer_balance_wei = 5\nmin_svm_fee_payer_lamports = 9\n",
+            "rpc_timeout_seconds = 3\nmin_signer_balance_wei = 11",
+            "rpc_timeout_seconds = 4\nmin_fee_payer_balance_lamports = 13",
         );
-        let e = preset("network = \"base\"\nchain_id = 1").unwrap_err();
-        assert_eq!(e.key, "evm[0].chain_id", "{e}");
-        let e = preset("network = \"narnia\"").unwrap_err();
-        assert_eq!(e.key, "evm[0].network", "{e}");
-        assert!(e.message.contains("base-sepolia"), "{e}");
-        assert_eq!(preset("").unwrap_err().key, "evm[0].chain_id");
-        // Without a preset, an asset needs its domain; without assets, a chain needs a preset.
-        let c = preset("chain_id = 31337\n[[evm.assets]]\naddress = \"0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913\"").unwrap();
-        assert_eq!(c.validate().err().unwrap().key, "evm[0].assets[0].name");
-        let c = preset("chain_id = 31337").unwrap();
-        assert_eq!(c.validate().err().unwrap().key, "evm[0].assets");
+        let valid = c.validate().unwrap();
+        assert_eq!(valid.evm()[0].rpc_timeout, Duration::from_secs(3));
+        assert_eq!(valid.evm()[0].min_signer_balance_wei, 11);
+        assert_eq!(valid.svm()[0].rpc_timeout, Duration::from_secs(4));
+        assert_eq!(valid.svm()[0].min_fee_payer_balance_lamports, 13);
+        assert_eq!(valid.reconcile_step_timeout(), Duration::from_secs(12));
+        // Still deprecated (and said so), even where every network overrides them.
+        assert_eq!(valid.deprecations().len(), 3);
+        // The new keys alone: no deprecation.
+        let valid = two_families(
+            "",
+            "rpc_timeout_seconds = 3\nmin_signer_balance_wei = 11",
+            "min_fee_payer_balance_lamports = 13",
+        )
+        .validate()
+        .unwrap();
+        assert!(valid.deprecations().is_empty());
+        assert_eq!(valid.evm()[0].min_signer_balance_wei, 11);
+        assert_eq!(valid.svm()[0].min_fee_payer_balance_lamports, 13);
+    }
+
+    #[test]
+    fn a_second_evm_network_keeps_its_own_values() {
+        let c = two_families(
+            "[settle]\nrpc_timeout_seconds = 7\n",
+            &format!(
+                "rpc_timeout_seconds = 2\n[[evm]]\nnetwork = \"base-sepolia\"\n\
+                 rpc_url = \"http://127.0.0.1:8546\"\nsigner_private_keys = [\"{ANVIL_KEY}\"]\n\
+                 min_signer_balance_wei = 1"
+            ),
+            "",
+        );
+        let valid = c.validate().unwrap();
+        let timeouts: Vec<_> = valid
+            .evm()
+            .iter()
+            .map(|n| n.rpc_timeout.as_secs())
+            .collect();
+        assert_eq!(timeouts, [2, 7]);
+        let floors: Vec<_> = valid
+            .evm()
+            .iter()
+            .map(|n| n.min_signer_balance_wei)
+            .collect();
+        assert_eq!(floors, [100_000_000_000_000, 1]);
+        assert_eq!(valid.reconcile_step_timeout(), Duration::from_secs(28));
+    }
+
+    #[test]
+    fn unknown_keys_in_the_network_tables_name_the_key() {
+        let e = Config::from_toml(
+            "[[svm]]\nnetwork = \"solana-devnet\"\nrpc_url = \"http://x\"\nmin_fee_payer_lamports = 1\n",
+        )
+        .unwrap_err();
+        assert!(e.key.starts_with("svm[0]"), "{e}");
+        assert!(e.message.contains("min_fee_payer_lamports"), "{e}");
     }
 }

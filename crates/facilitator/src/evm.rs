@@ -22,7 +22,8 @@ use x402_settle::status::SettlementStatus;
 use x402_verify::evm::ExactEvmVerifier;
 use x402_verify::{Verdict, VerifyError};
 
-use crate::config::{ConfigError, EvmAsset, EvmNetwork};
+use crate::config::ConfigError;
+use crate::config::evm::{EvmAsset, EvmNetwork};
 use crate::gas;
 use crate::metrics::Metrics;
 use crate::requirements::{self, RequirementsRequest, RequirementsResponse};
@@ -50,7 +51,7 @@ impl ExactEvmHandler {
     /// configuration (naming the key), a price source that cannot be built.
     pub async fn connect(
         shared: &Shared<'_>,
-        net: EvmNetwork,
+        net: &EvmNetwork,
         index: usize,
         quoters: &mut Vec<Arc<dyn Quoter>>,
     ) -> Result<Self, StartError> {
@@ -59,7 +60,7 @@ impl ExactEvmHandler {
             chain_id: net.chain_id,
             message,
         };
-        let network = Network::evm(net.chain_id);
+        let network = net.network.clone();
         let failovers = shared
             .metrics
             .engine
@@ -69,14 +70,11 @@ impl ExactEvmHandler {
             &net.rpc_urls,
             net.chain_id,
             net.signers.clone(),
-            Duration::from_secs(config.settle.rpc_timeout_seconds),
+            net.rpc_timeout,
         )
         .map_err(rpc_err)?
         .with_failover_observer(Arc::new(move |_, _| failovers.inc()))
-        .with_call_observer(crate::facilitator::rpc_call_metrics(
-            shared.metrics,
-            network.as_str(),
-        ));
+        .with_call_observer(shared.metrics.rpc_call_observer(network.as_str()));
         rpc.check_chain_id().await.map_err(rpc_err)?;
         let rpc = Arc::new(rpc);
         let chain: Arc<dyn EvmChain> = rpc.clone();
@@ -92,18 +90,18 @@ impl ExactEvmHandler {
             shared.store.clone(),
             shared.nonces.clone(),
             shared.prefix.to_string(),
-            Duration::from_secs(config.settle.signer_wait_seconds),
-            config.settle.max_in_flight_per_signer,
+            Duration::from_secs(config.settle().signer_wait_seconds),
+            config.settle().max_in_flight_per_signer,
         )
         .with_receipt_poll(shared.timing.poll_interval)
-        .with_gap_fill_after(Duration::from_secs(config.settle.nonce_gap_fill_seconds))
+        .with_gap_fill_after(Duration::from_secs(config.settle().nonce_gap_fill_seconds))
         .with_nonce_lag_observer(nonce_lag_metrics(shared.metrics, &network))
         .with_gas_observer(gas_metrics(shared.metrics, &network))
         .with_signer_floor(
-            U256::from(config.health.min_evm_signer_balance_wei),
+            U256::from(net.min_signer_balance_wei),
             Duration::from_secs(10),
         );
-        let net_quoters = gas::quoters(chain, &net, index).map_err(rpc_err)?;
+        let net_quoters = gas::quoters(chain, net, index).map_err(rpc_err)?;
         if !net_quoters.is_empty() {
             let assets = net
                 .assets
@@ -138,7 +136,7 @@ impl ExactEvmHandler {
             verifier,
             settler,
             rpc,
-            assets: net.assets,
+            assets: net.assets.clone(),
             signers,
             quotes: shared.quotes.clone(),
         })

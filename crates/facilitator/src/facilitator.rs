@@ -15,7 +15,7 @@ use x402_settle::replay::{MemoryStore, RedisStore, ReplayStore};
 use x402_settle::status::SettlementStatus;
 use x402_verify::VerifyError;
 
-use crate::config::Config;
+use crate::config::ValidConfig;
 use crate::evm::ExactEvmHandler;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -33,9 +33,9 @@ pub struct Facilitator {
 }
 
 impl Facilitator {
-    /// Connects the replay store and every configured network, checking each RPC's chain id.
-    /// Mined settlements report their gas to `metrics`.
-    pub async fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, StartError> {
+    /// Connects the replay store and every network of the validated `config`, checking each
+    /// RPC's chain id. Mined settlements report their gas to `metrics`.
+    pub async fn from_config(config: &ValidConfig, metrics: &Metrics) -> Result<Self, StartError> {
         Self::from_config_with(config, metrics, Vec::new(), Notify::default()).await
     }
 
@@ -44,24 +44,22 @@ impl Facilitator {
     /// the outbox with each final state of a payment settled by one of `notify`'s API keys.
     /// The replay store reports its Redis calls to `x402_redis_call_duration_seconds`.
     pub async fn from_config_with(
-        config: &Config,
+        config: &ValidConfig,
         metrics: &Metrics,
         extra: Vec<Arc<dyn SchemeHandler>>,
         notify: Notify,
     ) -> Result<Self, StartError> {
-        let evm_networks = config.validate()?;
-        let svm_networks = config.validate_svm()?;
-        let redis_timeout = Duration::from_millis(config.settle.redis_timeout_ms);
+        let redis_timeout = Duration::from_millis(config.settle().redis_timeout_ms);
         let redis_err = |e: x402_settle::replay::StoreError| StartError::Redis(e.to_string());
         #[allow(clippy::type_complexity)]
         let (store, nonces, prefix): (Arc<dyn ReplayStore>, Arc<dyn NonceStore>, String) =
-            match &config.redis {
+            match config.redis() {
                 Some(r) => (
                     Arc::new(
                         RedisStore::connect(&r.url, &r.key_prefix, redis_timeout)
                             .await
                             .map_err(redis_err)?
-                            .with_call_observer(redis_call_metrics(metrics)),
+                            .with_call_observer(metrics.redis_call_observer()),
                     ),
                     Arc::new(
                         RedisNonceStore::connect(&r.url, &r.key_prefix, redis_timeout)
@@ -81,10 +79,10 @@ impl Facilitator {
                     )
                 }
             };
-        let timing = config.settle.timing();
+        let timing = config.settle().timing();
         let events = metrics.engine.events();
         let quotes = Arc::new(QuoteCache::new(Duration::from_secs(
-            config.quotes.max_age_seconds,
+            config.quotes().max_age_seconds,
         )));
         let shared = Shared {
             config,
@@ -100,12 +98,12 @@ impl Facilitator {
         let mut quoters = Vec::new();
         let mut registry = Registry::new();
         let mut evm_chains = Vec::new();
-        for (index, net) in evm_networks.into_iter().enumerate() {
+        for (index, net) in config.evm().iter().enumerate() {
             let handler = ExactEvmHandler::connect(&shared, net, index, &mut quoters).await?;
             evm_chains.push((handler.network().to_string(), handler.chain().clone()));
             registry.register(Arc::new(handler))?;
         }
-        for (index, net) in svm_networks.into_iter().enumerate() {
+        for (index, net) in config.svm().iter().enumerate() {
             let handler = ExactSvmHandler::connect(&shared, net, index, &mut quoters).await?;
             registry.register(Arc::new(handler))?;
         }
@@ -121,15 +119,15 @@ impl Facilitator {
             store.clone(),
             &prefix,
             engines,
-            Duration::from_secs(config.settle.reconcile_interval_seconds),
-            Duration::from_secs(config.settle.rpc_timeout_seconds * 4),
+            Duration::from_secs(config.settle().reconcile_interval_seconds),
+            config.reconcile_step_timeout(),
             events,
         );
         let refresher = (!quoters.is_empty()).then(|| {
             QuoteRefresher::spawn(
                 quotes.clone(),
                 quoters,
-                Duration::from_secs(config.quotes.refresh_seconds),
+                Duration::from_secs(config.quotes().refresh_seconds),
             )
         });
         Ok(Facilitator {
@@ -230,35 +228,6 @@ impl Facilitator {
             Err(_) => Ok(None),
         }
     }
-}
-
-/// Times the chain JSON-RPC calls of `network` by method.
-pub(crate) fn rpc_call_metrics(metrics: &Metrics, network: &str) -> x402_chain::CallObserver {
-    let duration = metrics.ops.rpc_call_duration.clone();
-    let errors = metrics.ops.rpc_call_errors.clone();
-    let network = network.to_string();
-    Arc::new(move |method, elapsed, answered| {
-        duration
-            .with_label_values(&[network.as_str(), method])
-            .observe(elapsed.as_secs_f64());
-        if !answered {
-            errors.with_label_values(&[network.as_str(), method]).inc();
-        }
-    })
-}
-
-/// Times the replay store's Redis calls by operation.
-fn redis_call_metrics(metrics: &Metrics) -> x402_settle::replay::CallObserver {
-    let duration = metrics.ops.redis_call_duration.clone();
-    let errors = metrics.ops.redis_call_errors.clone();
-    Arc::new(move |op, elapsed, ok| {
-        duration
-            .with_label_values(&[op])
-            .observe(elapsed.as_secs_f64());
-        if !ok {
-            errors.with_label_values(&[op]).inc();
-        }
-    })
 }
 
 fn unsupported_message(req: &PaymentRequest, reason: Reason) -> String {

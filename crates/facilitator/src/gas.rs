@@ -17,7 +17,8 @@ use x402_gas_oracle::{
 use x402_settle::evm::GasPricer;
 use x402_settle::replay::GasInUsdc;
 
-use crate::config::{EvmNetwork, GasConfig, PriceSourceConfig};
+use crate::config::evm::EvmNetwork;
+use crate::config::{GasConfig, PriceSourceConfig};
 
 /// Quoters for every asset of `net`, or none when it has no `[evm.gas]`.
 /// Errors: a price source that cannot be built (names the key).

@@ -4,7 +4,7 @@
 //! pods because Redis or an RPC blips. Ready checks, concurrently and each within
 //! `health.check_timeout_ms`: the replay store (`PING`), every network's RPC (the native
 //! balance of each signer / fee payer) and that each network has at least one funded signer
-//! (`health.min_evm_signer_balance_wei`, `health.min_svm_fee_payer_lamports`). 200 when all
+//! (the network's `min_signer_balance_wei` / `min_fee_payer_balance_lamports`). 200 when all
 //! pass, else 503; the body lists each dependency. Each check also updates
 //! `x402_dependency_up` and `x402_signer_balance_native`; a background task repeats it every
 //! `health.refresh_seconds` so the gauges stay current without probes.
@@ -20,19 +20,23 @@ use solana_signer::Signer;
 use x402_chain::{EndpointHealth, EvmChain, FailoverEvmChain};
 use x402_settle::replay::ReplayStore;
 
-use crate::config::Config;
+use crate::config::ValidConfig;
 use crate::http_metrics::OpsMetrics;
 
 struct EvmProbe {
     network: String,
     chain: Arc<FailoverEvmChain>,
     signers: Vec<Address>,
+    /// A signer with less is not funded, wei.
+    min_wei: U256,
 }
 
 struct SvmProbe {
     network: String,
     client: RpcClient,
     fee_payers: Vec<solana_address::Address>,
+    /// A fee payer with less is not funded, lamports.
+    min_lamports: u64,
 }
 
 /// The readiness checker.
@@ -41,8 +45,6 @@ pub struct Health {
     evm: Vec<EvmProbe>,
     svm: Vec<SvmProbe>,
     timeout: Duration,
-    min_wei: U256,
-    min_lamports: u64,
     metrics: OpsMetrics,
 }
 
@@ -133,41 +135,50 @@ fn whole(base_units: f64, decimals: i32) -> f64 {
 }
 
 impl Health {
-    /// Probes for every network of a validated `config`, checking `store`; EVM networks are
-    /// read through the facilitator's own (failover) chains `evm_chains` (CAIP-2 → chain).
+    /// Probes for every network of `config`, checking `store`; EVM networks are read through
+    /// the facilitator's own (failover) chains `evm_chains` (CAIP-2 → chain).
     pub fn new(
-        config: &Config,
+        config: &ValidConfig,
         store: Arc<dyn ReplayStore>,
         evm_chains: Vec<(String, Arc<FailoverEvmChain>)>,
         metrics: OpsMetrics,
-    ) -> Result<Self, crate::config::ConfigError> {
-        let timeout = Duration::from_millis(config.health.check_timeout_ms);
+    ) -> Self {
+        let timeout = Duration::from_millis(config.health().check_timeout_ms);
         let evm = evm_chains
             .into_iter()
-            .map(|(network, chain)| EvmProbe {
-                network,
-                signers: chain.signers().to_vec(),
-                chain,
+            .map(|(network, chain)| {
+                let min_wei = config
+                    .evm()
+                    .iter()
+                    .find(|n| n.network.as_str() == network)
+                    .map_or(crate::config::evm::DEFAULT_MIN_SIGNER_BALANCE_WEI, |n| {
+                        n.min_signer_balance_wei
+                    });
+                EvmProbe {
+                    network,
+                    signers: chain.signers().to_vec(),
+                    chain,
+                    min_wei: U256::from(min_wei),
+                }
             })
             .collect();
         let svm = config
-            .validate_svm()?
-            .into_iter()
+            .svm()
+            .iter()
             .map(|net| SvmProbe {
                 network: net.network.to_string(),
                 client: RpcClient::new_with_timeout(net.rpc_url.clone(), timeout),
                 fee_payers: net.fee_payers.iter().map(|k| k.pubkey()).collect(),
+                min_lamports: net.min_fee_payer_balance_lamports,
             })
             .collect();
-        Ok(Health {
+        Health {
             store,
             evm,
             svm,
             timeout,
-            min_wei: U256::from(config.health.min_evm_signer_balance_wei),
-            min_lamports: config.health.min_svm_fee_payer_lamports,
             metrics,
-        })
+        }
     }
 
     async fn check_store(&self) -> StoreReport {
@@ -213,7 +224,7 @@ impl Health {
                     signers.push(SignerReport {
                         address,
                         balance: Some(wei.to_string()),
-                        funded: wei >= self.min_wei,
+                        funded: wei >= probe.min_wei,
                     });
                 }
                 Err(e) => {
@@ -249,7 +260,7 @@ impl Health {
                     signers.push(SignerReport {
                         address,
                         balance: Some(lamports.to_string()),
-                        funded: lamports >= self.min_lamports,
+                        funded: lamports >= probe.min_lamports,
                     });
                 }
                 Err(e) => {

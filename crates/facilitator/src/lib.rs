@@ -1,7 +1,8 @@
 //! The x402 facilitator service: configuration, handler registry, HTTP routes and metrics.
 //!
-//! [`start`] builds everything from a [`config::Config`] and serves it on a bound listener,
-//! which is how both the binary and the end-to-end tests run it.
+//! [`start`] builds everything from a [`config::ValidConfig`] (a [`config::Config`] checked
+//! once by [`config::Config::validate`]) and serves it on a bound listener, which is how both
+//! the binary and the end-to-end tests run it.
 
 pub mod auth;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod routes;
 pub mod scheme;
 pub mod settle_metrics;
 pub mod settlements;
+pub mod state;
 pub mod svm;
 pub mod telemetry;
 pub mod webhooks;
@@ -66,7 +68,7 @@ pub fn serve(
         webhooks,
         ..
     } = ops;
-    let state = web::Data::new(routes::AppState {
+    let state = web::Data::new(state::AppState {
         facilitator,
         metrics,
         _webhooks: webhooks,
@@ -94,27 +96,29 @@ pub fn serve(
 
 /// Connects everything described by `config` and serves it on `listener`.
 pub async fn start(
-    config: &config::Config,
+    config: &config::ValidConfig,
     listener: TcpListener,
 ) -> Result<actix_web::dev::Server, anyhow::Error> {
     start_with(config, listener, Vec::new()).await
 }
 
 /// [`start`] with `extra` scheme handlers registered next to the configured ones (a scheme
-/// built outside this crate; see [`SchemeHandler`]).
+/// built outside this crate; see [`SchemeHandler`]). Logs the configuration's deprecated keys
+/// at WARN first.
 pub async fn start_with(
-    config: &config::Config,
+    config: &config::ValidConfig,
     listener: TcpListener,
     extra: Vec<Arc<dyn SchemeHandler>>,
 ) -> Result<actix_web::dev::Server, anyhow::Error> {
+    config.warn_deprecations();
     let metrics = metrics::Metrics::new();
     let ops_metrics = metrics.ops.clone();
-    let endpoints = webhooks::endpoints(&config.auth);
+    let endpoints = webhooks::endpoints(config);
     let wake = Arc::new(tokio::sync::Notify::new());
     let notify = webhooks::notify(&endpoints, wake.clone());
     let facilitator =
         Arc::new(Facilitator::from_config_with(config, &metrics, extra, notify).await?);
-    if !endpoints.is_empty() && config.redis.is_none() {
+    if !endpoints.is_empty() && config.redis().is_none() {
         tracing::warn!(
             "settlement webhooks with the in-memory store: events not delivered before a restart are lost"
         );
@@ -124,22 +128,22 @@ pub async fn start_with(
         webhooks::Worker::spawn(
             facilitator.store().clone(),
             endpoints,
-            webhooks::Settings::from_config(&config.webhooks),
+            webhooks::Settings::from_config(config.webhooks()),
             metrics.webhooks.clone(),
             wake,
         )
     });
-    let limiter = match &config.rate_limit {
+    let limiter = match config.rate_limit() {
         Some(rl) => Some(
-            rate_limit::RateLimiter::new(rl, config.redis.as_ref(), ops_metrics.clone())
+            rate_limit::RateLimiter::new(rl, config.redis(), ops_metrics.clone())
                 .await
                 .map_err(anyhow::Error::msg)?,
         ),
         None => None,
     };
-    let keys = auth::ApiKeys::from_config(&config.auth);
+    let keys = auth::ApiKeys::from_config(config.auth());
     tracing::info!(
-        api_keys = config.auth.keys.len(),
+        api_keys = config.auth().keys.len(),
         rate_limits = match &limiter {
             None => "off",
             Some(l) if l.is_shared() => "shared through Redis",
@@ -150,10 +154,7 @@ pub async fn start_with(
     let guard = Arc::new(guard::Guard {
         keys,
         limiter,
-        trust_forwarded_for: config
-            .rate_limit
-            .as_ref()
-            .is_some_and(|r| r.trust_forwarded_for),
+        trust_forwarded_for: config.rate_limit().is_some_and(|r| r.trust_forwarded_for),
         metrics: ops_metrics.clone(),
     });
     spawn_forget_idle(&guard);
@@ -162,18 +163,16 @@ pub async fn start_with(
         facilitator.store().clone(),
         facilitator.evm_chains(),
         ops_metrics.clone(),
-    )?);
-    health::Health::spawn_refresher(&health, Duration::from_secs(config.health.refresh_seconds));
-    let shutdown_timeout = Duration::from_secs(
-        config
-            .shutdown_timeout_seconds
-            .unwrap_or(config.settle.receipt_timeout_seconds + 10),
+    ));
+    health::Health::spawn_refresher(
+        &health,
+        Duration::from_secs(config.health().refresh_seconds),
     );
     let ops = Ops {
         guard,
         health,
         metrics: Arc::new(ops_metrics),
-        shutdown_timeout,
+        shutdown_timeout: config.shutdown_timeout(),
         webhooks,
     };
     Ok(serve(
@@ -181,7 +180,7 @@ pub async fn start_with(
         metrics,
         ops,
         listener,
-        config.body_limit_bytes,
+        config.body_limit_bytes(),
     )?)
 }
 
@@ -204,4 +203,50 @@ fn spawn_forget_idle(guard: &Arc<guard::Guard>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use solana_signer::Signer;
+
+    use super::*;
+
+    /// The fee-payer key file is read by the one validation and never again: the whole start
+    /// (handlers, readiness probes, webhooks, access control) runs from the [`config::ValidConfig`]
+    /// after the file is gone.
+    #[tokio::test]
+    async fn start_reads_no_key_file_after_the_one_validation() {
+        let kp = solana_keypair::Keypair::new();
+        let path = std::env::temp_dir().join(format!("x402-once-{}.json", kp.pubkey()));
+        std::fs::write(
+            &path,
+            serde_json::to_string(&kp.to_bytes().to_vec()).unwrap(),
+        )
+        .unwrap();
+        let config = config::Config::from_toml(&format!(
+            "[[svm]]\nnetwork = \"solana-devnet\"\nrpc_url = \"http://127.0.0.1:1\"\n\
+             fee_payer_key_files = [{:?}]\n",
+            path.to_str().unwrap()
+        ))
+        .unwrap();
+        let valid = config.validate().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            config.validate().is_err(),
+            "validating again would need the file"
+        );
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/supported", listener.local_addr().unwrap());
+        let server = start(&valid, listener).await.unwrap();
+        let handle = server.handle();
+        tokio::spawn(server);
+        let supported: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        assert_eq!(
+            supported["signers"]["solana:*"][0],
+            kp.pubkey().to_string(),
+            "{supported}"
+        );
+        handle.stop(false).await;
+    }
 }

@@ -128,14 +128,16 @@ fn main() -> anyhow::Result<()> {
     let mut config = Config::from_file(&cli.config)?;
     config.apply_env(&env);
     let telemetry = init_logging(config.log_format, &env)?;
-    config.validate()?;
+    // The one validation: everything below reads `config`, never the file or a key file again.
+    let config = config.validate()?;
     if cli.check {
+        config.warn_deprecations();
         println!("config ok");
         return Ok(());
     }
-    let listener = std::net::TcpListener::bind(&config.listen)
-        .with_context(|| format!("listen: bind {}", config.listen))?;
-    tracing::info!(listen = %config.listen, otlp = telemetry.is_some(), "x402 facilitator starting");
+    let listener = std::net::TcpListener::bind(config.listen())
+        .with_context(|| format!("listen: bind {}", config.listen()))?;
+    tracing::info!(listen = %config.listen(), otlp = telemetry.is_some(), "x402 facilitator starting");
     actix_web::rt::System::new().block_on(async {
         x402_facilitator::start(&config, listener).await?.await?;
         anyhow::Ok(())

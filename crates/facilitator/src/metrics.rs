@@ -1,4 +1,7 @@
-//! Prometheus metrics served at `GET /metrics` (text exposition format).
+//! Prometheus metrics served at `GET /metrics` (text exposition format), and the observers
+//! that feed them from the chain and replay-store clients.
+
+use std::sync::Arc;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
@@ -168,6 +171,37 @@ impl Metrics {
         prometheus::TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_default()
+    }
+
+    /// Times the chain JSON-RPC calls of `network` (CAIP-2) by method
+    /// (`x402_rpc_call_duration_seconds`, `x402_rpc_call_errors_total`).
+    pub fn rpc_call_observer(&self, network: &str) -> x402_chain::CallObserver {
+        let duration = self.ops.rpc_call_duration.clone();
+        let errors = self.ops.rpc_call_errors.clone();
+        let network = network.to_string();
+        Arc::new(move |method, elapsed, answered| {
+            duration
+                .with_label_values(&[network.as_str(), method])
+                .observe(elapsed.as_secs_f64());
+            if !answered {
+                errors.with_label_values(&[network.as_str(), method]).inc();
+            }
+        })
+    }
+
+    /// Times the replay store's Redis calls by operation (`x402_redis_call_duration_seconds`,
+    /// `x402_redis_call_errors_total`).
+    pub fn redis_call_observer(&self) -> x402_settle::replay::CallObserver {
+        let duration = self.ops.redis_call_duration.clone();
+        let errors = self.ops.redis_call_errors.clone();
+        Arc::new(move |op, elapsed, ok| {
+            duration
+                .with_label_values(&[op])
+                .observe(elapsed.as_secs_f64());
+            if !ok {
+                errors.with_label_values(&[op]).inc();
+            }
+        })
     }
 }
 

@@ -6,7 +6,6 @@
 //! `success:false`; an unparsable body is 400 `{"error", "field"}`; the facilitator's own faults
 //! (Redis or RPC down) are 503 with the same response shape and reason `unexpected_*_error`.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
@@ -17,20 +16,9 @@ use x402_settle::SettleError;
 use x402_verify::VerifyError;
 
 use crate::auth::KeyName;
-use crate::facilitator::Facilitator;
-use crate::metrics::Metrics;
 use crate::requirements::RequirementsRequest;
 use crate::scheme::QuoteLookupError;
-
-/// Shared state of the routes.
-pub struct AppState {
-    /// The handler registry.
-    pub facilitator: Arc<Facilitator>,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// The webhook delivery loop, kept as long as the routes.
-    pub _webhooks: Option<crate::webhooks::Worker>,
-}
+use crate::state::AppState;
 
 /// Registers every route and the JSON body limit of `body_limit_bytes`.
 pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {

@@ -22,7 +22,7 @@ use x402_settle::replay::ReplayStore;
 use x402_settle::status::SettlementStatus;
 use x402_verify::VerifyError;
 
-use crate::config::Config;
+use crate::config::ValidConfig;
 use crate::metrics::Metrics;
 use crate::requirements::{RequirementsRequest, RequirementsResponse};
 
@@ -115,8 +115,8 @@ pub trait SchemeHandler: Send + Sync {
 /// its key prefix, the settlement engine's timing and event sink, the metrics and the one quote
 /// cache.
 pub struct Shared<'a> {
-    /// The whole configuration (already validated).
-    pub config: &'a Config,
+    /// The whole configuration, validated once at start.
+    pub config: &'a ValidConfig,
     /// The replay store.
     pub store: &'a Arc<dyn ReplayStore>,
     /// The EVM signers' shared sender nonce counters.

@@ -8,7 +8,7 @@ use x402_proto::PaymentRequest;
 use x402_settle::SettleError;
 use x402_settle::status::SettlementStatus;
 
-use crate::routes::AppState;
+use crate::state::AppState;
 
 /// Registers the two routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -64,7 +64,7 @@ impl ExactSvmHandler {
     /// (only with `[svm.gas]`), a price source that cannot be built.
     pub async fn connect(
         shared: &Shared<'_>,
-        net: SvmNetwork,
+        net: &SvmNetwork,
         index: usize,
         quoters: &mut Vec<Arc<dyn Quoter>>,
     ) -> Result<Self, StartError> {
@@ -75,10 +75,7 @@ impl ExactSvmHandler {
                     network: net.network.to_string(),
                     message,
                 })?
-                .with_call_observer(crate::facilitator::rpc_call_metrics(
-                    shared.metrics,
-                    net.network.as_str(),
-                )),
+                .with_call_observer(shared.metrics.rpc_call_observer(net.network.as_str())),
         );
         let verifier = Arc::new(ExactSvmVerifier::new(
             chain.clone(),
@@ -90,11 +87,11 @@ impl ExactSvmHandler {
         let mut family = SvmFamily::new(
             verifier.clone(),
             shared.prefix,
-            Duration::from_secs(config.settle.svm_record_ttl_seconds),
+            Duration::from_secs(config.settle().svm_record_ttl_seconds),
         )
-        .with_fee_payer_floor(config.health.min_svm_fee_payer_lamports)
+        .with_fee_payer_floor(net.min_fee_payer_balance_lamports)
         .with_fee_observer(fee_metrics(shared.metrics, &net.network));
-        let pricing = match pricing(chain, &net, index).await? {
+        let pricing = match pricing(chain, net, index).await? {
             Some((pricing, net_quoters)) => {
                 let mints = pricing.assets.iter().map(|a| a.mint.to_string()).collect();
                 family = family.with_fee_pricer(fee_pricer(
@@ -117,10 +114,10 @@ impl ExactSvmHandler {
             .with_notify(shared.notify.clone()),
         );
         Ok(ExactSvmHandler {
-            network: net.network,
+            network: net.network.clone(),
             verifier,
             settler,
-            assets: net.assets,
+            assets: net.assets.clone(),
             pricing,
             quotes: shared.quotes.clone(),
         })

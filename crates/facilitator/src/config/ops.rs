@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::{ConfigError, err};
+use super::error::{ConfigError, err};
 
 /// What an API key may call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -105,14 +105,16 @@ pub struct HealthConfig {
     /// seconds (default 30; 0 = only when `/health/ready` is asked).
     #[serde(default = "default_refresh_seconds")]
     pub refresh_seconds: u64,
-    /// Smallest native balance that counts as funded for an EVM signer, wei (default
-    /// 100,000,000,000,000 = 0.0001 ETH).
-    #[serde(default = "default_min_evm_wei")]
-    pub min_evm_signer_balance_wei: u128,
-    /// Smallest balance that counts as funded for a Solana fee payer, lamports (default
-    /// 1,000,000 = 0.001 SOL).
-    #[serde(default = "default_min_svm_lamports")]
-    pub min_svm_fee_payer_lamports: u64,
+    /// Deprecated: use `[[evm]] min_signer_balance_wei`. The smallest native balance of a
+    /// signer, wei, of every EVM network that does not set its own. Always `None` in a
+    /// [`ValidConfig`](super::ValidConfig).
+    #[serde(default)]
+    pub min_evm_signer_balance_wei: Option<u128>,
+    /// Deprecated: use `[[svm]] min_fee_payer_balance_lamports`. The smallest fee-payer
+    /// balance, lamports, of every Solana network that does not set its own. Always `None` in
+    /// a [`ValidConfig`](super::ValidConfig).
+    #[serde(default)]
+    pub min_svm_fee_payer_lamports: Option<u64>,
 }
 
 impl Default for HealthConfig {
@@ -120,8 +122,8 @@ impl Default for HealthConfig {
         HealthConfig {
             check_timeout_ms: default_check_timeout_ms(),
             refresh_seconds: default_refresh_seconds(),
-            min_evm_signer_balance_wei: default_min_evm_wei(),
-            min_svm_fee_payer_lamports: default_min_svm_lamports(),
+            min_evm_signer_balance_wei: None,
+            min_svm_fee_payer_lamports: None,
         }
     }
 }
@@ -131,12 +133,6 @@ fn default_check_timeout_ms() -> u64 {
 }
 fn default_refresh_seconds() -> u64 {
     30
-}
-fn default_min_evm_wei() -> u128 {
-    100_000_000_000_000
-}
-fn default_min_svm_lamports() -> u64 {
-    1_000_000
 }
 
 /// `log_format`: `text` (default, human-readable) or `json` (one object per line).

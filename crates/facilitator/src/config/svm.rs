@@ -14,6 +14,10 @@
 //! - `X402_SVM_<NAME>_RPC_URL`: RPC URL of one network.
 //! - `X402_SVM_<NAME>_FEE_PAYER_KEYS`: comma-separated base58 64-byte keypairs for one network.
 //! - `X402_SVM_FEE_PAYER_KEYS`: the same for every Solana network that has none.
+//!
+//! Fee-payer key files are read once, by [`Config::validate`](super::Config::validate);
+//! everything after it uses the keypairs of the [`SvmNetwork`]s of its
+//! [`ValidConfig`](super::ValidConfig).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -25,7 +29,14 @@ use solana_keypair::Keypair;
 use x402_proto::Network;
 use x402_verify::svm::SvmPolicy;
 
-use super::{ConfigError, GasConfig, err};
+use super::error::{ConfigError, err};
+use super::gas::{self, GasConfig, PriceSourceConfig};
+
+/// Default of `[[svm]] rpc_timeout_seconds`, seconds.
+pub const DEFAULT_RPC_TIMEOUT_SECONDS: u64 = 10;
+
+/// Default of `[[svm]] min_fee_payer_balance_lamports`: 0.001 SOL, lamports.
+pub const DEFAULT_MIN_FEE_PAYER_BALANCE_LAMPORTS: u64 = 1_000_000;
 
 /// `[[svm]]`: one Solana cluster.
 #[derive(Debug, Clone, Deserialize)]
@@ -41,7 +52,8 @@ pub struct SvmNetworkConfig {
     /// JSON-RPC URLs in order of preference: calls move to the next on a failure or timeout.
     #[serde(default)]
     pub rpc_urls: Vec<String>,
-    /// Per-request RPC timeout, seconds (default 10).
+    /// Every JSON-RPC call to this cluster gives up after this long, seconds (default 10; 0
+    /// counts as 1).
     #[serde(default = "default_rpc_timeout")]
     pub rpc_timeout_seconds: u64,
     /// Fee-payer keypairs, base58 of the 64 secret+public bytes (prefer the environment).
@@ -50,6 +62,12 @@ pub struct SvmNetworkConfig {
     /// Fee-payer keypair files: JSON arrays of 64 bytes, as `solana-keygen` writes them.
     #[serde(default)]
     pub fee_payer_key_files: Vec<String>,
+    /// Smallest balance of a fee payer, lamports, for a payment it would pay for to be
+    /// accepted (else 503 before anything is reserved) and to count as funded in
+    /// `/health/ready` (default: the deprecated `[health] min_svm_fee_payer_lamports` when set,
+    /// else 1,000,000 = 0.001 SOL).
+    #[serde(default)]
+    pub min_fee_payer_balance_lamports: Option<u64>,
     /// Cap on `SetComputeUnitPrice`, micro-lamports per compute unit (default 5,000,000, the
     /// reference's).
     #[serde(default = "default_max_price")]
@@ -88,6 +106,7 @@ pub struct SvmAssetConfig {
 }
 
 /// A validated Solana network ready to connect.
+#[derive(Clone)]
 pub struct SvmNetwork {
     /// CAIP-2 network.
     pub network: Network,
@@ -95,10 +114,13 @@ pub struct SvmNetwork {
     pub rpc_url: String,
     /// Every JSON-RPC URL, in order of preference (failover).
     pub rpc_urls: Vec<String>,
-    /// Per-request RPC timeout.
+    /// Time limit of every JSON-RPC call (at least one second).
     pub rpc_timeout: std::time::Duration,
-    /// Fee payers (at least one).
+    /// Fee payers (at least one), read once at validation.
     pub fee_payers: Vec<Arc<Keypair>>,
+    /// Smallest fee-payer balance, lamports, for a payment to be accepted and for the fee
+    /// payer to count as funded.
+    pub min_fee_payer_balance_lamports: u64,
     /// Mints with their decimals.
     pub assets: Vec<(Address, u8)>,
     /// Caps and ATA-creation allow-list.
@@ -108,7 +130,7 @@ pub struct SvmNetwork {
 }
 
 fn default_rpc_timeout() -> u64 {
-    10
+    DEFAULT_RPC_TIMEOUT_SECONDS
 }
 fn default_max_price() -> u64 {
     SvmPolicy::default().max_compute_unit_price
@@ -182,8 +204,13 @@ fn keypair_from_file(path: &str) -> Result<Keypair, String> {
     keypair_from_bytes(&bytes)
 }
 
-/// Checks every `[[svm]]` entry; errors name the key (`svm[0].assets[1].mint`).
-pub fn validate(nets: &[SvmNetworkConfig]) -> Result<Vec<SvmNetwork>, ConfigError> {
+/// Checks every `[[svm]]` entry (reading its fee-payer key files) and returns the networks
+/// ready to connect; a network without `min_fee_payer_balance_lamports` gets
+/// `default_min_fee_payer_lamports`. Errors name the key (`svm[0].assets[1].mint`).
+pub(super) fn validate(
+    nets: &[SvmNetworkConfig],
+    default_min_fee_payer_lamports: u64,
+) -> Result<Vec<SvmNetwork>, ConfigError> {
     let mut seen = std::collections::HashSet::new();
     nets.iter()
         .enumerate()
@@ -277,14 +304,14 @@ pub fn validate(nets: &[SvmNetworkConfig]) -> Result<Vec<SvmNetwork>, ConfigErro
                 return Err(err(at("max_signers"), "must be at least 1"));
             }
             if let Some(gas) = &net.gas {
-                super::validate_gas(gas, &at("gas"))?;
+                gas::validate(gas, &at("gas"))?;
                 if gas.l1_fee_oracle.is_some() {
                     return Err(err(at("gas.l1_fee_oracle"), "EVM only; remove it"));
                 }
                 if let Some(i) = gas
                     .price_sources
                     .iter()
-                    .position(|p| matches!(p, super::PriceSourceConfig::Chainlink { .. }))
+                    .position(|p| matches!(p, PriceSourceConfig::Chainlink { .. }))
                 {
                     return Err(err(
                         at(&format!("gas.price_sources[{i}]")),
@@ -298,6 +325,9 @@ pub fn validate(nets: &[SvmNetworkConfig]) -> Result<Vec<SvmNetwork>, ConfigErro
                 rpc_urls,
                 rpc_timeout: std::time::Duration::from_secs(net.rpc_timeout_seconds.max(1)),
                 fee_payers,
+                min_fee_payer_balance_lamports: net
+                    .min_fee_payer_balance_lamports
+                    .unwrap_or(default_min_fee_payer_lamports),
                 assets,
                 policy: SvmPolicy {
                     max_compute_unit_price: net.max_compute_unit_price_micro_lamports,
@@ -318,6 +348,11 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
+    /// The Solana networks of `c` after the one validation.
+    fn validate_svm(c: &Config) -> Result<Vec<SvmNetwork>, ConfigError> {
+        c.validate().map(|v| v.svm().to_vec())
+    }
+
     const SVM_ONLY: &str = r#"
 [[svm]]
 network = "solana-devnet"
@@ -330,7 +365,7 @@ mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
     #[test]
     fn env_supplies_fee_payer_and_network_resolves() {
         let mut c = Config::from_toml(SVM_ONLY).unwrap();
-        assert_eq!(c.validate_svm().err().unwrap().key, "svm[0].fee_payer_keys");
+        assert_eq!(validate_svm(&c).err().unwrap().key, "svm[0].fee_payer_keys");
         let kp = Keypair::new();
         let env = HashMap::from([
             ("X402_SVM_FEE_PAYER_KEYS".to_string(), kp.to_base58_string()),
@@ -340,8 +375,7 @@ mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
             ),
         ]);
         c.apply_env(&env);
-        c.validate().unwrap();
-        let nets = c.validate_svm().unwrap();
+        let nets = validate_svm(&c).unwrap();
         assert_eq!(nets[0].network.as_str(), x402_proto::network::SOLANA_DEVNET);
         assert_eq!(nets[0].rpc_url, "http://127.0.0.1:9999");
         assert_eq!(nets[0].fee_payers[0].pubkey(), kp.pubkey());
@@ -358,12 +392,12 @@ mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
         assert!(!text.contains("svm.assets"));
         let mut c = Config::from_toml(&text).unwrap();
         c.svm[0].fee_payer_keys = vec![Keypair::new().to_base58_string()];
-        let nets = c.validate_svm().unwrap();
+        let nets = validate_svm(&c).unwrap();
         let devnet = x402_chain::presets::svm("solana-devnet").unwrap();
         assert_eq!(nets[0].assets, [(devnet.usdc_mint, 6)]);
         // A cluster without a preset still needs its mints listed.
         c.svm[0].network = "solana-testnet".into();
-        assert_eq!(c.validate_svm().err().unwrap().key, "svm[0].assets");
+        assert_eq!(validate_svm(&c).err().unwrap().key, "svm[0].assets");
     }
 
     #[test]
@@ -385,18 +419,18 @@ mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
         let mut c = Config::from_toml(SVM_ONLY).unwrap();
         c.svm[0].fee_payer_keys = vec!["not-a-key".into()];
         assert_eq!(
-            c.validate_svm().err().unwrap().key,
+            validate_svm(&c).err().unwrap().key,
             "svm[0].fee_payer_keys[0]"
         );
         c.svm[0].fee_payer_keys = vec![Keypair::new().to_base58_string()];
         c.svm[0].assets[0].mint = "0x12".into();
-        assert_eq!(c.validate_svm().err().unwrap().key, "svm[0].assets[0].mint");
+        assert_eq!(validate_svm(&c).err().unwrap().key, "svm[0].assets[0].mint");
         c.svm[0].assets[0].mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU".into();
         c.svm[0].network = "eip155:8453".into();
-        assert_eq!(c.validate_svm().err().unwrap().key, "svm[0].network");
+        assert_eq!(validate_svm(&c).err().unwrap().key, "svm[0].network");
         c.svm[0].network = "solana".into();
         c.svm[0].fee_payer_key_files = vec!["/nonexistent/key.json".into()];
-        let e = c.validate_svm().err().unwrap();
+        let e = validate_svm(&c).err().unwrap();
         assert_eq!(e.key, "svm[0].fee_payer_key_files[0]");
     }
 
@@ -426,8 +460,7 @@ mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
             ),
         ]);
         c.apply_env(&env);
-        c.validate().unwrap();
-        let nets = c.validate_svm().unwrap();
+        let nets = validate_svm(&c).unwrap();
         assert_eq!(nets.len(), 1);
         assert_eq!(
             nets[0].network.as_str(),

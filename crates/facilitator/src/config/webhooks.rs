@@ -4,11 +4,49 @@
 
 use std::collections::HashMap;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
+use super::error::{ConfigError, err};
 use super::ops::AuthConfig;
-use super::{ConfigError, err};
-use crate::webhooks::signing;
+
+/// Prefix of a written webhook secret.
+pub const SECRET_PREFIX: &str = "whsec_";
+
+/// The key bytes of a webhook secret written `whsec_<base64>` (the prefix may be omitted).
+/// Errors: not base64, or fewer than 24 / more than 64 bytes.
+pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
+    let b64 = secret.strip_prefix(SECRET_PREFIX).unwrap_or(secret);
+    let bytes = STANDARD.decode(b64).map_err(
+        |_| "expected whsec_ followed by base64 (see `x402-facilitator webhook-secret`)",
+    )?;
+    if !(24..=64).contains(&bytes.len()) {
+        return Err(format!(
+            "the secret decodes to {} bytes; use 24 to 64",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A new random webhook secret: `whsec_` + base64 of 32 bytes from the OS generator.
+pub fn generate_secret() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(format!("{SECRET_PREFIX}{}", STANDARD.encode(bytes)))
+}
+
+/// One API key's validated webhook. No `Debug`: it holds the secret.
+#[derive(Clone)]
+pub struct WebhookTarget {
+    /// The API key's name (`[[auth.keys]] name`).
+    pub key: String,
+    /// Where its events are POSTed.
+    pub url: reqwest::Url,
+    /// The HMAC key (the decoded secret).
+    pub secret: Vec<u8>,
+}
 
 /// `[webhooks]`: how events are delivered (every value has a default).
 #[derive(Debug, Clone, Deserialize)]
@@ -71,8 +109,13 @@ pub fn apply_env(auth: &mut AuthConfig, env: &HashMap<String, String>) {
     }
 }
 
-/// Checks every key's webhook and `[webhooks]`; errors name the key.
-pub fn validate(auth: &AuthConfig, webhooks: &WebhooksConfig) -> Result<(), ConfigError> {
+/// Checks every key's webhook and `[webhooks]` and returns each key's webhook; errors name the
+/// key.
+pub(super) fn validate(
+    auth: &AuthConfig,
+    webhooks: &WebhooksConfig,
+) -> Result<Vec<WebhookTarget>, ConfigError> {
+    let mut targets = Vec::new();
     for (i, key) in auth.keys.iter().enumerate() {
         let at = |k: &str| format!("auth.keys[{i}].{k}");
         match (&key.webhook_url, &key.webhook_secret) {
@@ -96,7 +139,12 @@ pub fn validate(auth: &AuthConfig, webhooks: &WebhooksConfig) -> Result<(), Conf
                         ),
                     ));
                 };
-                signing::decode_secret(secret).map_err(|e| err(at("webhook_secret"), e))?;
+                let secret = decode_secret(secret).map_err(|e| err(at("webhook_secret"), e))?;
+                targets.push(WebhookTarget {
+                    key: key.name.clone(),
+                    url: parsed,
+                    secret,
+                });
             }
         }
     }
@@ -119,7 +167,7 @@ pub fn validate(auth: &AuthConfig, webhooks: &WebhooksConfig) -> Result<(), Conf
             "must be at least initial_backoff_ms",
         ));
     }
-    Ok(())
+    Ok(targets)
 }
 
 #[cfg(test)]

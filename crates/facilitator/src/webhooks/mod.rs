@@ -23,7 +23,7 @@ use std::time::Duration;
 use x402_settle::outbox::Notify;
 use x402_settle::replay::Outbox;
 
-use crate::config::ops::AuthConfig;
+use crate::config::ValidConfig;
 use crate::config::webhooks::WebhooksConfig;
 use metrics::WebhookMetrics;
 
@@ -72,15 +72,17 @@ impl Settings {
     }
 }
 
-/// Each API key's webhook, by key name, from a validated `[auth]` (secrets already taken from
-/// the environment).
-pub fn endpoints(auth: &AuthConfig) -> HashMap<String, Endpoint> {
-    auth.keys
+/// Each API key's webhook, by key name, from a validated configuration.
+pub fn endpoints(config: &ValidConfig) -> HashMap<String, Endpoint> {
+    config
+        .webhook_targets()
         .iter()
-        .filter_map(|k| {
-            let url = reqwest::Url::parse(k.webhook_url.as_deref()?).ok()?;
-            let secret = signing::decode_secret(k.webhook_secret.as_deref()?).ok()?;
-            Some((k.name.clone(), Endpoint { url, secret }))
+        .map(|t| {
+            let endpoint = Endpoint {
+                url: t.url.clone(),
+                secret: t.secret.clone(),
+            };
+            (t.key.clone(), endpoint)
         })
         .collect()
 }

@@ -1,37 +1,14 @@
 //! Standard Webhooks signatures: `webhook-signature: v1,<base64 HMAC-SHA256>` over
 //! `{webhook-id}.{webhook-timestamp}.{body}`, keyed with the secret's bytes (the secret is
-//! written `whsec_` + base64, 24 to 64 bytes).
+//! written `whsec_` + base64, 24 to 64 bytes; that format is the configuration's, see
+//! [`crate::config::webhooks`]).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// Prefix of a written secret.
-pub const SECRET_PREFIX: &str = "whsec_";
-
-/// The key bytes of a secret written `whsec_<base64>` (the prefix may be omitted). Errors:
-/// not base64, or fewer than 24 / more than 64 bytes.
-pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
-    let b64 = secret.strip_prefix(SECRET_PREFIX).unwrap_or(secret);
-    let bytes = STANDARD.decode(b64).map_err(
-        |_| "expected whsec_ followed by base64 (see `x402-facilitator webhook-secret`)",
-    )?;
-    if !(24..=64).contains(&bytes.len()) {
-        return Err(format!(
-            "the secret decodes to {} bytes; use 24 to 64",
-            bytes.len()
-        ));
-    }
-    Ok(bytes)
-}
-
-/// A new random secret: `whsec_` + base64 of 32 bytes from the OS generator.
-pub fn generate_secret() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)?;
-    Ok(format!("{SECRET_PREFIX}{}", STANDARD.encode(bytes)))
-}
+pub use crate::config::webhooks::{SECRET_PREFIX, decode_secret, generate_secret};
 
 /// The `webhook-signature` value of `body` sent as event `id` at Unix seconds `timestamp`:
 /// `v1,` + base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")).

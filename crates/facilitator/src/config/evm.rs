@@ -1,0 +1,515 @@
+//! `[[evm]]`: EVM networks (the `exact` scheme with EIP-3009 tokens).
+//!
+//! ```toml
+//! [[evm]]
+//! network = "base"                  # chain 8453 and its USDC, see `x402_chain::presets`
+//! rpc_url = "https://mainnet.base.org"
+//! rpc_timeout_seconds = 5
+//! min_signer_balance_wei = 100000000000000
+//! ```
+//!
+//! Environment overrides:
+//! - `X402_EVM_SIGNER_KEYS`: comma-separated 0x private keys for every EVM network that has none.
+//! - `X402_EVM_<chainId>_SIGNER_KEYS`: comma-separated 0x private keys for one chain.
+//! - `X402_EVM_<chainId>_RPC_URL`: comma-separated RPC URLs for one chain.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use alloy::signers::local::PrivateKeySigner;
+use serde::Deserialize;
+use x402_chain::presets::{self, EvmPreset};
+use x402_proto::Network;
+
+use super::error::{ConfigError, err};
+use super::gas::{self, GasConfig};
+
+/// Default of `[[evm]] rpc_timeout_seconds`, seconds.
+pub const DEFAULT_RPC_TIMEOUT_SECONDS: u64 = 5;
+
+/// Default of `[[evm]] min_signer_balance_wei`: 0.0001 ETH, wei.
+pub const DEFAULT_MIN_SIGNER_BALANCE_WEI: u128 = 100_000_000_000_000;
+
+/// `[[evm]]`: one EVM chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvmNetworkConfig {
+    /// A known network (`base`, `eip155:8453`, `arbitrum`, …; `x402_chain::presets::EVM`):
+    /// fills in `chain_id`, the default USDC (address, EIP-712 name/version, decimals) when no
+    /// asset is listed or a listed asset leaves them out, and `gas.l1_fee_oracle` on OP-stack
+    /// chains. Explicit keys win.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// EIP-155 chain id; the network is `eip155:{chain_id}` (v1 name from the built-in table).
+    /// Required unless `network` names a preset.
+    #[serde(default)]
+    pub chain_id: u64,
+    /// JSON-RPC URL (shorthand for a one-element `rpc_urls`).
+    #[serde(default)]
+    pub rpc_url: Option<String>,
+    /// JSON-RPC URLs in order of preference: calls move to the next on a failure or timeout.
+    #[serde(default)]
+    pub rpc_urls: Vec<String>,
+    /// Every JSON-RPC call to this network gives up after this long, seconds (at least 1;
+    /// default: the deprecated `[settle] rpc_timeout_seconds` when set, else 5).
+    #[serde(default)]
+    pub rpc_timeout_seconds: Option<u64>,
+    /// Facilitator signer keys (0x hex); prefer the environment overrides.
+    #[serde(default)]
+    pub signer_private_keys: Vec<String>,
+    /// Smallest native balance of a signer, wei, for it to take new settlements and to count
+    /// as funded in `/health/ready` (default: the deprecated `[health]
+    /// min_evm_signer_balance_wei` when set, else 100,000,000,000,000 = 0.0001 ETH).
+    #[serde(default)]
+    pub min_signer_balance_wei: Option<u128>,
+    /// Tokens settled on this chain; none listed on a preset network → its USDC.
+    #[serde(default)]
+    pub assets: Vec<EvmAssetConfig>,
+    /// Gas pricing in USDC for `/quote` and `/requirements`; absent → those endpoints answer
+    /// 503 for this network.
+    #[serde(default)]
+    pub gas: Option<GasConfig>,
+}
+
+/// `[[evm.assets]]`: one EIP-3009 token. At start the facilitator reads the token's
+/// `name()`, `version()` and `decimals()` and refuses to start when one differs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvmAssetConfig {
+    /// Token contract address.
+    pub address: String,
+    /// EIP-712 domain `name` (Base USDC: "USD Coin"); may be left out for the preset USDC.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// EIP-712 domain `version` (USDC: "2"); may be left out for the preset USDC.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Token decimals (default: the preset USDC's, else 6).
+    #[serde(default)]
+    pub decimals: Option<u8>,
+}
+
+/// A token of a validated EVM network: the configured values, the preset's where the
+/// configuration left them out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvmAsset {
+    /// Token contract.
+    pub address: Address,
+    /// EIP-712 domain `name`.
+    pub name: String,
+    /// EIP-712 domain `version`.
+    pub version: String,
+    /// Token decimals.
+    pub decimals: u8,
+    /// Config key of this asset (`evm[0].assets[1]`; `evm[0].network` for the preset's USDC),
+    /// named by start-up errors.
+    pub key: String,
+}
+
+/// A validated EVM network ready to connect.
+#[derive(Clone)]
+pub struct EvmNetwork {
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// CAIP-2 network (`eip155:{chain_id}`).
+    pub network: Network,
+    /// Config key of this network (`evm[0]`).
+    pub key: String,
+    /// JSON-RPC URLs, in order of preference (at least one).
+    pub rpc_urls: Vec<String>,
+    /// Time limit of every JSON-RPC call (at least one second).
+    pub rpc_timeout: Duration,
+    /// Signer keys (at least one).
+    pub signers: Vec<PrivateKeySigner>,
+    /// Smallest native balance of a signer, wei, for it to take new settlements and to count
+    /// as funded.
+    pub min_signer_balance_wei: u128,
+    /// Token contracts with their EIP-712 domain.
+    pub assets: Vec<EvmAsset>,
+    /// Gas pricing, if configured (`l1_fee_oracle` filled in from the preset).
+    pub gas: Option<GasConfig>,
+}
+
+/// The values a network that leaves a key out gets: the deprecated global key's when it is
+/// set, else the default.
+pub(super) struct Fallbacks {
+    /// `rpc_timeout_seconds`, seconds.
+    pub rpc_timeout_seconds: u64,
+    /// `min_signer_balance_wei`, wei.
+    pub min_signer_balance_wei: u128,
+}
+
+fn default_decimals() -> u8 {
+    6
+}
+
+/// Sets `chain_id` of each network from its `network` preset. Errors: an unknown network, a
+/// `chain_id` that contradicts it, neither set.
+pub(super) fn resolve_chain_ids(nets: &mut [EvmNetworkConfig]) -> Result<(), ConfigError> {
+    for (i, net) in nets.iter_mut().enumerate() {
+        net.resolve_chain_id(i)?;
+    }
+    Ok(())
+}
+
+/// Applies the `X402_EVM_*` overrides from `env` to `nets`.
+pub(super) fn apply_env(nets: &mut [EvmNetworkConfig], env: &HashMap<String, String>) {
+    let split = |v: &String| {
+        v.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+    };
+    for net in nets {
+        if let Some(urls) = env.get(&format!("X402_EVM_{}_RPC_URL", net.chain_id)) {
+            net.rpc_url = None;
+            net.rpc_urls = split(urls);
+        }
+        if let Some(keys) = env.get(&format!("X402_EVM_{}_SIGNER_KEYS", net.chain_id)) {
+            net.signer_private_keys = split(keys);
+        } else if net.signer_private_keys.is_empty()
+            && let Some(keys) = env.get("X402_EVM_SIGNER_KEYS")
+        {
+            net.signer_private_keys = split(keys);
+        }
+    }
+}
+
+/// Checks every `[[evm]]` entry (parsing its signer keys) and returns the networks ready to
+/// connect; a key a network leaves out takes its value from `fallbacks`. Errors name the key.
+pub(super) fn validate(
+    nets: &[EvmNetworkConfig],
+    fallbacks: &Fallbacks,
+) -> Result<Vec<EvmNetwork>, ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    nets.iter()
+        .enumerate()
+        .map(|(i, net)| {
+            if !seen.insert(net.chain_id) {
+                return Err(err(
+                    format!("evm[{i}].chain_id"),
+                    format!("chain {} configured twice", net.chain_id),
+                ));
+            }
+            net.validate(i, fallbacks)
+        })
+        .collect()
+}
+
+impl EvmNetworkConfig {
+    /// The preset named by `network`, if any.
+    pub fn preset(&self) -> Option<&'static EvmPreset> {
+        self.network.as_deref().and_then(presets::evm)
+    }
+
+    /// Sets `chain_id` from the `network` preset of the `index`-th `[[evm]]`. Errors: an
+    /// unknown network, a `chain_id` that contradicts it, neither set.
+    fn resolve_chain_id(&mut self, index: usize) -> Result<(), ConfigError> {
+        let at = |k: &str| format!("evm[{index}].{k}");
+        match (&self.network, self.preset()) {
+            (Some(name), None) => {
+                let known: Vec<&str> = presets::EVM.iter().map(|p| p.key).collect();
+                Err(err(
+                    at("network"),
+                    format!(
+                        "unknown network {name:?}: use chain_id, or one of {} (or eip155:<chain id> of one)",
+                        known.join(", ")
+                    ),
+                ))
+            }
+            (Some(name), Some(p)) if self.chain_id != 0 && self.chain_id != p.chain_id => Err(err(
+                at("chain_id"),
+                format!(
+                    "{} but network {name:?} is chain {}",
+                    self.chain_id, p.chain_id
+                ),
+            )),
+            (Some(_), Some(p)) => {
+                self.chain_id = p.chain_id;
+                Ok(())
+            }
+            (None, _) if self.chain_id == 0 => Err(err(at("chain_id"), "set chain_id or network")),
+            (None, _) => Ok(()),
+        }
+    }
+
+    /// Checks the `index`-th `[[evm]]` and resolves it.
+    fn validate(&self, index: usize, fallbacks: &Fallbacks) -> Result<EvmNetwork, ConfigError> {
+        let at = |k: &str| format!("evm[{index}].{k}");
+        let rpc_urls = match (&self.rpc_url, self.rpc_urls.is_empty()) {
+            (Some(_), false) => {
+                return Err(err(at("rpc_urls"), "set rpc_url or rpc_urls, not both"));
+            }
+            (Some(url), true) => vec![url.clone()],
+            (None, false) => self.rpc_urls.clone(),
+            (None, true) => return Err(err(at("rpc_url"), "set rpc_url (or rpc_urls)")),
+        };
+        for (u, url) in rpc_urls.iter().enumerate() {
+            let key = if self.rpc_url.is_some() {
+                at("rpc_url")
+            } else {
+                at(&format!("rpc_urls[{u}]"))
+            };
+            url.parse::<alloy::transports::http::reqwest::Url>()
+                .map_err(|e| err(key, e.to_string()))?;
+        }
+        if self.rpc_timeout_seconds == Some(0) {
+            return Err(err(at("rpc_timeout_seconds"), "must be at least 1"));
+        }
+        if self.signer_private_keys.is_empty() {
+            return Err(err(
+                at("signer_private_keys"),
+                format!(
+                    "no signer key: set it or X402_EVM_{}_SIGNER_KEYS / X402_EVM_SIGNER_KEYS",
+                    self.chain_id
+                ),
+            ));
+        }
+        let signers = self
+            .signer_private_keys
+            .iter()
+            .enumerate()
+            .map(|(k, key)| {
+                key.parse::<PrivateKeySigner>().map_err(|_| {
+                    err(
+                        at(&format!("signer_private_keys[{k}]")),
+                        "not a 32-byte hex private key",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let preset = self.preset();
+        let assets = self.resolved_assets(index, preset)?;
+        let mut gas = self.gas.clone();
+        if let Some(gas) = &mut gas {
+            gas::validate(gas, &at("gas"))?;
+            if gas.l1_fee_oracle.is_none() {
+                gas.l1_fee_oracle = preset
+                    .and_then(|p| p.l1_fee_oracle)
+                    .map(|a| a.to_checksum(None));
+            }
+        }
+        Ok(EvmNetwork {
+            chain_id: self.chain_id,
+            network: Network::evm(self.chain_id),
+            key: format!("evm[{index}]"),
+            rpc_urls,
+            rpc_timeout: Duration::from_secs(
+                self.rpc_timeout_seconds
+                    .unwrap_or(fallbacks.rpc_timeout_seconds),
+            ),
+            signers,
+            min_signer_balance_wei: self
+                .min_signer_balance_wei
+                .unwrap_or(fallbacks.min_signer_balance_wei),
+            assets,
+            gas,
+        })
+    }
+
+    /// The assets of the `index`-th `[[evm]]`, the `preset`'s USDC filling what is left out.
+    fn resolved_assets(
+        &self,
+        index: usize,
+        preset: Option<&'static EvmPreset>,
+    ) -> Result<Vec<EvmAsset>, ConfigError> {
+        let at = |k: &str| format!("evm[{index}].{k}");
+        if self.assets.is_empty() {
+            let usdc = preset
+                .map(|p| p.usdc)
+                .ok_or_else(|| err(at("assets"), "list at least one token"))?;
+            return Ok(vec![EvmAsset {
+                address: usdc.address,
+                name: usdc.name.into(),
+                version: usdc.version.into(),
+                decimals: usdc.decimals,
+                key: at("network"),
+            }]);
+        }
+        self.assets
+            .iter()
+            .enumerate()
+            .map(|(a, asset)| {
+                let key = at(&format!("assets[{a}]"));
+                let address = asset
+                    .address
+                    .parse::<Address>()
+                    .map_err(|_| err(format!("{key}.address"), "not a 0x 20-byte address"))?;
+                let known = preset.map(|p| p.usdc).filter(|u| u.address == address);
+                let name = asset
+                    .name
+                    .clone()
+                    .or_else(|| known.map(|u| u.name.to_string()))
+                    .ok_or_else(|| err(format!("{key}.name"), "missing EIP-712 name"))?;
+                if name.is_empty() {
+                    return Err(err(format!("{key}.name"), "empty EIP-712 name"));
+                }
+                let version = asset
+                    .version
+                    .clone()
+                    .or_else(|| known.map(|u| u.version.to_string()))
+                    .ok_or_else(|| err(format!("{key}.version"), "missing EIP-712 version"))?;
+                let decimals = asset
+                    .decimals
+                    .or_else(|| known.map(|u| u.decimals))
+                    .unwrap_or_else(default_decimals);
+                Ok(EvmAsset {
+                    address,
+                    name,
+                    version,
+                    decimals,
+                    key,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::config::Config;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:9000"
+[[evm]]
+chain_id = 8453
+rpc_url = "http://127.0.0.1:8545"
+[[evm.assets]]
+address = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+name = "USD Coin"
+version = "2"
+"#;
+    const ANVIL_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcaf784d7bf4f2ff80";
+
+    #[test]
+    fn env_supplies_keys_and_validation_passes() {
+        let mut c = Config::from_toml(GOOD).unwrap();
+        assert!(
+            c.validate()
+                .err()
+                .unwrap()
+                .key
+                .contains("signer_private_keys")
+        );
+        let env = HashMap::from([("X402_EVM_SIGNER_KEYS".to_string(), ANVIL_KEY.to_string())]);
+        c.apply_env(&env);
+        let valid = c.validate().unwrap();
+        assert_eq!(valid.evm()[0].signers.len(), 1);
+        assert_eq!(valid.evm()[0].network.as_str(), "eip155:8453");
+        assert!(valid.redis().is_none());
+    }
+
+    #[test]
+    fn env_replaces_one_chains_rpc_urls_and_keys() {
+        let mut c = Config::from_toml(GOOD).unwrap();
+        let other = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+        c.apply_env(&HashMap::from([
+            ("X402_EVM_SIGNER_KEYS".to_string(), ANVIL_KEY.to_string()),
+            ("X402_EVM_8453_SIGNER_KEYS".to_string(), other.to_string()),
+            (
+                "X402_EVM_8453_RPC_URL".to_string(),
+                "http://127.0.0.1:1, http://127.0.0.1:2".to_string(),
+            ),
+        ]));
+        let valid = c.validate().unwrap();
+        let net = &valid.evm()[0];
+        assert_eq!(net.rpc_urls, ["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        assert_eq!(net.signers[0], other.parse().unwrap());
+    }
+
+    #[test]
+    fn gas_section_parses_and_is_checked() {
+        let with_gas = format!(
+            "{GOOD}\n[evm.gas]\nmarkup_bps = 1500\n[[evm.gas.price_sources]]\nkind = \"chainlink\"\naddress = \"0x71041dddad3595F9CEd3DcCFBe3D1F4b0a16Bb70\"\n[[evm.gas.price_sources]]\nkind = \"fixed\"\nusd = \"3000.50\"\n"
+        );
+        let mut c = Config::from_toml(&with_gas).unwrap();
+        c.evm[0].signer_private_keys = vec![ANVIL_KEY.into()];
+        let valid = c.validate().unwrap();
+        let gas = valid.evm()[0].gas.as_ref().unwrap();
+        assert_eq!((gas.markup_bps, gas.price_sources.len()), (1500, 2));
+        let bad = with_gas.replace("3000.50", "free");
+        let mut c = Config::from_toml(&bad).unwrap();
+        c.evm[0].signer_private_keys = vec![ANVIL_KEY.into()];
+        assert_eq!(
+            c.validate().err().unwrap().key,
+            "evm[0].gas.price_sources[1].usd"
+        );
+        let e = Config::from_toml(&with_gas.replace("kind = \"fixed\"", "kind = \"magic\""))
+            .unwrap_err();
+        assert!(e.key.starts_with("evm[0].gas.price_sources[1]"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e =
+            Config::from_toml(&GOOD.replace("chain_id = 8453", "chain_id = \"x\"")).unwrap_err();
+        assert_eq!(e.key, "evm[0].chain_id");
+        let e = Config::from_toml(&GOOD.replace("listen", "lisen")).unwrap_err();
+        assert!(e.message.contains("lisen"), "{e}");
+        let mut c =
+            Config::from_toml(&GOOD.replace("0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", "0x12"))
+                .unwrap();
+        c.evm[0].signer_private_keys = vec![ANVIL_KEY.into()];
+        assert_eq!(c.validate().err().unwrap().key, "evm[0].assets[0].address");
+        c.evm[0].signer_private_keys = vec!["nope".into()];
+        assert_eq!(
+            c.validate().err().unwrap().key,
+            "evm[0].signer_private_keys[0]"
+        );
+        let mut c = Config::from_toml(&GOOD.replace(
+            "rpc_url = \"http://127.0.0.1:8545\"",
+            "rpc_url = \"http://127.0.0.1:8545\"\nrpc_timeout_seconds = 0",
+        ))
+        .unwrap();
+        c.evm[0].signer_private_keys = vec![ANVIL_KEY.into()];
+        assert_eq!(
+            c.validate().err().unwrap().key,
+            "evm[0].rpc_timeout_seconds"
+        );
+        let e = Config::from_toml(&GOOD.replace(
+            "rpc_url = \"http://127.0.0.1:8545\"",
+            "rpc_url = \"http://127.0.0.1:8545\"\nmin_signer_balance_wei = \"lots\"",
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "evm[0].min_signer_balance_wei");
+    }
+
+    #[test]
+    fn network_presets_resolve_and_contradictions_name_the_key() {
+        let preset = |body: &str| {
+            Config::from_toml(&format!(
+                "[[evm]]\nrpc_url = \"http://127.0.0.1:1\"\nsigner_private_keys = [\"{ANVIL_KEY}\"]\n{body}\n"
+            ))
+        };
+        let c = preset("network = \"optimism\"").unwrap();
+        assert_eq!(c.evm[0].chain_id, 10);
+        let valid = c.validate().unwrap();
+        let net = &valid.evm()[0];
+        assert_eq!(net.assets[0].name, "USD Coin");
+        assert_eq!(net.assets[0].key, "evm[0].network");
+        assert!(net.gas.is_none(), "no [evm.gas]: nothing to fill");
+        assert_eq!(
+            preset("network = \"eip155:8453\"\nchain_id = 8453")
+                .unwrap()
+                .evm[0]
+                .chain_id,
+            8453
+        );
+        let e = preset("network = \"base\"\nchain_id = 1").unwrap_err();
+        assert_eq!(e.key, "evm[0].chain_id", "{e}");
+        let e = preset("network = \"narnia\"").unwrap_err();
+        assert_eq!(e.key, "evm[0].network", "{e}");
+        assert!(e.message.contains("base-sepolia"), "{e}");
+        assert_eq!(preset("").unwrap_err().key, "evm[0].chain_id");
+        // Without a preset, an asset needs its domain; without assets, a chain needs a preset.
+        let c = preset("chain_id = 31337\n[[evm.assets]]\naddress = \"0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913\"").unwrap();
+        assert_eq!(c.validate().err().unwrap().key, "evm[0].assets[0].name");
+        let c = preset("chain_id = 31337").unwrap();
+        assert_eq!(c.validate().err().unwrap().key, "evm[0].assets");
+        let c = preset(&format!("network = \"base\"\n[[evm]]\nnetwork = \"eip155:8453\"\nrpc_url = \"http://127.0.0.1:2\"\nsigner_private_keys = [\"{ANVIL_KEY}\"]")).unwrap();
+        assert_eq!(c.validate().err().unwrap().key, "evm[1].chain_id");
+    }
+}

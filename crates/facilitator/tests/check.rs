@@ -1,0 +1,115 @@
+//! `x402-facilitator --check`: the binary validates the configuration once, names a bad key,
+//! and warns about deprecated keys, naming their replacements.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const ANVIL_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcaf784d7bf4f2ff80";
+
+/// Runs `x402-facilitator --check` on `toml` with `env`.
+fn check(name: &str, toml: &str, env: &[(&str, &str)]) -> Output {
+    let path: PathBuf =
+        std::env::temp_dir().join(format!("x402-check-{name}-{}.toml", std::process::id()));
+    std::fs::write(&path, toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_x402-facilitator"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--check")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    out
+}
+
+fn base(extra_top: &str, extra_evm: &str) -> String {
+    format!(
+        "{extra_top}\n[[evm]]\nnetwork = \"base\"\nrpc_url = \"http://127.0.0.1:8545\"\n\
+         signer_private_keys = [\"{ANVIL_KEY}\"]\n{extra_evm}\n"
+    )
+}
+
+#[test]
+fn check_names_a_bad_key() {
+    let out = check(
+        "bad",
+        &base(
+            "",
+            "[[evm.assets]]\naddress = \"0x12\"\nname = \"USD Coin\"\nversion = \"2\"",
+        ),
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("config: evm[0].assets[0].address: not a 0x 20-byte address"),
+        "{stderr}"
+    );
+    let out = check("bad-timeout", &base("", "rpc_timeout_seconds = 0"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("config: evm[0].rpc_timeout_seconds: must be at least 1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_accepts_deprecated_keys_with_a_warning_naming_the_new_key() {
+    let out = check(
+        "deprecated",
+        &base(
+            "[settle]\nrpc_timeout_seconds = 3\n[health]\nmin_evm_signer_balance_wei = 1\n",
+            "",
+        ),
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("config ok"), "{stdout}");
+    let warns: Vec<&str> = stdout.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warns.len(), 2, "{stdout}");
+    assert!(
+        warns[0].contains(
+            "config: settle.rpc_timeout_seconds is deprecated: set [[evm]] rpc_timeout_seconds"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        warns[1].contains(
+            "config: health.min_evm_signer_balance_wei is deprecated: set [[evm]] \
+             min_signer_balance_wei"
+        ),
+        "{stdout}"
+    );
+    // The new keys: no warning.
+    let out = check(
+        "new-keys",
+        &base("", "rpc_timeout_seconds = 3\nmin_signer_balance_wei = 1"),
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("WARN"), "{stdout}");
+}
+
+/// The shipped example passes `--check` (with signer keys from the environment) and uses no
+/// deprecated key.
+#[test]
+fn example_config_checks_without_deprecations() {
+    let example = include_str!("../../../deploy/config.example.toml");
+    let out = check("example", example, &[("X402_EVM_SIGNER_KEYS", ANVIL_KEY)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("config ok"), "{stdout}");
+    assert!(!stdout.contains("deprecated"), "{stdout}");
+}
