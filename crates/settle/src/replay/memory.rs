@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 
@@ -12,7 +14,7 @@ use super::{
     ClaimedEvent, Created, Outbox, OutboxDepth, OutboxEvent, ReplayStore, SettlementRecord,
     StoreError, Stored, decode, encode,
 };
-use crate::clock::unix_ms;
+use crate::clock::Clock;
 
 /// One webhook event in the in-memory outbox.
 struct Pending {
@@ -37,16 +39,28 @@ struct State {
     dead: HashMap<String, u64>,
 }
 
-/// Maps behind one mutex; every operation is atomic.
+/// Maps behind one mutex; every operation is atomic. Expiry follows tokio's clock (a paused
+/// test runtime moves it); index scores and outbox due times read the store's [`Clock`].
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    clock: Clock,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reads index scores and outbox due times from `clock` (default: the system clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn unix_ms(&self) -> u64 {
+        self.clock.unix_ms()
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -87,7 +101,7 @@ impl ReplayStore for MemoryStore {
                 s.entries.insert(c.clone(), (key.to_string(), exp));
             }
             if !record.is_resolved() {
-                s.open.insert(key.to_string(), unix_ms());
+                s.open.insert(key.to_string(), self.unix_ms());
             }
             Created::Created(raw)
         }))
@@ -121,7 +135,7 @@ impl ReplayStore for MemoryStore {
             if next.is_resolved() {
                 s.open.remove(key);
             } else {
-                s.open.insert(key.to_string(), unix_ms());
+                s.open.insert(key.to_string(), self.unix_ms());
             }
             for tx in next.all_transactions() {
                 s.transactions
@@ -130,7 +144,7 @@ impl ReplayStore for MemoryStore {
             if let Some(e) = event {
                 s.outbox.entry(e.id.clone()).or_insert_with(|| Pending {
                     event: e.clone(),
-                    due_ms: unix_ms(),
+                    due_ms: self.unix_ms(),
                     attempts: 0,
                     claim: String::new(),
                 });
@@ -221,7 +235,7 @@ impl Outbox for MemoryStore {
         lease: Duration,
         claim: &str,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
-        let now = unix_ms();
+        let now = self.unix_ms();
         Ok(self.with(|s| {
             let mut due: Vec<&mut Pending> =
                 s.outbox.values_mut().filter(|p| p.due_ms <= now).collect();
@@ -262,7 +276,7 @@ impl Outbox for MemoryStore {
     }
 
     async fn dead_letter(&self, id: &str, claim: &str, _error: &str) -> Result<(), StoreError> {
-        let now = unix_ms();
+        let now = self.unix_ms();
         self.with(|s| {
             if s.outbox.get(id).is_some_and(|p| p.claim == claim) {
                 s.outbox.remove(id);

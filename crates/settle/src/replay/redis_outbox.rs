@@ -8,7 +8,6 @@ use async_trait::async_trait;
 
 use super::redis_store::RedisStore;
 use super::{ClaimedEvent, Outbox, OutboxDepth, OutboxEvent, StoreError};
-use crate::clock::unix_ms;
 use crate::outbox::DEAD_RETENTION;
 
 /// Claims the due events: each is pushed past the lease and marked with the claim; its fields
@@ -78,7 +77,7 @@ impl Outbox for RedisStore {
         lease: Duration,
         claim: &str,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
-        let now = unix_ms();
+        let now = self.clock.unix_ms();
         let script = redis::Script::new(CLAIM);
         let mut inv = script.key(&self.outbox);
         inv.arg(now)
@@ -135,7 +134,7 @@ impl Outbox for RedisStore {
     }
 
     async fn dead_letter(&self, id: &str, claim: &str, error: &str) -> Result<(), StoreError> {
-        let (now, retention) = (unix_ms(), DEAD_RETENTION.as_millis() as u64);
+        let (now, retention) = (self.clock.unix_ms(), DEAD_RETENTION.as_millis() as u64);
         let script = redis::Script::new(DEAD);
         let mut inv = script.key(&self.outbox);
         inv.key(self.event_key(id))

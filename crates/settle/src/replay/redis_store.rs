@@ -14,7 +14,7 @@ use super::keys::{
 use super::{
     Created, OutboxEvent, ReplayStore, SettlementRecord, StoreError, Stored, decode, encode,
 };
-use crate::clock::unix_ms;
+use crate::clock::Clock;
 
 /// Creates the record if absent and no claim is held by another key; claims and index with it.
 const CREATE: &str = r#"
@@ -83,6 +83,7 @@ pub struct RedisStore {
     pub(super) outbox_events: String,
     pub(super) outbox_dead: String,
     observer: Option<CallObserver>,
+    pub(super) clock: Clock,
 }
 
 pub(crate) fn unavailable(e: redis::RedisError) -> StoreError {
@@ -121,9 +122,17 @@ impl RedisStore {
             outbox_events: outbox_event_prefix(prefix),
             outbox_dead: outbox_dead_key(prefix),
             observer: None,
+            clock: Clock::system(),
         };
         store.ping().await?;
         Ok(store)
+    }
+
+    /// Reads the time of index scores and outbox due times from `clock` (default: the system
+    /// clock; replicas sharing Redis need synchronised wall clocks).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Reports every later call to `observer` (e.g. a latency histogram by operation).
@@ -174,7 +183,7 @@ impl ReplayStore for RedisStore {
         }
         inv.arg(&raw)
             .arg(ttl.as_millis().max(1) as u64)
-            .arg(unix_ms())
+            .arg(self.clock.unix_ms())
             .arg(if record.is_resolved() { "0" } else { "1" });
         let reply: Vec<redis::Value> = self
             .timed("create", inv.invoke_async(&mut self.conn.clone()))
@@ -227,7 +236,7 @@ impl ReplayStore for RedisStore {
             .key(&event_key)
             .arg(expected)
             .arg(&raw)
-            .arg(unix_ms())
+            .arg(self.clock.unix_ms())
             .arg(if next.is_resolved() { "0" } else { "1" })
             .arg(&self.tx_prefix);
         match event {

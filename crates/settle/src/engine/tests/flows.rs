@@ -376,7 +376,7 @@ async fn recover_lost_restores_a_landed_payment_as_delivered() {
     // The store is flushed: a new one, the same chain.
     let flushed = Rig {
         chain: rig.chain.clone(),
-        store: std::sync::Arc::new(crate::replay::MemoryStore::new()),
+        store: std::sync::Arc::new(crate::replay::MemoryStore::new().with_clock(rig.clock.clone())),
         clock: rig.clock.clone(),
     };
     flushed.chain.with(|s| s.recovers_lost = true);

@@ -35,10 +35,11 @@ pub struct Rig {
 
 impl Rig {
     pub fn new() -> Self {
+        let clock = Clock::following_tokio(T0_MS);
         Rig {
             chain: Chain::default(),
-            store: Arc::new(MemoryStore::new()),
-            clock: Clock::following_tokio(T0_MS),
+            store: Arc::new(MemoryStore::new().with_clock(clock.clone())),
+            clock,
         }
     }
 
