@@ -3,6 +3,7 @@
 
 mod crash;
 mod flows;
+mod reconciler;
 pub mod scripted;
 
 use std::sync::Arc;
