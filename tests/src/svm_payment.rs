@@ -576,6 +576,8 @@ impl SvmFixture {
 
         let policy = SvmPolicy {
             create_destination_for: vec![listed_pay_to],
+            // As the configuration's default when destinations may be created.
+            max_compute_unit_limit: x402_verify::svm::DEFAULT_MAX_COMPUTE_UNIT_LIMIT_WITH_CREATE,
             ..SvmPolicy::default()
         };
         let network = Network::parse(SOLANA_DEVNET).context("devnet CAIP-2")?;

@@ -208,6 +208,66 @@ async fn compute_price_at_the_cap_and_matching_memo_are_accepted() {
     assert_settles(&fx, &req, &fx.pay_to_ata, AMOUNT).await;
 }
 
+/// Issue 21 point 5: with pricing configured, the fee quote's compute unit price caps what a
+/// payer may offer (the fee payer pays that priority fee): above it is refused at verify with
+/// the reference reason, at it is accepted; without a fresh quote the static cap applies.
+#[tokio::test]
+async fn compute_price_above_the_quoted_price_is_refused() {
+    let fx = fixture();
+    let quoted = Arc::new(std::sync::Mutex::new(Some(2u64)));
+    let ceiling = {
+        let quoted = quoted.clone();
+        Arc::new(move || *quoted.lock().unwrap())
+    };
+    let network = x402_proto::Network::parse(SOLANA_DEVNET).expect("devnet");
+    let verifier = x402_verify::svm::ExactSvmVerifier::new(
+        fx.chain.clone(),
+        network,
+        vec![fx.fee_payer.clone(), fx.fee_payer_2.clone()],
+        vec![fx.mint, fx.mint_2022],
+        fx.policy.clone(),
+    )
+    .with_price_ceiling(ceiling);
+    let request = |price: u64| {
+        let tx = fx.payment(AMOUNT).compute_unit_price(price).build_base64();
+        fx.request_v2(&tx, AMOUNT, json!({}))
+    };
+    match verifier
+        .verify(&request(3), true)
+        .await
+        .expect("verify runs")
+    {
+        Verdict::Invalid(inv) => {
+            assert_eq!(inv.reason, Reason::SvmComputePriceTooHigh);
+            assert_eq!(
+                inv.reason.as_str(),
+                "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction_too_high"
+            );
+        }
+        Verdict::Valid(_) => panic!("a price above the quote's was accepted"),
+    }
+    assert!(matches!(
+        verifier
+            .verify(&request(2), true)
+            .await
+            .expect("verify runs"),
+        Verdict::Valid(_)
+    ));
+    // No fresh quote: the static cap decides.
+    *quoted.lock().unwrap() = None;
+    assert_eq!(
+        verifier.max_compute_unit_price(),
+        fx.policy.max_compute_unit_price
+    );
+    assert!(matches!(
+        verifier
+            .verify(&request(3), true)
+            .await
+            .expect("verify runs"),
+        Verdict::Valid(_)
+    ));
+}
+
 #[tokio::test]
 async fn token_2022_payment_verifies_and_settles() {
     let fx = fixture();

@@ -25,6 +25,7 @@ use x402_settle::replay::GasInUsdc;
 use x402_settle::status::SettlementStatus;
 use x402_settle::svm::{SvmFamily, SvmFeeObserver, SvmFeePricer, SvmSettler};
 use x402_verify::svm::ExactSvmVerifier;
+use x402_verify::svm::PriceCeiling;
 use x402_verify::{Verdict, VerifyError};
 
 use crate::config::svm::SvmNetwork;
@@ -77,13 +78,23 @@ impl ExactSvmHandler {
                 })?
                 .with_call_observer(shared.metrics.rpc_call_observer(net.network.as_str())),
         );
-        let verifier = Arc::new(ExactSvmVerifier::new(
+        let pricing = pricing(chain.clone(), net, index).await?;
+        let mints: Vec<String> = net.assets.iter().map(|(m, _)| m.to_string()).collect();
+        let mut verifier = ExactSvmVerifier::new(
             chain.clone(),
             net.network.clone(),
             net.fee_payers.clone(),
             net.assets.iter().map(|(m, _)| *m).collect(),
             net.policy.clone(),
-        ));
+        );
+        if pricing.is_some() {
+            verifier = verifier.with_price_ceiling(price_ceiling(
+                shared.quotes.clone(),
+                net.network.to_string(),
+                mints.clone(),
+            ));
+        }
+        let verifier = Arc::new(verifier);
         let mut family = SvmFamily::new(
             verifier.clone(),
             shared.prefix,
@@ -91,9 +102,8 @@ impl ExactSvmHandler {
         )
         .with_fee_payer_floor(net.min_fee_payer_balance_lamports)
         .with_fee_observer(fee_metrics(shared.metrics, &net.network));
-        let pricing = match pricing(chain, net, index).await? {
+        let pricing = match pricing {
             Some((pricing, net_quoters)) => {
-                let mints = pricing.assets.iter().map(|a| a.mint.to_string()).collect();
                 family = family.with_fee_pricer(fee_pricer(
                     shared.quotes.clone(),
                     net.network.to_string(),
@@ -308,6 +318,20 @@ impl SchemeHandler for ExactSvmHandler {
     fn reconciler(&self) -> Option<Arc<dyn Reconcile>> {
         Some(self.settler.clone())
     }
+}
+
+/// The highest compute unit price the cached fee quotes of `network`'s `mints` assume,
+/// micro-lamports per compute unit (the highest among the mints; `None` without a fresh
+/// quote): a payer offering more is refused at verify, so a settlement never costs the fee
+/// payer more priority fee per compute unit than the payer was charged for.
+fn price_ceiling(cache: Arc<QuoteCache>, network: String, mints: Vec<String>) -> PriceCeiling {
+    Arc::new(move || {
+        mints
+            .iter()
+            .filter_map(|m| cache.get(&network, m).ok())
+            .filter_map(|q| q.svm.map(|d| d.cost.compute_unit_price_micro_lamports))
+            .max()
+    })
 }
 
 /// Prices landed settlements on `network` with the cached quote of any of its `mints`: fee plus

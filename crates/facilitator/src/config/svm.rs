@@ -72,9 +72,11 @@ pub struct SvmNetworkConfig {
     /// reference's).
     #[serde(default = "default_max_price")]
     pub max_compute_unit_price_micro_lamports: u64,
-    /// Cap on `SetComputeUnitLimit`, compute units (default 200,000).
-    #[serde(default = "default_max_limit")]
-    pub max_compute_unit_limit: u32,
+    /// Cap on `SetComputeUnitLimit`, compute units (default 40,000, about what the allowed
+    /// instructions need; 120,000 when `create_destination_ata_for` lists owners, since creating
+    /// a token account costs more). Priority fee at most `max_compute_unit_limit ×` the price cap.
+    #[serde(default)]
+    pub max_compute_unit_limit: Option<u32>,
     /// Most required signatures per payment transaction (default 2: fee payer and payer).
     #[serde(default = "default_max_signers")]
     pub max_signers: u8,
@@ -134,9 +136,6 @@ fn default_rpc_timeout() -> u64 {
 }
 fn default_max_price() -> u64 {
     SvmPolicy::default().max_compute_unit_price
-}
-fn default_max_limit() -> u32 {
-    SvmPolicy::default().max_compute_unit_limit
 }
 fn default_max_signers() -> u8 {
     SvmPolicy::default().max_signers
@@ -331,7 +330,13 @@ pub(super) fn validate(
                 assets,
                 policy: SvmPolicy {
                     max_compute_unit_price: net.max_compute_unit_price_micro_lamports,
-                    max_compute_unit_limit: net.max_compute_unit_limit,
+                    max_compute_unit_limit: net.max_compute_unit_limit.unwrap_or(
+                        if create_destination_for.is_empty() {
+                            x402_verify::svm::DEFAULT_MAX_COMPUTE_UNIT_LIMIT
+                        } else {
+                            x402_verify::svm::DEFAULT_MAX_COMPUTE_UNIT_LIMIT_WITH_CREATE
+                        },
+                    ),
                     max_signers: net.max_signers,
                     create_destination_for,
                 },
@@ -398,6 +403,32 @@ mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
         // A cluster without a preset still needs its mints listed.
         c.svm[0].network = "solana-testnet".into();
         assert_eq!(validate_svm(&c).err().unwrap().key, "svm[0].assets");
+    }
+
+    /// Issue 21 point 5: the compute unit limit cap defaults to about what the allowed
+    /// instructions need (more when the operator lets payments create a token account), and a
+    /// written value wins.
+    #[test]
+    fn compute_unit_limit_cap_defaults_to_what_the_instructions_need() {
+        let text = SVM_ONLY.replace("max_compute_unit_limit = 40000\n", "");
+        let mut c = Config::from_toml(&text).unwrap();
+        c.svm[0].fee_payer_keys = vec![Keypair::new().to_base58_string()];
+        let nets = validate_svm(&c).unwrap();
+        assert_eq!(
+            nets[0].policy.max_compute_unit_limit,
+            x402_verify::svm::DEFAULT_MAX_COMPUTE_UNIT_LIMIT
+        );
+        c.svm[0].create_destination_ata_for = vec![Keypair::new().pubkey().to_string()];
+        let nets = validate_svm(&c).unwrap();
+        assert_eq!(
+            nets[0].policy.max_compute_unit_limit,
+            x402_verify::svm::DEFAULT_MAX_COMPUTE_UNIT_LIMIT_WITH_CREATE
+        );
+        c.svm[0].max_compute_unit_limit = Some(30_000);
+        assert_eq!(
+            validate_svm(&c).unwrap()[0].policy.max_compute_unit_limit,
+            30_000
+        );
     }
 
     #[test]

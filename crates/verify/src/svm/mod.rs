@@ -31,12 +31,29 @@ use x402_proto::{Network, ParseError, PaymentRequest, Reason};
 use crate::{Invalid, Verdict, VerifyError};
 use layout::{Expected, Layout};
 
+/// Default cap on `SetComputeUnitLimit` when payments may not create the destination's token
+/// account, compute units: the two compute-budget instructions, `TransferChecked` (SPL Token or
+/// Token-2022) and a memo need about a tenth of it; `@x402/svm` clients set 20,000.
+pub const DEFAULT_MAX_COMPUTE_UNIT_LIMIT: u32 = 40_000;
+
+/// Default cap on `SetComputeUnitLimit` when payments may create the destination's associated
+/// token account (`CreateIdempotent` costs the Associated Token Account program several tens of
+/// thousands of compute units more), compute units.
+pub const DEFAULT_MAX_COMPUTE_UNIT_LIMIT_WITH_CREATE: u32 = 120_000;
+
+/// The current highest `SetComputeUnitPrice` a payment may offer, micro-lamports per compute
+/// unit, from the network's fee quote (`None`: no fresh quote, the static cap alone applies).
+pub type PriceCeiling = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
+
 /// The operator's limits on what a payment transaction may cost the fee payer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SvmPolicy {
     /// Cap on `SetComputeUnitPrice`, micro-lamports per compute unit (reference: 5,000,000).
+    /// With pricing configured, the quote's current price is the tighter cap
+    /// ([`ExactSvmVerifier::with_price_ceiling`]).
     pub max_compute_unit_price: u64,
-    /// Cap on `SetComputeUnitLimit`, compute units.
+    /// Cap on `SetComputeUnitLimit`, compute units ([`DEFAULT_MAX_COMPUTE_UNIT_LIMIT`], or
+    /// [`DEFAULT_MAX_COMPUTE_UNIT_LIMIT_WITH_CREATE`] when destinations may be created).
     pub max_compute_unit_limit: u32,
     /// Most required signatures (each costs the fee payer 5,000 lamports).
     pub max_signers: u8,
@@ -49,7 +66,7 @@ impl Default for SvmPolicy {
     fn default() -> Self {
         SvmPolicy {
             max_compute_unit_price: 5_000_000,
-            max_compute_unit_limit: 200_000,
+            max_compute_unit_limit: DEFAULT_MAX_COMPUTE_UNIT_LIMIT,
             max_signers: 2,
             create_destination_for: Vec::new(),
         }
@@ -88,6 +105,7 @@ pub struct ExactSvmVerifier {
     fee_payers: Vec<Arc<Keypair>>,
     assets: Vec<Address>,
     policy: SvmPolicy,
+    price_ceiling: Option<PriceCeiling>,
 }
 
 /// A decoded payment transaction whose fee payer is one of ours.
@@ -112,7 +130,25 @@ impl ExactSvmVerifier {
             fee_payers,
             assets,
             policy,
+            price_ceiling: None,
         }
+    }
+
+    /// Caps `SetComputeUnitPrice` at what `ceiling` says the current fee quote assumes (below
+    /// the policy's static cap): a payer offering more per compute unit than the quote charged
+    /// for would make the fee payer pay more than it is paid, and is refused with
+    /// `invalid_exact_svm_payload_transaction_instructions_compute_price_instruction_too_high`.
+    pub fn with_price_ceiling(mut self, ceiling: PriceCeiling) -> Self {
+        self.price_ceiling = Some(ceiling);
+        self
+    }
+
+    /// The highest `SetComputeUnitPrice` accepted now, micro-lamports per compute unit.
+    pub fn max_compute_unit_price(&self) -> u64 {
+        let quoted = self.price_ceiling.as_ref().and_then(|ceiling| ceiling());
+        quoted.map_or(self.policy.max_compute_unit_price, |q| {
+            q.min(self.policy.max_compute_unit_price)
+        })
     }
 
     /// The chain this verifier reads.
@@ -286,7 +322,7 @@ impl ExactSvmVerifier {
             pay_to,
             amount,
             memo: req.extra_str("memo"),
-            max_compute_unit_price: self.policy.max_compute_unit_price,
+            max_compute_unit_price: self.max_compute_unit_price(),
             max_compute_unit_limit: self.policy.max_compute_unit_limit,
             may_create_destination: self.policy.create_destination_for.contains(&pay_to),
         };
