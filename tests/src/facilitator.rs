@@ -177,15 +177,29 @@ impl EvmFixture {
         receipt_timeout_seconds: u64,
         extra_toml: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_edited(anvil, redis_url, receipt_timeout_seconds, |toml| {
+            toml + extra_toml
+        })
+        .await
+    }
+
+    /// Everything on a given `anvil`, the facilitator's configuration passed through `edit`
+    /// first (e.g. to add a key to the `[[evm]]` table).
+    pub async fn start_edited(
+        anvil: Anvil,
+        redis_url: Option<&str>,
+        receipt_timeout_seconds: u64,
+        edit: impl FnOnce(String) -> String,
+    ) -> anyhow::Result<Self> {
         let usdc = Usdc::deploy(&anvil, anvil.signer(0)).await?;
         let payer = anvil.signer(2);
         usdc.mint(payer.address(), Self::PAYER_FUNDS).await?;
-        let toml = TestFacilitator::config_toml_with_timeout(
+        let toml = edit(TestFacilitator::config_toml_with_timeout(
             &anvil,
             crate::DEV_PRIVATE_KEYS[1],
             redis_url,
             receipt_timeout_seconds,
-        ) + extra_toml;
+        ));
         let facilitator = TestFacilitator::start_with_toml(&toml).await?;
         Ok(EvmFixture {
             pay_to: anvil.address(3),

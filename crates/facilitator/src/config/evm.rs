@@ -70,6 +70,16 @@ pub struct EvmNetworkConfig {
     /// 503 for this network.
     #[serde(default)]
     pub gas: Option<GasConfig>,
+    /// Whether payments signed by a contract wallet (ERC-1271, ERC-6492) are taken (default
+    /// true). Their settlement gas depends on the wallet's code, which the payer controls; each
+    /// is bounded by its asset's `contract_signature_gas_cap`. `false` refuses them at `/verify`
+    /// and `/settle` with `invalid_exact_evm_signature`.
+    #[serde(default = "accept_contract_signatures")]
+    pub accept_contract_signatures: bool,
+}
+
+fn accept_contract_signatures() -> bool {
+    true
 }
 
 /// `[[evm.assets]]`: one EIP-3009 token. At start the facilitator reads the token's
@@ -88,6 +98,11 @@ pub struct EvmAssetConfig {
     /// Token decimals (default: the preset USDC's, else 6).
     #[serde(default)]
     pub decimals: Option<u8>,
+    /// Most gas a settlement of a contract-wallet (ERC-1271 / ERC-6492) payment may use, gas
+    /// units (default: 3 × the asset's learnt ECDSA settlement limit, 300,000 before one is
+    /// learnt). A payment whose simulation needs more is refused before anything is sent.
+    #[serde(default)]
+    pub contract_signature_gas_cap: Option<u64>,
 }
 
 /// A token of a validated EVM network: the configured values, the preset's where the
@@ -102,6 +117,8 @@ pub struct EvmAsset {
     pub version: String,
     /// Token decimals.
     pub decimals: u8,
+    /// Most gas of a contract-signature settlement, gas units (`None`: the default rule).
+    pub contract_signature_gas_cap: Option<u64>,
     /// Config key of this asset (`evm[0].assets[1]`; `evm[0].network` for the preset's USDC),
     /// named by start-up errors.
     pub key: String,
@@ -129,6 +146,8 @@ pub struct EvmNetwork {
     pub assets: Vec<EvmAsset>,
     /// Gas pricing, if configured (`l1_fee_oracle` filled in from the preset).
     pub gas: Option<GasConfig>,
+    /// Whether contract-wallet (ERC-1271 / ERC-6492) signatures are taken.
+    pub accept_contract_signatures: bool,
 }
 
 /// The values a network that leaves a key out gets: the deprecated global key's when it is
@@ -303,6 +322,7 @@ impl EvmNetworkConfig {
             min_signer_balance_wei: self
                 .min_signer_balance_wei
                 .unwrap_or(fallbacks.min_signer_balance_wei),
+            accept_contract_signatures: self.accept_contract_signatures,
             assets,
             gas,
         })
@@ -324,6 +344,7 @@ impl EvmNetworkConfig {
                 name: usdc.name.into(),
                 version: usdc.version.into(),
                 decimals: usdc.decimals,
+                contract_signature_gas_cap: None,
                 key: at("network"),
             }]);
         }
@@ -359,6 +380,7 @@ impl EvmNetworkConfig {
                     name,
                     version,
                     decimals,
+                    contract_signature_gas_cap: asset.contract_signature_gas_cap,
                     key,
                 })
             })

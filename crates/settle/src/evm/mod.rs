@@ -82,6 +82,36 @@ pub struct EvmFamily {
     nonce_lag_observer: Option<NonceLagObserver>,
     events: SettleEvents,
     clock: Clock,
+    contract_signatures: ContractSignatures,
+}
+
+/// Default gas cap of a contract-signature settlement before the asset's ECDSA limit is
+/// learnt, gas units.
+pub const DEFAULT_CONTRACT_SIGNATURE_GAS_CAP: u64 = 300_000;
+
+/// How many ECDSA settlement limits of the asset a contract-signature settlement may use by
+/// default.
+pub const CONTRACT_SIGNATURE_GAS_CAP_MULTIPLE: u64 = 3;
+
+/// What contract-wallet (ERC-1271 / ERC-6492) payments may cost: their settlement gas depends
+/// on code the payer controls.
+#[derive(Debug, Clone)]
+pub struct ContractSignatures {
+    /// Whether they are taken at all.
+    pub accept: bool,
+    /// Gas cap per asset, gas units; an asset not listed gets
+    /// [`CONTRACT_SIGNATURE_GAS_CAP_MULTIPLE`] × its learnt ECDSA limit, or
+    /// [`DEFAULT_CONTRACT_SIGNATURE_GAS_CAP`] before one is learnt.
+    pub gas_caps: std::collections::HashMap<Address, u64>,
+}
+
+impl Default for ContractSignatures {
+    fn default() -> Self {
+        ContractSignatures {
+            accept: true,
+            gas_caps: std::collections::HashMap::new(),
+        }
+    }
 }
 
 /// The signers' balance floor and the balances last read.
@@ -156,6 +186,7 @@ impl EvmFamily {
             nonce_lag_observer: None,
             events: SettleEvents::default(),
             clock: Clock::system(),
+            contract_signatures: ContractSignatures::default(),
         }
     }
 
@@ -171,6 +202,27 @@ impl EvmFamily {
     pub fn with_gap_fill_after(mut self, after: Duration) -> Self {
         self.gaps = gaps::GapRepair::new(after);
         self
+    }
+
+    /// Takes or refuses contract-wallet payments and bounds their settlement gas (default: taken,
+    /// capped by the default rule of [`ContractSignatures::gas_caps`]).
+    pub fn with_contract_signatures(mut self, policy: ContractSignatures) -> Self {
+        self.contract_signatures = policy;
+        self
+    }
+
+    /// The gas cap of a contract-signature settlement of `asset`, gas units.
+    fn contract_signature_gas_cap(&self, asset: Address) -> u64 {
+        self.contract_signatures
+            .gas_caps
+            .get(&asset)
+            .copied()
+            .or_else(|| {
+                self.gas_limits
+                    .get(asset)
+                    .map(|limit| limit * CONTRACT_SIGNATURE_GAS_CAP_MULTIPLE)
+            })
+            .unwrap_or(DEFAULT_CONTRACT_SIGNATURE_GAS_CAP)
     }
 
     /// Reads wall time (`validBefore`, leases, what the receipt poller covers) from `clock`
@@ -483,14 +535,31 @@ impl ChainFamily for EvmFamily {
         payment: &EvmPayment,
     ) -> Result<Signed, SettleError> {
         let signer = held.signer;
-        let call = TransactionRequest::default()
+        let ecdsa = matches!(payment.signature, PayerSignature::Ecdsa(_));
+        if !ecdsa && !self.contract_signatures.accept {
+            return Ok(Signed::Refused(Invalid::new(
+                Reason::EvmSignature,
+                "contract-wallet (ERC-1271 / ERC-6492) signatures are not accepted by this \
+                 facilitator",
+                Some(payment.payer_string()),
+            )));
+        }
+        let mut call = TransactionRequest::default()
             .from(signer)
             .to(payment.asset)
             .input(payment.settlement_calldata().into());
+        // The simulation carries the fee fields the transaction will carry: code that answers
+        // differently when `tx.gasprice` is 0 (a wallet's `isValidSignature`, an EIP-7702
+        // delegate) must not pass the simulation and then revert at our cost. Without cached
+        // fees the chain fills them at signing (one more round trip) and the call goes without.
+        if let Ok(fees) = self.fees.current().await {
+            call = call
+                .max_fee_per_gas(fees.max_fee_per_gas)
+                .max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        }
         // The settlement-time simulation. An ECDSA payment of an asset whose gas is known runs
         // one `eth_call` (the node executes it once) under the asset's cached limit; any other
         // runs `eth_estimateGas` (a search over several executions), whose gas is its limit.
-        let ecdsa = matches!(payment.signature, PayerSignature::Ecdsa(_));
         let mut cached = ecdsa.then(|| self.gas_limits.get(payment.asset)).flatten();
         // The first estimate of an asset runs alone; a burst waits for it and then simulates
         // with `eth_call`.
@@ -503,7 +572,11 @@ impl ChainFamily for EvmFamily {
             }
         }
         let simulated = match cached {
-            Some(limit) => self.chain().call(&call).await.map(|_| limit),
+            Some(limit) => self
+                .chain()
+                .call(&call.clone().gas_limit(limit))
+                .await
+                .map(|_| limit),
             None => self.chain().estimate_gas(&call).await.map(|gas| {
                 if ecdsa {
                     self.gas_limits.learn(payment.asset, gas);
@@ -527,6 +600,21 @@ impl ChainFamily for EvmFamily {
             }
             Err(e) => return Err(SettleError::ChainUnavailable(e.to_string())),
         };
+        if !ecdsa {
+            // A contract wallet's code decides the gas: bounded by the asset's cap.
+            let cap = self.contract_signature_gas_cap(payment.asset);
+            if gas_limit > cap {
+                tracing::warn!(payer = %payment.payer, asset = %payment.asset, gas_limit, cap, "contract-signature settlement above the gas cap refused");
+                return Ok(Signed::Refused(Invalid::new(
+                    Reason::EvmSimulationFailed,
+                    format!(
+                        "the settlement of this contract-wallet payment needs {gas_limit} gas, \
+                         above this facilitator's cap of {cap}"
+                    ),
+                    Some(payment.payer_string()),
+                )));
+            }
+        }
         let tx = call.gas_limit(gas_limit);
         Ok(Signed::Tx(self.sign_at_fresh_nonce(signer, key, tx).await?))
     }

@@ -109,6 +109,7 @@ pub struct ExactEvmVerifier {
     /// One `eth_getCode` of an asset at a time: a burst waits for it instead of each asking.
     probing_assets: tokio::sync::Mutex<()>,
     separators: RwLock<Vec<CachedSeparator>>,
+    accept_contract_signatures: bool,
 }
 
 /// An EIP-712 domain separator already computed for `(asset, name, version)` on this chain.
@@ -135,7 +136,16 @@ impl ExactEvmVerifier {
             deployed_assets: Mutex::new(HashMap::new()),
             probing_assets: tokio::sync::Mutex::new(()),
             separators: RwLock::new(Vec::new()),
+            accept_contract_signatures: true,
         }
+    }
+
+    /// Whether payments signed by a contract wallet (ERC-1271, ERC-6492) are valid (default
+    /// true); refused, they get `invalid_exact_evm_signature`. A contract wallet's settlement
+    /// gas depends on its code, which the payer controls.
+    pub fn with_contract_signatures(mut self, accept: bool) -> Self {
+        self.accept_contract_signatures = accept;
+        self
     }
 
     /// The EIP-712 domain separator of `asset` with `extra.name` / `extra.version`, from the
@@ -248,6 +258,7 @@ impl ExactEvmVerifier {
         // domain separator as ours, a successful simulation proves it, and the local recovery is
         // needed only to word a failure.
         let deferred = simulate
+            && self.accept_contract_signatures
             && matches!(parsed, PayerSignature::Ecdsa(_))
             && deployed.is_some_and(|facts| facts.domain_separator == Some(separator));
         let signature = if deferred {
@@ -258,6 +269,14 @@ impl ExactEvmVerifier {
                 Err(bad_sig) => return Ok(Verdict::Invalid(bad_sig.with_payer(payer))),
             }
         };
+        if !self.accept_contract_signatures && !matches!(signature, PayerSignature::Ecdsa(_)) {
+            return invalid(
+                Reason::EvmSignature,
+                "contract-wallet (ERC-1271 / ERC-6492) signatures are not accepted by this \
+                 facilitator"
+                    .into(),
+            );
+        }
         if deployed.is_none() {
             return invalid(
                 Reason::AssetNotDeployedContract,
