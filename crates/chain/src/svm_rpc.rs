@@ -8,8 +8,11 @@ use solana_commitment_config::CommitmentConfig;
 use solana_hash::Hash;
 use solana_rpc_client::nonblocking::rpc_client::RpcClient;
 use solana_rpc_client_api::client_error::{Error as ClientError, ErrorKind};
-use solana_rpc_client_api::config::{RpcSendTransactionConfig, RpcSimulateTransactionConfig};
-use solana_rpc_client_api::request::RpcError;
+use solana_rpc_client_api::config::{
+    RpcAccountInfoConfig, RpcSendTransactionConfig, RpcSimulateTransactionConfig, UiAccountEncoding,
+};
+use solana_rpc_client_api::request::{RpcError, RpcRequest};
+use solana_rpc_client_api::response::{Response, UiAccount};
 use solana_signature::Signature;
 use solana_transaction::versioned::VersionedTransaction;
 
@@ -189,17 +192,37 @@ impl SvmChain for RpcSvmChain {
             .map_err(self.err("isBlockhashValid"))
     }
 
+    // `getAccountInfo` through the client's generic `send`: its `get_account*` helpers fold
+    // every failure into one `ForUser` text that quotes the HTTP error (with the URL) and
+    // loses whether it was a timeout.
     async fn account(&self, address: &Address) -> Result<Option<SvmAccount>, SvmChainError> {
-        let account = self
+        let config = RpcAccountInfoConfig {
+            encoding: Some(UiAccountEncoding::Base64),
+            commitment: Some(CommitmentConfig::confirmed()),
+            ..RpcAccountInfoConfig::default()
+        };
+        let answer: Response<Option<UiAccount>> = self
             .client
-            .get_account_with_commitment(address, CommitmentConfig::confirmed())
+            .send(
+                RpcRequest::GetAccountInfo,
+                serde_json::json!([address.to_string(), config]),
+            )
             .await
-            .map_err(self.err("getAccountInfo"))?
-            .value;
-        Ok(account.map(|a| SvmAccount {
-            owner: a.owner,
-            lamports: a.lamports,
-            data: a.data,
+            .map_err(self.err("getAccountInfo"))?;
+        let Some(ui) = answer.value else {
+            return Ok(None);
+        };
+        let Some(account) = ui.to_account() else {
+            tracing::warn!(endpoint = %self.endpoint.label, index = self.endpoint.index, %address, "solana rpc: undecodable getAccountInfo answer");
+            return Err(SvmChainError::Unavailable {
+                endpoint: self.endpoint.clone(),
+                kind: Unreachable::BadAnswer,
+            });
+        };
+        Ok(Some(SvmAccount {
+            owner: account.owner,
+            lamports: account.lamports,
+            data: account.data,
         }))
     }
 

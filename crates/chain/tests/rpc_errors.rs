@@ -170,6 +170,13 @@ async fn svm_errors_name_the_endpoint_only() {
     assert!(matches!(e, SvmChainError::Timeout { .. }), "{e:?}");
     assert_eq!(e.to_string(), "rpc timeout (endpoint 0)");
     assert_clean(&format!("{e} {e:?}"));
+    // The client's account helpers fold errors into text quoting the URL: not these.
+    let e = RpcSvmChain::new(url(hung), TIMEOUT)
+        .account(&Default::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SvmChainError::Timeout { .. }), "{e:?}");
+    assert_clean(&format!("{e} {e:?}"));
 
     let e = RpcSvmChain::new(url(refused().await), TIMEOUT)
         .balance(&Default::default())
