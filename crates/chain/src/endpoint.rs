@@ -8,6 +8,7 @@
 //! out ([`redacted_detail`]), goes to the logs only.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One configured RPC endpoint of a network, as errors and logs name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +62,39 @@ impl fmt::Display for Unreachable {
             Unreachable::NodeUnhealthy => f.write_str("node unhealthy"),
             Unreachable::BadAnswer => f.write_str("undecodable answer"),
             Unreachable::Transport => f.write_str("transport error"),
+        }
+    }
+}
+
+/// Logs a failed call to one endpoint: at WARN at most once per [`FailureLog::EVERY_MS`]
+/// (with the number of failures logged at DEBUG since), else at DEBUG: an endpoint that is down
+/// fails every call, and the receipt poller alone calls several times a second.
+#[derive(Debug, Default)]
+pub(crate) struct FailureLog {
+    last_warn_ms: AtomicU64,
+    quiet: AtomicU64,
+}
+
+impl FailureLog {
+    /// The least time between two warnings about one endpoint, milliseconds.
+    pub(crate) const EVERY_MS: u64 = 10_000;
+
+    /// Logs that `method` on `endpoint` failed with `what` (`timeout`, a kind, a node's refusal)
+    /// and `detail` (already redacted).
+    pub(crate) fn failed(&self, endpoint: &Endpoint, method: &str, what: &str, detail: &str) {
+        let now = crate::clock::unix_ms();
+        let last = self.last_warn_ms.load(Ordering::Relaxed);
+        let warn = now.saturating_sub(last) >= Self::EVERY_MS
+            && self
+                .last_warn_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        if warn {
+            let quiet = self.quiet.swap(0, Ordering::Relaxed);
+            tracing::warn!(endpoint = %endpoint.label, index = endpoint.index, method, what, error = %detail, failures_logged_at_debug = quiet, "rpc call failed");
+        } else {
+            self.quiet.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(endpoint = %endpoint.label, index = endpoint.index, method, what, error = %detail, "rpc call failed");
         }
     }
 }

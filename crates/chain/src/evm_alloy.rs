@@ -10,7 +10,7 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy::transports::{RpcError, TransportErrorKind};
 use async_trait::async_trait;
 
-use crate::endpoint::{Endpoint, Unreachable, redacted_detail, scrub};
+use crate::endpoint::{Endpoint, FailureLog, Unreachable, redacted_detail, scrub};
 use crate::evm::{BlockHashes, ChainError, EvmChain, SignedTx};
 
 /// Production [`EvmChain`]: JSON-RPC over HTTP(S) with alloy; signs locally.
@@ -23,6 +23,8 @@ pub struct AlloyEvmChain {
     endpoint: Endpoint,
     /// The full URL, only to cut it out of logged error details.
     url: String,
+    /// Where failed calls are logged.
+    failures: FailureLog,
 }
 
 /// Gas limit headroom over `eth_estimateGas`, in percent (unused gas is not charged).
@@ -68,6 +70,7 @@ impl AlloyEvmChain {
             signers,
             endpoint: Endpoint::new(0, rpc_url),
             url: rpc_url.to_string(),
+            failures: FailureLog::default(),
         })
     }
 
@@ -112,7 +115,13 @@ impl AlloyEvmChain {
                 let classified =
                     ChainError::from_rpc_error(payload.code, &payload.message, data, &endpoint);
                 if classified.is_unavailable() {
-                    tracing::warn!(endpoint = %endpoint.label, index = endpoint.index, method, code = payload.code, message = %scrub(&payload.message, &self.url), "rpc endpoint refused for load");
+                    let detail = format!("{}: {}", payload.code, payload.message);
+                    self.failures.failed(
+                        &endpoint,
+                        method,
+                        "rate limited",
+                        &scrub(&detail, &self.url),
+                    );
                 }
                 return classified;
             }
@@ -160,11 +169,12 @@ impl AlloyEvmChain {
         let detail: String = detail.chars().take(500).collect();
         match kind {
             None => {
-                tracing::warn!(endpoint = %endpoint.label, index = endpoint.index, method, error = %detail, "rpc timeout");
+                self.failures.failed(&endpoint, method, "timeout", &detail);
                 ChainError::Timeout { endpoint }
             }
             Some(kind) => {
-                tracing::warn!(endpoint = %endpoint.label, index = endpoint.index, method, %kind, error = %detail, "rpc unavailable");
+                self.failures
+                    .failed(&endpoint, method, &kind.to_string(), &detail);
                 ChainError::Unavailable { endpoint, kind }
             }
         }

@@ -16,7 +16,7 @@ use solana_rpc_client_api::response::{Response, UiAccount};
 use solana_signature::Signature;
 use solana_transaction::versioned::VersionedTransaction;
 
-use crate::endpoint::{Endpoint, Unreachable, redacted_detail, scrub};
+use crate::endpoint::{Endpoint, FailureLog, Unreachable, redacted_detail, scrub};
 use crate::svm::{SvmAccount, SvmChain, SvmChainError, SvmSimulation, SvmTxStatus};
 
 /// Solana's JSON-RPC error code of a node behind the cluster (`NodeUnhealthy`).
@@ -29,6 +29,8 @@ pub struct RpcSvmChain {
     endpoint: Endpoint,
     /// The full URL, only to cut it out of logged error details.
     url: String,
+    /// Where failed calls are logged.
+    failures: FailureLog,
 }
 
 impl RpcSvmChain {
@@ -44,6 +46,7 @@ impl RpcSvmChain {
             ),
             endpoint: Endpoint::new(0, &url),
             url,
+            failures: FailureLog::default(),
         }
     }
 
@@ -117,11 +120,12 @@ impl RpcSvmChain {
         let detail: String = detail.chars().take(500).collect();
         match kind {
             None => {
-                tracing::warn!(endpoint = %endpoint.label, index = endpoint.index, method, error = %detail, "solana rpc timeout");
+                self.failures.failed(&endpoint, method, "timeout", &detail);
                 SvmChainError::Timeout { endpoint }
             }
             Some(kind) => {
-                tracing::warn!(endpoint = %endpoint.label, index = endpoint.index, method, %kind, error = %detail, "solana rpc unavailable");
+                self.failures
+                    .failed(&endpoint, method, &kind.to_string(), &detail);
                 SvmChainError::Unavailable { endpoint, kind }
             }
         }
@@ -213,7 +217,12 @@ impl SvmChain for RpcSvmChain {
             return Ok(None);
         };
         let Some(account) = ui.to_account() else {
-            tracing::warn!(endpoint = %self.endpoint.label, index = self.endpoint.index, %address, "solana rpc: undecodable getAccountInfo answer");
+            self.failures.failed(
+                &self.endpoint,
+                "getAccountInfo",
+                "undecodable answer",
+                &format!("account {address}: data not in base64"),
+            );
             return Err(SvmChainError::Unavailable {
                 endpoint: self.endpoint.clone(),
                 kind: Unreachable::BadAnswer,
