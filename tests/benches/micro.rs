@@ -63,7 +63,7 @@ impl EvmChain for InstantChain {
         Ok(100_000)
     }
     async fn fee_history(&self, _: u64, _: &[f64]) -> Result<FeeHistory, ChainError> {
-        Err(ChainError::Unavailable("stub".into()))
+        Err(ChainError::Unsupported("stub"))
     }
     async fn code_at(&self, _: Address) -> Result<Bytes, ChainError> {
         Ok(Bytes::from_static(&[0x60]))
@@ -78,10 +78,10 @@ impl EvmChain for InstantChain {
         Ok(false)
     }
     async fn sign(&self, _: TransactionRequest) -> Result<SignedTx, ChainError> {
-        Err(ChainError::Unavailable("stub".into()))
+        Err(ChainError::Unsupported("stub"))
     }
     async fn send_raw(&self, _: &Bytes) -> Result<B256, ChainError> {
-        Err(ChainError::Unavailable("stub".into()))
+        Err(ChainError::Unsupported("stub"))
     }
     async fn receipt(&self, _: B256) -> Result<Option<TransactionReceipt>, ChainError> {
         Ok(None)

@@ -18,6 +18,7 @@ pub mod peers;
 pub mod price_feed;
 pub mod process;
 pub mod redis_server;
+pub mod rpc_relay;
 pub mod solc;
 pub mod stall_proxy;
 pub mod surfnet;

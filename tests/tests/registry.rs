@@ -160,7 +160,7 @@ async fn a_scheme_registered_in_a_test_serves_supported_verify_and_settle() {
     assert_eq!(answer["errorReason"], "invalid_network", "{answer}");
     assert_eq!(dummy.settled.load(Ordering::SeqCst), 1);
 
-    // Pricing is optional: the dummy offers none, and says so.
+    // Pricing is optional: the dummy offers none, and says so (404: not offered).
     let (status, answer) = fac
         .post(
             "/requirements",
@@ -168,7 +168,7 @@ async fn a_scheme_registered_in_a_test_serves_supported_verify_and_settle() {
         )
         .await
         .unwrap();
-    assert_eq!(status, 503, "{answer}");
+    assert_eq!(status, 404, "{answer}");
     assert!(
         answer["error"].as_str().unwrap().contains("no pricing"),
         "{answer}"

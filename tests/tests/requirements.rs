@@ -200,6 +200,7 @@ async fn quote_and_requirements_are_served_from_cache_with_the_rpc_down() {
     );
 }
 
+/// No `[evm.gas]`: the network is served without pricing, so 404 (not offered), not 503.
 #[tokio::test]
 async fn no_gas_config_means_no_quote() {
     let fx = EvmFixture::start(None).await.unwrap();
@@ -208,7 +209,7 @@ async fn no_gas_config_means_no_quote() {
         .get("/quote?network=eip155:8453")
         .await
         .unwrap();
-    assert_eq!(status, 503, "{body}");
+    assert_eq!(status, 404, "{body}");
     let (status, _) = fx
         .facilitator
         .post(
@@ -217,7 +218,7 @@ async fn no_gas_config_means_no_quote() {
         )
         .await
         .unwrap();
-    assert_eq!(status, 503);
+    assert_eq!(status, 404);
     let (status, body) = fx
         .facilitator
         .post(

@@ -10,6 +10,7 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy::transports::{RpcError, TransportErrorKind};
 use async_trait::async_trait;
 
+use crate::endpoint::{Endpoint, FailureLog, Unreachable, redacted_detail, scrub};
 use crate::evm::{BlockHashes, ChainError, EvmChain, SignedTx};
 
 /// Production [`EvmChain`]: JSON-RPC over HTTP(S) with alloy; signs locally.
@@ -18,6 +19,12 @@ pub struct AlloyEvmChain {
     provider: DynProvider,
     wallet: EthereumWallet,
     signers: Vec<Address>,
+    /// How errors name this endpoint.
+    endpoint: Endpoint,
+    /// The full URL, only to cut it out of logged error details.
+    url: String,
+    /// Where failed calls are logged.
+    failures: FailureLog,
 }
 
 /// Gas limit headroom over `eth_estimateGas`, in percent (unused gas is not charged).
@@ -28,7 +35,10 @@ impl AlloyEvmChain {
     /// call gives up after `timeout` ([`ChainError::Unavailable`]), so a node that accepts the
     /// connection and never answers cannot hang a request.
     ///
-    /// Errors: a malformed URL. The chain id is not checked here; see [`AlloyEvmChain::check_chain_id`].
+    /// Its errors name it `endpoint 0` ([`AlloyEvmChain::at_index`] for another index).
+    ///
+    /// Errors: a malformed URL (the message does not repeat it: it may hold an API key). The
+    /// chain id is not checked here; see [`AlloyEvmChain::check_chain_id`].
     pub fn new(
         rpc_url: &str,
         chain_id: u64,
@@ -37,7 +47,7 @@ impl AlloyEvmChain {
     ) -> Result<Self, String> {
         let url = rpc_url
             .parse()
-            .map_err(|e| format!("invalid RPC URL {rpc_url:?}: {e}"))?;
+            .map_err(|e| format!("invalid RPC URL: {e}"))?;
         let http = alloy::transports::http::reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -58,16 +68,31 @@ impl AlloyEvmChain {
             provider,
             wallet,
             signers,
+            endpoint: Endpoint::new(0, rpc_url),
+            url: rpc_url.to_string(),
+            failures: FailureLog::default(),
         })
     }
 
-    /// Asks the node for its chain id and compares it with the configured one.
+    /// The same chain, its errors naming it the `index`-th endpoint of its network.
+    pub fn at_index(mut self, index: usize) -> Self {
+        self.endpoint.index = index;
+        self
+    }
+
+    /// How this chain's errors name its endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Asks the node for its chain id and compares it with the configured one. Errors: another
+    /// chain id (starts with `RPC reports chain id`), or the call's [`ChainError`] text.
     pub async fn check_chain_id(&self) -> Result<(), String> {
         let got = self
             .provider
             .get_chain_id()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| self.classify("eth_chainId", e).to_string())?;
         if got != self.chain_id {
             return Err(format!(
                 "RPC reports chain id {got}, configured {}",
@@ -78,18 +103,86 @@ impl AlloyEvmChain {
     }
 }
 
-fn classify(e: RpcError<TransportErrorKind>) -> ChainError {
-    match &e {
-        RpcError::ErrorResp(payload) => {
-            let data = payload.as_revert_data();
-            let msg = payload.message.to_string();
-            if data.is_some() || msg.contains("revert") {
-                ChainError::Reverted { message: msg, data }
-            } else {
-                ChainError::Rejected(msg)
+impl AlloyEvmChain {
+    /// The one classification of a failed call `method` to this endpoint: a JSON-RPC error
+    /// answer by [`ChainError::from_rpc_error`]; a transport failure by its kind only, its
+    /// detail (URL cut out) logged here and nowhere else.
+    fn classify(&self, method: &'static str, e: RpcError<TransportErrorKind>) -> ChainError {
+        let endpoint = self.endpoint.clone();
+        let (kind, detail) = match e {
+            RpcError::ErrorResp(payload) => {
+                let data = payload.as_revert_data();
+                let classified =
+                    ChainError::from_rpc_error(payload.code, &payload.message, data, &endpoint);
+                if classified.is_unavailable() {
+                    let detail = format!("{}: {}", payload.code, payload.message);
+                    self.failures.failed(
+                        &endpoint,
+                        method,
+                        "rate limited",
+                        &scrub(&detail, &self.url),
+                    );
+                }
+                return classified;
+            }
+            RpcError::Transport(TransportErrorKind::Custom(boxed)) => {
+                match boxed.downcast::<alloy::transports::http::reqwest::Error>() {
+                    Ok(reqwest) => {
+                        let reqwest = reqwest.without_url();
+                        let kind = if reqwest.is_timeout() {
+                            None
+                        } else if reqwest.is_connect() {
+                            Some(Unreachable::Connect)
+                        } else if let Some(status) = reqwest.status() {
+                            Some(Unreachable::HttpStatus(status.as_u16()))
+                        } else if reqwest.is_decode() || reqwest.is_body() {
+                            Some(Unreachable::BadAnswer)
+                        } else {
+                            Some(Unreachable::Transport)
+                        };
+                        (kind, redacted_detail(&reqwest, &self.url))
+                    }
+                    Err(other) => (
+                        Some(Unreachable::Transport),
+                        redacted_detail(other.as_ref(), &self.url),
+                    ),
+                }
+            }
+            RpcError::Transport(kind) => {
+                let unreachable = match kind.as_http_error() {
+                    Some(http) if http.status == 429 => Unreachable::RateLimited,
+                    Some(http) => Unreachable::HttpStatus(http.status),
+                    None => Unreachable::Transport,
+                };
+                (Some(unreachable), redacted_detail(&kind, &self.url))
+            }
+            RpcError::NullResp | RpcError::DeserError { .. } => (
+                Some(Unreachable::BadAnswer),
+                scrub(&e.to_string(), &self.url),
+            ),
+            other => (
+                Some(Unreachable::Transport),
+                scrub(&other.to_string(), &self.url),
+            ),
+        };
+        // The detail may be long (an HTTP error page): its start is enough.
+        let detail: String = detail.chars().take(500).collect();
+        match kind {
+            None => {
+                self.failures.failed(&endpoint, method, "timeout", &detail);
+                ChainError::Timeout { endpoint }
+            }
+            Some(kind) => {
+                self.failures
+                    .failed(&endpoint, method, &kind.to_string(), &detail);
+                ChainError::Unavailable { endpoint, kind }
             }
         }
-        _ => ChainError::Unavailable(e.to_string()),
+    }
+
+    /// [`AlloyEvmChain::classify`] for `method`, as a `map_err` argument.
+    fn err(&self, method: &'static str) -> impl Fn(RpcError<TransportErrorKind>) -> ChainError {
+        move |e| self.classify(method, e)
     }
 }
 
@@ -112,7 +205,7 @@ impl EvmChain for AlloyEvmChain {
             .call(tx.clone())
             .block(BlockId::latest())
             .await
-            .map_err(classify)
+            .map_err(self.err("eth_call"))
     }
 
     async fn estimate_gas(&self, tx: &TransactionRequest) -> Result<u64, ChainError> {
@@ -120,7 +213,7 @@ impl EvmChain for AlloyEvmChain {
             .estimate_gas(tx.clone())
             .block(BlockId::latest())
             .await
-            .map_err(classify)
+            .map_err(self.err("eth_estimateGas"))
     }
 
     async fn fee_history(
@@ -131,11 +224,14 @@ impl EvmChain for AlloyEvmChain {
         self.provider
             .get_fee_history(block_count, BlockNumberOrTag::Latest, reward_percentiles)
             .await
-            .map_err(classify)
+            .map_err(self.err("eth_feeHistory"))
     }
 
     async fn code_at(&self, address: Address) -> Result<Bytes, ChainError> {
-        self.provider.get_code_at(address).await.map_err(classify)
+        self.provider
+            .get_code_at(address)
+            .await
+            .map_err(self.err("eth_getCode"))
     }
 
     async fn pending_nonce(&self, address: Address) -> Result<u64, ChainError> {
@@ -143,11 +239,14 @@ impl EvmChain for AlloyEvmChain {
             .get_transaction_count(address)
             .pending()
             .await
-            .map_err(classify)
+            .map_err(self.err("eth_getTransactionCount"))
     }
 
     async fn balance(&self, address: Address) -> Result<alloy::primitives::U256, ChainError> {
-        self.provider.get_balance(address).await.map_err(classify)
+        self.provider
+            .get_balance(address)
+            .await
+            .map_err(self.err("eth_getBalance"))
     }
 
     async fn sign(&self, tx: TransactionRequest) -> Result<SignedTx, ChainError> {
@@ -164,7 +263,7 @@ impl EvmChain for AlloyEvmChain {
                 .provider
                 .estimate_gas(tx.clone())
                 .await
-                .map_err(classify)?;
+                .map_err(self.err("eth_estimateGas"))?;
             tx = tx.with_gas_limit(gas + gas * GAS_LIMIT_HEADROOM_PERCENT / 100);
         }
         if tx.max_fee_per_gas.is_none() || tx.max_priority_fee_per_gas.is_none() {
@@ -172,7 +271,7 @@ impl EvmChain for AlloyEvmChain {
                 .provider
                 .estimate_eip1559_fees()
                 .await
-                .map_err(classify)?;
+                .map_err(self.err("eth_feeHistory"))?;
             tx = tx
                 .with_max_fee_per_gas(fees.max_fee_per_gas)
                 .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
@@ -189,18 +288,11 @@ impl EvmChain for AlloyEvmChain {
     }
 
     async fn send_raw(&self, raw: &Bytes) -> Result<B256, ChainError> {
-        match self.provider.send_raw_transaction(raw).await {
-            Ok(pending) => Ok(*pending.tx_hash()),
-            Err(e) => {
-                let err = classify(e);
-                if let ChainError::Rejected(msg) = &err
-                    && (msg.contains("already known") || msg.contains("already imported"))
-                {
-                    return Ok(alloy::primitives::keccak256(raw));
-                }
-                Err(err)
-            }
-        }
+        self.provider
+            .send_raw_transaction(raw)
+            .await
+            .map(|pending| *pending.tx_hash())
+            .map_err(self.err("eth_sendRawTransaction"))
     }
 
     async fn transaction_known(&self, hash: B256) -> Result<bool, ChainError> {
@@ -208,14 +300,14 @@ impl EvmChain for AlloyEvmChain {
             .get_transaction_by_hash(hash)
             .await
             .map(|tx| tx.is_some())
-            .map_err(classify)
+            .map_err(self.err("eth_getTransactionByHash"))
     }
 
     async fn receipt(&self, hash: B256) -> Result<Option<TransactionReceipt>, ChainError> {
         self.provider
             .get_transaction_receipt(hash)
             .await
-            .map_err(classify)
+            .map_err(self.err("eth_getTransactionReceipt"))
     }
 
     async fn mined_nonce(&self, address: Address) -> Result<u64, ChainError> {
@@ -223,11 +315,14 @@ impl EvmChain for AlloyEvmChain {
             .get_transaction_count(address)
             .latest()
             .await
-            .map_err(classify)
+            .map_err(self.err("eth_getTransactionCount"))
     }
 
     async fn block_number(&self) -> Result<u64, ChainError> {
-        self.provider.get_block_number().await.map_err(classify)
+        self.provider
+            .get_block_number()
+            .await
+            .map_err(self.err("eth_blockNumber"))
     }
 
     async fn block_hashes(&self, number: u64) -> Result<Option<BlockHashes>, ChainError> {
@@ -235,7 +330,7 @@ impl EvmChain for AlloyEvmChain {
             .provider
             .get_block_by_number(BlockNumberOrTag::Number(number))
             .await
-            .map_err(classify)?;
+            .map_err(self.err("eth_getBlockByNumber"))?;
         Ok(block.map(|b| BlockHashes {
             hash: b.header.hash,
             parent: b.header.parent_hash,
@@ -249,6 +344,6 @@ impl EvmChain for AlloyEvmChain {
         self.provider
             .get_block_receipts(BlockNumberOrTag::Number(number).into())
             .await
-            .map_err(classify)
+            .map_err(self.err("eth_getBlockReceipts"))
     }
 }

@@ -1,7 +1,8 @@
 //! [`FailoverEvmChain`]: one EVM chain over several JSON-RPC endpoints. Reads and broadcasts go
-//! to the current endpoint; on a transport failure or timeout ([`ChainError::Unavailable`]) the
-//! call moves to the next endpoint and that one becomes current. Broadcasting the same signed
-//! transaction to several endpoints is safe (same hash; "already known" is success).
+//! to the current endpoint; on a transport failure, timeout or rate limit
+//! ([`ChainError::is_unavailable`]) the call moves to the next endpoint and that one becomes
+//! current. Broadcasting the same signed transaction to several endpoints is safe (same hash; a
+//! node that has it answers [`ChainError::AlreadyKnown`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -73,24 +74,12 @@ pub struct FailoverEvmChain {
     call_observer: Option<CallObserver>,
 }
 
-/// `scheme://host:port` of `url`.
-fn label(url: &str) -> String {
-    match url.parse::<alloy::transports::http::reqwest::Url>() {
-        Ok(u) => format!(
-            "{}://{}{}",
-            u.scheme(),
-            u.host_str().unwrap_or("?"),
-            u.port().map(|p| format!(":{p}")).unwrap_or_default()
-        ),
-        Err(_) => "invalid-url".into(),
-    }
-}
-
 impl FailoverEvmChain {
     /// Endpoints `urls` (in order of preference, at least one) for chain `chain_id`, signing
     /// with `keys`; every call to one endpoint gives up after `timeout`.
     ///
-    /// Errors: no URL, or a malformed one.
+    /// Errors: no URL, or a malformed one (named by its index in `urls`, not repeated: it may
+    /// hold an API key).
     pub fn new(
         urls: &[String],
         chain_id: u64,
@@ -103,10 +92,14 @@ impl FailoverEvmChain {
         let signers = keys.iter().map(|k| k.address()).collect();
         let endpoints = urls
             .iter()
-            .map(|url| {
+            .enumerate()
+            .map(|(i, url)| {
+                let chain = AlloyEvmChain::new(url, chain_id, keys.clone(), timeout)
+                    .map_err(|e| format!("rpc_urls[{i}]: {e}"))?
+                    .at_index(i);
                 Ok(Endpoint {
-                    label: label(url),
-                    chain: AlloyEvmChain::new(url, chain_id, keys.clone(), timeout)?,
+                    label: chain.endpoint().label.clone(),
+                    chain,
                     healthy: AtomicBool::new(true),
                 })
             })
@@ -178,7 +171,7 @@ impl FailoverEvmChain {
     /// caller should try the next endpoint.
     fn settle_outcome<T>(&self, i: usize, start: usize, r: &Result<T, ChainError>) -> bool {
         let e = &self.endpoints[i];
-        if matches!(r, Err(ChainError::Unavailable(_))) {
+        if r.as_ref().is_err_and(ChainError::is_unavailable) {
             e.healthy.store(false, Ordering::Relaxed);
             return true;
         }
@@ -205,14 +198,15 @@ macro_rules! failover {
     ($self:ident, |$c:ident| $recv:ident . $method:ident ( $($arg:expr),* )) => {{
         let n = $self.endpoints.len();
         let start = $self.current.load(Ordering::Relaxed) % n;
-        let mut result = Err(ChainError::Unavailable("no RPC endpoint".into()));
+        // `new` refuses an empty list: the loop runs at least once and overwrites this.
+        let mut result = Err(ChainError::Unsupported("no RPC endpoint"));
         for k in 0..n {
             let i = (start + k) % n;
             let $c = &$self.endpoints[i].chain;
             let started = std::time::Instant::now();
             result = $recv.$method($($arg),*).await;
             if let Some(observer) = &$self.call_observer {
-                let answered = !matches!(result, Err(ChainError::Unavailable(_)));
+                let answered = !result.as_ref().is_err_and(ChainError::is_unavailable);
                 observer(rpc_method(stringify!($method)), started.elapsed(), answered);
             }
             if !$self.settle_outcome(i, start, &result) {

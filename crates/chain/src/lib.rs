@@ -7,6 +7,11 @@
 //!   blockhash validity, accounts, rent, priority fees); [`RpcSvmChain`] implements it over the
 //!   agave JSON-RPC client.
 //!
+//! Errors ([`ChainError`], [`SvmChainError`]) are classified once, where the node's answer is
+//! read, and never carry upstream transport text: a transport failure names the [`Endpoint`]
+//! (index and `scheme://host:port`) and a generic [`Unreachable`] kind, as RPC URLs hold API
+//! keys; the detail goes to the logs with the URL cut out.
+//!
 //! And the chain facts every layer shares, so that no crate reads them from another's
 //! internals: [`eip3009`] (token ABI), [`eip712`] (`TransferWithAuthorization` typed data and
 //! digest), [`spl`] (Solana program ids, account sizes, fee formula), [`presets`] (known
@@ -18,6 +23,7 @@ pub mod eip712;
 pub mod presets;
 pub mod spl;
 
+mod endpoint;
 mod evm;
 mod evm_alloy;
 mod evm_failover;
@@ -25,6 +31,7 @@ mod svm;
 mod svm_failover;
 mod svm_rpc;
 
+pub use endpoint::{Endpoint, Unreachable, redacted_detail, redacted_url, scrub};
 pub use evm::{BlockHashes, ChainError, EvmChain, SignedTx};
 pub use evm_alloy::{AlloyEvmChain, GAS_LIMIT_HEADROOM_PERCENT};
 pub use evm_failover::{CallObserver, EndpointHealth, FailoverEvmChain, FailoverObserver};

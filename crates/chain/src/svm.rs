@@ -10,15 +10,43 @@ use solana_hash::Hash;
 use solana_signature::Signature;
 use solana_transaction::versioned::VersionedTransaction;
 
-/// A failure talking to a Solana RPC node.
+use crate::endpoint::{Endpoint, Unreachable};
+
+/// A failure talking to a Solana RPC node. As [`crate::ChainError`], no variant holds upstream
+/// transport text (it may hold the RPC URL and its API key): a transport failure names the
+/// endpoint and a generic kind, and its detail goes to the logs only.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SvmChainError {
-    /// The node refused the request or the transaction definitively (it was not accepted).
+    /// The node refused the request or the transaction definitively (it was not accepted): the
+    /// node's JSON-RPC error, or the transaction or signing error.
     #[error("node refused: {0}")]
     Rejected(String),
-    /// Transport failure, timeout or undecodable answer: the outcome is unknown.
-    #[error("rpc unavailable: {0}")]
-    Unavailable(String),
+    /// No answer from `endpoint` within the RPC timeout: the outcome is unknown.
+    #[error("rpc timeout ({endpoint})")]
+    Timeout {
+        /// The endpoint asked.
+        endpoint: Endpoint,
+    },
+    /// No usable answer from `endpoint` (connection failed, HTTP error, undecodable answer,
+    /// node unhealthy): the outcome is unknown.
+    #[error("rpc unavailable: {kind} ({endpoint})")]
+    Unavailable {
+        /// The endpoint asked.
+        endpoint: Endpoint,
+        /// What went wrong, generically.
+        kind: Unreachable,
+    },
+}
+
+impl SvmChainError {
+    /// No usable answer came ([`SvmChainError::Timeout`], [`SvmChainError::Unavailable`]): the
+    /// outcome is unknown, and another endpoint may answer.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            SvmChainError::Timeout { .. } | SvmChainError::Unavailable { .. }
+        )
+    }
 }
 
 /// Result of `simulateTransaction` (signatures verified, blockhash not replaced).

@@ -1,6 +1,7 @@
 //! [`FailoverSvmChain`]: one Solana cluster over several JSON-RPC endpoints, as
 //! [`crate::FailoverEvmChain`] for EVM: calls go to the current endpoint and move to the next on
-//! a transport failure or timeout ([`SvmChainError::Unavailable`]), which becomes current.
+//! a transport failure, timeout or unhealthy node ([`SvmChainError::is_unavailable`]), which
+//! becomes current.
 //! Sending the same signed transaction through several endpoints is safe (one signature).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,7 +47,8 @@ impl FailoverSvmChain {
         Ok(FailoverSvmChain {
             endpoints: urls
                 .iter()
-                .map(|u| RpcSvmChain::new(u.clone(), timeout))
+                .enumerate()
+                .map(|(i, u)| RpcSvmChain::new(u.clone(), timeout).at_index(i))
                 .collect(),
             current: AtomicUsize::new(0),
             call_observer: None,
@@ -71,17 +73,18 @@ macro_rules! failover {
     ($self:ident, |$c:ident| $recv:ident . $method:ident ( $($arg:expr),* )) => {{
         let n = $self.endpoints.len();
         let start = $self.current.load(Ordering::Relaxed) % n;
-        let mut result = Err(SvmChainError::Unavailable("no RPC endpoint".into()));
+        // `new` refuses an empty list: the loop runs at least once and overwrites this.
+        let mut result = Err(SvmChainError::Rejected("no RPC endpoint".into()));
         for k in 0..n {
             let i = (start + k) % n;
             let $c = &$self.endpoints[i];
             let started = std::time::Instant::now();
             result = $recv.$method($($arg),*).await;
             if let Some(observer) = &$self.call_observer {
-                let answered = !matches!(result, Err(SvmChainError::Unavailable(_)));
+                let answered = !result.as_ref().is_err_and(SvmChainError::is_unavailable);
                 observer(svm_rpc_method(stringify!($method)), started.elapsed(), answered);
             }
-            if matches!(result, Err(SvmChainError::Unavailable(_))) {
+            if result.as_ref().is_err_and(SvmChainError::is_unavailable) {
                 continue;
             }
             if i != start {

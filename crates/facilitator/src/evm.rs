@@ -41,6 +41,8 @@ pub struct ExactEvmHandler {
     assets: Vec<EvmAsset>,
     signers: Vec<String>,
     quotes: Arc<QuoteCache>,
+    /// With `[evm.gas]`: its assets are quoted (else `/quote` and `/requirements` answer 404).
+    priced: bool,
 }
 
 impl ExactEvmHandler {
@@ -113,7 +115,8 @@ impl ExactEvmHandler {
             Duration::from_secs(10),
         );
         let net_quoters = gas::quoters(chain, net, index).map_err(rpc_err)?;
-        if !net_quoters.is_empty() {
+        let priced = !net_quoters.is_empty();
+        if priced {
             let assets = net
                 .assets
                 .iter()
@@ -150,6 +153,7 @@ impl ExactEvmHandler {
             assets: net.assets.clone(),
             signers,
             quotes: shared.quotes.clone(),
+            priced,
         })
     }
 
@@ -220,6 +224,9 @@ impl SchemeHandler for ExactEvmHandler {
 
     fn quote(&self, asset: Option<&str>) -> Result<Quote, QuoteLookupError> {
         let address = self.asset(asset)?.address;
+        if !self.priced {
+            return Err(self.no_pricing());
+        }
         Ok(self
             .quotes
             .get(self.network.as_str(), &address.to_checksum(None))?)
@@ -232,6 +239,9 @@ impl SchemeHandler for ExactEvmHandler {
         req: &RequirementsRequest,
     ) -> Result<RequirementsResponse, QuoteLookupError> {
         let asset = self.asset(req.asset.as_deref())?;
+        if !self.priced {
+            return Err(self.no_pricing());
+        }
         req.pay_to
             .parse::<Address>()
             .map_err(|_| ParseError::new("payTo", "not a 0x 20-byte address"))?;
@@ -299,7 +309,7 @@ async fn check_asset(chain: &dyn EvmChain, asset: &EvmAsset) -> Result<(), Start
             .input(alloy::primitives::Bytes::from(data).into());
         match chain.call(&tx).await {
             Ok(ret) => Ok(ret),
-            Err(ChainError::Reverted { .. } | ChainError::Rejected(_)) => Err(not_a_token(what)),
+            Err(e) if e.node_message().is_some() => Err(not_a_token(what)),
             Err(e) => Err(rpc_err(e)),
         }
     };

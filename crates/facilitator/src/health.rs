@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 use actix_web::{HttpResponse, web};
 use alloy::primitives::{Address, U256};
 use serde::Serialize;
-use solana_rpc_client::nonblocking::rpc_client::RpcClient;
 use solana_signer::Signer;
-use x402_chain::{EndpointHealth, EvmChain, FailoverEvmChain};
+use x402_chain::{EndpointHealth, EvmChain, FailoverEvmChain, RpcSvmChain};
 use x402_settle::replay::ReplayStore;
 
 use crate::config::ValidConfig;
@@ -33,7 +32,8 @@ struct EvmProbe {
 
 struct SvmProbe {
     network: String,
-    client: RpcClient,
+    /// The network's first RPC endpoint (its errors name it, never its URL).
+    client: RpcSvmChain,
     fee_payers: Vec<solana_address::Address>,
     /// A fee payer with less is not funded, lamports.
     min_lamports: u64,
@@ -90,7 +90,8 @@ pub struct NetworkReport {
     pub funded_signer: bool,
     /// Per signer.
     pub signers: Vec<SignerReport>,
-    /// First RPC error, if any.
+    /// First RPC error, if any: generic, naming the endpoint by its index (`rpc timeout
+    /// (endpoint 0)`), never its URL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// EVM: each configured RPC endpoint (`rpc_urls`), whether it answered last time and
@@ -167,7 +168,7 @@ impl Health {
             .iter()
             .map(|net| SvmProbe {
                 network: net.network.to_string(),
-                client: RpcClient::new_with_timeout(net.rpc_url.clone(), timeout),
+                client: RpcSvmChain::new(net.rpc_url.clone(), timeout),
                 fee_payers: net.fee_payers.iter().map(|k| k.pubkey()).collect(),
                 min_lamports: net.min_fee_payer_balance_lamports,
             })
@@ -244,7 +245,7 @@ impl Health {
 
     async fn check_svm(&self, probe: &SvmProbe) -> NetworkReport {
         let reads = probe.fee_payers.iter().map(|a| async move {
-            let balance = within(self.timeout, probe.client.get_balance(a)).await;
+            let balance = within(self.timeout, probe.client.balance(a)).await;
             (a, balance)
         });
         let mut signers = Vec::new();

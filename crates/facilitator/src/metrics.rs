@@ -31,7 +31,9 @@ pub struct Metrics {
     /// `x402_settle_svm_rent_lamports_total{network}`: rent deposited for destination token
     /// accounts the settlements created, lamports.
     pub svm_rent_lamports_total: IntCounterVec,
-    /// `x402_request_errors_total{endpoint,kind}`: `kind` is `malformed` (400) or `unavailable` (503).
+    /// `x402_request_errors_total{endpoint,kind}`: `kind` is `malformed` (400), `not_offered`
+    /// (404: `/quote` or `/requirements` of a network or asset without pricing), `internal`
+    /// (500: a corrupt settlement record) or `unavailable` (503).
     pub request_errors: IntCounterVec,
     /// Settlement engine and reconciler metrics.
     pub engine: crate::settle_metrics::EngineMetrics,
@@ -65,7 +67,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let request_errors = IntCounterVec::new(
-            Opts::new("x402_request_errors_total", "Requests answered 400 or 503"),
+            Opts::new(
+                "x402_request_errors_total",
+                "Requests answered 400, 404, 500 or 503",
+            ),
             &["endpoint", "kind"],
         )
         .expect("valid metric");

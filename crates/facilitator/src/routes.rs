@@ -4,7 +4,10 @@
 //!
 //! Status codes: a well-formed request that fails a check is HTTP 200 with `isValid:false` /
 //! `success:false`; an unparsable body is 400 `{"error", "field"}`; the facilitator's own faults
-//! (Redis or RPC down) are 503 with the same response shape and reason `unexpected_*_error`.
+//! are 503 when they pass (Redis or RPC down) and 500 when they do not (a corrupt settlement
+//! record), both with the same response shape and reason `unexpected_*_error`. `/quote` and
+//! `/requirements` answer 404 `{"error"}` for a network or asset without pricing, 503 while its
+//! quote is missing or stale.
 
 use std::time::Instant;
 
@@ -151,6 +154,23 @@ async fn settle(
             HttpResponse::Ok().json(resp)
         }
         Err(SettleError::Malformed(e)) => bad_request(&state, "settle", &e),
+        Err(e @ SettleError::Internal(_)) => {
+            // Not an outage: retrying will not help, and a transaction of this payment may
+            // have been broadcast before (the record says, and it does not decode).
+            tracing::error!(error = %e, "settle failed on an internal error");
+            state
+                .metrics
+                .request_errors
+                .with_label_values(&["settle", "internal"])
+                .inc();
+            HttpResponse::InternalServerError().json(SettleResponse::failed(
+                Reason::UnexpectedSettleError,
+                Some(e.to_string()),
+                String::new(),
+                req.network_wire().to_string(),
+                None,
+            ))
+        }
         Err(e) => {
             tracing::error!(error = %e, "settle refused, nothing broadcast");
             state
@@ -179,6 +199,14 @@ struct QuoteQuery {
 fn quote_error(state: &AppState, endpoint: &str, e: QuoteLookupError) -> HttpResponse {
     match e {
         QuoteLookupError::Malformed(p) => bad_request(state, endpoint, &p),
+        QuoteLookupError::NotOffered(_) => {
+            state
+                .metrics
+                .request_errors
+                .with_label_values(&[endpoint, "not_offered"])
+                .inc();
+            HttpResponse::NotFound().json(json!({"error": e.to_string()}))
+        }
         QuoteLookupError::Unavailable(_) | QuoteLookupError::Chain(_) => {
             state
                 .metrics

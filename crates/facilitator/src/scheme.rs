@@ -65,7 +65,8 @@ pub trait SchemeHandler: Send + Sync {
 
     /// `POST /settle` of a payment of this kind (one `success: true` per payment, ever) by the
     /// API key named `key`, if any (recorded with the settlement; its webhook gets the final
-    /// state). Errors: nothing was broadcast (HTTP 400 for a malformed field, else 503).
+    /// state). Errors: HTTP 400 for a malformed field, 500 for [`SettleError::Internal`] (a
+    /// corrupt record), else 503 (nothing was broadcast).
     async fn settle(
         &self,
         req: &PaymentRequest,
@@ -83,6 +84,7 @@ pub trait SchemeHandler: Send + Sync {
 
     /// `GET /quote`: the cached settlement cost of one payment in `asset` (default: the
     /// network's first), atomic USDC. Memory only: never waits on a chain or price API.
+    /// Without pricing: [`QuoteLookupError::NotOffered`] (HTTP 404).
     fn quote(&self, _asset: Option<&str>) -> Result<Quote, QuoteLookupError> {
         Err(self.no_pricing())
     }
@@ -101,9 +103,9 @@ pub trait SchemeHandler: Send + Sync {
         None
     }
 
-    /// The error of a handler that offers no pricing.
+    /// The error of a handler that offers no pricing ([`QuoteLookupError::NotOffered`]).
     fn no_pricing(&self) -> QuoteLookupError {
-        QuoteLookupError::Chain(format!(
+        QuoteLookupError::NotOffered(format!(
             "scheme {:?} on {} has no pricing",
             self.scheme(),
             self.network()
@@ -141,10 +143,13 @@ pub enum QuoteLookupError {
     /// A request field is wrong (HTTP 400 naming it).
     #[error(transparent)]
     Malformed(#[from] ParseError),
-    /// No fresh quote (HTTP 503): not configured, not computed yet, or expired.
+    /// The network or asset is served without pricing (HTTP 404): no quote will ever come.
+    #[error("{0}")]
+    NotOffered(String),
+    /// No fresh quote of a priced asset (HTTP 503): not computed yet, or expired.
     #[error(transparent)]
     Unavailable(#[from] QuoteUnavailable),
-    /// A chain read the answer needs failed, or pricing is not configured (HTTP 503).
+    /// A chain read the answer needs failed (HTTP 503).
     #[error("{0}")]
     Chain(String),
 }

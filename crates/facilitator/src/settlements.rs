@@ -23,6 +23,10 @@ fn answer(found: Result<Option<SettlementStatus>, SettleError>) -> HttpResponse 
         Err(SettleError::Malformed(e)) => {
             HttpResponse::BadRequest().json(json!({"error": e.to_string(), "field": e.field}))
         }
+        Err(e @ SettleError::Internal(_)) => {
+            tracing::error!(error = %e, "settlement lookup failed on an internal error");
+            HttpResponse::InternalServerError().json(json!({"error": e.to_string()}))
+        }
         Err(e) => HttpResponse::ServiceUnavailable().json(json!({"error": e.to_string()})),
     }
 }

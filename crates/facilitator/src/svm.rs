@@ -261,6 +261,9 @@ impl SchemeHandler for ExactSvmHandler {
     /// The cached fee quote of `asset` (no rent: the payee's account is assumed to exist).
     fn quote(&self, asset: Option<&str>) -> Result<Quote, QuoteLookupError> {
         let (mint, _) = self.asset(asset)?;
+        if self.pricing.is_none() {
+            return Err(self.no_pricing());
+        }
         Ok(self.quotes.get(self.network.as_str(), &mint.to_string())?)
     }
 
@@ -278,16 +281,19 @@ impl SchemeHandler for ExactSvmHandler {
         let service: u128 = req.price.parse().map_err(|_| {
             ParseError::new("price", "expected atomic units as a decimal integer string")
         })?;
-        let base = self.quotes.get(network.as_str(), &mint.to_string())?;
+        if self.pricing.is_none() {
+            return Err(self.no_pricing());
+        }
         let Some(asset) = self
             .pricing
             .as_ref()
             .and_then(|p| p.assets.iter().find(|a| a.mint == mint).map(|a| (p, a)))
         else {
-            return Err(QuoteLookupError::Chain(format!(
+            return Err(QuoteLookupError::NotOffered(format!(
                 "no fee pricing for {mint} on {network}"
             )));
         };
+        let base = self.quotes.get(network.as_str(), &mint.to_string())?;
         let create = self
             .verifier
             .policy()

@@ -34,7 +34,8 @@ use std::sync::{Arc, OnceLock};
 
 use x402_proto::ParseError;
 
-/// Settlement could not be carried out; nothing was broadcast.
+/// Settlement could not be carried out. Every variant but [`SettleError::Internal`] means
+/// nothing was broadcast by this request.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SettleError {
     /// Malformed request (HTTP 400 naming the field).
@@ -43,6 +44,12 @@ pub enum SettleError {
     /// The replay store cannot be reached: settlement refuses rather than run unguarded.
     #[error("replay store unavailable: {0}")]
     StoreUnavailable(String),
+    /// A stored record does not decode, or the settlement reached a state that cannot happen:
+    /// a bug or tampering that retrying does not fix, not an outage (HTTP 500, logged at
+    /// ERROR). The payment's state is unknown to this request: a transaction may have been
+    /// broadcast before.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The chain cannot be reached before broadcast.
     #[error("chain unavailable: {0}")]
     ChainUnavailable(String),
@@ -54,9 +61,18 @@ pub enum SettleError {
     NoFundedSigner(String),
 }
 
+/// An unreachable store is [`SettleError::StoreUnavailable`] (503); a corrupt value is
+/// [`SettleError::Internal`] (500), its decoding error logged here at ERROR and kept out of the
+/// error's text (it may quote the record).
 impl From<replay::StoreError> for SettleError {
     fn from(e: replay::StoreError) -> Self {
-        SettleError::StoreUnavailable(e.to_string())
+        match e {
+            replay::StoreError::Unavailable(m) => SettleError::StoreUnavailable(m),
+            corrupt @ replay::StoreError::Corrupt { .. } => {
+                tracing::error!(error = %corrupt.detail(), "corrupt value in the replay store");
+                SettleError::Internal(corrupt.to_string())
+            }
+        }
     }
 }
 

@@ -123,7 +123,15 @@ pub async fn pass(
             let Some(engine) = engines.iter().find(|e| e.owns(key)) else {
                 continue;
             };
-            open.extend(engine.reconcile(key, step_timeout).await?);
+            match engine.reconcile(key, step_timeout).await {
+                Ok(created_at) => open.extend(created_at),
+                // A corrupt record must not stop the pass for the records behind it: it is
+                // logged (at ERROR, each pass) and left for an operator.
+                Err(SettleError::Internal(e)) => {
+                    tracing::error!(key, error = %e, "reconciler skipped a corrupt record")
+                }
+                Err(e) => return Err(e),
+            }
         }
         let oldest_age = open.iter().max().copied().unwrap_or(0);
         events.open_records(store.open_keys(PASS_LIMIT).await?.len(), oldest_age);

@@ -136,7 +136,7 @@ impl SvmFamily {
         let inv = match self.verifier.verify(req, false).await? {
             Verdict::Invalid(inv) => inv,
             Verdict::Valid(_) => {
-                return Err(SettleError::ChainUnavailable(
+                return Err(SettleError::Internal(
                     "payment verified without a transaction id".into(),
                 ));
             }
@@ -310,8 +310,8 @@ impl ChainFamily for SvmFamily {
         };
         match self.chain().send(&tx).await {
             Ok(_) => Sent::Accepted,
-            Err(SvmChainError::Unavailable(m)) => Sent::Unknown(m),
             Err(SvmChainError::Rejected(m)) => Sent::Refused(m),
+            Err(e) => Sent::Unknown(e.to_string()),
         }
     }
 
@@ -329,11 +329,15 @@ impl ChainFamily for SvmFamily {
             ..
         } = &broadcast.sent
         else {
-            return Err(SettleError::StoreUnavailable(
+            tracing::error!(transaction = %broadcast.sent.transaction(), "an EVM record under a Solana replay key");
+            return Err(SettleError::Internal(
                 "an EVM record under a Solana replay key".into(),
             ));
         };
-        let corrupt = |what: &str| SettleError::StoreUnavailable(format!("corrupt record: {what}"));
+        let corrupt = |what: &str| {
+            tracing::error!(%transaction, what, "corrupt Solana broadcast record");
+            SettleError::Internal(format!("corrupt record: {what}"))
+        };
         let signature: Signature = transaction.parse().map_err(|_| corrupt("signature"))?;
         let blockhash: Hash = blockhash.parse().map_err(|_| corrupt("blockhash"))?;
         let unavailable = |e: SvmChainError| SettleError::ChainUnavailable(e.to_string());

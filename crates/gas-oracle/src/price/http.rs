@@ -74,13 +74,15 @@ impl PriceSource for HttpPriceSource {
     }
 
     async fn price(&self) -> Result<NativePrice, PriceError> {
+        // The error names no URL: a price API's URL may hold its key, and this text reaches
+        // `/quote` answers as the last refresh error.
         let unavailable = |e: reqwest::Error| {
             let what = if e.is_timeout() {
                 "timeout"
             } else {
                 "request failed"
             };
-            PriceError::Unavailable(format!("{what}: {e}"))
+            PriceError::Unavailable(format!("{what}: {}", e.without_url()))
         };
         let resp = self
             .client

@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use alloy::primitives::{Address, U256};
 use alloy::rpc::types::TransactionRequest;
+use x402_chain::ChainError;
 
 use super::EvmFamily;
 use super::fees::Fees;
@@ -292,7 +293,11 @@ async fn fill(
         .max_fee_per_gas(fees.max_fee_per_gas)
         .max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
     let signed = family.chain().sign(tx).await.map_err(|e| e.to_string())?;
-    let sent = family.chain().send_raw(&signed.raw).await;
+    let sent = match family.chain().send_raw(&signed.raw).await {
+        // Sent before (the same bytes): the node has it.
+        Err(ChainError::AlreadyKnown(_)) => Ok(signed.hash),
+        other => other,
+    };
     match sent {
         Ok(hash) => {
             tracing::warn!(%signer, nonce, transaction = %hash, reason = why, max_fee_per_gas = fees.max_fee_per_gas, "nonce gap filled with a 0-value transfer");

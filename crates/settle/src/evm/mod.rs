@@ -444,6 +444,13 @@ impl EvmFamily {
     }
 }
 
+/// A broadcast record whose transaction does not decode: [`SettleError::Internal`], logged at
+/// ERROR (a bug or tampering; retrying does not help).
+fn corrupt_record(broadcast: &Broadcast) -> SettleError {
+    tracing::error!(transaction = %broadcast.sent.transaction(), "corrupt EVM broadcast record");
+    SettleError::Internal("corrupt EVM broadcast record".into())
+}
+
 /// `authorization.from`, `nonce` and `validBefore` from a recorded settlement transaction.
 fn authorization_of(raw: &str) -> Option<(Address, B256)> {
     let bytes: Bytes = raw.parse().ok()?;
@@ -635,13 +642,10 @@ impl ChainFamily for EvmFamily {
             return Sent::Refused("corrupt recorded transaction".into());
         };
         match self.chain().send_raw(&raw).await {
-            Ok(_) => Sent::Accepted,
-            Err(ChainError::Unavailable(m)) => Sent::Unknown(m),
-            Err(e) => {
-                let message = e.to_string();
-                if !message.to_ascii_lowercase().contains("nonce too low") {
-                    return Sent::Refused(message);
-                }
+            // A node that has it already: a re-send of the same bytes (same hash).
+            Ok(_) | Err(ChainError::AlreadyKnown(_)) => Sent::Accepted,
+            Err(e) if e.is_unavailable() => Sent::Unknown(e.to_string()),
+            Err(e @ ChainError::NonceTooLow(_)) => {
                 if let Ok(signer) = signer.parse::<Address>() {
                     // Someone else used the nonce: the counter must not hand it out again.
                     match self.sync_nonce(signer).await {
@@ -653,8 +657,9 @@ impl ChainFamily for EvmFamily {
                         }
                     }
                 }
-                Sent::NonceUsed(message)
+                Sent::NonceUsed(e.to_string())
             }
+            Err(e) => Sent::Refused(e.to_string()),
         }
     }
 
@@ -665,7 +670,7 @@ impl ChainFamily for EvmFamily {
         now: u64,
     ) -> Result<Lookup, SettleError> {
         let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.to_string());
-        let corrupt = || SettleError::StoreUnavailable("corrupt EVM broadcast record".into());
+        let corrupt = || corrupt_record(broadcast);
         let sent: Vec<(&SentTx, B256)> = std::iter::once(&broadcast.sent)
             .chain(broadcast.replaced.iter())
             .map(|tx| Ok((tx, tx.transaction().parse().map_err(|_| corrupt())?)))
@@ -739,7 +744,7 @@ impl ChainFamily for EvmFamily {
             return Ok(None);
         };
         let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.to_string());
-        let corrupt = || SettleError::StoreUnavailable("corrupt EVM broadcast record".into());
+        let corrupt = || corrupt_record(broadcast);
         let bytes: Bytes = raw.parse().map_err(|_| corrupt())?;
         let env = TxEnvelope::decode_2718(&mut bytes.as_ref()).map_err(|_| corrupt())?;
         let signer: Address = signer.parse().map_err(|_| corrupt())?;

@@ -116,7 +116,8 @@ impl NonceStore for RedisNonceStore {
         let next: i64 = self
             .script(SYNC, &keys, &[pending.to_string(), mined.to_string()])
             .await?;
-        u64::try_from(next).map_err(|_| StoreError(format!("nonce counter {next} below zero")))
+        u64::try_from(next)
+            .map_err(|_| StoreError::corrupt(format!("nonce counter ({next}, below zero)")))
     }
 
     async fn take_free(

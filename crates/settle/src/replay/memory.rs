@@ -63,6 +63,17 @@ impl MemoryStore {
         self.clock.unix_ms()
     }
 
+    /// Overwrites the stored value under `key` with `raw` (keeping its expiry): a corrupt
+    /// record, for tests.
+    #[cfg(test)]
+    pub(crate) fn overwrite_raw(&self, key: &str, raw: &str) {
+        self.with(|s| {
+            if let Some((value, _)) = s.entries.get_mut(key) {
+                *value = raw.to_string();
+            }
+        });
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();

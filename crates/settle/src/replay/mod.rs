@@ -11,6 +11,7 @@ mod memory;
 mod redis_outbox;
 pub(crate) mod redis_store;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -109,9 +110,15 @@ pub trait ReplayStore: Outbox + Send + Sync {
 }
 
 fn encode(record: &SettlementRecord) -> Result<String, StoreError> {
-    serde_json::to_string(record).map_err(|e| StoreError(format!("cannot encode record: {e}")))
+    serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
+        what: "settlement record (not encodable)".into(),
+        source: Some(Arc::new(e)),
+    })
 }
 
 fn decode(raw: &str) -> Result<SettlementRecord, StoreError> {
-    serde_json::from_str(raw).map_err(|e| StoreError(format!("corrupt settlement record: {e}")))
+    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt {
+        what: "settlement record".into(),
+        source: Some(Arc::new(e)),
+    })
 }

@@ -87,7 +87,7 @@ pub struct RedisStore {
 }
 
 pub(crate) fn unavailable(e: redis::RedisError) -> StoreError {
-    StoreError(format!("redis: {e}"))
+    StoreError::Unavailable(format!("redis: {e}"))
 }
 
 /// A self-reconnecting connection to `url` whose every command gives up after `timeout`.
@@ -104,7 +104,7 @@ pub(crate) async fn connection(
         .set_max_delay(Duration::from_millis(500));
     tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config))
         .await
-        .map_err(|_| StoreError(format!("redis: no answer within {timeout:?}")))?
+        .map_err(|_| StoreError::Unavailable(format!("redis: no answer within {timeout:?}")))?
         .map_err(unavailable)
 }
 
@@ -201,7 +201,9 @@ impl ReplayStore for RedisStore {
                 claim: text(&reply[1]),
                 holder: text(&reply[2]),
             }),
-            _ => Err(StoreError(format!("unexpected create reply {reply:?}"))),
+            _ => Err(StoreError::Unavailable(format!(
+                "unexpected create reply {reply:?}"
+            ))),
         }
     }
 

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::sol_types::{SolCall, SolValue};
-use x402_chain::{ChainError, EvmChain};
+use x402_chain::EvmChain;
 use x402_proto::evm::ExactEvmPayload;
 use x402_proto::request::Payload;
 use x402_proto::{Network, ParseError, PaymentRequest, Reason, X402Version};
@@ -422,7 +422,8 @@ impl ExactEvmVerifier {
             Ok(ret) if ret.len() >= 4 && ret[..4] == token::ERC1271_MAGIC => {
                 Ok(Ok(PayerSignature::Contract(contract_sig)))
             }
-            Ok(_) | Err(ChainError::Reverted { .. }) | Err(ChainError::Rejected(_)) => {
+            Ok(_) => bad("ERC-1271 isValidSignature refused the signature"),
+            Err(e) if e.node_message().is_some() => {
                 bad("ERC-1271 isValidSignature refused the signature")
             }
             Err(e) => Err(VerifyError::ChainUnavailable(e.to_string())),

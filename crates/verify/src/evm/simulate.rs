@@ -6,7 +6,6 @@
 use alloy::primitives::{Address, Bytes, U256};
 use alloy::rpc::types::TransactionRequest;
 use alloy::sol_types::SolCall;
-use x402_chain::ChainError;
 use x402_proto::Reason;
 
 use super::token::IEip3009Token;
@@ -32,10 +31,10 @@ impl ExactEvmVerifier {
             .input(payment.settlement_calldata().into());
         match self.chain.call(&tx).await {
             Ok(_) => Ok(None),
-            Err(ChainError::Reverted { message, .. }) | Err(ChainError::Rejected(message)) => {
-                Ok(Some(message))
-            }
-            Err(e) => Err(VerifyError::ChainUnavailable(e.to_string())),
+            Err(e) => match e.node_message() {
+                Some(message) => Ok(Some(message.to_string())),
+                None => Err(VerifyError::ChainUnavailable(e.to_string())),
+            },
         }
     }
 
@@ -120,7 +119,7 @@ impl ExactEvmVerifier {
             .input(Bytes::from(call.abi_encode()).into());
         match self.chain.call(&tx).await {
             Ok(ret) => Ok(C::abi_decode_returns(&ret).ok()),
-            Err(ChainError::Reverted { .. }) | Err(ChainError::Rejected(_)) => Ok(None),
+            Err(e) if e.node_message().is_some() => Ok(None),
             Err(e) => Err(VerifyError::ChainUnavailable(e.to_string())),
         }
     }

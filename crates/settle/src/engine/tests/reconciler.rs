@@ -132,3 +132,34 @@ async fn a_pass_routes_records_by_key_space() {
     ));
     assert_eq!(seen.0.lock().unwrap().last().map(|s| s.0), Some(1));
 }
+
+/// A record that does not decode does not stop the pass: it is skipped (logged at ERROR) and
+/// the records behind it are still resolved; the request for it answers an internal error.
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_record_is_skipped_not_a_stop() {
+    let rig = Rig::new();
+    rig.chain.with(|s| s.stalled = true);
+    let engine = Arc::new(rig.engine("a", Steps::none()));
+    let (first, second) = (request("p1", "10", FAR), request("p2", "10", FAR));
+    rig.settle(&engine, &first).await;
+    rig.settle(&engine, &second).await;
+    rig.store
+        .overwrite_raw(&key_of("p1"), "{\"state\":\"broadcast\",");
+    rig.chain.with(|s| s.stalled = false);
+    rig.chain.mine();
+    let engines: Vec<Arc<dyn Reconcile>> = vec![engine.clone()];
+    let seen = Arc::new(Seen::default());
+    run_pass(&rig, &engines, "r1", &seen).await;
+    assert!(matches!(
+        rig.record(&key_of("p2")).await,
+        Some(SettlementRecord::Confirmed(_))
+    ));
+    let err = engine
+        .settle_as(&first, rig.now(), None)
+        .await
+        .expect_err("a corrupt record is an error");
+    assert!(
+        matches!(&err, crate::SettleError::Internal(m) if m.contains("corrupt settlement record")),
+        "{err:?}"
+    );
+}
