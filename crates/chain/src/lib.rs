@@ -30,6 +30,7 @@ mod evm_failover;
 mod svm;
 mod svm_failover;
 mod svm_rpc;
+mod unavailable;
 
 pub use endpoint::{Endpoint, Unreachable, redacted_detail, redacted_url, scrub};
 pub use evm::{BlockHashes, ChainError, EvmChain, SignedTx};
@@ -38,3 +39,4 @@ pub use evm_failover::{CallObserver, EndpointHealth, FailoverEvmChain, FailoverO
 pub use svm::{SvmAccount, SvmChain, SvmChainError, SvmSimulation, SvmTxStatus};
 pub use svm_failover::FailoverSvmChain;
 pub use svm_rpc::RpcSvmChain;
+pub use unavailable::ChainUnavailable;

@@ -50,9 +50,9 @@ pub enum SettleError {
     /// broadcast before.
     #[error("internal error: {0}")]
     Internal(String),
-    /// The chain cannot be reached before broadcast.
+    /// The chain cannot be reached before broadcast (its cause kept as the source).
     #[error("chain unavailable: {0}")]
-    ChainUnavailable(String),
+    ChainUnavailable(#[source] x402_chain::ChainUnavailable),
     /// No signer could be had within the configured wait.
     #[error("signer busy: {0}")]
     SignerBusy(String),
@@ -80,7 +80,7 @@ impl From<x402_verify::VerifyError> for SettleError {
     fn from(e: x402_verify::VerifyError) -> Self {
         match e {
             x402_verify::VerifyError::Malformed(p) => SettleError::Malformed(p),
-            x402_verify::VerifyError::ChainUnavailable(m) => SettleError::ChainUnavailable(m),
+            x402_verify::VerifyError::ChainUnavailable(e) => SettleError::ChainUnavailable(e),
         }
     }
 }
@@ -152,4 +152,27 @@ pub fn instance_id() -> String {
         format!("{host}:{}:{:08x}", std::process::id(), h.finish() as u32)
     })
     .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// A chain failure stays the source of the verify and settle errors built on it, so that a
+    /// log can walk the causes; the text names no URL (the chain error has none).
+    #[test]
+    fn a_chain_failure_is_kept_as_the_source() {
+        let cause = x402_chain::ChainError::Unsupported("eth_getBlockReceipts");
+        let verify = x402_verify::VerifyError::ChainUnavailable(cause.clone().into());
+        let settle = SettleError::from(verify.clone());
+        assert_eq!(
+            settle.to_string(),
+            "chain unavailable: eth_getBlockReceipts not supported"
+        );
+        let source = settle.source().expect("a source");
+        assert_eq!(source.to_string(), cause.to_string());
+        assert!(verify.source().is_some());
+    }
 }

@@ -286,7 +286,9 @@ impl ChainFamily for SvmFamily {
         let raw = bincode::serialize(&payment.transaction)
             .map(|bytes| STANDARD.encode(bytes))
             .map_err(|e| {
-                SettleError::ChainUnavailable(format!("cannot serialize the transaction: {e}"))
+                SettleError::ChainUnavailable(x402_chain::ChainUnavailable::Other(format!(
+                    "cannot serialize the transaction: {e}"
+                )))
             })?;
         Ok(Signed::Tx(SentTx::Svm {
             transaction: payment.signature.to_string(),
@@ -340,7 +342,7 @@ impl ChainFamily for SvmFamily {
         };
         let signature: Signature = transaction.parse().map_err(|_| corrupt("signature"))?;
         let blockhash: Hash = blockhash.parse().map_err(|_| corrupt("blockhash"))?;
-        let unavailable = |e: SvmChainError| SettleError::ChainUnavailable(e.to_string());
+        let unavailable = |e: SvmChainError| SettleError::ChainUnavailable(e.into());
         match self
             .chain()
             .signature_status(&signature)

@@ -63,5 +63,5 @@ pub enum VerifyError {
     Malformed(#[from] ParseError),
     /// The chain could not be asked (RPC down): the facilitator's fault, not the payer's.
     #[error("chain unavailable: {0}")]
-    ChainUnavailable(String),
+    ChainUnavailable(#[source] x402_chain::ChainUnavailable),
 }

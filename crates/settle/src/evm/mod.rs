@@ -381,7 +381,7 @@ impl EvmFamily {
     /// Returns the chain's mined count, the node's pending nonce (at least the mined count) and
     /// the counter afterwards ([`gaps`] reads all three).
     async fn sync_nonce(&self, signer: Address) -> Result<SyncedNonce, SettleError> {
-        let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.to_string());
+        let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.into());
         let mined = self
             .chain()
             .mined_nonce(signer)
@@ -431,7 +431,7 @@ impl EvmFamily {
             }),
             Err(e) => {
                 self.give_back(signer, nonce).await;
-                Err(SettleError::ChainUnavailable(e.to_string()))
+                Err(SettleError::ChainUnavailable(e.into()))
             }
         }
     }
@@ -605,7 +605,7 @@ impl ChainFamily for EvmFamily {
                     .await?;
                 return Ok(Signed::Refused(inv));
             }
-            Err(e) => return Err(SettleError::ChainUnavailable(e.to_string())),
+            Err(e) => return Err(SettleError::ChainUnavailable(e.into())),
         };
         if !ecdsa {
             // A contract wallet's code decides the gas: bounded by the asset's cap.
@@ -669,7 +669,7 @@ impl ChainFamily for EvmFamily {
         probe: Probe,
         now: u64,
     ) -> Result<Lookup, SettleError> {
-        let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.to_string());
+        let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.into());
         let corrupt = || corrupt_record(broadcast);
         let sent: Vec<(&SentTx, B256)> = std::iter::once(&broadcast.sent)
             .chain(broadcast.replaced.iter())
@@ -743,7 +743,7 @@ impl ChainFamily for EvmFamily {
         let SentTx::Evm { raw, signer, .. } = &broadcast.sent else {
             return Ok(None);
         };
-        let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.to_string());
+        let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.into());
         let corrupt = || corrupt_record(broadcast);
         let bytes: Bytes = raw.parse().map_err(|_| corrupt())?;
         let env = TxEnvelope::decode_2718(&mut bytes.as_ref()).map_err(|_| corrupt())?;

@@ -426,7 +426,7 @@ impl ExactEvmVerifier {
             Err(e) if e.node_message().is_some() => {
                 bad("ERC-1271 isValidSignature refused the signature")
             }
-            Err(e) => Err(VerifyError::ChainUnavailable(e.to_string())),
+            Err(e) => Err(VerifyError::ChainUnavailable(e.into())),
         }
     }
 
@@ -434,7 +434,7 @@ impl ExactEvmVerifier {
         self.chain
             .code_at(address)
             .await
-            .map_err(|e| VerifyError::ChainUnavailable(e.to_string()))
+            .map_err(|e| VerifyError::ChainUnavailable(e.into()))
     }
 
     /// What the token contract at `asset` is, probed once (`eth_getCode`, then

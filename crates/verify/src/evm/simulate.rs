@@ -33,7 +33,7 @@ impl ExactEvmVerifier {
             Ok(_) => Ok(None),
             Err(e) => match e.node_message() {
                 Some(message) => Ok(Some(message.to_string())),
-                None => Err(VerifyError::ChainUnavailable(e.to_string())),
+                None => Err(VerifyError::ChainUnavailable(e.into())),
             },
         }
     }
@@ -120,7 +120,7 @@ impl ExactEvmVerifier {
         match self.chain.call(&tx).await {
             Ok(ret) => Ok(C::abi_decode_returns(&ret).ok()),
             Err(e) if e.node_message().is_some() => Ok(None),
-            Err(e) => Err(VerifyError::ChainUnavailable(e.to_string())),
+            Err(e) => Err(VerifyError::ChainUnavailable(e.into())),
         }
     }
 }

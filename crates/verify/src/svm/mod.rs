@@ -379,7 +379,7 @@ impl ExactSvmVerifier {
 }
 
 fn unavailable(e: SvmChainError) -> VerifyError {
-    VerifyError::ChainUnavailable(e.to_string())
+    VerifyError::ChainUnavailable(e.into())
 }
 
 fn address(s: &str, field: &str) -> Result<Address, ParseError> {
