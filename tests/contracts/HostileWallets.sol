@@ -30,3 +30,17 @@ contract GasBurningWallet {
         return x != bytes32(uint256(1)) ? bytes4(0x1626ba7e) : bytes4(0xffffffff);
     }
 }
+
+/// Valid until anyone flips it: a payment from it passes every simulation, and reverts when a
+/// flip lands before the settlement in the same block.
+contract SwitchableWallet {
+    bool public valid = true;
+
+    function flip() external {
+        valid = !valid;
+    }
+
+    function isValidSignature(bytes32, bytes memory) external view returns (bytes4) {
+        return valid ? bytes4(0x1626ba7e) : bytes4(0xffffffff);
+    }
+}
