@@ -105,10 +105,12 @@ impl ApiKeys {
     }
 }
 
-/// The scope a path needs, `None` for the public routes (`/supported`, `/health*`).
-/// Unknown paths need `admin`, so a route added later is closed until mapped here.
-pub fn required_scope(path: &str) -> Option<Scope> {
-    match path {
+/// The scope a route needs, by the matched route pattern (`/settle`,
+/// `/settlements/{transaction}`; `other` when none matches, see [`crate::guard`]); `None` for
+/// the public routes (`/supported`, `/health*`). Unknown routes need `admin`, so a route added
+/// later is closed until mapped here.
+pub fn required_scope(route: &str) -> Option<Scope> {
+    match route {
         "/supported" | "/health" | "/health/live" | "/health/ready" => None,
         "/verify" => Some(Scope::Verify),
         "/settle" => Some(Scope::Settle),
@@ -116,6 +118,33 @@ pub fn required_scope(path: &str) -> Option<Scope> {
         p if p == "/settlements" || p.starts_with("/settlements/") => Some(Scope::Settle),
         _ => Some(Scope::Admin),
     }
+}
+
+/// Whether the service may start on `listen` with the configured keys: a non-loopback
+/// address without any `[[auth.keys]]` is refused unless `allow_unauthenticated` says so
+/// (anyone who reaches the port could then settle payments at the operator's gas cost, read
+/// `/metrics` and every settlement). Returns whether the service runs unauthenticated on a
+/// non-loopback address (the caller logs a WARN at every start).
+pub fn check_exposure(
+    listen: std::net::SocketAddr,
+    keys_configured: bool,
+    allow_unauthenticated: bool,
+) -> Result<bool, crate::config::ConfigError> {
+    if keys_configured || listen.ip().is_loopback() {
+        return Ok(false);
+    }
+    if allow_unauthenticated {
+        return Ok(true);
+    }
+    Err(crate::config::ConfigError {
+        key: "auth.keys".into(),
+        message: format!(
+            "listen address {listen} is not loopback and no API key is configured: anyone \
+             reaching it could call /settle (the facilitator pays the gas), /metrics and \
+             /settlements. Add [[auth.keys]] (see `x402-facilitator keygen`), listen on \
+             127.0.0.1, or set allow_unauthenticated = true"
+        ),
+    })
 }
 
 /// Lower-case hex SHA-256 of `key`, the value of `[[auth.keys]].sha256`.
@@ -218,11 +247,32 @@ mod tests {
     }
 
     #[test]
+    fn keyless_start_is_refused_off_loopback() {
+        let any: std::net::SocketAddr = "0.0.0.0:8402".parse().unwrap();
+        let v6_any: std::net::SocketAddr = "[::]:8402".parse().unwrap();
+        let lo: std::net::SocketAddr = "127.0.0.1:8402".parse().unwrap();
+        let lo6: std::net::SocketAddr = "[::1]:8402".parse().unwrap();
+        let e = check_exposure(any, false, false).unwrap_err();
+        assert_eq!(e.key, "auth.keys");
+        assert!(e.message.contains("allow_unauthenticated"), "{e}");
+        assert!(check_exposure(v6_any, false, false).is_err());
+        assert_eq!(check_exposure(any, false, true).unwrap(), true);
+        assert_eq!(check_exposure(any, true, false).unwrap(), false);
+        assert_eq!(check_exposure(lo, false, false).unwrap(), false);
+        assert_eq!(check_exposure(lo6, false, false).unwrap(), false);
+    }
+
+    #[test]
     fn scopes_of_routes() {
         assert_eq!(required_scope("/health/ready"), None);
         assert_eq!(required_scope("/supported"), None);
         assert_eq!(required_scope("/settle"), Some(Scope::Settle));
-        assert_eq!(required_scope("/settlements/abc"), Some(Scope::Settle));
+        assert_eq!(
+            required_scope("/settlements/{transaction}"),
+            Some(Scope::Settle)
+        );
+        assert_eq!(required_scope("/settlements/lookup"), Some(Scope::Settle));
+        assert_eq!(required_scope("other"), Some(Scope::Admin));
         assert_eq!(required_scope("/requirements"), Some(Scope::Quote));
         assert_eq!(required_scope("/metrics"), Some(Scope::Admin));
         assert_eq!(required_scope("/anything-new"), Some(Scope::Admin));

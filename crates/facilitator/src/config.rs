@@ -64,6 +64,10 @@ pub struct Config {
     /// API keys (`[[auth.keys]]`); none → no authentication. See [`ops`].
     #[serde(default)]
     pub auth: ops::AuthConfig,
+    /// Serve without API keys on a non-loopback listen address (default false: such a start
+    /// is refused, see [`crate::auth::check_exposure`]); logged as a WARN at every start.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
     /// Rate limits on `/verify` and `/settle`; absent → none.
     #[serde(default)]
     pub rate_limit: Option<ops::RateLimitConfig>,
@@ -254,6 +258,7 @@ pub struct ValidConfig {
     evm: Vec<evm::EvmNetwork>,
     svm: Vec<svm::SvmNetwork>,
     auth: ops::AuthConfig,
+    allow_unauthenticated: bool,
     rate_limit: Option<ops::RateLimitConfig>,
     health: ops::HealthConfig,
     log_format: ops::LogFormat,
@@ -303,6 +308,11 @@ impl ValidConfig {
     /// `[auth]` (webhook secrets already taken from the environment).
     pub fn auth(&self) -> &ops::AuthConfig {
         &self.auth
+    }
+
+    /// `allow_unauthenticated`: serving without API keys on a non-loopback address is allowed.
+    pub fn allow_unauthenticated(&self) -> bool {
+        self.allow_unauthenticated
     }
 
     /// `[rate_limit]`, if configured.
@@ -359,10 +369,17 @@ impl ValidConfig {
 impl Config {
     /// Parses TOML text and resolves `[[evm]] network` presets into chain ids; errors name
     /// the key.
+    ///
+    /// Errors never quote the file: they give the line and the parser's message, and for a
+    /// key that holds a secret or a credential-bearing URL ([`holds_secret`]) not even the
+    /// message (serde's "invalid type: string \"…\"" would print the value).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| err("(file)", e.to_string()))?;
-        let mut config: Config = serde_path_to_error::deserialize(de)
-            .map_err(|e| err(e.path().to_string(), e.into_inner().to_string()))?;
+        let de =
+            toml::Deserializer::parse(text).map_err(|e| toml_error(text, "(file)".into(), &e))?;
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            toml_error(text, key, e.inner())
+        })?;
         evm::resolve_chain_ids(&mut config.evm)?;
         Ok(config)
     }
@@ -397,6 +414,7 @@ impl Config {
         evm::apply_env(&mut self.evm, env);
         svm::apply_env(&mut self.svm, env);
         webhooks::apply_env(&mut self.auth, env);
+        ops::apply_env(&mut self.auth, env);
     }
 
     /// Checks every value, once: parses the signer keys, reads the fee-payer key files,
@@ -510,6 +528,7 @@ impl Config {
             evm,
             svm,
             auth: self.auth.clone(),
+            allow_unauthenticated: self.allow_unauthenticated,
             rate_limit: self.rate_limit.clone(),
             health,
             log_format: self.log_format,
@@ -521,9 +540,124 @@ impl Config {
     }
 }
 
+/// Keys whose values are secrets (signer and fee-payer keys, webhook secrets) or URLs that
+/// may carry credentials (RPC and Redis URLs, webhook URLs with tokens).
+const SECRET_KEYS: &[&str] = &[
+    "signer_private_keys",
+    "fee_payer_keys",
+    "webhook_secret",
+    "rpc_url",
+    "rpc_urls",
+    "url",
+    "base_url",
+    "webhook_url",
+];
+
+/// Whether the dotted key path (`evm[0].signer_private_keys[1]`) names a value from
+/// [`SECRET_KEYS`].
+pub fn holds_secret(key: &str) -> bool {
+    key.split('.').any(|segment| {
+        let name = segment.split('[').next().unwrap_or(segment);
+        SECRET_KEYS.contains(&name)
+    })
+}
+
+/// A TOML error as a [`ConfigError`] without the source line: `line N: message`, the message
+/// withheld for [`holds_secret`] keys.
+fn toml_error(text: &str, key: String, e: &toml::de::Error) -> ConfigError {
+    let message = if holds_secret(&key) {
+        "invalid value (not shown: this key holds a secret or a URL that may carry credentials)"
+            .to_string()
+    } else {
+        e.message().trim().to_string()
+    };
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            err(key, format!("line {line}: {message}"))
+        }
+        None => err(key, message),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:9000"
+[[evm]]
+chain_id = 8453
+rpc_url = "http://127.0.0.1:8545"
+[[evm.assets]]
+address = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+name = "USD Coin"
+version = "2"
+"#;
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_toml_errors() {
+        let secret_key = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+        let mut c = Config::from_toml(&format!(
+            "{GOOD}\n[[auth.keys]]\nname = \"shop\"\nsha256 = \"{}\"\nscopes = [\"settle\"]\nwebhook_url = \"https://shop.example/h\"\nwebhook_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        ))
+        .unwrap();
+        c.apply_env(&HashMap::from([(
+            "X402_EVM_SIGNER_KEYS".to_string(),
+            secret_key.to_string(),
+        )]));
+        c.validate().unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains(&secret_key[2..]), "{debug}");
+        assert!(
+            !debug.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            "{debug}"
+        );
+        assert!(debug.contains("REDACTED"), "{debug}");
+
+        // A key written as the wrong type: neither the value nor its line is printed.
+        let rpc = "rpc_url = \"http://127.0.0.1:8545\"";
+        for (bad, key) in [
+            (
+                GOOD.replace(
+                    rpc,
+                    &format!("{rpc}\nsigner_private_keys = \"{secret_key}\""),
+                ),
+                "evm[0].signer_private_keys",
+            ),
+            (
+                GOOD.replace(
+                    rpc,
+                    &format!("{rpc}\nsigner_private_keys = [[\"{secret_key}\"]]"),
+                ),
+                "evm[0].signer_private_keys[0]",
+            ),
+            (
+                GOOD.replace(
+                    rpc,
+                    "rpc_urls = \"https://user:hunter2@rpc.example/v2/KEY\"",
+                ),
+                "evm[0].rpc_urls",
+            ),
+        ] {
+            let e = Config::from_toml(&bad).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            let shown = e.to_string();
+            assert!(!shown.contains(&secret_key[2..]), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("line "), "{shown}");
+        }
+        // A syntax error on a secret's line: the line is not quoted either.
+        let e = Config::from_toml(
+            &GOOD.replace(rpc, &format!("signer_private_keys = [\"{secret_key}\"")),
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains(&secret_key[2..]), "{e}");
+        assert!(holds_secret("svm[1].fee_payer_keys[0]"));
+        assert!(holds_secret("auth.keys[0].webhook_secret"));
+        assert!(!holds_secret("evm[0].chain_id"));
+    }
 
     const ANVIL_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcaf784d7bf4f2ff80";
 

@@ -2,8 +2,13 @@
 //! `/settle`), then the API key and its scope (when keys are configured), then the per-key
 //! limit. Refusals are 401 / 403 / 429 with the x402-shaped bodies of [`crate::auth`]; 429
 //! carries `Retry-After` (whole seconds).
+//!
+//! Every decision is made on the route the request will reach: the pattern of the resource
+//! matching the *decoded* path, exactly as the router decodes it ([`route_pattern`]), never
+//! on the raw path. So `POST /s%65ttle` is `/settle` for limits and scopes too. A path no
+//! route matches is `other` and needs the `admin` scope, so a route added later is closed
+//! until [`crate::auth::required_scope`] maps it.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -13,7 +18,8 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse};
 
 use crate::auth::{ApiKeys, Denial, KeyName, refusal_body, required_scope};
-use crate::http_metrics::{OpsMetrics, route_label};
+use crate::client_ip::ClientIp;
+use crate::http_metrics::OpsMetrics;
 use crate::rate_limit::{Decision, RateLimiter, retry_after_seconds};
 
 /// What the middleware checks.
@@ -22,30 +28,32 @@ pub struct Guard {
     pub keys: ApiKeys,
     /// The limits (none → no limits).
     pub limiter: Option<RateLimiter>,
-    /// Client IP from `Forwarded` / `X-Forwarded-For` instead of the TCP peer.
-    pub trust_forwarded_for: bool,
+    /// How the client address of the per-IP limit is found (TCP peer, or forwarding headers
+    /// of trusted proxies).
+    pub client_ip: ClientIp,
     /// Where refusals are counted.
     pub metrics: OpsMetrics,
 }
 
-fn limited_path(path: &str) -> bool {
-    matches!(path, "/verify" | "/settle")
+/// Label of a request no route matches.
+pub const OTHER_ROUTE: &str = "other";
+
+/// The pattern of the route `req` will be routed to (`/settle`, `/settlements/{transaction}`),
+/// matched on the path as the router decodes it (percent-escapes of unreserved characters
+/// decoded: `/s%65ttle` is `/settle`); `None` when no route matches.
+pub fn route_pattern(req: &ServiceRequest) -> Option<String> {
+    req.resource_map().match_pattern(req.match_info().as_str())
+}
+
+fn limited_route(route: &str) -> bool {
+    matches!(route, "/verify" | "/settle")
 }
 
 impl Guard {
-    fn client_ip(&self, req: &ServiceRequest) -> Option<IpAddr> {
-        if self.trust_forwarded_for {
-            let info = req.connection_info();
-            if let Some(ip) = info.realip_remote_addr().and_then(parse_ip) {
-                return Some(ip);
-            }
-        }
-        req.peer_addr().map(|a| a.ip())
-    }
-
     fn refuse(
         &self,
         req: ServiceRequest,
+        route: &str,
         status: StatusCode,
         reason: &str,
         message: &str,
@@ -58,25 +66,26 @@ impl Guard {
         if status == StatusCode::UNAUTHORIZED {
             resp.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        let body = refusal_body(req.path(), reason, message);
+        let body = refusal_body(route, reason, message);
         req.into_response(resp.json(body))
     }
 
     fn limited(
         &self,
         req: ServiceRequest,
+        route: &str,
         which: &str,
         retry_after: std::time::Duration,
     ) -> ServiceResponse<BoxBody> {
-        let route = route_label(req.path(), None);
         self.metrics
             .rate_limited
-            .with_label_values(&[&route, which])
+            .with_label_values(&[route, which])
             .inc();
         let seconds = retry_after_seconds(retry_after);
         let message = format!("rate limit per {which} exceeded; retry after {seconds} s");
         self.refuse(
             req,
+            route,
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             &message,
@@ -85,30 +94,25 @@ impl Guard {
     }
 }
 
-/// Accepts a bare IP or `ip:port` (IPv6 in brackets).
-fn parse_ip(s: &str) -> Option<IpAddr> {
-    s.parse::<IpAddr>()
-        .ok()
-        .or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
-}
-
 /// The middleware function (see the module documentation).
 pub async fn guard(
     guard: Arc<Guard>,
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let path = req.path().to_string();
-    let limited = limited_path(&path);
+    let route = route_pattern(&req).unwrap_or_else(|| OTHER_ROUTE.to_string());
+    let limited = limited_route(&route);
     if limited
         && let Some(limiter) = &guard.limiter
-        && let Some(ip) = guard.client_ip(&req)
+        && let Some(ip) = guard
+            .client_ip
+            .resolve(req.peer_addr().map(|a| a.ip()), req.headers())
         && let Decision::Limited { retry_after } = limiter.check_ip(ip).await
     {
-        return Ok(guard.limited(req, "ip", retry_after));
+        return Ok(guard.limited(req, &route, "ip", retry_after));
     }
     if guard.keys.enabled()
-        && let Some(scope) = required_scope(&path)
+        && let Some(scope) = required_scope(&route)
     {
         let header = req
             .headers()
@@ -122,11 +126,10 @@ pub async fn guard(
                     && let Some(limiter) = &guard.limiter
                     && let Decision::Limited { retry_after } = limiter.check_key(&key.name).await
                 {
-                    return Ok(guard.limited(req, "key", retry_after));
+                    return Ok(guard.limited(req, &route, "key", retry_after));
                 }
             }
             Err(denial) => {
-                let route = route_label(&path, None);
                 guard
                     .metrics
                     .unauthorized
@@ -149,22 +152,9 @@ pub async fn guard(
                         format!("this API key lacks the {:?} scope", scope.as_str()),
                     ),
                 };
-                return Ok(guard.refuse(req, status, reason, &message, None));
+                return Ok(guard.refuse(req, &route, status, reason, &message, None));
             }
         }
     }
     Ok(next.call(req).await?.map_into_boxed_body())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forwarded_addresses_parse_with_or_without_port() {
-        assert_eq!(parse_ip("10.1.2.3"), Some("10.1.2.3".parse().unwrap()));
-        assert_eq!(parse_ip("10.1.2.3:5555"), Some("10.1.2.3".parse().unwrap()));
-        assert_eq!(parse_ip("[::1]:80"), Some("::1".parse().unwrap()));
-        assert_eq!(parse_ip("unknown"), None);
-    }
 }

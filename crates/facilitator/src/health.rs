@@ -6,8 +6,13 @@
 //! balance of each signer / fee payer) and that each network has at least one funded signer
 //! (the network's `min_signer_balance_wei` / `min_fee_payer_balance_lamports`). 200 when all
 //! pass, else 503; the body lists each dependency. Each check also updates
-//! `x402_dependency_up` and `x402_signer_balance_native`; a background task repeats it every
-//! `health.refresh_seconds` so the gauges stay current without probes.
+//! `x402_dependency_up` and `x402_signer_balance_native`.
+//!
+//! The checks run only in a background task, every `health.refresh_seconds` (default 5):
+//! `/health/ready` answers the last report (with its `checkedAt`), so the public, unlimited
+//! probe route costs no RPC call (`getBalance` per signer) and no Redis `PING`, however often
+//! it is called. Until the first report exists it waits for it (at most one check timeout),
+//! then answers 503 `{"status":"starting"}`.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -41,11 +46,18 @@ struct SvmProbe {
 
 /// The readiness checker.
 pub struct Health {
+    last: tokio::sync::watch::Sender<Option<Arc<Cached>>>,
     store: Arc<dyn ReplayStore>,
     evm: Vec<EvmProbe>,
     svm: Vec<SvmProbe>,
     timeout: Duration,
     metrics: OpsMetrics,
+}
+
+/// The last readiness report, serialized once.
+struct Cached {
+    ready: bool,
+    body: String,
 }
 
 /// The replay store's state.
@@ -106,6 +118,8 @@ pub struct NetworkReport {
 pub struct ReadyReport {
     /// `ok` or `unavailable`.
     pub status: &'static str,
+    /// When the checks ran, Unix seconds.
+    pub checked_at: u64,
     /// The replay store.
     pub replay_store: StoreReport,
     /// Every configured network.
@@ -174,6 +188,7 @@ impl Health {
             })
             .collect();
         Health {
+            last: tokio::sync::watch::Sender::new(None),
             store,
             evm,
             svm,
@@ -317,22 +332,43 @@ impl Health {
         let ok = replay_store.ok && networks.iter().all(|n| n.ok);
         ReadyReport {
             status: if ok { "ok" } else { "unavailable" },
+            checked_at: x402_chain::clock::unix_now(),
             replay_store,
             networks,
         }
     }
 
-    /// Repeats [`Health::check`] every `every` while `health` lives (the task ends with it).
+    /// Runs [`Health::check`] and keeps its report as the answer of `/health/ready`.
+    pub async fn refresh(&self) -> ReadyReport {
+        let report = self.check().await;
+        let body = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
+        self.last.send_replace(Some(Arc::new(Cached {
+            ready: report.ready(),
+            body,
+        })));
+        report
+    }
+
+    /// The last report: `(ready, JSON body)`; waits for the first one at most `wait`.
+    async fn last_report(&self, wait: Duration) -> Option<(bool, String)> {
+        let mut rx = self.last.subscribe();
+        let cached = match tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(v)) => v.clone(),
+            _ => None,
+        }?;
+        Some((cached.ready, cached.body.clone()))
+    }
+
+    /// Repeats [`Health::refresh`] every `every` (at least 1 s) while `health` lives (the task
+    /// ends with it). The only place readiness checks run.
     pub fn spawn_refresher(health: &Arc<Health>, every: Duration) {
-        if every.is_zero() {
-            return;
-        }
+        let every = every.max(Duration::from_secs(1));
         let weak: Weak<Health> = Arc::downgrade(health);
         tokio::spawn(async move {
             loop {
                 match weak.upgrade() {
                     Some(h) => {
-                        h.check().await;
+                        h.refresh().await;
                     }
                     None => return,
                 }
@@ -354,10 +390,14 @@ async fn live() -> HttpResponse {
 }
 
 async fn ready(health: web::Data<Health>) -> HttpResponse {
-    let report = health.check().await;
-    if report.ready() {
-        HttpResponse::Ok().json(report)
-    } else {
-        HttpResponse::ServiceUnavailable().json(report)
+    let wait = health.timeout + Duration::from_secs(1);
+    match health.last_report(wait).await {
+        Some((true, body)) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(body),
+        Some((false, body)) => HttpResponse::ServiceUnavailable()
+            .content_type("application/json")
+            .body(body),
+        None => HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "starting"})),
     }
 }

@@ -4,8 +4,10 @@
 //! payment routes learn them) and one summary log line, at DEBUG for answers
 //! below 500 and at WARN for 5xx, never with the body.
 //!
-//! Label sets are bounded: `route` is one of the known routes or `other`, `key` a configured
-//! key name or `anonymous`, `network` and `signer` come from the configuration.
+//! Label sets are bounded, whatever a caller sends: `route` is the pattern of a registered
+//! route or `other` ([`route_label`]), `method` one of the standard methods or `other`
+//! ([`method_label`]), `key` a configured key name or `anonymous`, and `network` a configured
+//! network or `other` ([`network_label`]; `signer` comes from the configuration too).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,27 +15,16 @@ use std::time::Instant;
 use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 use tracing::Instrument;
+use x402_proto::SupportedResponse;
 
 use crate::auth::KeyName;
-
-/// Routes that get their own `route` label value; anything else is `other`.
-pub const KNOWN_ROUTES: &[&str] = &[
-    "/verify",
-    "/settle",
-    "/supported",
-    "/quote",
-    "/requirements",
-    "/health",
-    "/health/live",
-    "/health/ready",
-    "/metrics",
-];
 
 /// Header carrying the request id (taken from the request when well-formed, else generated).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -194,12 +185,36 @@ impl Default for OpsMetrics {
     }
 }
 
-/// The bounded `route` label of a request path.
-pub fn route_label(path: &str, pattern: Option<&str>) -> String {
-    if let Some(known) = KNOWN_ROUTES.iter().find(|r| **r == path) {
-        return (*known).to_string();
+/// The bounded `route` label: the matched route's pattern (see
+/// [`crate::guard::route_pattern`]), `other` when no route matches.
+pub fn route_label(pattern: Option<&str>) -> &str {
+    pattern.unwrap_or(crate::guard::OTHER_ROUTE)
+}
+
+/// The bounded `method` label: `GET`, `POST`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `PATCH`, or
+/// `other` for any other (extension) method.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        _ => "other",
     }
-    pattern.map_or_else(|| "other".to_string(), str::to_string)
+}
+
+/// The bounded `network` label of a payment request's `paymentRequirements.network` (`wire`):
+/// itself when it names a network this facilitator serves (a CAIP-2 id or a v1 name listed
+/// in `supported`), else `other`.
+pub fn network_label<'a>(supported: &SupportedResponse, wire: &'a str) -> &'a str {
+    if supported.kinds.iter().any(|k| k.network == wire) {
+        wire
+    } else {
+        "other"
+    }
 }
 
 fn request_id(req: &ServiceRequest) -> String {
@@ -230,12 +245,13 @@ pub async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let id = request_id(&req);
-    let method = req.method().as_str().to_string();
-    let path = req.path().to_string();
+    let method = method_label(req.method());
+    let pattern = crate::guard::route_pattern(&req);
+    let route = route_label(pattern.as_deref());
     let span = tracing::info_span!(
         "request",
         request_id = %id,
-        method = %method,
+        method = method,
         route = tracing::field::Empty,
         key = tracing::field::Empty,
         network = tracing::field::Empty,
@@ -247,29 +263,27 @@ pub async fn observe(
     let mut res = match result {
         Ok(res) => res,
         Err(e) => {
-            let route = route_label(&path, None);
             tracing::warn!(route, error = %e, "request failed");
             return Err(e);
         }
     };
-    let route = route_label(&path, res.request().match_pattern().as_deref());
     let key = res
         .request()
         .extensions()
         .get::<KeyName>()
         .map(|k| k.0.to_string())
         .unwrap_or_else(|| "anonymous".to_string());
-    span.record("route", route.as_str());
+    span.record("route", route);
     span.record("key", key.as_str());
     let status = res.status();
     let elapsed = started.elapsed();
     metrics
         .http_requests
-        .with_label_values(&[&route, &method, status.as_str(), &key])
+        .with_label_values(&[route, method, status.as_str(), &key])
         .inc();
     metrics
         .http_duration
-        .with_label_values(&[&route])
+        .with_label_values(&[route])
         .observe(elapsed.as_secs_f64());
     let ms = elapsed.as_secs_f64() * 1000.0;
     if status.is_server_error() {
@@ -289,14 +303,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn route_labels_are_bounded() {
-        assert_eq!(route_label("/verify", None), "/verify");
-        assert_eq!(route_label("/verify/../x", None), "other");
+    fn labels_are_bounded() {
+        assert_eq!(route_label(Some("/verify")), "/verify");
         assert_eq!(
-            route_label("/settlements/0xabc", Some("/settlements/{id}")),
-            "/settlements/{id}"
+            route_label(Some("/settlements/{transaction}")),
+            "/settlements/{transaction}"
         );
-        assert_eq!(route_label("/random", None), "other");
+        assert_eq!(route_label(None), "other");
+        assert_eq!(method_label(&Method::POST), "POST");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        assert_eq!(method_label(&Method::CONNECT), "other");
+        assert_eq!(
+            method_label(&Method::from_bytes(b"X-ANYTHING-42").unwrap()),
+            "other"
+        );
+        let supported = SupportedResponse {
+            kinds: vec![x402_proto::SupportedKind {
+                x402_version: 1,
+                scheme: "exact".into(),
+                network: "base".into(),
+                extra: None,
+            }],
+            extensions: Vec::new(),
+            signers: Default::default(),
+        };
+        assert_eq!(network_label(&supported, "base"), "base");
+        assert_eq!(network_label(&supported, "eip155:8453"), "other");
+        assert_eq!(network_label(&supported, &"x".repeat(65_536)), "other");
     }
 
     #[test]

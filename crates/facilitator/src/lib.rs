@@ -5,6 +5,7 @@
 //! the binary and the end-to-end tests run it.
 
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 pub mod evm;
 pub mod facilitator;
@@ -110,6 +111,21 @@ pub async fn start_with(
     listener: TcpListener,
     extra: Vec<Arc<dyn SchemeHandler>>,
 ) -> Result<actix_web::dev::Server, anyhow::Error> {
+    // Before anything connects: an open service on a reachable address is refused.
+    let listen = listener.local_addr()?;
+    let open = auth::check_exposure(
+        listen,
+        !config.auth().keys.is_empty(),
+        config.allow_unauthenticated(),
+    )?;
+    if open {
+        tracing::warn!(
+            %listen,
+            "allow_unauthenticated = true: serving WITHOUT API keys on a non-loopback address; \
+             anyone who reaches it can settle payments (we pay the gas), read /metrics and \
+             every settlement"
+        );
+    }
     config.warn_deprecations();
     let metrics = metrics::Metrics::new();
     let ops_metrics = metrics.ops.clone();
@@ -151,10 +167,23 @@ pub async fn start_with(
         },
         "access control"
     );
+    let client_ip = match config.rate_limit() {
+        Some(rl) => {
+            if rl.trust_forwarded_for && rl.trusted_proxies.is_empty() {
+                tracing::warn!(
+                    "rate_limit.trust_forwarded_for is deprecated: the client IP is the \
+                     X-Forwarded-For entry the proxy in front appended (the rightmost); set \
+                     rate_limit.trusted_proxies to the proxies' networks instead"
+                );
+            }
+            client_ip::ClientIp::new(&rl.trusted_proxies, rl.trust_forwarded_for)
+        }
+        None => client_ip::ClientIp::peer_only(),
+    };
     let guard = Arc::new(guard::Guard {
         keys,
         limiter,
-        trust_forwarded_for: config.rate_limit().is_some_and(|r| r.trust_forwarded_for),
+        client_ip,
         metrics: ops_metrics.clone(),
     });
     spawn_forget_idle(&guard);

@@ -130,6 +130,12 @@ fn main() -> anyhow::Result<()> {
     let telemetry = init_logging(config.log_format, &env)?;
     // The one validation: everything below reads `config`, never the file or a key file again.
     let config = config.validate()?;
+    // `--check` reports a keyless non-loopback listen address as the start would.
+    x402_facilitator::auth::check_exposure(
+        config.listen(),
+        !config.auth().keys.is_empty(),
+        config.allow_unauthenticated(),
+    )?;
     if cli.check {
         config.warn_deprecations();
         println!("config ok");

@@ -7,6 +7,9 @@
 //! request is judged by the in-process budget instead (counted in
 //! `x402_redis_call_errors_total{op="rate_limit"}`), so a Redis blip never refuses traffic
 //! that a single replica would accept.
+//!
+//! Per-IP budgets are per [`crate::client_ip::bucket`]: an IPv4 address, or the /64 network
+//! of an IPv6 address.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use ipnet::IpNet;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::RedisConfig;
@@ -95,7 +99,7 @@ struct Shared {
 /// The limits of one process (and, with Redis, of every replica sharing it).
 pub struct RateLimiter {
     per_key: Option<Budget<String>>,
-    per_ip: Option<Budget<IpAddr>>,
+    per_ip: Option<Budget<IpNet>>,
     shared: Option<Shared>,
     metrics: OpsMetrics,
 }
@@ -140,10 +144,18 @@ impl RateLimiter {
         self.shared.is_some()
     }
 
-    /// Takes one request from the budget of client address `ip`.
+    /// Takes one request from the budget of client address `ip` (its
+    /// [`crate::client_ip::bucket`]: IPv6 per /64).
     pub async fn check_ip(&self, ip: IpAddr) -> Decision {
         match &self.per_ip {
-            Some(b) => self.check(b, "ip", &ip.to_string(), &ip).await,
+            Some(b) => {
+                let bucket = crate::client_ip::bucket(ip);
+                let id = match bucket {
+                    IpNet::V4(v4) => v4.addr().to_string(),
+                    IpNet::V6(v6) => v6.to_string(),
+                };
+                self.check(b, "ip", &id, &bucket).await
+            }
             None => Decision::Allowed,
         }
     }
@@ -249,5 +261,17 @@ mod tests {
         assert!(retry_after <= Duration::from_secs(10) && retry_after > Duration::from_secs(9));
         assert_eq!(limiter.check_ip(b).await, Decision::Allowed);
         assert_eq!(limiter.check_key("k").await, Decision::Allowed);
+        // IPv6: one budget per /64.
+        let v6: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(limiter.check_ip(v6).await, Decision::Allowed);
+        }
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert!(matches!(
+            limiter.check_ip(same_64).await,
+            Decision::Limited { .. }
+        ));
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(limiter.check_ip(other_64).await, Decision::Allowed);
     }
 }

@@ -19,21 +19,29 @@ use x402_settle::SettleError;
 use x402_verify::VerifyError;
 
 use crate::auth::KeyName;
+use crate::http_metrics::network_label;
 use crate::requirements::RequirementsRequest;
 use crate::scheme::QuoteLookupError;
 use crate::state::AppState;
 
 /// Registers every route and the JSON body limit of `body_limit_bytes`.
+///
+/// JSON bodies (`/verify`, `/settle`, `/requirements`, `/settlements/lookup`) must be sent
+/// as `Content-Type: application/json` (or `…+json`): anything else is 415. A web page can
+/// send `text/plain` to a loopback facilitator without a CORS preflight; it cannot send JSON.
 pub fn configure(cfg: &mut web::ServiceConfig, body_limit_bytes: usize) {
     cfg.app_data(
         web::JsonConfig::default()
             .limit(body_limit_bytes)
-            .content_type_required(false)
+            .content_type_required(true)
             .error_handler(|e, _| {
                 let status = match &e {
                     actix_web::error::JsonPayloadError::Overflow { .. }
                     | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
                         actix_web::http::StatusCode::PAYLOAD_TOO_LARGE
+                    }
+                    actix_web::error::JsonPayloadError::ContentType => {
+                        actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE
                     }
                     _ => actix_web::http::StatusCode::BAD_REQUEST,
                 };
@@ -84,6 +92,7 @@ async fn verify(state: web::Data<AppState>, body: web::Json<Box<RawValue>>) -> H
     };
     let span = tracing::Span::current();
     span.record("network", req.network_wire());
+    let network = network_label(state.facilitator.supported(), req.network_wire());
     match state.facilitator.verify(&req).await {
         Ok(resp) => {
             record_outcome(&span, resp.payer.as_deref(), "");
@@ -91,7 +100,7 @@ async fn verify(state: web::Data<AppState>, body: web::Json<Box<RawValue>>) -> H
             state
                 .metrics
                 .verify_total
-                .with_label_values(&[req.network_wire(), result])
+                .with_label_values(&[network, result])
                 .inc();
             HttpResponse::Ok().json(resp)
         }
@@ -123,6 +132,7 @@ async fn settle(
     };
     let span = tracing::Span::current();
     span.record("network", req.network_wire());
+    let network = network_label(state.facilitator.supported(), req.network_wire());
     let key = http.extensions().get::<KeyName>().map(|k| k.0.clone());
     let started = Instant::now();
     let outcome = state.facilitator.settle_as(&req, key.as_deref()).await;
@@ -132,7 +142,7 @@ async fn settle(
     state
         .metrics
         .settle_duration
-        .with_label_values(&[req.network_wire()])
+        .with_label_values(&[network])
         .observe(started.elapsed().as_secs_f64());
     match outcome {
         Ok(resp) => {
@@ -144,7 +154,7 @@ async fn settle(
             state
                 .metrics
                 .settle_total
-                .with_label_values(&[req.network_wire(), result])
+                .with_label_values(&[network, result])
                 .inc();
             if resp.success || resp.transaction.is_empty() {
                 tracing::info!(network = req.network_wire(), result, transaction = %resp.transaction, "settle");

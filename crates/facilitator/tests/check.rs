@@ -98,12 +98,22 @@ fn check_accepts_deprecated_keys_with_a_warning_naming_the_new_key() {
     assert!(!stdout.contains("WARN"), "{stdout}");
 }
 
-/// The shipped example passes `--check` (with signer keys from the environment) and uses no
-/// deprecated key.
+/// The shipped example passes `--check` (with signer keys and the API keys' SHA-256 from the
+/// environment, on the image's 0.0.0.0) and uses no deprecated key.
 #[test]
 fn example_config_checks_without_deprecations() {
     let example = include_str!("../../../deploy/config.example.toml");
-    let out = check("example", example, &[("X402_EVM_SIGNER_KEYS", ANVIL_KEY)]);
+    let (client, ops) = ("ab".repeat(32), "cd".repeat(32));
+    let out = check(
+        "example",
+        example,
+        &[
+            ("X402_EVM_SIGNER_KEYS", ANVIL_KEY),
+            ("X402_API_KEY_SHA256_CLIENT", &client),
+            ("X402_API_KEY_SHA256_OPS", &ops),
+            ("X402_LISTEN", "0.0.0.0:8402"),
+        ],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use x402_chain::presets::{self, EvmPreset};
 use x402_proto::Network;
@@ -55,9 +56,10 @@ pub struct EvmNetworkConfig {
     /// default: the deprecated `[settle] rpc_timeout_seconds` when set, else 5).
     #[serde(default)]
     pub rpc_timeout_seconds: Option<u64>,
-    /// Facilitator signer keys (0x hex); prefer the environment overrides.
+    /// Facilitator signer keys (0x hex); prefer the environment overrides. `Debug` prints
+    /// them redacted.
     #[serde(default)]
-    pub signer_private_keys: Vec<String>,
+    pub signer_private_keys: Vec<SecretString>,
     /// Smallest native balance of a signer, wei, for it to take new settlements and to count
     /// as funded in `/health/ready` (default: the deprecated `[health]
     /// min_evm_signer_balance_wei` when set, else 100,000,000,000,000 = 0.0001 ETH).
@@ -186,11 +188,11 @@ pub(super) fn apply_env(nets: &mut [EvmNetworkConfig], env: &HashMap<String, Str
             net.rpc_urls = split(urls);
         }
         if let Some(keys) = env.get(&format!("X402_EVM_{}_SIGNER_KEYS", net.chain_id)) {
-            net.signer_private_keys = split(keys);
+            net.signer_private_keys = split(keys).into_iter().map(SecretString::from).collect();
         } else if net.signer_private_keys.is_empty()
             && let Some(keys) = env.get("X402_EVM_SIGNER_KEYS")
         {
-            net.signer_private_keys = split(keys);
+            net.signer_private_keys = split(keys).into_iter().map(SecretString::from).collect();
         }
     }
 }
@@ -290,12 +292,14 @@ impl EvmNetworkConfig {
             .iter()
             .enumerate()
             .map(|(k, key)| {
-                key.parse::<PrivateKeySigner>().map_err(|_| {
-                    err(
-                        at(&format!("signer_private_keys[{k}]")),
-                        "not a 32-byte hex private key",
-                    )
-                })
+                key.expose_secret()
+                    .parse::<PrivateKeySigner>()
+                    .map_err(|_| {
+                        err(
+                            at(&format!("signer_private_keys[{k}]")),
+                            "not a 32-byte hex private key",
+                        )
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let preset = self.preset();

@@ -2,6 +2,9 @@
 //! checks (`[health]`) and the log format. Every table is optional; without `[[auth.keys]]`
 //! nobody needs a key and without `[rate_limit]` nothing is limited (loopback use).
 
+use std::collections::HashMap;
+
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::error::{ConfigError, err};
@@ -49,7 +52,9 @@ pub struct ApiKeyConfig {
     /// `[A-Za-z0-9_.-]`.
     pub name: String,
     /// Lower-case hex SHA-256 of the key (64 characters), as printed by
-    /// `x402-facilitator keygen`.
+    /// `x402-facilitator keygen`. May be left out of the file and given as the environment
+    /// variable `X402_API_KEY_SHA256_<NAME>` ([`sha256_env_var`]), which overrides it.
+    #[serde(default)]
     pub sha256: String,
     /// What the key may call; `admin` includes every scope.
     pub scopes: Vec<Scope>,
@@ -59,9 +64,9 @@ pub struct ApiKeyConfig {
     pub webhook_url: Option<String>,
     /// The webhook's signing secret, `whsec_` + base64 (24–64 bytes). Prefer the environment
     /// variable `X402_WEBHOOK_SECRET_<NAME>` ([`super::webhooks::secret_env_var`]), which
-    /// overrides this.
+    /// overrides this. `Debug` prints it redacted.
     #[serde(default)]
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<SecretString>,
 }
 
 /// One limit: a steady rate and a burst (generic cell rate algorithm).
@@ -84,10 +89,16 @@ pub struct RateLimitConfig {
     /// Per client IP address.
     #[serde(default)]
     pub per_ip: Option<LimitConfig>,
-    /// Take the client IP from `Forwarded` / `X-Forwarded-For` (only behind a proxy that sets
-    /// it; default false: the TCP peer address).
+    /// Deprecated (use `trusted_proxies`): take the client IP from `X-Forwarded-For` /
+    /// `Forwarded`, believing only the entry the TCP peer (the one proxy in front) appended,
+    /// i.e. the rightmost. Default false: the TCP peer address.
     #[serde(default)]
     pub trust_forwarded_for: bool,
+    /// Proxies in front of the facilitator, as networks (`10.0.0.0/8`) or addresses: when
+    /// the TCP peer is one of them, the client IP is the rightmost `X-Forwarded-For` /
+    /// `Forwarded` entry that is not (see [`crate::client_ip`]). Default none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// Keep the budgets in this process even when `[redis]` is configured (default false:
     /// replicas sharing Redis share one budget).
     #[serde(default)]
@@ -101,8 +112,9 @@ pub struct HealthConfig {
     /// Time limit of each dependency check, milliseconds (default 2000).
     #[serde(default = "default_check_timeout_ms")]
     pub check_timeout_ms: u64,
-    /// How often signer balances (and the dependency gauges) are refreshed in the background,
-    /// seconds (default 30; 0 = only when `/health/ready` is asked).
+    /// How often the readiness checks run in the background, seconds (default 5, at least 1):
+    /// `/health/ready` answers the last report (so probes cost no RPC or Redis call), and the
+    /// signer-balance and dependency gauges follow it.
     #[serde(default = "default_refresh_seconds")]
     pub refresh_seconds: u64,
     /// Deprecated: use `[[evm]] min_signer_balance_wei`. The smallest native balance of a
@@ -132,7 +144,7 @@ fn default_check_timeout_ms() -> u64 {
     2000
 }
 fn default_refresh_seconds() -> u64 {
-    30
+    5
 }
 
 /// `log_format`: `text` (default, human-readable) or `json` (one object per line).
@@ -144,6 +156,33 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line with the request's span fields (request id, key name, …).
     Json,
+}
+
+/// The environment variable holding the SHA-256 of the API key named `name`:
+/// `X402_API_KEY_SHA256_` + the name upper-cased, `-` and `.` as `_` (`shop-a` →
+/// `X402_API_KEY_SHA256_SHOP_A`). Lets a deployment keep its key list in a shared file and the
+/// hashes with its secrets.
+pub fn sha256_env_var(name: &str) -> String {
+    let upper: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("X402_API_KEY_SHA256_{upper}")
+}
+
+/// Takes each key's SHA-256 from its environment variable ([`sha256_env_var`]) when set.
+pub fn apply_env(auth: &mut AuthConfig, env: &HashMap<String, String>) {
+    for key in &mut auth.keys {
+        if let Some(hash) = env.get(&sha256_env_var(&key.name)) {
+            key.sha256 = hash.trim().to_string();
+        }
+    }
 }
 
 /// Whether `name` is a valid key name (bounded metric label).
@@ -172,6 +211,16 @@ pub fn validate(
         }
         if !names.insert(key.name.as_str()) {
             return Err(err(at("name"), format!("{:?} used twice", key.name)));
+        }
+        if key.sha256.is_empty() {
+            return Err(err(
+                at("sha256"),
+                format!(
+                    "missing: set {} (or sha256) to the SHA-256 printed by \
+                     `x402-facilitator keygen`",
+                    sha256_env_var(&key.name)
+                ),
+            ));
         }
         if key.sha256.len() != 64
             || !key
@@ -211,6 +260,14 @@ pub fn validate(
                 return Err(err(at("burst"), "must be at least 1"));
             }
         }
+        for (i, proxy) in rl.trusted_proxies.iter().enumerate() {
+            if crate::client_ip::parse_net(proxy).is_none() {
+                return Err(err(
+                    format!("rate_limit.trusted_proxies[{i}]"),
+                    format!("{proxy:?} is not a network (10.0.0.0/8, fd00::/8) or an address"),
+                ));
+            }
+        }
         if rl.per_key.is_some() && auth.keys.is_empty() {
             return Err(err(
                 "rate_limit.per_key",
@@ -220,6 +277,12 @@ pub fn validate(
     }
     if health.check_timeout_ms == 0 {
         return Err(err("health.check_timeout_ms", "must be at least 1"));
+    }
+    if health.refresh_seconds == 0 {
+        return Err(err(
+            "health.refresh_seconds",
+            "must be at least 1 (/health/ready answers the last background check)",
+        ));
     }
     Ok(())
 }
@@ -294,5 +357,28 @@ version = "2"
         assert_eq!(e.key, "rate_limit.per_key");
         let e = check("log_format = \"xml\"").unwrap_err();
         assert_eq!(e.key, "log_format");
+        let e =
+            check("[rate_limit]\ntrusted_proxies = [\"10.0.0.0/8\", \"proxy.local\"]").unwrap_err();
+        assert_eq!(e.key, "rate_limit.trusted_proxies[1]");
+        let e = check("[health]\nrefresh_seconds = 0").unwrap_err();
+        assert_eq!(e.key, "health.refresh_seconds");
+    }
+
+    #[test]
+    fn key_hash_from_the_environment() {
+        assert_eq!(sha256_env_var("shop-a.eu"), "X402_API_KEY_SHA256_SHOP_A_EU");
+        let mut c = Config::from_toml(&format!(
+            "[[auth.keys]]\nname = \"shop-a\"\nscopes = [\"verify\"]\n{NET}"
+        ))
+        .unwrap();
+        let e = c.validate().map(|_| ()).unwrap_err();
+        assert_eq!(e.key, "auth.keys[0].sha256");
+        assert!(e.message.contains("X402_API_KEY_SHA256_SHOP_A"), "{e}");
+        c.apply_env(&std::collections::HashMap::from([(
+            "X402_API_KEY_SHA256_SHOP_A".to_string(),
+            HASH.to_string(),
+        )]));
+        c.validate().unwrap();
+        assert_eq!(c.auth.keys[0].sha256, HASH);
     }
 }

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use solana_address::Address;
 use solana_keypair::Keypair;
@@ -57,8 +58,9 @@ pub struct SvmNetworkConfig {
     #[serde(default = "default_rpc_timeout")]
     pub rpc_timeout_seconds: u64,
     /// Fee-payer keypairs, base58 of the 64 secret+public bytes (prefer the environment).
+    /// `Debug` prints them redacted.
     #[serde(default)]
-    pub fee_payer_keys: Vec<String>,
+    pub fee_payer_keys: Vec<SecretString>,
     /// Fee-payer keypair files: JSON arrays of 64 bytes, as `solana-keygen` writes them.
     #[serde(default)]
     pub fee_payer_key_files: Vec<String>,
@@ -171,12 +173,12 @@ pub fn apply_env(nets: &mut [SvmNetworkConfig], env: &HashMap<String, String>) {
             net.rpc_urls = split(urls);
         }
         if let Some(keys) = env.get(&format!("X402_SVM_{stem}_FEE_PAYER_KEYS")) {
-            net.fee_payer_keys = split(keys);
+            net.fee_payer_keys = split(keys).into_iter().map(SecretString::from).collect();
         } else if net.fee_payer_keys.is_empty()
             && net.fee_payer_key_files.is_empty()
             && let Some(keys) = env.get("X402_SVM_FEE_PAYER_KEYS")
         {
-            net.fee_payer_keys = split(keys);
+            net.fee_payer_keys = split(keys).into_iter().map(SecretString::from).collect();
         }
     }
 }
@@ -198,8 +200,14 @@ fn keypair_from_bytes(bytes: &[u8]) -> Result<Keypair, String> {
 
 fn keypair_from_file(path: &str) -> Result<Keypair, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let bytes: Vec<u8> = serde_json::from_str(&text)
-        .map_err(|e| format!("{path} is not a JSON array of bytes: {e}"))?;
+    // The parser's message may quote a byte of the key: only its position is shown.
+    let bytes: Vec<u8> = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{path} is not a JSON array of bytes (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
     keypair_from_bytes(&bytes)
 }
 
@@ -246,7 +254,7 @@ pub(super) fn validate(
             }
             let mut fee_payers = Vec::new();
             for (k, key) in net.fee_payer_keys.iter().enumerate() {
-                let kp = keypair_from_base58(key)
+                let kp = keypair_from_base58(key.expose_secret())
                     .map_err(|m| err(at(&format!("fee_payer_keys[{k}]")), m))?;
                 fee_payers.push(Arc::new(kp));
             }
@@ -396,7 +404,7 @@ mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
         );
         assert!(!text.contains("svm.assets"));
         let mut c = Config::from_toml(&text).unwrap();
-        c.svm[0].fee_payer_keys = vec![Keypair::new().to_base58_string()];
+        c.svm[0].fee_payer_keys = vec![Keypair::new().to_base58_string().into()];
         let nets = validate_svm(&c).unwrap();
         let devnet = x402_chain::presets::svm("solana-devnet").unwrap();
         assert_eq!(nets[0].assets, [(devnet.usdc_mint, 6)]);
@@ -434,7 +442,7 @@ mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
     #[test]
     fn svm_record_ttl_has_a_floor() {
         let mut c = Config::from_toml(SVM_ONLY).unwrap();
-        c.svm[0].fee_payer_keys = vec![Keypair::new().to_base58_string()];
+        c.svm[0].fee_payer_keys = vec![Keypair::new().to_base58_string().into()];
         assert_eq!(c.settle.svm_record_ttl_seconds, 86_400);
         c.settle.svm_record_ttl_seconds = 119;
         assert_eq!(
@@ -453,7 +461,7 @@ mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
             validate_svm(&c).err().unwrap().key,
             "svm[0].fee_payer_keys[0]"
         );
-        c.svm[0].fee_payer_keys = vec![Keypair::new().to_base58_string()];
+        c.svm[0].fee_payer_keys = vec![Keypair::new().to_base58_string().into()];
         c.svm[0].assets[0].mint = "0x12".into();
         assert_eq!(validate_svm(&c).err().unwrap().key, "svm[0].assets[0].mint");
         c.svm[0].assets[0].mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU".into();

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::error::{ConfigError, err};
@@ -104,7 +105,7 @@ pub fn secret_env_var(name: &str) -> String {
 pub fn apply_env(auth: &mut AuthConfig, env: &HashMap<String, String>) {
     for key in &mut auth.keys {
         if let Some(secret) = env.get(&secret_env_var(&key.name)) {
-            key.webhook_secret = Some(secret.clone());
+            key.webhook_secret = Some(secret.as_str().into());
         }
     }
 }
@@ -124,8 +125,9 @@ pub(super) fn validate(
                 return Err(err(at("webhook_secret"), "set without webhook_url"));
             }
             (Some(url), secret) => {
+                // The URL may carry a token: the error names the key, not the value.
                 let parsed = reqwest::Url::parse(url)
-                    .map_err(|e| err(at("webhook_url"), format!("{url:?}: {e}")))?;
+                    .map_err(|e| err(at("webhook_url"), format!("not a URL: {e}")))?;
                 if !matches!(parsed.scheme(), "http" | "https") {
                     return Err(err(at("webhook_url"), "must be an http:// or https:// URL"));
                 }
@@ -139,7 +141,8 @@ pub(super) fn validate(
                         ),
                     ));
                 };
-                let secret = decode_secret(secret).map_err(|e| err(at("webhook_secret"), e))?;
+                let secret = decode_secret(secret.expose_secret())
+                    .map_err(|e| err(at("webhook_secret"), e))?;
                 targets.push(WebhookTarget {
                     key: key.name.clone(),
                     url: parsed,
@@ -208,7 +211,13 @@ version = "2"
             SECRET.to_string(),
         )]));
         c.validate().unwrap();
-        assert_eq!(c.auth.keys[0].webhook_secret.as_deref(), Some(SECRET));
+        assert_eq!(
+            c.auth.keys[0]
+                .webhook_secret
+                .as_ref()
+                .map(|s| s.expose_secret()),
+            Some(SECRET)
+        );
         config(&format!(
             "webhook_url = \"http://127.0.0.1:9/x\"\nwebhook_secret = \"{SECRET}\""
         ))

@@ -11,12 +11,24 @@ use super::metrics::WebhookMetrics;
 use super::signing::signature;
 use super::{Endpoint, Settings};
 
+/// `url` for logs: scheme, host, port and path, without user info, query or fragment (a
+/// receiver's URL may carry a token in either).
+pub fn redacted_url(url: &reqwest::Url) -> String {
+    let mut shown = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(url.path());
+    shown
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The receiver answered 2xx.
     Delivered,
-    /// No 2xx answer (status or transport error): retry later.
+    /// No 2xx answer (status or transport error): retry later. The text never holds the
+    /// receiver's URL (it goes to logs and to the outbox in Redis).
     Failed(String),
 }
 
@@ -48,9 +60,24 @@ pub async fn attempt(
         } else if e.is_connect() {
             "connection refused or unreachable".to_string()
         } else {
-            e.to_string()
+            // reqwest's text names the URL ("error sending request for url (…)"): drop it,
+            // and the source chain with it (hyper's causes do not carry the URL).
+            transport_error(e)
         }),
     }
+}
+
+/// A transport error's text without the request URL: the error and its causes.
+fn transport_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Wait before the attempt after `attempts` failed ones: `initial × 2^(attempts-1)`, at most
@@ -83,11 +110,12 @@ pub async fn deliver(
         .attempt_duration
         .observe(started.elapsed().as_secs_f64());
     let age_ms = unix_ms().saturating_sub(event.created_ms);
+    let url = endpoint.map(|e| redacted_url(&e.url)).unwrap_or_default();
     let result = match outcome {
         Outcome::Delivered => {
             metrics.deliveries.with_label_values(&["delivered"]).inc();
             metrics.latency.observe(age_ms as f64 / 1000.0);
-            tracing::info!(event = %event.id, kind = %event.kind, key = %event.key, attempts = claimed.attempts, "webhook delivered");
+            tracing::info!(event = %event.id, kind = %event.kind, key = %event.key, %url, attempts = claimed.attempts, "webhook delivered");
             outbox.complete(&event.id).await
         }
         Outcome::Failed(error) if age_ms >= settings.give_up_after.as_millis() as u64 => {
@@ -95,13 +123,13 @@ pub async fn deliver(
                 .deliveries
                 .with_label_values(&["dead_lettered"])
                 .inc();
-            tracing::error!(event = %event.id, kind = %event.kind, key = %event.key, attempts = claimed.attempts, %error, "webhook dead-lettered: not delivered within its retry period");
+            tracing::error!(event = %event.id, kind = %event.kind, key = %event.key, %url, attempts = claimed.attempts, %error, "webhook dead-lettered: not delivered within its retry period");
             outbox.dead_letter(&event.id, claim, &error).await
         }
         Outcome::Failed(error) => {
             metrics.deliveries.with_label_values(&["failed"]).inc();
             let wait = backoff(settings, claimed.attempts);
-            tracing::warn!(event = %event.id, kind = %event.kind, key = %event.key, attempts = claimed.attempts, %error, retry_in_ms = wait.as_millis() as u64, "webhook not delivered; will retry");
+            tracing::warn!(event = %event.id, kind = %event.kind, key = %event.key, %url, attempts = claimed.attempts, %error, retry_in_ms = wait.as_millis() as u64, "webhook not delivered; will retry");
             outbox
                 .retry(
                     &event.id,
@@ -121,6 +149,61 @@ pub async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_logged_without_credentials() {
+        let url = reqwest::Url::parse("https://user:pw@shop.example:8443/hooks/x?token=s3cret#f")
+            .unwrap();
+        assert_eq!(redacted_url(&url), "https://shop.example:8443/hooks/x");
+    }
+
+    /// A receiver that accepts the connection and closes it without answering: reqwest's
+    /// error then names the URL, whose query holds a token.
+    #[tokio::test]
+    async fn a_transport_error_holds_no_url() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            for _ in 0..4 {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                drop(socket);
+            }
+        });
+        let endpoint = Endpoint {
+            url: reqwest::Url::parse(&format!(
+                "http://user:pw@127.0.0.1:{port}/hook?token=s3cret"
+            ))
+            .unwrap(),
+            secret: vec![7; 32],
+        };
+        let claimed = ClaimedEvent {
+            event: x402_settle::replay::OutboxEvent {
+                id: "evt_1".into(),
+                key: "shop".into(),
+                kind: "settlement.settled".into(),
+                body: "{}".into(),
+                created_ms: 0,
+            },
+            attempts: 1,
+        };
+        let outcome = attempt(
+            &reqwest::Client::new(),
+            &endpoint,
+            &claimed,
+            Duration::from_secs(5),
+        )
+        .await;
+        let Outcome::Failed(error) = outcome else {
+            panic!("a closed connection was delivered");
+        };
+        assert!(!error.contains("s3cret"), "{error}");
+        assert!(!error.contains("token"), "{error}");
+        assert!(!error.contains("pw@"), "{error}");
+        assert!(!error.contains("127.0.0.1"), "{error}");
+        server.abort();
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
