@@ -112,6 +112,27 @@ version = "2"
     }
 }
 
+impl TestFacilitator {
+    /// GETs `path` until `accept(status, body)` holds (every 100 ms, at most `timeout`);
+    /// returns the last answer either way. For `/health/ready`, which answers the last
+    /// background check (`[health] refresh_seconds`), not a check of its own.
+    pub async fn get_until(
+        &self,
+        path: &str,
+        timeout: std::time::Duration,
+        accept: impl Fn(u16, &str) -> bool,
+    ) -> anyhow::Result<(u16, String)> {
+        let start = std::time::Instant::now();
+        loop {
+            let (status, body) = self.get(path).await?;
+            if accept(status, &body) || start.elapsed() > timeout {
+                return Ok((status, body));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// POSTs `body` as JSON to `base` + `path`: the HTTP status and the JSON answer.
 pub async fn post_json(base: &str, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
     let resp = reqwest::Client::new()

@@ -431,7 +431,7 @@ async fn two_replicas_sharing_redis_share_the_budget() {
 async fn ready_follows_redis_and_rpc_while_live_stays_up() {
     let mut redis = RedisServer::spawn().await.unwrap();
     let mut anvil = Anvil::spawn().await.unwrap();
-    let fast = "\n[health]\ncheck_timeout_ms = 1000\nrefresh_seconds = 0\n";
+    let fast = "\n[health]\ncheck_timeout_ms = 1000\nrefresh_seconds = 1\n";
     let f = facilitator(&anvil, DEV_PRIVATE_KEYS[1], Some(&redis.url()), fast)
         .await
         .unwrap();
@@ -597,12 +597,12 @@ fn alert_exprs() -> Vec<String> {
 #[tokio::test]
 async fn metrics_move_with_verifies_and_settles_and_cover_dashboard_and_alerts() {
     let redis = RedisServer::spawn().await.unwrap();
-    let no_refresh = "\n[health]\nrefresh_seconds = 0\n";
+    let refresh = "\n[health]\nrefresh_seconds = 1\n";
     let fx = EvmFixture::start_custom(
         Anvil::spawn().await.unwrap(),
         Some(&redis.url()),
         10,
-        no_refresh,
+        refresh,
     )
     .await
     .unwrap();
@@ -636,12 +636,16 @@ async fn metrics_move_with_verifies_and_settles_and_cover_dashboard_and_alerts()
         let (s, a) = fx.facilitator.post("/settle", p).await.unwrap();
         assert_eq!((s, &a["success"]), (200, &json!(true)), "{a}");
     }
-    // The readiness check fills the balance and dependency gauges (no background refresh
-    // here, so the last check is this one).
+    // The background readiness check (every second here) fills the balance and dependency
+    // gauges.
+    // Polled until a check that ran after the settlements (the signer paid gas).
     poll_until(
         &format!("{url}/health/ready"),
         Duration::from_secs(20),
-        |a| a.status == 200,
+        |a| {
+            a.status == 200
+                && a.body["networks"][0]["signers"][0]["balance"] != "10000000000000000000000"
+        },
     )
     .await
     .unwrap();

@@ -1,6 +1,8 @@
 //! Replay protection with a real Redis: concurrent settles of one payment broadcast once, and a
 //! stopped Redis makes `/settle` refuse (fail closed) without broadcasting.
 
+use std::time::Duration;
+
 use alloy::primitives::U256;
 use serde_json::Value;
 use x402_tests::RedisServer;
@@ -75,7 +77,12 @@ async fn redis_down_means_settle_refuses_and_broadcasts_nothing() {
             .contains("replay store"),
         "{answer}"
     );
-    let (status, _) = fx.facilitator.get("/health").await.unwrap();
+    // Readiness follows at the next background check.
+    let (status, _) = fx
+        .facilitator
+        .get_until("/health", Duration::from_secs(20), |s, _| s == 503)
+        .await
+        .unwrap();
     assert_eq!(status, 503);
 
     assert_eq!(fx.signer_tx_count().await.unwrap(), signer_nonce_before);

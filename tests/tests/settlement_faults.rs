@@ -687,7 +687,15 @@ async fn stalled_rpc_fails_over_to_the_second_url() {
         usdc.balance_of(anvil.address(3)).await.unwrap(),
         U256::from(AMOUNT * 2)
     );
-    let (_, health) = fac.get("/health").await.unwrap();
+    // `/health` answers the last background check: polled until one ran after the failover.
+    let (_, health) = fac
+        .get_until("/health", Duration::from_secs(20), |_, body| {
+            let h: Value = serde_json::from_str(body).unwrap_or_default();
+            let e = &h["networks"][0]["rpcEndpoints"];
+            e[0]["healthy"] == false && e[1]["current"] == true
+        })
+        .await
+        .unwrap();
     let health: Value = serde_json::from_str(&health).unwrap();
     let endpoints = &health["networks"][0]["rpcEndpoints"];
     assert_eq!(endpoints[0]["healthy"], false, "{health}");
