@@ -3,12 +3,18 @@
 # x402 facilitator image.
 #
 #   docker build -t x402-facilitator .
+#   docker run --rm x402-facilitator keygen --name client   # a key for callers + its SHA-256
+#   docker run --rm x402-facilitator keygen --name ops --scopes admin
 #   docker run --rm -p 8402:8402 \
 #     -e X402_EVM_SIGNER_KEYS=0x... -e X402_REDIS_URL=redis://redis:6379/0 \
+#     -e X402_API_KEY_SHA256_CLIENT=<sha256> -e X402_API_KEY_SHA256_OPS=<sha256> \
 #     -v "$PWD/my-config.toml:/etc/x402/config.toml:ro" x402-facilitator
-#   docker run --rm -e X402_EVM_SIGNER_KEYS=0x... x402-facilitator --check   # validate config
+#   docker run --rm -e X402_EVM_SIGNER_KEYS=0x... -e X402_API_KEY_SHA256_CLIENT=... \
+#     -e X402_API_KEY_SHA256_OPS=... x402-facilitator --check         # validate config
 #
 # The image ships deploy/config.example.toml as /etc/x402/config.toml; mount your own over it.
+# It listens on 0.0.0.0, where a start without API keys is refused: the shipped config names
+# two keys ("client", "ops") whose SHA-256 come from the environment as above.
 # Signer keys are never baked in: pass X402_EVM_SIGNER_KEYS (or X402_EVM_<chainId>_SIGNER_KEYS).
 
 # ---- build -----------------------------------------------------------------------------------

@@ -340,6 +340,7 @@ async fn malformed_bodies_get_400_naming_the_field() {
     }
     let resp = reqwest::Client::new()
         .post(format!("{}/verify", fx.facilitator.url()))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await

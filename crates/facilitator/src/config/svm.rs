@@ -497,6 +497,8 @@ mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
                 "X402_EVM_SIGNER_KEYS".to_string(),
                 "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcaf784d7bf4f2ff80".to_string(),
             ),
+            ("X402_API_KEY_SHA256_CLIENT".to_string(), "ab".repeat(32)),
+            ("X402_API_KEY_SHA256_OPS".to_string(), "cd".repeat(32)),
         ]);
         c.apply_env(&env);
         let nets = validate_svm(&c).unwrap();
