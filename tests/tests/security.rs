@@ -704,7 +704,7 @@ async fn fuzzed_requests_are_answered_without_faults_or_new_labels() {
         };
         let base = rng.pick(PATHS).to_string();
         let mut path = encode(&mut rng, &base);
-        let suffix: &str = *rng.pick(&suffixes[..]);
+        let suffix = rng.pick::<&str>(&suffixes);
         path.push_str(suffix);
         let mut headers = Vec::new();
         for _ in 0..rng.below(6) {

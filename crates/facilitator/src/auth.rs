@@ -256,10 +256,10 @@ mod tests {
         assert_eq!(e.key, "auth.keys");
         assert!(e.message.contains("allow_unauthenticated"), "{e}");
         assert!(check_exposure(v6_any, false, false).is_err());
-        assert_eq!(check_exposure(any, false, true).unwrap(), true);
-        assert_eq!(check_exposure(any, true, false).unwrap(), false);
-        assert_eq!(check_exposure(lo, false, false).unwrap(), false);
-        assert_eq!(check_exposure(lo6, false, false).unwrap(), false);
+        assert!(check_exposure(any, false, true).unwrap());
+        assert!(!check_exposure(any, true, false).unwrap());
+        assert!(!check_exposure(lo, false, false).unwrap());
+        assert!(!check_exposure(lo6, false, false).unwrap());
     }
 
     #[test]
