@@ -74,6 +74,15 @@ fn bad_request(state: &AppState, endpoint: &str, e: &ParseError) -> HttpResponse
     HttpResponse::BadRequest().json(json!({"error": e.to_string(), "field": e.field}))
 }
 
+/// A caller-chosen value as a log / trace field: at most 80 characters (the network of a payment
+/// may be up to the body limit, and the span's fields are repeated on every line it logs).
+fn log_field(value: &str) -> &str {
+    match value.char_indices().nth(80) {
+        Some((end, _)) => &value[..end],
+        None => value,
+    }
+}
+
 /// Adds the payer and the transaction (when known) to the request's span, so the request's
 /// log lines (and its trace) carry them.
 fn record_outcome(span: &tracing::Span, payer: Option<&str>, transaction: &str) {
@@ -91,7 +100,7 @@ async fn verify(state: web::Data<AppState>, body: web::Json<Box<RawValue>>) -> H
         Err(e) => return bad_request(&state, "verify", &e),
     };
     let span = tracing::Span::current();
-    span.record("network", req.network_wire());
+    span.record("network", log_field(req.network_wire()));
     let network = network_label(state.facilitator.supported(), req.network_wire());
     match state.facilitator.verify(&req).await {
         Ok(resp) => {
@@ -131,7 +140,7 @@ async fn settle(
         Err(e) => return bad_request(&state, "settle", &e),
     };
     let span = tracing::Span::current();
-    span.record("network", req.network_wire());
+    span.record("network", log_field(req.network_wire()));
     let network = network_label(state.facilitator.supported(), req.network_wire());
     let key = http.extensions().get::<KeyName>().map(|k| k.0.clone());
     let started = Instant::now();
@@ -157,9 +166,9 @@ async fn settle(
                 .with_label_values(&[network, result])
                 .inc();
             if resp.success || resp.transaction.is_empty() {
-                tracing::info!(network = req.network_wire(), result, transaction = %resp.transaction, "settle");
+                tracing::info!(network = log_field(req.network_wire()), result, transaction = %resp.transaction, "settle");
             } else {
-                tracing::warn!(network = req.network_wire(), result, transaction = %resp.transaction, "settle");
+                tracing::warn!(network = log_field(req.network_wire()), result, transaction = %resp.transaction, "settle");
             }
             HttpResponse::Ok().json(resp)
         }
