@@ -403,7 +403,10 @@ async fn json_routes_require_application_json() {
 async fn keyless_start_on_all_interfaces_is_refused() {
     let anvil = Anvil::spawn().await.unwrap();
     let toml = TestFacilitator::config_toml(&anvil, DEV_PRIVATE_KEYS[1], None);
-    let config = x402_facilitator::config::Config::from_toml(&toml).unwrap();
+    let config = x402_facilitator::config::Config::from_toml(&toml)
+        .unwrap()
+        .validate()
+        .unwrap();
     // The start function refuses before it connects or serves anything.
     let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let e = match x402_facilitator::start(&config, listener).await {
