@@ -12,6 +12,10 @@
 //! - `X402_EVM_…`: EVM RPC URLs and signer keys, see [`evm`].
 //! - `X402_SVM_…`: Solana RPC URLs and fee-payer keys, see [`svm`].
 //! - `X402_WEBHOOK_SECRET_<NAME>`: the webhook secret of the API key `<NAME>`, see [`webhooks`].
+//! - `X402_API_KEY_SHA256_<NAME>`: the SHA-256 of the API key `<NAME>`, see [`ops`].
+//!
+//! Secrets (signer and fee-payer keys, webhook secrets) are `secrecy::SecretString`s: `Debug`
+//! prints them redacted, and TOML errors never quote the file ([`Config::from_toml`]).
 //!
 //! Deprecated keys (still accepted; [`ValidConfig::deprecations`] names the replacement and
 //! the start logs it at WARN): `[settle] rpc_timeout_seconds` → `[[evm]] rpc_timeout_seconds`,
@@ -553,8 +557,9 @@ const SECRET_KEYS: &[&str] = &[
     "webhook_url",
 ];
 
-/// Whether the dotted key path (`evm[0].signer_private_keys[1]`) names a value from
-/// [`SECRET_KEYS`].
+/// Whether the dotted key path (`evm[0].signer_private_keys[1]`) names a key holding a
+/// secret (signer and fee-payer keys, webhook secrets) or a URL that may carry credentials
+/// (`rpc_url`, `rpc_urls`, `url`, `base_url`, `webhook_url`).
 pub fn holds_secret(key: &str) -> bool {
     key.split('.').any(|segment| {
         let name = segment.split('[').next().unwrap_or(segment);
