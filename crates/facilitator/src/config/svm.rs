@@ -420,7 +420,7 @@ mint = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
     fn compute_unit_limit_cap_defaults_to_what_the_instructions_need() {
         let text = SVM_ONLY.replace("max_compute_unit_limit = 40000\n", "");
         let mut c = Config::from_toml(&text).unwrap();
-        c.svm[0].fee_payer_keys = vec![Keypair::new().to_base58_string()];
+        c.svm[0].fee_payer_keys = vec![Keypair::new().to_base58_string().into()];
         let nets = validate_svm(&c).unwrap();
         assert_eq!(
             nets[0].policy.max_compute_unit_limit,
