@@ -48,7 +48,14 @@ signer_wait_seconds = 5
 
 [health]
 check_timeout_ms = 5000
+refresh_seconds = 1
 "#;
+
+/// Whether a `/health/ready` body says the EVM network's RPC (the first network) is down.
+fn evm_rpc_down(body: &str) -> bool {
+    let report: Value = serde_json::from_str(body).unwrap_or_default();
+    report["networks"][0]["rpcOk"] == false
+}
 
 /// Asserts that no part of the secret URL is in `answer` and returns it as text.
 fn clean(what: &str, answer: &str) -> String {
@@ -158,7 +165,15 @@ decimals = 6
             "{text}"
         );
     }
-    let (status, health) = fac.get("/health/ready").await.unwrap();
+    // `/health/ready` answers the last background check: polled until one saw the EVM RPC
+    // stalled (every answer on the way is checked for the URL too).
+    let (status, health) = fac
+        .get_until("/health/ready", Duration::from_secs(40), |status, body| {
+            clean("stalled /health/ready", body);
+            status == 503 && evm_rpc_down(body)
+        })
+        .await
+        .unwrap();
     let health = clean("stalled /health/ready", &health);
     assert_eq!(status, 503, "{health}");
     assert!(health.contains("rpc timeout (endpoint 0)"), "{health}");
@@ -209,7 +224,13 @@ decimals = 6
             "{text}"
         );
     }
-    let (status, health) = fac.get("/health/ready").await.unwrap();
+    let (status, health) = fac
+        .get_until("/health/ready", Duration::from_secs(40), |status, body| {
+            clean("refused /health/ready", body);
+            status == 503 && evm_rpc_down(body) && body.contains("connection failed")
+        })
+        .await
+        .unwrap();
     let health = clean("refused /health/ready", &health);
     assert_eq!(status, 503, "{health}");
     assert!(
