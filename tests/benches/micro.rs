@@ -269,6 +269,7 @@ fn bench_redis_reserve(c: &mut Criterion) {
             created_at: 1_800_000_000,
             valid_until: 1_800_003_600,
             key: None,
+            answer_keys: vec![],
         },
         owner: "bench:1:0".into(),
         lease_until_ms: 1_800_000_030_000,

@@ -58,7 +58,7 @@ impl SchemeHandler for DummyScheme {
     async fn settle(
         &self,
         req: &PaymentRequest,
-        _key: Option<&str>,
+        _caller: &x402_settle::engine::Caller<'_>,
     ) -> Result<SettleResponse, SettleError> {
         let n = self.settled.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(SettleResponse::settled(

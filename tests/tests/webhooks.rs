@@ -462,6 +462,7 @@ async fn outbox_claims_lease_retry_dead_letter_and_complete_atomically() {
             created_at: 1,
             valid_until: 2,
             key: Some("shop".into()),
+            answer_keys: vec![],
         };
         // A broadcast record moved to `delivered` with its event.
         let write = |n: u8| {

@@ -106,8 +106,14 @@ pub struct RedisConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SettleConfig {
     /// Longest wait for a receipt (EVM) or `confirmed` (Solana) within one `/settle` call,
-    /// seconds (default 30); then `settlement_pending` with the transaction.
+    /// seconds (default 30); then `settlement_pending` with the transaction. Also sets the
+    /// default graceful-shutdown drain.
     pub receipt_timeout_seconds: u64,
+    /// A `/settle` not confirmed within this many seconds answers `settlement_pending` with the
+    /// transaction and the payment keeps going (default 20, below the official SDK's 30 s
+    /// facilitator timeout, so its pending-retry happens); a `/settle` answers at the earlier
+    /// of this and `receipt_timeout_seconds`.
+    pub answer_within_seconds: u64,
     /// Receipt / signature-status poll interval, milliseconds (default 200).
     pub poll_interval_ms: u64,
     /// How long a Solana payment's record lives, seconds (default 86,400; at least 120, about
@@ -147,6 +153,7 @@ impl Default for SettleConfig {
     fn default() -> Self {
         SettleConfig {
             receipt_timeout_seconds: 30,
+            answer_within_seconds: 20,
             poll_interval_ms: 200,
             svm_record_ttl_seconds: 24 * 3600,
             rpc_timeout_seconds: None,
@@ -168,6 +175,7 @@ impl SettleConfig {
     pub fn timing(&self) -> x402_settle::engine::SettleTiming {
         x402_settle::engine::SettleTiming {
             receipt_timeout: Duration::from_secs(self.receipt_timeout_seconds),
+            answer_within: Duration::from_secs(self.answer_within_seconds),
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             reserved_wait: Duration::from_secs(self.reserved_wait_seconds),
             lease: Duration::from_secs(self.lease_seconds),
@@ -448,6 +456,7 @@ impl Config {
             ),
             ("settle.redis_timeout_ms", self.settle.redis_timeout_ms),
             ("settle.lease_seconds", self.settle.lease_seconds),
+            ("settle.answer_within_seconds", self.settle.answer_within_seconds),
             (
                 "settle.max_in_flight_per_signer",
                 self.settle.max_in_flight_per_signer as u64,

@@ -16,6 +16,7 @@ use x402_chain::{ChainError, EvmChain, FailoverEvmChain};
 use x402_gas_oracle::{Quote, QuoteCache, Quoter};
 use x402_proto::{Network, ParseError, PaymentRequest, SettleResponse, VerifyResponse};
 use x402_settle::SettleError;
+use x402_settle::engine::Caller;
 use x402_settle::evm::{ContractSignatures, EvmFamily, EvmSettler, GasObserver};
 use x402_settle::reconciler::Reconcile;
 use x402_settle::status::SettlementStatus;
@@ -210,9 +211,9 @@ impl SchemeHandler for ExactEvmHandler {
     async fn settle(
         &self,
         req: &PaymentRequest,
-        key: Option<&str>,
+        caller: &Caller<'_>,
     ) -> Result<SettleResponse, SettleError> {
-        self.settler.settle_as(req, unix_now(), key).await
+        self.settler.settle_for(req, unix_now(), caller).await
     }
 
     async fn settlement_status(

@@ -8,6 +8,7 @@ use x402_chain::FailoverEvmChain;
 use x402_gas_oracle::{Quote, QuoteCache, QuoteRefresher};
 use x402_proto::{PaymentRequest, Reason, SettleResponse, SupportedResponse, VerifyResponse};
 use x402_settle::SettleError;
+use x402_settle::engine::Caller;
 use x402_settle::nonces::{MemoryNonceStore, NonceStore, RedisNonceStore};
 use x402_settle::outbox::Notify;
 use x402_settle::reconciler::Reconciler;
@@ -197,8 +198,21 @@ impl Facilitator {
         req: &PaymentRequest,
         key: Option<&str>,
     ) -> Result<SettleResponse, SettleError> {
+        let caller = Caller {
+            key,
+            answer_ids: vec![],
+        };
+        self.settle_for(req, &caller).await
+    }
+
+    /// `POST /settle` by `caller` (API key and answer ids, see [`SchemeHandler::settle`]).
+    pub async fn settle_for(
+        &self,
+        req: &PaymentRequest,
+        caller: &Caller<'_>,
+    ) -> Result<SettleResponse, SettleError> {
         match self.registry.handler(req) {
-            Ok(h) => h.settle(req, key).await,
+            Ok(h) => h.settle(req, caller).await,
             Err(reason) => Ok(SettleResponse::failed(
                 reason,
                 Some(unsupported_message(req, reason)),

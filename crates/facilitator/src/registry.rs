@@ -34,7 +34,7 @@ impl Registry {
             handlers: Vec::new(),
             supported: SupportedResponse {
                 kinds: Vec::new(),
-                extensions: Vec::new(),
+                extensions: vec![x402_proto::payment_identifier::PAYMENT_IDENTIFIER.to_string()],
                 signers: BTreeMap::new(),
             },
         }

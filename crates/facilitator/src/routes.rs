@@ -15,7 +15,9 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde_json::json;
 use serde_json::value::RawValue;
 use x402_proto::{ParseError, PaymentRequest, Reason, SettleResponse, VerifyResponse};
+use x402_proto::payment_identifier::{extension_response, payment_identifier};
 use x402_settle::SettleError;
+use x402_settle::engine::{AnswerId, AnswerIdKind, Caller};
 use x402_verify::VerifyError;
 
 use crate::auth::KeyName;
@@ -143,8 +145,37 @@ async fn settle(
     span.record("network", log_field(req.network_wire()));
     let network = network_label(state.facilitator.supported(), req.network_wire());
     let key = http.extensions().get::<KeyName>().map(|k| k.0.clone());
+    // Answer ids, read before anything is verified (payment-identifier: "look the id up before
+    // verifying"): a malformed one, or `required: true` without an id, is a 400.
+    let payment_id = match payment_identifier(&req) {
+        Ok(id) => id,
+        Err(e) => {
+            let rejected = extension_response(Some(&e.message));
+            return with_extension_responses(bad_request(&state, "settle", &e), &rejected);
+        }
+    };
+    let idempotency_key = match idempotency_key(&http) {
+        Ok(k) => k,
+        Err(e) => return bad_request(&state, "settle", &e),
+    };
+    let mut caller = Caller {
+        key: key.as_deref(),
+        answer_ids: Vec::new(),
+    };
+    if let Some(id) = &payment_id {
+        caller.answer_ids.push(AnswerId {
+            kind: AnswerIdKind::PaymentIdentifier,
+            id: id.clone(),
+        });
+    }
+    if let Some(k) = idempotency_key {
+        caller.answer_ids.push(AnswerId {
+            kind: AnswerIdKind::IdempotencyKey,
+            id: k,
+        });
+    }
     let started = Instant::now();
-    let outcome = state.facilitator.settle_as(&req, key.as_deref()).await;
+    let outcome = state.facilitator.settle_for(&req, &caller).await;
     if let Ok(resp) = &outcome {
         record_outcome(&span, resp.payer.as_deref(), &resp.transaction);
     }
@@ -170,7 +201,11 @@ async fn settle(
             } else {
                 tracing::warn!(network = log_field(req.network_wire()), result, transaction = %resp.transaction, "settle");
             }
-            HttpResponse::Ok().json(resp)
+            let ok = HttpResponse::Ok().json(resp);
+            match payment_id {
+                Some(_) => with_extension_responses(ok, &extension_response(None)),
+                None => ok,
+            }
         }
         Err(SettleError::Malformed(e)) => bad_request(&state, "settle", &e),
         Err(e @ SettleError::Internal(_)) => {
@@ -190,6 +225,35 @@ async fn settle(
                 None,
             ))
         }
+        Err(SettleError::AnswerIdConflict(msg)) => {
+            tracing::warn!(error = %msg, "settle: answer id conflict, nothing done");
+            state
+                .metrics
+                .request_errors
+                .with_label_values(&["settle", "conflict"])
+                .inc();
+            let reason = if payment_id.is_some() && msg.starts_with("payment-identifier") {
+                "payment_identifier_conflict"
+            } else {
+                "idempotency_key_conflict"
+            };
+            let body = SettleResponse {
+                success: false,
+                error_reason: Some(reason.into()),
+                error_message: Some(msg.clone()),
+                payer: None,
+                transaction: String::new(),
+                network: req.network_wire().to_string(),
+                amount: None,
+            };
+            let conflict = HttpResponse::Conflict().json(body);
+            match payment_id {
+                Some(_) if reason == "payment_identifier_conflict" => {
+                    with_extension_responses(conflict, &extension_response(Some(&msg)))
+                }
+                _ => conflict,
+            }
+        }
         Err(e) => {
             tracing::error!(error = %e, "settle refused, nothing broadcast");
             state
@@ -206,6 +270,47 @@ async fn settle(
             ))
         }
     }
+}
+
+/// Longest `Idempotency-Key` accepted.
+const IDEMPOTENCY_KEY_MAX_LENGTH: usize = 255;
+
+/// The `Idempotency-Key` request header of `/settle`, if any: 1-255 visible ASCII characters,
+/// else a 400 naming the header.
+fn idempotency_key(http: &HttpRequest) -> Result<Option<String>, ParseError> {
+    let mut values = http.headers().get_all("idempotency-key");
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let malformed = |m: &str| ParseError::new("Idempotency-Key", m);
+    if values.next().is_some() {
+        return Err(malformed("sent more than once"));
+    }
+    let value = value
+        .to_str()
+        .ok()
+        .filter(|v| {
+            (1..=IDEMPOTENCY_KEY_MAX_LENGTH).contains(&v.len())
+                && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .ok_or_else(|| {
+            malformed("expected 1-255 visible ASCII characters (e.g. a UUID), no spaces")
+        })?;
+    Ok(Some(value.to_string()))
+}
+
+/// Adds the `EXTENSION-RESPONSES` header (x402 v2 §7.2.1: base64 of a JSON object keyed by
+/// extension name) to `resp`.
+fn with_extension_responses(mut resp: HttpResponse, outcome: &serde_json::Value) -> HttpResponse {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(outcome.to_string());
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&encoded) {
+        resp.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("extension-responses"),
+            value,
+        );
+    }
+    resp
 }
 
 /// Query of `GET /quote`.

@@ -16,6 +16,7 @@ use x402_gas_oracle::{Quote, QuoteCache, QuoteUnavailable};
 use x402_proto::{Network, ParseError, PaymentRequest, SettleResponse, VerifyResponse};
 use x402_settle::SettleError;
 use x402_settle::SettleEvents;
+use x402_settle::engine::Caller;
 use x402_settle::engine::SettleTiming;
 use x402_settle::reconciler::Reconcile;
 use x402_settle::replay::ReplayStore;
@@ -63,14 +64,17 @@ pub trait SchemeHandler: Send + Sync {
     /// Errors: a malformed field (HTTP 400) or the chain unreachable (HTTP 503).
     async fn verify(&self, req: &PaymentRequest) -> Result<VerifyResponse, VerifyError>;
 
-    /// `POST /settle` of a payment of this kind (one `success: true` per payment, ever) by the
-    /// API key named `key`, if any (recorded with the settlement; its webhook gets the final
-    /// state). Errors: HTTP 400 for a malformed field, 500 for [`SettleError::Internal`] (a
-    /// corrupt record), else 503 (nothing was broadcast).
+    /// `POST /settle` of a payment of this kind (one `success: true` per payment, ever) by
+    /// `caller`: the API key named `caller.key`, if any (recorded with the settlement; its
+    /// webhook gets the final state), and the ids it gets a lost answer back with
+    /// (`payment-identifier`, `Idempotency-Key`: the same answer again for the same id and
+    /// payment, [`SettleError::AnswerIdConflict`] for the id with another payment). Errors:
+    /// HTTP 400 for a malformed field, 409 for an id conflict, 500 for
+    /// [`SettleError::Internal`] (a corrupt record), else 503 (nothing was broadcast).
     async fn settle(
         &self,
         req: &PaymentRequest,
-        key: Option<&str>,
+        caller: &Caller<'_>,
     ) -> Result<SettleResponse, SettleError>;
 
     /// `POST /settlements/lookup`: the settlement of this payment, acting on nothing; default

@@ -20,6 +20,7 @@ use x402_gas_oracle::{
 };
 use x402_proto::{Network, ParseError, PaymentRequest, SettleResponse, VerifyResponse};
 use x402_settle::SettleError;
+use x402_settle::engine::Caller;
 use x402_settle::reconciler::Reconcile;
 use x402_settle::replay::GasInUsdc;
 use x402_settle::status::SettlementStatus;
@@ -246,9 +247,9 @@ impl SchemeHandler for ExactSvmHandler {
     async fn settle(
         &self,
         req: &PaymentRequest,
-        key: Option<&str>,
+        caller: &Caller<'_>,
     ) -> Result<SettleResponse, SettleError> {
-        self.settler.settle_as(req, unix_now(), key).await
+        self.settler.settle_for(req, unix_now(), caller).await
     }
 
     async fn settlement_status(

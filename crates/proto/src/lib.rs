@@ -15,6 +15,7 @@
 pub mod evm;
 pub mod header;
 pub mod network;
+pub mod payment_identifier;
 pub mod reason;
 pub mod request;
 pub mod response;

@@ -59,6 +59,10 @@ pub enum SettleError {
     /// Every signer's native balance is below the configured floor.
     #[error("no funded signer: {0}")]
     NoFundedSigner(String),
+    /// The request's answer id (`payment-identifier` or `Idempotency-Key`) is bound to another
+    /// payment (HTTP 409); nothing was done.
+    #[error("{0}")]
+    AnswerIdConflict(String),
 }
 
 /// An unreachable store is [`SettleError::StoreUnavailable`] (503); a corrupt value is

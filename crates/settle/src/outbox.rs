@@ -245,6 +245,7 @@ mod tests {
             created_at: 1_795_309_347,
             valid_until: 1_795_309_400,
             key: key.map(str::to_string),
+            answer_keys: vec![],
         }
     }
 

@@ -72,6 +72,13 @@ pub struct PaymentFacts {
     /// any, receives the payment's final state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Answer index keys ([`crate::replay::ReplayStore::answer_key`]) of the ids the reserving
+    /// request carried (`payment-identifier`, `Idempotency-Key`). Empty: anyone's next
+    /// `/settle` may take the one success (the reconciler's `confirmed → delivered`). Not empty:
+    /// the success is answered only to requests presenting one of these ids, as often as they
+    /// ask; every other request gets `duplicate_settlement`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answer_keys: Vec<String>,
 }
 
 /// A transaction the facilitator signed for a payment and recorded before sending it.
@@ -409,6 +416,7 @@ mod tests {
             created_at: 1,
             valid_until: 2,
             key: None,
+            answer_keys: vec![],
         }
     }
 

@@ -202,6 +202,7 @@ impl ChainFamily for SvmFamily {
                 created_at: now,
                 valid_until: now + self.record_ttl.as_secs(),
                 key: None,
+                answer_keys: vec![],
             },
             ttl_seconds: self.record_ttl.as_secs(),
             claims,

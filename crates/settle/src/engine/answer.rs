@@ -6,7 +6,7 @@ use x402_verify::Invalid;
 
 use super::Engine;
 use crate::family::{ChainFamily, Identity};
-use crate::record::{Closed, SettlementRecord};
+use crate::record::{Closed, PaymentFacts, SettlementRecord};
 
 /// What the caller asked for, kept for the answer.
 pub(super) struct Ctx<'a> {
@@ -18,19 +18,43 @@ pub(super) struct Ctx<'a> {
     pub version: X402Version,
     /// The API key settling the payment (recorded in a new reservation).
     pub key: Option<&'a str>,
+    /// Answer index keys of the ids this request carries ([`crate::engine::AnswerId`]).
+    pub answer_keys: Vec<String>,
     /// The payer once known (from verification or the record).
     payer: std::sync::Mutex<String>,
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(id: Identity, network: &'a str, version: X402Version, key: Option<&'a str>) -> Self {
+    pub fn new(
+        id: Identity,
+        network: &'a str,
+        version: X402Version,
+        key: Option<&'a str>,
+        answer_keys: Vec<String>,
+    ) -> Self {
         Ctx {
             payer: std::sync::Mutex::new(id.facts.payer.clone()),
             id,
             network,
             version,
             key,
+            answer_keys,
         }
+    }
+
+    /// Whether this request carries one of the ids the record of `payment` was reserved with.
+    pub fn holds(&self, payment: &PaymentFacts) -> bool {
+        payment
+            .answer_keys
+            .iter()
+            .any(|k| self.answer_keys.contains(k))
+    }
+
+    /// Whether this request may be answered the success of the record of `payment`: it was
+    /// reserved without ids (the old rule: the one request that sees it), or this request
+    /// carries one of them (as often as it asks).
+    pub fn may_succeed(&self, payment: &PaymentFacts) -> bool {
+        payment.answer_keys.is_empty() || self.holds(payment)
     }
 
     pub fn learn_payer(&self, payer: &str) {
@@ -53,6 +77,13 @@ impl<F: ChainFamily> Engine<F> {
         record: SettlementRecord,
     ) -> SettleResponse {
         match record {
+            SettlementRecord::Delivered(s) if !ctx.may_succeed(&s.payment) => self.answer(
+                ctx,
+                Reason::DuplicateSettlement,
+                "this payment was already settled; its success goes to the request holding its id"
+                    .into(),
+                s.transaction,
+            ),
             SettlementRecord::Delivered(s) => SettleResponse::settled(
                 s.transaction,
                 ctx.network.to_string(),

@@ -194,6 +194,7 @@ mod tests {
                 created_at: T0 / 1000,
                 valid_until: T0 / 1000 + 300,
                 key: None,
+                answer_keys: vec![],
             },
             sent: tx(99),
             replaced: (0..replaced).map(tx).collect(),

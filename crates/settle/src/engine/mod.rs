@@ -49,8 +49,13 @@ pub const MAX_REPLACEMENTS: usize = 8;
 #[derive(Debug, Clone)]
 pub struct SettleTiming {
     /// Longest wait for the outcome in one `/settle` call before answering
-    /// `settlement_pending`.
+    /// `settlement_pending` (the engine's bound; a request answers at the earlier of this and
+    /// [`SettleTiming::answer_within`]).
     pub receipt_timeout: Duration,
+    /// A `/settle` whose transaction is not confirmed by then answers `settlement_pending` with
+    /// the transaction (the payment keeps going: retries and the reconciler resolve it). Below
+    /// the official SDK's 30 s facilitator timeout, so that its pending-retry happens.
+    pub answer_within: Duration,
     /// Interval between outcome polls.
     pub poll_interval: Duration,
     /// How long a request that finds the payment reserved by a live owner waits before
@@ -70,6 +75,7 @@ impl Default for SettleTiming {
     fn default() -> Self {
         SettleTiming {
             receipt_timeout: Duration::from_secs(30),
+            answer_within: Duration::from_secs(20),
             poll_interval: Duration::from_millis(200),
             reserved_wait: Duration::from_secs(10),
             lease: Duration::from_secs(15),
@@ -77,6 +83,56 @@ impl Default for SettleTiming {
             replace_after: Duration::from_secs(60),
         }
     }
+}
+
+/// The kind of an [`AnswerId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerIdKind {
+    /// `paymentPayload.extensions["payment-identifier"].info.id`.
+    PaymentIdentifier,
+    /// The `Idempotency-Key` request header of `/settle`.
+    IdempotencyKey,
+}
+
+/// An id a caller sends with a payment to get the same answer again if it loses it: the first
+/// request with the id binds it to the payment (in the same atomic step as the record); a later
+/// request with the id and the same payment gets the record's answer, its success included; the
+/// id with another payment is refused ([`crate::SettleError::AnswerIdConflict`], 409).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerId {
+    /// Where it came from.
+    pub kind: AnswerIdKind,
+    /// The id as sent.
+    pub id: String,
+}
+
+impl AnswerId {
+    /// The id scoped by kind and by the API key named `key` (another key's equal id is another
+    /// id): `{pid|idem}:{key or "-"}:{id}`.
+    pub fn scoped(&self, key: Option<&str>) -> String {
+        let kind = match self.kind {
+            AnswerIdKind::PaymentIdentifier => "pid",
+            AnswerIdKind::IdempotencyKey => "idem",
+        };
+        format!("{kind}:{}:{}", key.unwrap_or("-"), self.id)
+    }
+
+    /// How answers and errors name it.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            AnswerIdKind::PaymentIdentifier => format!("payment-identifier id {:?}", self.id),
+            AnswerIdKind::IdempotencyKey => format!("Idempotency-Key {:?}", self.id),
+        }
+    }
+}
+
+/// Who asks for a settlement: the API key, and the ids it can get a lost answer back with.
+#[derive(Debug, Clone, Default)]
+pub struct Caller<'a> {
+    /// Name of the API key (recorded with a new reservation; its webhook gets the final state).
+    pub key: Option<&'a str>,
+    /// `payment-identifier` and `Idempotency-Key` ids, if any.
+    pub answer_ids: Vec<AnswerId>,
 }
 
 /// The state machine over one chain family on one network.

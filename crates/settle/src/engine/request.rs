@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use x402_proto::{PaymentRequest, Reason, SettleResponse};
 
-use super::Engine;
 use super::advance::Advance;
+use super::{Caller, Engine};
 use super::answer::Ctx;
 use super::decide::Resolver;
 use crate::SettleError;
@@ -20,6 +20,17 @@ use crate::replay::{Created, Stored};
 pub(super) enum Step {
     Answer(SettleResponse),
     Reread,
+    /// A claim key of the request is held by another payment (an answer id raced: 409).
+    Claimed(String),
+}
+
+/// The 409 of an answer id bound to another payment.
+fn conflict(id: &super::AnswerId) -> SettleError {
+    SettleError::AnswerIdConflict(format!(
+        "{} was first used with another payment (another payload or other requirements); \
+         use a new id for a new payment",
+        id.describe()
+    ))
 }
 
 /// [`Engine::sign_and_record`]'s outcome (short-lived, moved once: its size does not matter).
@@ -55,20 +66,76 @@ impl<F: ChainFamily> Engine<F> {
         now: u64,
         key: Option<&str>,
     ) -> Result<SettleResponse, SettleError> {
-        let id = match self.family.identify(req, now).await? {
+        let caller = Caller {
+            key,
+            answer_ids: vec![],
+        };
+        self.settle_for(req, now, &caller).await
+    }
+
+    /// [`Engine::settle_as`] for `caller`, whose answer ids ([`super::AnswerId`]) are looked up
+    /// before anything is verified: an id bound to this payment gets the payment's answer again
+    /// (its success included, for the record's lifetime); an id bound to another payment is
+    /// [`SettleError::AnswerIdConflict`]; a new id is bound to the payment with its reservation
+    /// (same atomic step). Without ids: one success, to the request that sees it.
+    pub async fn settle_for(
+        &self,
+        req: &PaymentRequest,
+        now: u64,
+        caller: &Caller<'_>,
+    ) -> Result<SettleResponse, SettleError> {
+        let mut id = match self.family.identify(req, now).await? {
             Identified::Payment(id) => *id,
             Identified::Refused(answer) => return Ok(*answer),
         };
-        let ctx = Ctx::new(id, req.network_wire(), req.version, key);
+        let mut answer_keys: Vec<String> = Vec::with_capacity(caller.answer_ids.len());
+        for answer_id in &caller.answer_ids {
+            let key = self.store.answer_key(&answer_id.scoped(caller.key));
+            if let Some(holder) = self.store.claim_holder(&key).await?
+                && holder != id.key
+            {
+                return Err(conflict(answer_id));
+            }
+            if !answer_keys.contains(&key) {
+                id.claims.push(key.clone());
+                answer_keys.push(key);
+            }
+        }
+        let ctx = Ctx::new(id, req.network_wire(), req.version, caller.key, answer_keys);
+        let conflict_of = |claim: &str| {
+            caller
+                .answer_ids
+                .iter()
+                .find(|a| self.store.answer_key(&a.scoped(caller.key)) == claim)
+                .map(conflict)
+        };
         let wait_until = tokio::time::Instant::now() + self.timing.reserved_wait;
         loop {
             let step = match self.store.get(&ctx.id.key).await? {
                 None => self.start(&ctx, req, now).await?,
+                Some(stored) if stored.record.payment().binding != ctx.id.facts.binding => {
+                    if let Some(k) = ctx
+                        .answer_keys
+                        .iter()
+                        .find(|k| stored.record.payment().answer_keys.contains(k))
+                    {
+                        // The id's record holds another payload or other requirements.
+                        return Err(conflict_of(k).unwrap_or_else(|| {
+                            SettleError::AnswerIdConflict("id used with another payment".into())
+                        }));
+                    }
+                    self.mismatch(&ctx, req, now, &stored.record).await?
+                }
                 Some(stored) => {
                     self.continue_from(&ctx, req, now, stored, wait_until)
                         .await?
                 }
             };
+            if let Step::Claimed(claim) = &step
+                && let Some(e) = conflict_of(claim)
+            {
+                return Err(e);
+            }
             if let Step::Answer(answer) = step {
                 return Ok(answer);
             }
@@ -110,6 +177,7 @@ impl<F: ChainFamily> Engine<F> {
         let signer = self.family.acquire_signer().await?;
         let mut facts = ctx.id.facts.clone();
         facts.key = ctx.key.map(str::to_string);
+        facts.answer_keys = ctx.answer_keys.clone();
         facts.payer = self.family.payer_of(&payment);
         ctx.learn_payer(&facts.payer);
         let reserved = self.reservation(facts.clone());
@@ -131,6 +199,9 @@ impl<F: ChainFamily> Engine<F> {
         };
         match created {
             Created::Created(_) | Created::Exists => Ok(Step::Reread),
+            Created::Claimed { claim, .. } if ctx.answer_keys.contains(&claim) => {
+                Ok(Step::Claimed(claim))
+            }
             Created::Claimed { holder, .. } => {
                 tracing::info!(key = %ctx.id.key, %holder, "memo already claimed by another payment");
                 Ok(Step::Answer(self.answer(
@@ -152,12 +223,19 @@ impl<F: ChainFamily> Engine<F> {
         stored: Stored,
         wait_until: tokio::time::Instant,
     ) -> Result<Step, SettleError> {
-        if stored.record.payment().binding != ctx.id.facts.binding {
-            return self.mismatch(ctx, req, now, &stored.record).await;
-        }
         ctx.learn_payer(&stored.record.payment().payer);
         match stored.record {
             SettlementRecord::Reserved(r) if r.lease_until_ms > self.clock.unix_ms() => {
+                if tokio::time::Instant::now() >= wait_until && ctx.holds(&r.payment) {
+                    // The caller's own earlier request is still at it: retry for its answer.
+                    return Ok(Step::Answer(self.answer(
+                        ctx,
+                        Reason::SettlementPending,
+                        "this payment is being settled by your earlier request with this id; retry"
+                            .into(),
+                        String::new(),
+                    )));
+                }
                 if tokio::time::Instant::now() >= wait_until {
                     return Ok(Step::Answer(self.answer(
                         ctx,
@@ -198,7 +276,22 @@ impl<F: ChainFamily> Engine<F> {
                 }
             }
             SettlementRecord::Broadcast(b) => self.await_outcome(ctx, stored.raw, b).await,
-            SettlementRecord::Confirmed(s) => self.deliver(ctx, &stored.raw, s).await,
+            SettlementRecord::Confirmed(s) if ctx.may_succeed(&s.payment) => {
+                self.deliver(ctx, &stored.raw, s).await
+            }
+            SettlementRecord::Delivered(s) if ctx.holds(&s.payment) => {
+                // The caller holding the payment's id asks again: its answer again.
+                Ok(Step::Answer(
+                    self.answer_resolved(ctx, SettlementRecord::Delivered(s)),
+                ))
+            }
+            SettlementRecord::Confirmed(s) => Ok(Step::Answer(self.answer(
+                ctx,
+                Reason::DuplicateSettlement,
+                "this payment was already settled; its success goes to the request holding its id"
+                    .into(),
+                s.transaction,
+            ))),
             SettlementRecord::Delivered(s) => Ok(Step::Answer(self.answer(
                 ctx,
                 Reason::DuplicateSettlement,
@@ -352,7 +445,8 @@ impl<F: ChainFamily> Engine<F> {
         raw: String,
         broadcast: Broadcast,
     ) -> Result<Step, SettleError> {
-        let deadline = tokio::time::Instant::now() + self.timing.receipt_timeout;
+        let wait = self.timing.answer_within.min(self.timing.receipt_timeout);
+        let deadline = tokio::time::Instant::now() + wait;
         let transaction = broadcast.sent.transaction().to_string();
         let mut broadcast = broadcast;
         let mut raw = raw;

@@ -492,6 +492,7 @@ impl ChainFamily for EvmFamily {
                 created_at: now,
                 valid_until: id.valid_before,
                 key: None,
+                answer_keys: vec![],
             },
             ttl_seconds: replay_ttl_seconds(id.valid_before, now),
             claims: vec![],

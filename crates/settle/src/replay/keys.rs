@@ -20,6 +20,13 @@
 //!   `GET /settlements/{transaction}`; same lifetime as the record.
 //! - `{prefix}:claim:svm:{network}:{payTo}:{memo}`: the replay key of the payment that settles
 //!   `extra.memo` for `payTo` (x402-conformance F4), same lifetime as the record.
+//! - `{prefix}:answer:{hash}`: the replay key of the payment an answer id was first sent with,
+//!   `{hash}` = keccak-256 (0x-hex) of the scoped id `{kind}:{api key name or "-"}:{id}`, `kind`
+//!   `pid` (the payload's `payment-identifier` extension) or `idem` (the `Idempotency-Key`
+//!   header of `/settle`). Created with the record, in the same atomic step (a claim of the
+//!   record, [`super::ReplayStore::create`]), same lifetime; deleted with a record deleted
+//!   before anything was signed. A request presenting the id gets the record's answer again,
+//!   success included; the same id with another payment is refused (409).
 //! - `{prefix}:lock:reconciler`: which replica runs the reconciler now (a lease).
 //! - `{prefix}:webhooks:outbox`, `{prefix}:webhooks:event:{id}`, `{prefix}:webhooks:dead`: the
 //!   settlement webhooks' outbox (see [`crate::outbox`]).
@@ -65,6 +72,12 @@ pub fn outbox_event_prefix(prefix: &str) -> String {
 /// Sorted set of the dead-lettered webhook events, by the Unix ms they were given up.
 pub fn outbox_dead_key(prefix: &str) -> String {
     format!("{prefix}:webhooks:dead")
+}
+
+/// Answer index key of `scoped_id` (see the module docs).
+pub fn answer_index_key(prefix: &str, scoped_id: &str) -> String {
+    let hash = alloy::primitives::keccak256(scoped_id.as_bytes());
+    format!("{prefix}:answer:{hash:#x}")
 }
 
 /// Lease key of the reconciler (one replica at a time).

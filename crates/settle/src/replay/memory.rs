@@ -199,6 +199,14 @@ impl ReplayStore for MemoryStore {
         Ok(())
     }
 
+    fn answer_key(&self, scoped_id: &str) -> String {
+        super::keys::answer_index_key("memory", scoped_id)
+    }
+
+    async fn claim_holder(&self, claim: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.with(|s| s.entries.get(claim).map(|(v, _)| v.clone())))
+    }
+
     async fn key_of_transaction(&self, transaction: &str) -> Result<Option<String>, StoreError> {
         Ok(self.with(|s| {
             let key = s

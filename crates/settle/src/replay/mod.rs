@@ -96,6 +96,12 @@ pub trait ReplayStore: Outbox + Send + Sync {
     async fn open_keys(&self, limit: usize) -> Result<Vec<String>, StoreError>;
     /// Drops `key` from the unresolved index (its record expired).
     async fn forget_open(&self, key: &str) -> Result<(), StoreError>;
+    /// The key of the answer index entry of `scoped_id` (an id a caller gets its answer back
+    /// with, [`crate::engine::AnswerId::scoped`]): held as a claim of the record it was first
+    /// sent with (see [`keys`]).
+    fn answer_key(&self, scoped_id: &str) -> String;
+    /// The replay key a claim key (e.g. an [`ReplayStore::answer_key`]) points at.
+    async fn claim_holder(&self, claim: &str) -> Result<Option<String>, StoreError>;
     /// The replay key of the record that signed `transaction`.
     async fn key_of_transaction(&self, transaction: &str) -> Result<Option<String>, StoreError>;
     /// Takes a short exclusive lease on `key` for `holder` (`SET NX PX`), e.g. a signer's nonce

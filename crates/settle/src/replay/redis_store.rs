@@ -69,7 +69,7 @@ return 1
 const END_LEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// Receives every replay-store Redis call: the operation (`create`, `get`, `swap`, `remove`,
-/// `open_keys`, `forget_open`, `tx_index`, `lease`, `ping`, `outbox_claim`, `outbox_done`,
+/// `open_keys`, `forget_open`, `tx_index`, `answer_index`, `lease`, `ping`, `outbox_claim`, `outbox_done`,
 /// `outbox_retry`, `outbox_dead`, `outbox_depth`), its duration, and whether it succeeded.
 pub type CallObserver = Arc<dyn Fn(&'static str, Duration, bool) + Send + Sync>;
 
@@ -79,6 +79,7 @@ pub struct RedisStore {
     pub(super) conn: ConnectionManager,
     open_index: String,
     tx_prefix: String,
+    prefix: String,
     pub(super) outbox: String,
     pub(super) outbox_events: String,
     pub(super) outbox_dead: String,
@@ -118,6 +119,7 @@ impl RedisStore {
             conn,
             open_index: open_index_key(prefix),
             tx_prefix: transaction_index_prefix(prefix),
+            prefix: prefix.to_string(),
             outbox: outbox_key(prefix),
             outbox_events: outbox_event_prefix(prefix),
             outbox_dead: outbox_dead_key(prefix),
@@ -297,6 +299,15 @@ impl ReplayStore for RedisStore {
             )
             .await?;
         Ok(())
+    }
+
+    fn answer_key(&self, scoped_id: &str) -> String {
+        super::keys::answer_index_key(&self.prefix, scoped_id)
+    }
+
+    async fn claim_holder(&self, claim: &str) -> Result<Option<String>, StoreError> {
+        self.query("answer_index", redis::cmd("GET").arg(claim))
+            .await
     }
 
     async fn key_of_transaction(&self, transaction: &str) -> Result<Option<String>, StoreError> {

@@ -133,6 +133,7 @@ async fn takeover_after_a_lapsed_lease() {
         created_at: rig.now(),
         valid_until: FAR,
         key: None,
+        answer_keys: vec![],
     };
     let dead = SettlementRecord::Reserved(Reserved {
         payment: facts,
@@ -171,7 +172,8 @@ async fn resend_then_replacement() {
         rig.chain.with(|s| s.pool.is_empty()),
         "lost: no node has it"
     );
-    // The retry waits for the outcome (30 s): the recorded bytes are re-sent at 15 s.
+    // The retry waits for the outcome (20 s, `answer_within`): the recorded bytes are re-sent
+    // at 15 s.
     let second = rig.settle(&engine, &req).await;
     assert_eq!(reason(&second), pending());
     assert!(
@@ -179,6 +181,7 @@ async fn resend_then_replacement() {
         "re-sent"
     );
     // Held unmined for 60 s: replaced with a higher fee at the same nonce.
+    rig.wait(Duration::from_secs(10)).await;
     let third = rig.settle(&engine, &req).await;
     assert_eq!(reason(&third), pending(), "{third:?}");
     let Some(SettlementRecord::Broadcast(b)) = rig.record(&key_of("p1")).await else {

@@ -360,6 +360,7 @@ impl ChainFamily for Family {
                         created_at: now,
                         valid_until: valid_before,
                         key: None,
+                        answer_keys: vec![],
                     },
                     ttl_seconds: 3_600,
                     claims: vec![],
@@ -711,6 +712,14 @@ impl ReplayStore for StepStore {
     }
     async fn key_of_transaction(&self, transaction: &str) -> Result<Option<String>, StoreError> {
         self.inner.key_of_transaction(transaction).await
+    }
+    fn answer_key(&self, scoped_id: &str) -> String {
+        self.inner.answer_key(scoped_id)
+    }
+    async fn claim_holder(&self, claim: &str) -> Result<Option<String>, StoreError> {
+        self.steps
+            .run("store.claim_holder", self.inner.claim_holder(claim))
+            .await
     }
     async fn try_lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
         self.inner.try_lease(key, holder, ttl).await
