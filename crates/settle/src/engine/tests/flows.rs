@@ -6,6 +6,7 @@ use x402_proto::Reason;
 
 use super::scripted::{SendScript, Steps, is_success, key_of, reason, request};
 use super::{Rig, T0_MS};
+use crate::engine::SettleTiming;
 use crate::record::{PaymentFacts, Reserved, SettlementRecord};
 use crate::replay::ReplayStore;
 
@@ -163,7 +164,11 @@ async fn resend_then_replacement() {
         s.send_script.push_back(SendScript::Lose);
         s.stalled = true;
     });
-    let engine = rig.engine("a", Steps::none());
+    let timing = SettleTiming {
+        answer_within: Duration::from_secs(30),
+        ..super::timing()
+    };
+    let engine = rig.engine_timed("a", Steps::none(), timing);
     let req = request("p1", "10", FAR);
     let first = rig.settle(&engine, &req).await;
     assert_eq!(reason(&first), pending());
@@ -172,8 +177,7 @@ async fn resend_then_replacement() {
         rig.chain.with(|s| s.pool.is_empty()),
         "lost: no node has it"
     );
-    // The retry waits for the outcome (20 s, `answer_within`): the recorded bytes are re-sent
-    // at 15 s.
+    // The retry waits for the outcome (30 s here): the recorded bytes are re-sent at 15 s.
     let second = rig.settle(&engine, &req).await;
     assert_eq!(reason(&second), pending());
     assert!(
@@ -181,7 +185,6 @@ async fn resend_then_replacement() {
         "re-sent"
     );
     // Held unmined for 60 s: replaced with a higher fee at the same nonce.
-    rig.wait(Duration::from_secs(10)).await;
     let third = rig.settle(&engine, &req).await;
     assert_eq!(reason(&third), pending(), "{third:?}");
     let Some(SettlementRecord::Broadcast(b)) = rig.record(&key_of("p1")).await else {

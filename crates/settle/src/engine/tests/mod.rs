@@ -1,6 +1,7 @@
 //! Unit tests of the engine over a scripted chain family ([`scripted`]) and the in-memory
 //! store, under paused tokio time: no Redis, no node, no network, a few seconds in all.
 
+mod answers;
 mod crash;
 mod flows;
 mod reconciler;
@@ -46,6 +47,16 @@ impl Rig {
 
     /// An engine instance named `owner` whose steps are numbered by `steps`.
     pub fn engine(&self, owner: &str, steps: Arc<Steps>) -> Engine<Family> {
+        self.engine_timed(owner, steps, timing())
+    }
+
+    /// [`Rig::engine`] with `timing`.
+    pub fn engine_timed(
+        &self,
+        owner: &str,
+        steps: Arc<Steps>,
+        timing: SettleTiming,
+    ) -> Engine<Family> {
         let store: Arc<dyn ReplayStore> = Arc::new(StepStore {
             inner: self.store.clone(),
             steps: steps.clone(),
@@ -57,7 +68,7 @@ impl Rig {
         Engine::new(
             family,
             store,
-            timing(),
+            timing,
             owner.into(),
             SettleEvents::default(),
         )
