@@ -395,7 +395,7 @@ async fn supported_health_and_metrics() {
                 {"x402Version": 1, "scheme": "exact", "network": "base"},
                 {"x402Version": 2, "scheme": "exact", "network": "eip155:8453"}
             ],
-            "extensions": [],
+            "extensions": ["payment-identifier"],
             "signers": {"eip155:*": [fx.facilitator_signer.to_checksum(None)]}
         })
     );
