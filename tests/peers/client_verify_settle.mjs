@@ -18,7 +18,11 @@
 //   SKIP_SETTLE=1    only /supported and /verify
 //   SETTLE_AGAIN=1   after the first /settle, settle the identical payload once more (replay);
 //                    its answer is printed as "settleAgain" (one success per payment: it must
-//                    not be a success)
+//                    not be a success, unless PAYMENT_IDENTIFIER=1)
+//   PAYMENT_IDENTIFIER=1  the 402 declares @x402/extensions' `payment-identifier` and the client
+//                    appends an id (appendPaymentIdentifierToExtensions): the replay with the id
+//                    ("settleAgain") must get the same success again; the payload without the
+//                    extension is settled once more ("settleWithoutId", must not succeed)
 //
 // Stdout: one JSON line
 //   {"supported":…, "verify":…, "settle":…, "settleAgain"?:…, "paymentPayload":…,
@@ -30,6 +34,10 @@ import { x402Client } from "@x402/core/client";
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
 import { EVM_NETWORK_CHAIN_ID_MAP } from "@x402/evm/v1";
 import { privateKeyToAccount } from "viem/accounts";
+import {
+  PAYMENT_IDENTIFIER, appendPaymentIdentifierToExtensions, declarePaymentIdentifierExtension,
+  extractPaymentIdentifier,
+} from "@x402/extensions/payment-identifier";
 import { capture, env, errorJson } from "./env.mjs";
 
 
@@ -76,10 +84,20 @@ async function main() {
     paymentRequired.accepts = [JSON.parse(process.env.REQUIREMENTS_JSON)];
   }
   const paymentRequirements = paymentRequired.accepts[0];
+  const withId = process.env.PAYMENT_IDENTIFIER === "1";
+  if (withId) {
+    // The resource server declares the extension; the client appends its id.
+    paymentRequired.extensions = { [PAYMENT_IDENTIFIER]: declarePaymentIdentifierExtension(false) };
+    appendPaymentIdentifierToExtensions(paymentRequired.extensions);
+  }
 
   const client = new x402Client();
   registerExactEvmScheme(client, { signer: account });
   const paymentPayload = await client.createPaymentPayload(paymentRequired);
+  if (withId && !extractPaymentIdentifier(paymentPayload)) {
+    paymentPayload.extensions = { ...(paymentPayload.extensions ?? {}), ...paymentRequired.extensions };
+  }
+  const paymentId = withId ? extractPaymentIdentifier(paymentPayload) : undefined;
 
   const facilitator = new HTTPFacilitatorClient({ url });
   const supported = await capture(() => facilitator.getSupported());
@@ -94,11 +112,19 @@ async function main() {
     ? await capture(() => facilitator.settle(paymentPayload, paymentRequirements))
     : undefined;
 
+  let settleWithoutId;
+  if (withId && !skipSettle) {
+    const { extensions, ...stripped } = paymentPayload;
+    settleWithoutId = await capture(() => facilitator.settle(stripped, paymentRequirements));
+  }
+
   process.stdout.write(JSON.stringify({
-    supported, verify, settle, settleAgain, paymentPayload, paymentRequirements,
+    supported, verify, settle, settleAgain, settleWithoutId, paymentId, paymentPayload,
+    paymentRequirements,
   }) + "\n");
+  const againOk = withId ? settleAgain?.success === true : settleAgain?.success !== true;
   const ok = verify?.isValid === true && (skipSettle || settle?.success === true)
-    && (!settleAgainWanted || settleAgain?.success !== true);
+    && (!settleAgainWanted || againOk) && settleWithoutId?.success !== true;
   process.exitCode = ok ? 0 : 1;
 }
 

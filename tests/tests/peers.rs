@@ -421,6 +421,58 @@ async fn f3_node_client_replay_succeeds_once_redis() {
     .await;
 }
 
+/// `@x402/extensions` 2.27 `payment-identifier` through the official client: the 402 declares
+/// the extension, the client appends its id, `HTTPFacilitatorClient` settles the payload, then
+/// the identical payload again (a resource server that lost the answer): the same success
+/// again, with `EXTENSION-RESPONSES` read by the SDK into `extensionResponses`; the payload
+/// without the extension (a replay of the payment without the id): `duplicate_settlement`.
+/// One payment lands.
+#[tokio::test]
+async fn node_client_payment_identifier_gets_its_success_again() {
+    let redis = RedisServer::spawn().await.expect("redis-server");
+    let fx = EvmFixture::start(Some(&redis.url()))
+        .await
+        .expect("fixture");
+    let before = balances(&fx).await;
+    let out = peer_for(Peer::node("client_verify_settle.mjs"), &fx)
+        .env("X402_VERSION", "2")
+        .env("AMOUNT", AMOUNT.to_string())
+        .env("SETTLE_AGAIN", "1")
+        .env("PAYMENT_IDENTIFIER", "1")
+        .run()
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let (answer, tx) = check_verify_settle(&fx, &out, before, "eip155:8453").await;
+    assert!(
+        answer["supported"]["extensions"]
+            .as_array()
+            .is_some_and(|e| e.contains(&json!("payment-identifier"))),
+        "/supported advertises payment-identifier\n{out}"
+    );
+    let id = str_field(&answer, "paymentId", &out);
+    assert!(id.len() >= 16, "{id}");
+    let first = &answer["settle"];
+    let again = field(&answer, "settleAgain", &out);
+    assert_eq!(again["success"], json!(true), "the same id: success again\n{out}");
+    assert_eq!(again["transaction"], json!(format!("{tx:#x}")), "{out}");
+    assert_eq!(again["payer"], first["payer"], "{out}");
+    for settled in [first, again] {
+        assert_eq!(
+            settled["extensionResponses"],
+            json!({"payment-identifier": {"status": "success"}}),
+            "{out}"
+        );
+    }
+    let without = field(&answer, "settleWithoutId", &out);
+    assert_eq!(
+        without["errorReason"],
+        json!("duplicate_settlement"),
+        "without the id\n{out}"
+    );
+    assert_eq!(without["transaction"], json!(format!("{tx:#x}")), "{out}");
+    assert_paid_once(&fx, before, AMOUNT, &out).await;
+}
+
 /// The runner itself: a child that outlives its time limit is killed and reported.
 #[tokio::test]
 async fn peer_runner_kills_at_time_limit() {
