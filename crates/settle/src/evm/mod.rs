@@ -644,7 +644,11 @@ impl ChainFamily for EvmFamily {
         };
         match self.chain().send_raw(&raw).await {
             // A node that has it already: a re-send of the same bytes (same hash).
-            Ok(_) | Err(ChainError::AlreadyKnown(_)) => Sent::Accepted,
+            Ok(_) | Err(ChainError::AlreadyKnown(_)) => {
+                // It may be mined already (a chain that mines on arrival) or in the next block.
+                self.receipts().wake();
+                Sent::Accepted
+            }
             Err(e) if e.is_unavailable() => Sent::Unknown(e.to_string()),
             Err(e @ ChainError::NonceTooLow(_)) => {
                 if let Ok(signer) = signer.parse::<Address>() {

@@ -13,6 +13,13 @@
 //! back to the last block whose hash still matches (at most [`MAX_REORG_DEPTH`]), forgets the
 //! receipts of the blocks after it, reads them again, and proves nothing until it has caught up.
 //! A reorg deeper than that forgets everything and covers only what is sent afterwards.
+//!
+//! Pace: the poller learns the chain's block time (the mean time between new heads over the
+//! last blocks it saw) and polls at a quarter of it, between [`MIN_INTERVAL`] and the
+//! configured interval (`[settle] poll_interval_ms`, the ceiling: slow chains cost no more RPC
+//! calls than before); and it polls at once after each send ([`ReceiptWatcher::wake`]), so
+//! a chain that mines on arrival (or a transaction that made it into the next block) is seen
+//! without waiting for the next tick.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -32,6 +39,15 @@ const BLOCKS_PER_POLL: u64 = 32;
 /// How long a receipt stays cached (settlements resolve within seconds of their block).
 const RETENTION: Duration = Duration::from_secs(600);
 
+/// Fastest polling pace, whatever the block time.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The poll pace is this fraction of the learnt block time.
+const BLOCK_TIME_FRACTION: u32 = 4;
+
+/// Head changes remembered to learn the block time.
+const BLOCK_TIME_SAMPLES: usize = 16;
+
 /// Deepest reorg the poller repairs by reading blocks again; also how many block hashes it keeps.
 pub const MAX_REORG_DEPTH: u64 = 64;
 
@@ -47,11 +63,46 @@ struct State {
     last_ok: Option<Instant>,
     /// Hashes of the last blocks read (at most [`MAX_REORG_DEPTH`]): block number → hash.
     hashes: BTreeMap<u64, B256>,
+    /// The last heads seen change: (head, when first seen), oldest first.
+    heads: std::collections::VecDeque<(u64, Instant)>,
+}
+
+impl State {
+    /// Notes the head seen now.
+    fn saw_head(&mut self, head: u64, now: Instant) {
+        if self.heads.back().is_some_and(|(h, _)| *h >= head) {
+            return;
+        }
+        self.heads.push_back((head, now));
+        while self.heads.len() > BLOCK_TIME_SAMPLES {
+            self.heads.pop_front();
+        }
+    }
+
+    /// The learnt block time at `now`: the mean time per block from the oldest remembered head
+    /// change to `now` (so a chain that stops producing blocks, e.g. one that mines only on
+    /// arrival, is paced back down to the ceiling while idle); `None` before two were seen.
+    fn block_time(&self, now: Instant) -> Option<Duration> {
+        let (first, at_first) = self.heads.front()?;
+        let (last, _) = self.heads.back()?;
+        let blocks = last.checked_sub(*first).filter(|b| *b > 0)?;
+        Some(now.duration_since(*at_first) / blocks.min(u32::MAX as u64) as u32)
+    }
+}
+
+/// The pace for a learnt `block_time` under the configured `ceiling`.
+fn pace(block_time: Option<Duration>, ceiling: Duration) -> Duration {
+    match block_time {
+        Some(t) => (t / BLOCK_TIME_FRACTION).clamp(MIN_INTERVAL.min(ceiling), ceiling),
+        None => ceiling,
+    }
 }
 
 struct Inner {
     state: Mutex<State>,
     news: watch::Sender<u64>,
+    /// Polls at once ([`ReceiptWatcher::wake`]).
+    kick: tokio::sync::Notify,
     stale_after: Duration,
     clock: Clock,
 }
@@ -91,6 +142,7 @@ impl ReceiptWatcher {
         let inner = Arc::new(Inner {
             state: Mutex::new(State::default()),
             news: watch::channel(0).0,
+            kick: tokio::sync::Notify::new(),
             stale_after,
             clock,
         });
@@ -100,7 +152,11 @@ impl ReceiptWatcher {
             async move {
                 loop {
                     inner.poll(&*chain, &signers).await;
-                    tokio::time::sleep(interval).await;
+                    let wait = pace(inner.lock().block_time(Instant::now()), interval);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = inner.kick.notified() => {}
+                    }
                 }
             }
         });
@@ -127,6 +183,17 @@ impl ReceiptWatcher {
         current && state.covered_since_ms.is_some_and(|since| sent_ms >= since)
     }
 
+    /// Polls at once (after a send: the transaction may be in the next block already); a wake
+    /// during a poll makes one more poll right after it.
+    pub fn wake(&self) {
+        self.inner.kick.notify_one();
+    }
+
+    /// The block time learnt so far (`None` before two new heads were seen).
+    pub fn block_time(&self) -> Option<Duration> {
+        self.inner.lock().block_time(Instant::now())
+    }
+
     /// Waits until the poller reads a new block, at most `max`.
     pub async fn next_block(&self, max: Duration) {
         let mut rx = self.inner.news.subscribe();
@@ -143,6 +210,7 @@ impl Inner {
         let Ok(head) = chain.block_number().await else {
             return;
         };
+        self.lock().saw_head(head, Instant::now());
         let Some(first) = self.lock().next_block else {
             // Blocks after `head` are made after now: cover from now on. The head's hash is the
             // base a reorg of the next blocks is noticed against.
@@ -255,5 +323,37 @@ impl Inner {
                 *state = State::default();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pace_is_a_fraction_of_the_learnt_block_time_under_the_ceiling() {
+        let ceiling = Duration::from_millis(200);
+        assert_eq!(pace(None, ceiling), ceiling);
+        let mut state = State::default();
+        let t0 = Instant::now();
+        for n in 0..=8u64 {
+            state.saw_head(100 + n, t0 + Duration::from_millis(250) * n as u32);
+        }
+        state.saw_head(105, t0 + Duration::from_secs(5)); // an older head from a lagging node
+        let now = t0 + Duration::from_millis(2_000);
+        assert_eq!(state.block_time(now), Some(Duration::from_millis(250)));
+        assert_eq!(
+            pace(state.block_time(now), ceiling),
+            Duration::from_micros(62_500)
+        );
+        // 2 s blocks: the ceiling; 10 ms blocks: the floor.
+        assert_eq!(pace(Some(Duration::from_secs(2)), ceiling), ceiling);
+        assert_eq!(
+            pace(Some(Duration::from_millis(10)), ceiling),
+            MIN_INTERVAL
+        );
+        // Idle (no block for a minute): paced back up to the ceiling.
+        let idle = t0 + Duration::from_secs(62);
+        assert_eq!(pace(state.block_time(idle), ceiling), ceiling);
     }
 }
