@@ -191,8 +191,16 @@ pub trait ChainFamily: Send + Sync + 'static {
         now: u64,
     ) -> Result<Lookup, SettleError>;
 
-    /// Waits for news of broadcast transactions (EVM: the next block read), at most `max`.
-    async fn wait_for_news(&self, max: std::time::Duration) {
+    /// A mark of the news seen so far (EVM: blocks read), taken before a look at the chain and
+    /// given to [`ChainFamily::wait_for_news`], so that news arriving between the look and the
+    /// wait is not missed.
+    fn news_mark(&self) -> u64 {
+        0
+    }
+
+    /// Waits for news of broadcast transactions after `mark` (EVM: the next block read;
+    /// at once if one was read since `mark` was taken), at most `max`.
+    async fn wait_for_news(&self, _mark: u64, max: std::time::Duration) {
         tokio::time::sleep(max).await
     }
 

@@ -451,6 +451,7 @@ impl<F: ChainFamily> Engine<F> {
         let mut broadcast = broadcast;
         let mut raw = raw;
         loop {
+            let mark = self.family.news_mark();
             match self
                 .advance(&ctx.id.key, &raw, &broadcast, Resolver::Request)
                 .await
@@ -474,7 +475,9 @@ impl<F: ChainFamily> Engine<F> {
                     transaction,
                 )));
             }
-            self.family.wait_for_news(self.timing.poll_interval).await;
+            self.family
+                .wait_for_news(mark, self.timing.poll_interval)
+                .await;
         }
     }
 

@@ -732,8 +732,12 @@ impl ChainFamily for EvmFamily {
         Ok(Lookup::NotYet { known })
     }
 
-    async fn wait_for_news(&self, max: Duration) {
-        self.receipts().next_block(max).await
+    fn news_mark(&self) -> u64 {
+        self.receipts().mark()
+    }
+
+    async fn wait_for_news(&self, mark: u64, max: Duration) {
+        self.receipts().next_block(mark, max).await
     }
 
     async fn maintain(&self) {

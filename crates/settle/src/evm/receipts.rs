@@ -194,10 +194,16 @@ impl ReceiptWatcher {
         self.inner.lock().block_time(Instant::now())
     }
 
-    /// Waits until the poller reads a new block, at most `max`.
-    pub async fn next_block(&self, max: Duration) {
+    /// How many blocks the poller has read so far (a mark for [`ReceiptWatcher::next_block`]).
+    pub fn mark(&self) -> u64 {
+        *self.inner.news.borrow()
+    }
+
+    /// Waits until the poller reads a block after `mark` ([`ReceiptWatcher::mark`]; at once
+    /// if it already has), at most `max`.
+    pub async fn next_block(&self, mark: u64, max: Duration) {
         let mut rx = self.inner.news.subscribe();
-        let _ = tokio::time::timeout(max, rx.changed()).await;
+        let _ = tokio::time::timeout(max, rx.wait_for(|read| *read != mark)).await;
     }
 }
 
@@ -257,7 +263,7 @@ impl Inner {
                 state.hashes.pop_first();
             }
             drop(state);
-            self.news.send_replace(number);
+            self.news.send_modify(|read| *read = read.wrapping_add(1));
         }
         let mut state = self.lock();
         if last == head {

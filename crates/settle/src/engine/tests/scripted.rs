@@ -598,7 +598,7 @@ impl ChainFamily for Family {
             .await
     }
 
-    async fn wait_for_news(&self, max: Duration) {
+    async fn wait_for_news(&self, _mark: u64, max: Duration) {
         self.steps
             .run("wait_for_news", async {
                 tokio::time::sleep(max).await;
