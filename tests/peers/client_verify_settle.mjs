@@ -19,6 +19,9 @@
 //   SETTLE_AGAIN=1   after the first /settle, settle the identical payload once more (replay);
 //                    its answer is printed as "settleAgain" (one success per payment: it must
 //                    not be a success, unless PAYMENT_IDENTIFIER=1)
+//   PENDING_RETRY=1  settle through @x402/core's x402ResourceServer.settleWithPendingRetry (one
+//                    retry of a `settlement_pending` answer); every facilitator answer is printed
+//                    in "settleAttempts"
 //   PAYMENT_IDENTIFIER=1  the 402 declares @x402/extensions' `payment-identifier` and the client
 //                    appends an id (appendPaymentIdentifierToExtensions): the replay with the id
 //                    ("settleAgain") must get the same success again; the payload without the
@@ -30,6 +33,7 @@
 // A call that throws is recorded as {"error": message, "name": ErrorClass, "statusCode"?, ...fields}.
 // Exit 0 when verify.isValid and settle.success (or SKIP_SETTLE), 1 otherwise, 2 on setup errors.
 import { HTTPFacilitatorClient } from "@x402/core/http";
+import { x402ResourceServer } from "@x402/core/server";
 import { x402Client } from "@x402/core/client";
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
 import { EVM_NETWORK_CHAIN_ID_MAP } from "@x402/evm/v1";
@@ -103,9 +107,26 @@ async function main() {
   const supported = await capture(() => facilitator.getSupported());
   const verify = await capture(() => facilitator.verify(paymentPayload, paymentRequirements));
   const skipSettle = process.env.SKIP_SETTLE === "1";
+  const settleAttempts = [];
+  const recording = {
+    settle: async (payload, requirements) => {
+      const started = Date.now();
+      try {
+        const answer = await facilitator.settle(payload, requirements);
+        settleAttempts.push({ ...answer, elapsedMs: Date.now() - started });
+        return answer;
+      } catch (err) {
+        settleAttempts.push({ ...errorJson(err), elapsedMs: Date.now() - started });
+        throw err;
+      }
+    },
+  };
   const settle = skipSettle
     ? null
-    : await capture(() => facilitator.settle(paymentPayload, paymentRequirements));
+    : process.env.PENDING_RETRY === "1"
+      ? await capture(() => x402ResourceServer.prototype.settleWithPendingRetry.call(
+        undefined, recording, paymentPayload, paymentRequirements))
+      : await capture(() => facilitator.settle(paymentPayload, paymentRequirements));
 
   const settleAgainWanted = !skipSettle && process.env.SETTLE_AGAIN === "1";
   const settleAgain = settleAgainWanted
@@ -119,8 +140,8 @@ async function main() {
   }
 
   process.stdout.write(JSON.stringify({
-    supported, verify, settle, settleAgain, settleWithoutId, paymentId, paymentPayload,
-    paymentRequirements,
+    supported, verify, settle, settleAgain, settleWithoutId, settleAttempts, paymentId,
+    paymentPayload, paymentRequirements,
   }) + "\n");
   const againOk = withId ? settleAgain?.success === true : settleAgain?.success !== true;
   const ok = verify?.isValid === true && (skipSettle || settle?.success === true)

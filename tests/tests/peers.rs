@@ -473,6 +473,53 @@ async fn node_client_payment_identifier_gets_its_success_again() {
     assert_paid_once(&fx, before, AMOUNT, &out).await;
 }
 
+/// A block slower than the official SDK's 30 s facilitator timeout: `@x402/core` 2.27's
+/// `settleWithPendingRetry` over `HTTPFacilitatorClient` gets `settlement_pending` with the
+/// transaction after `answer_within_seconds` (default 20, under the SDK's 30 s), retries once,
+/// and the retry gets the success when the block comes (mined here ~3 s after the first answer).
+#[tokio::test]
+async fn node_client_pending_then_success_on_the_sdk_retry() {
+    let fx = EvmFixture::start_with_timeout(None, 30)
+        .await
+        .expect("fixture");
+    fx.anvil.set_automine(false).await.expect("automine off");
+    let before = balances(&fx).await;
+    let peer = peer_for(Peer::node("client_verify_settle.mjs"), &fx)
+        .env("X402_VERSION", "2")
+        .env("AMOUNT", AMOUNT.to_string())
+        .env("PENDING_RETRY", "1")
+        .timeout(std::time::Duration::from_secs(120));
+    let run = tokio::spawn(peer.run());
+    // The settlement is in the pool: let the first answer come (20 s) and mine 3 s after it.
+    let provider = fx.anvil.provider();
+    let started = std::time::Instant::now();
+    while provider
+        .get_transaction_count(fx.facilitator_signer)
+        .pending()
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(23)).await;
+    let _: String = provider.raw_request("evm_mine".into(), ()).await.unwrap();
+    let out = run.await.unwrap().unwrap_or_else(|e| panic!("{e:#}"));
+    let (answer, tx) = check_verify_settle(&fx, &out, before, "eip155:8453").await;
+    let attempts = field(&answer, "settleAttempts", &out).as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "one pending answer, one retry\n{out}");
+    assert_eq!(attempts[0]["errorReason"], json!("settlement_pending"), "{out}");
+    assert_eq!(attempts[0]["transaction"], json!(format!("{tx:#x}")), "{out}");
+    let first_ms = attempts[0]["elapsedMs"].as_u64().unwrap();
+    assert!(
+        (19_000..30_000).contains(&first_ms),
+        "pending within answer_within_seconds, before the SDK's 30 s: {first_ms} ms\n{out}"
+    );
+    assert_eq!(attempts[1]["success"], json!(true), "{out}");
+    assert_eq!(attempts[1]["transaction"], json!(format!("{tx:#x}")), "{out}");
+}
+
 /// The runner itself: a child that outlives its time limit is killed and reported.
 #[tokio::test]
 async fn peer_runner_kills_at_time_limit() {
