@@ -101,15 +101,12 @@ async fn settle(
     }
     let resp = request.send().await?;
     let status = resp.status().as_u16();
-    let extensions = resp
-        .headers()
-        .get("extension-responses")
-        .map(|v| {
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(v.as_bytes())
-                .unwrap();
-            serde_json::from_slice(&raw).unwrap()
-        });
+    let extensions = resp.headers().get("extension-responses").map(|v| {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(v.as_bytes())
+            .unwrap();
+        serde_json::from_slice(&raw).unwrap()
+    });
     Ok(Answer {
         status,
         extensions,
@@ -280,6 +277,8 @@ async fn required_without_an_id_and_malformed_ids_are_400() {
         answer["field"],
         "paymentPayload.extensions.payment-identifier.info.id"
     );
+    let (status, _) = fx.post("/verify", &required).await.unwrap();
+    assert_eq!(status, 400, "/verify too");
     let (status, _) = fx
         .post("/settle", &with_payment_id(&body, Some("short"), false))
         .await
@@ -328,7 +327,13 @@ async fn kill9_mid_burst_then_retries_with_ids_get_every_success() {
         .await
         .unwrap();
     let payments = payments(&anvil, 30);
-    let via = |i: usize| if i % 2 == 0 { Via::Extension } else { Via::Header };
+    let via = |i: usize| {
+        if i.is_multiple_of(2) {
+            Via::Extension
+        } else {
+            Via::Header
+        }
+    };
     let urls = [a.url().to_string(), b.url().to_string()];
     let burst: Vec<_> = payments
         .iter()

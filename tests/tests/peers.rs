@@ -453,7 +453,11 @@ async fn node_client_payment_identifier_gets_its_success_again() {
     assert!(id.len() >= 16, "{id}");
     let first = &answer["settle"];
     let again = field(&answer, "settleAgain", &out);
-    assert_eq!(again["success"], json!(true), "the same id: success again\n{out}");
+    assert_eq!(
+        again["success"],
+        json!(true),
+        "the same id: success again\n{out}"
+    );
     assert_eq!(again["transaction"], json!(format!("{tx:#x}")), "{out}");
     assert_eq!(again["payer"], first["payer"], "{out}");
     for settled in [first, again] {
@@ -509,15 +513,27 @@ async fn node_client_pending_then_success_on_the_sdk_retry() {
     let (answer, tx) = check_verify_settle(&fx, &out, before, "eip155:8453").await;
     let attempts = field(&answer, "settleAttempts", &out).as_array().unwrap();
     assert_eq!(attempts.len(), 2, "one pending answer, one retry\n{out}");
-    assert_eq!(attempts[0]["errorReason"], json!("settlement_pending"), "{out}");
-    assert_eq!(attempts[0]["transaction"], json!(format!("{tx:#x}")), "{out}");
+    assert_eq!(
+        attempts[0]["errorReason"],
+        json!("settlement_pending"),
+        "{out}"
+    );
+    assert_eq!(
+        attempts[0]["transaction"],
+        json!(format!("{tx:#x}")),
+        "{out}"
+    );
     let first_ms = attempts[0]["elapsedMs"].as_u64().unwrap();
     assert!(
         (19_000..30_000).contains(&first_ms),
         "pending within answer_within_seconds, before the SDK's 30 s: {first_ms} ms\n{out}"
     );
     assert_eq!(attempts[1]["success"], json!(true), "{out}");
-    assert_eq!(attempts[1]["transaction"], json!(format!("{tx:#x}")), "{out}");
+    assert_eq!(
+        attempts[1]["transaction"],
+        json!(format!("{tx:#x}")),
+        "{out}"
+    );
 }
 
 /// The runner itself: a child that outlives its time limit is killed and reported.

@@ -456,7 +456,10 @@ impl Config {
             ),
             ("settle.redis_timeout_ms", self.settle.redis_timeout_ms),
             ("settle.lease_seconds", self.settle.lease_seconds),
-            ("settle.answer_within_seconds", self.settle.answer_within_seconds),
+            (
+                "settle.answer_within_seconds",
+                self.settle.answer_within_seconds,
+            ),
             (
                 "settle.max_in_flight_per_signer",
                 self.settle.max_in_flight_per_signer as u64,

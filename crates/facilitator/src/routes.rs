@@ -14,8 +14,8 @@ use std::time::Instant;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde_json::json;
 use serde_json::value::RawValue;
-use x402_proto::{ParseError, PaymentRequest, Reason, SettleResponse, VerifyResponse};
 use x402_proto::payment_identifier::{extension_response, payment_identifier};
+use x402_proto::{ParseError, PaymentRequest, Reason, SettleResponse, VerifyResponse};
 use x402_settle::SettleError;
 use x402_settle::engine::{AnswerId, AnswerIdKind, Caller};
 use x402_verify::VerifyError;
@@ -101,6 +101,11 @@ async fn verify(state: web::Data<AppState>, body: web::Json<Box<RawValue>>) -> H
         Ok(r) => r,
         Err(e) => return bad_request(&state, "verify", &e),
     };
+    // payment-identifier: `required: true` without an id (or a malformed id) is a 400 here too.
+    if let Err(e) = payment_identifier(&req) {
+        let rejected = extension_response(Some(&e.message));
+        return with_extension_responses(bad_request(&state, "verify", &e), &rejected);
+    }
     let span = tracing::Span::current();
     span.record("network", log_field(req.network_wire()));
     let network = network_label(state.facilitator.supported(), req.network_wire());

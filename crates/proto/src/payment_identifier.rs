@@ -26,7 +26,11 @@ pub fn payment_identifier(req: &PaymentRequest) -> Result<Option<String>, ParseE
     let Payload::V2(p) = &req.payload else {
         return Ok(None);
     };
-    let Some(ext) = p.extensions.as_ref().and_then(|e| e.get(PAYMENT_IDENTIFIER)) else {
+    let Some(ext) = p
+        .extensions
+        .as_ref()
+        .and_then(|e| e.get(PAYMENT_IDENTIFIER))
+    else {
         return Ok(None);
     };
     let Some(ext) = ext.as_object() else {
@@ -35,7 +39,12 @@ pub fn payment_identifier(req: &PaymentRequest) -> Result<Option<String>, ParseE
     let info = match ext.get("info") {
         None | Some(Value::Null) => &Map::new(),
         Some(Value::Object(info)) => info,
-        Some(_) => return Err(ParseError::new(format!("{FIELD}.info"), "expected an object")),
+        Some(_) => {
+            return Err(ParseError::new(
+                format!("{FIELD}.info"),
+                "expected an object",
+            ));
+        }
     };
     let required = match info.get("required") {
         None | Some(Value::Null) => false,
@@ -104,10 +113,16 @@ mod tests {
         assert_eq!(payment_identifier(&with).unwrap().as_deref(), Some(id));
         let without = req(json!({"payment-identifier": {"info": {"required": false}}}));
         assert_eq!(payment_identifier(&without).unwrap(), None);
-        assert_eq!(payment_identifier(&req(json!({"bazaar": {}}))).unwrap(), None);
+        assert_eq!(
+            payment_identifier(&req(json!({"bazaar": {}}))).unwrap(),
+            None
+        );
         let required = req(json!({"payment-identifier": {"info": {"required": true}}}));
         let e = payment_identifier(&required).unwrap_err();
-        assert_eq!(e.field, "paymentPayload.extensions.payment-identifier.info.id");
+        assert_eq!(
+            e.field,
+            "paymentPayload.extensions.payment-identifier.info.id"
+        );
         for bad in [json!("short"), json!("has space in the middle!!"), json!(7)] {
             let r = req(json!({"payment-identifier": {"info": {"id": bad}}}));
             assert!(payment_identifier(&r).is_err(), "{bad}");

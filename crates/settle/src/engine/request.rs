@@ -8,9 +8,9 @@ use std::time::Duration;
 use x402_proto::{PaymentRequest, Reason, SettleResponse};
 
 use super::advance::Advance;
-use super::{Caller, Engine};
 use super::answer::Ctx;
 use super::decide::Resolver;
+use super::{Caller, Engine};
 use crate::SettleError;
 use crate::family::{ChainFamily, Identified, Sent, Signed};
 use crate::record::{Broadcast, PaymentFacts, Settled, SettlementRecord};

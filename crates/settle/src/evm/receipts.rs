@@ -354,10 +354,7 @@ mod tests {
         );
         // 2 s blocks: the ceiling; 10 ms blocks: the floor.
         assert_eq!(pace(Some(Duration::from_secs(2)), ceiling), ceiling);
-        assert_eq!(
-            pace(Some(Duration::from_millis(10)), ceiling),
-            MIN_INTERVAL
-        );
+        assert_eq!(pace(Some(Duration::from_millis(10)), ceiling), MIN_INTERVAL);
         // Idle (no block for a minute): paced back up to the ceiling.
         let idle = t0 + Duration::from_secs(62);
         assert_eq!(pace(state.block_time(idle), ceiling), ceiling);

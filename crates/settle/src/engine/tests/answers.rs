@@ -77,7 +77,11 @@ async fn the_id_holder_gets_its_success_again_and_nobody_else() {
             let again = answer(&rig, &engine, &req, std::slice::from_ref(&id)).await;
             assert_eq!(again, first, "the same answer again");
         }
-        for other in [vec![], vec![pid("pay_another_id_0000")], vec![idem("other")]] {
+        for other in [
+            vec![],
+            vec![pid("pay_another_id_0000")],
+            vec![idem("other")],
+        ] {
             let replay = answer(&rig, &engine, &req, &other).await;
             assert_eq!(reason(&replay), dup(), "{other:?}: {replay:?}");
             assert_eq!(replay.transaction, first.transaction);
@@ -106,7 +110,10 @@ async fn the_id_with_another_payment_is_a_conflict() {
         matches!(&other_payment, SettleError::AnswerIdConflict(m) if m.contains(ID)),
         "{other_payment:?}"
     );
-    assert!(rig.record(&key_of("p2")).await.is_none(), "nothing reserved");
+    assert!(
+        rig.record(&key_of("p2")).await.is_none(),
+        "nothing reserved"
+    );
     let other_requirements =
         settle_with(&rig, &engine, &request("p1", "11", FAR), None, &[pid(ID)])
             .await

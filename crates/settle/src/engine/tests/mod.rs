@@ -65,14 +65,8 @@ impl Rig {
             chain: self.chain.clone(),
             steps,
         };
-        Engine::new(
-            family,
-            store,
-            timing,
-            owner.into(),
-            SettleEvents::default(),
-        )
-        .with_clock(self.clock.clone())
+        Engine::new(family, store, timing, owner.into(), SettleEvents::default())
+            .with_clock(self.clock.clone())
     }
 
     /// Unix seconds now.
