@@ -86,9 +86,15 @@ async fn the_id_holder_gets_its_success_again_and_nobody_else() {
             assert_eq!(reason(&replay), dup(), "{other:?}: {replay:?}");
             assert_eq!(replay.transaction, first.transaction);
         }
-        let other_key = settle_with(&rig, &engine, &req, Some("shop-b"), &[id.clone()])
-            .await
-            .unwrap();
+        let other_key = settle_with(
+            &rig,
+            &engine,
+            &req,
+            Some("shop-b"),
+            std::slice::from_ref(&id),
+        )
+        .await
+        .unwrap();
         assert_eq!(reason(&other_key), dup(), "the id is scoped to the API key");
         assert_eq!(rig.chain.transfers("p1"), 1);
         rig.chain.assert_invariants();
