@@ -480,7 +480,7 @@ async fn node_client_payment_identifier_gets_its_success_again() {
 /// A block slower than the official SDK's 30 s facilitator timeout: `@x402/core` 2.27's
 /// `settleWithPendingRetry` over `HTTPFacilitatorClient` gets `settlement_pending` with the
 /// transaction after `answer_within_seconds` (default 20, under the SDK's 30 s), retries once,
-/// and the retry gets the success when the block comes (mined here ~3 s after the first answer).
+/// and the retry gets the success when the block comes (mined here ~5 s after the first answer).
 #[tokio::test]
 async fn node_client_pending_then_success_on_the_sdk_retry() {
     let fx = EvmFixture::start_with_timeout(None, 30)
@@ -494,7 +494,8 @@ async fn node_client_pending_then_success_on_the_sdk_retry() {
         .env("PENDING_RETRY", "1")
         .timeout(std::time::Duration::from_secs(120));
     let run = tokio::spawn(peer.run());
-    // The settlement is in the pool: let the first answer come (20 s) and mine 3 s after it.
+    // The settlement is in the pool: let the first answer come (20 s) and mine ~5 s after it
+    // (before the SDK's 30 s).
     let provider = fx.anvil.provider();
     let started = std::time::Instant::now();
     while provider
@@ -507,7 +508,7 @@ async fn node_client_pending_then_success_on_the_sdk_retry() {
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(std::time::Duration::from_secs(23)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(25)).await;
     let _: String = provider.raw_request("evm_mine".into(), ()).await.unwrap();
     let out = run.await.unwrap().unwrap_or_else(|e| panic!("{e:#}"));
     let (answer, tx) = check_verify_settle(&fx, &out, before, "eip155:8453").await;

@@ -20,6 +20,9 @@ pub(super) struct Ctx<'a> {
     pub key: Option<&'a str>,
     /// Answer index keys of the ids this request carries ([`crate::engine::AnswerId`]).
     pub answer_keys: Vec<String>,
+    /// When this request answers `settlement_pending` at the latest if the outcome is not
+    /// known (from its start, whatever re-reads happen meanwhile).
+    pub answer_by: tokio::time::Instant,
     /// The payer once known (from verification or the record).
     payer: std::sync::Mutex<String>,
 }
@@ -31,8 +34,10 @@ impl<'a> Ctx<'a> {
         version: X402Version,
         key: Option<&'a str>,
         answer_keys: Vec<String>,
+        answer_by: tokio::time::Instant,
     ) -> Self {
         Ctx {
+            answer_by,
             payer: std::sync::Mutex::new(id.facts.payer.clone()),
             id,
             network,

@@ -84,6 +84,10 @@ impl<F: ChainFamily> Engine<F> {
         now: u64,
         caller: &Caller<'_>,
     ) -> Result<SettleResponse, SettleError> {
+        // The caller's clock starts now: a re-read (a reconciler's re-send, a takeover) does not
+        // restart the wait.
+        let answer_by = tokio::time::Instant::now()
+            + self.timing.answer_within.min(self.timing.receipt_timeout);
         let mut id = match self.family.identify(req, now).await? {
             Identified::Payment(id) => *id,
             Identified::Refused(answer) => return Ok(*answer),
@@ -101,7 +105,14 @@ impl<F: ChainFamily> Engine<F> {
                 answer_keys.push(key);
             }
         }
-        let ctx = Ctx::new(id, req.network_wire(), req.version, caller.key, answer_keys);
+        let ctx = Ctx::new(
+            id,
+            req.network_wire(),
+            req.version,
+            caller.key,
+            answer_keys,
+            answer_by,
+        );
         let conflict_of = |claim: &str| {
             caller
                 .answer_ids
@@ -438,15 +449,15 @@ impl<F: ChainFamily> Engine<F> {
         }
     }
 
-    /// Polls the chain for a broadcast record until it resolves or the receipt timeout.
+    /// Polls the chain for a broadcast record until it resolves or the request's answer time
+    /// ([`Ctx::answer_by`]: `answer_within`, at most `receipt_timeout`, from its start).
     async fn await_outcome(
         &self,
         ctx: &Ctx<'_>,
         raw: String,
         broadcast: Broadcast,
     ) -> Result<Step, SettleError> {
-        let wait = self.timing.answer_within.min(self.timing.receipt_timeout);
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = ctx.answer_by;
         let transaction = broadcast.sent.transaction().to_string();
         let mut broadcast = broadcast;
         let mut raw = raw;

@@ -273,3 +273,41 @@ async fn a_crash_at_every_step_then_the_retry_with_the_id_gets_the_success() {
         }
     }
 }
+
+/// Two requests waiting on one payment whose transaction the node refused (re-sent at 15 s by
+/// one of them, the record changing under the other) both answer `settlement_pending` within
+/// `answer_within` of their own start: the answer time counts from the request's start and a
+/// re-read does not restart it.
+#[tokio::test(start_paused = true)]
+async fn a_re_read_while_waiting_does_not_restart_the_answer_time() {
+    let rig = Rig::new();
+    rig.chain.with(|s| {
+        s.send_script.push_back(super::scripted::SendScript::Refuse);
+        s.stalled = true;
+    });
+    let a = rig.engine("a", Steps::none());
+    let b = rig.engine("b", Steps::none());
+    let req = request("p1", "10", FAR);
+    let timed = |engine| {
+        let req = &req;
+        let rig = &rig;
+        async move {
+            let started = tokio::time::Instant::now();
+            let answer = answer(rig, engine, req, &[]).await;
+            (answer, started.elapsed())
+        }
+    };
+    let ((first, first_waited), (second, second_waited)) = tokio::join!(timed(&a), async {
+        rig.wait(Duration::from_millis(1_100)).await;
+        timed(&b).await
+    });
+    for (answer, waited) in [(first, first_waited), (second, second_waited)] {
+        assert_eq!(reason(&answer), pending(), "{answer:?}");
+        assert!(
+            waited >= Duration::from_secs(20) && waited < Duration::from_secs(21),
+            "{waited:?}"
+        );
+    }
+    let sends = rig.chain.with(|s| s.sends.len());
+    assert!(sends >= 2, "the lost transaction was re-sent");
+}
