@@ -36,6 +36,13 @@ pub const TOKEN_ACCOUNT_LEN: usize = 165;
 /// (`ImmutableOwner` extension header, which the ATA program always adds).
 pub const TOKEN_2022_ACCOUNT_LEN: usize = 170;
 
+/// The token amount of an SPL Token or Token-2022 account from its data (the base layout:
+/// mint 32 bytes, owner 32, amount u64 little-endian); `None` when the data is too short.
+pub fn token_account_amount(data: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = data.get(64..72)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
 /// Size of an associated token account under `token_program`, bytes; `None` for a program that
 /// is neither SPL Token nor Token-2022. Its rent-exemption minimum is what creating one costs.
 pub fn associated_token_account_len(token_program: &Address) -> Option<usize> {

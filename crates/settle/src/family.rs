@@ -141,6 +141,22 @@ pub trait ChainFamily: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether the payer of this verified payment can pay its `amount` (atomic units) on top of
+    /// `in_flight`, the amounts of its settlements reserved before this one and not resolved
+    /// ([`crate::debits`]): `balance(latest) - in_flight >= amount`, the balance read now
+    /// (after the debits were). `Ok(Some(refusal))` refuses the payment before anything is
+    /// signed (the family's insufficient-funds reason). Called by the engine with the
+    /// reservation held, right before [`ChainFamily::sign`]; `in_flight` 0 may be left to the
+    /// settlement-time simulation, which reads the same balance. Default: no check.
+    async fn check_funds(
+        &self,
+        _payment: &Self::Payment,
+        _amount: u128,
+        _in_flight: u128,
+    ) -> Result<Option<Invalid>, SettleError> {
+        Ok(None)
+    }
+
     /// The payer of a verified payment, as answers name it.
     fn payer_of(&self, payment: &Self::Payment) -> String;
 

@@ -18,6 +18,7 @@
 //! payment gets one `success: true`, ever.
 
 pub mod clock;
+pub mod debits;
 pub mod engine;
 pub mod evm;
 pub mod family;
@@ -103,6 +104,9 @@ pub trait SettleObserver: Send + Sync {
     fn resolved(&self, _state: &'static str) {}
     /// After a reconciler pass: unresolved records, and the age of the oldest, seconds.
     fn open_records(&self, _count: usize, _oldest_age_seconds: u64) {}
+    /// A verified payment was refused before broadcast with `reason` (e.g. its payer's balance
+    /// does not cover its settlements in flight): nothing was signed.
+    fn refused_before_broadcast(&self, _reason: &'static str) {}
 }
 
 struct NoEvents;
@@ -140,6 +144,9 @@ impl SettleEvents {
     }
     fn open_records(&self, count: usize, oldest_age_seconds: u64) {
         self.0.open_records(count, oldest_age_seconds)
+    }
+    fn refused_before_broadcast(&self, reason: &'static str) {
+        self.0.refused_before_broadcast(reason)
     }
 }
 

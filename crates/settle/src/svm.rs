@@ -20,7 +20,7 @@ use base64::engine::general_purpose::STANDARD;
 use solana_hash::Hash;
 use solana_signature::Signature;
 use solana_transaction::versioned::VersionedTransaction;
-use x402_chain::spl::associated_token_account_len;
+use x402_chain::spl::{associated_token_account_len, token_account_amount};
 use x402_chain::{SvmChain, SvmChainError};
 use x402_proto::{PaymentRequest, Reason, SettleResponse, X402Version};
 use x402_verify::svm::{ExactSvmVerifier, SvmPayment};
@@ -268,6 +268,42 @@ impl ChainFamily for SvmFamily {
 
     fn payer_of(&self, payment: &SvmPayment) -> String {
         payment.payer_string()
+    }
+
+    /// The payer's source token account at `confirmed` against the amount plus the in-flight
+    /// debits; with none in flight the settlement-time simulation of [`ChainFamily::verify`]
+    /// checked the same balance. The reference has no Solana reason for insufficient funds (its
+    /// simulation fails): the refusal is the simulation failure, saying why.
+    async fn check_funds(
+        &self,
+        payment: &SvmPayment,
+        amount: u128,
+        in_flight: u128,
+    ) -> Result<Option<Invalid>, SettleError> {
+        if in_flight == 0 {
+            return Ok(None);
+        }
+        let source = &payment.layout.source;
+        let account = self
+            .chain()
+            .account(source)
+            .await
+            .map_err(|e| SettleError::ChainUnavailable(e.to_string()))?;
+        let balance = account
+            .and_then(|a| token_account_amount(&a.data))
+            .unwrap_or(0);
+        Ok(
+            (u128::from(balance) < amount.saturating_add(in_flight)).then(|| {
+                Invalid::new(
+                    Reason::SvmSimulationFailed,
+                    format!(
+                        "insufficient funds: token account {source} holds {balance}, which does \
+                     not cover {amount} on top of {in_flight} in settlements in flight"
+                    ),
+                    Some(payment.payer_string()),
+                )
+            }),
+        )
     }
 
     async fn acquire_signer(&self) -> Result<(), SettleError> {

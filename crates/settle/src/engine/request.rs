@@ -406,6 +406,19 @@ impl<F: ChainFamily> Engine<F> {
         let Some(raw) = self.store.swap(&ctx.id.key, &raw, &renewal).await? else {
             return Ok(Recorded::Not(Step::Reread));
         };
+        // The payer's balance must cover this payment on top of its settlements in flight
+        // reserved before it ([`crate::debits`]): else refused, nothing signed.
+        match self.funds_refusal(ctx, payment, &facts).await {
+            Ok(None) => {}
+            Ok(Some(inv)) => {
+                self.give_up(ctx, &raw).await;
+                return Ok(Recorded::Not(Step::Answer(self.refusal(ctx, inv))));
+            }
+            Err(e) => {
+                self.give_up(ctx, &raw).await;
+                return Err(e);
+            }
+        }
         let sent = match self.family.sign(signer, &ctx.id.key, req, payment).await {
             Ok(Signed::Tx(sent)) => sent,
             Ok(Signed::Refused(inv)) => {
@@ -439,6 +452,32 @@ impl<F: ChainFamily> Engine<F> {
                 Recorded::Not(Step::Reread)
             }
         })
+    }
+
+    /// The refusal of a payment its payer cannot cover on top of its in-flight debits reserved
+    /// before it, if so.
+    async fn funds_refusal(
+        &self,
+        ctx: &Ctx<'_>,
+        payment: &F::Payment,
+        facts: &PaymentFacts,
+    ) -> Result<Option<x402_verify::Invalid>, SettleError> {
+        let ahead = self.store.debits_ahead(&ctx.id.key, facts).await?;
+        let in_flight = crate::debits::total(&ahead);
+        let amount = facts.amount.parse::<u128>().unwrap_or(u128::MAX);
+        let refusal = self
+            .family
+            .check_funds(payment, amount, in_flight)
+            .await?
+            .map(|inv| x402_verify::Invalid {
+                reason: self.family.reason_for(inv.reason, ctx.version),
+                ..inv
+            });
+        if let Some(inv) = &refusal {
+            tracing::info!(key = %ctx.id.key, payer = %facts.payer, amount = %facts.amount, in_flight, reason = inv.reason.as_str(), "refused before broadcast: the payer's balance does not cover its settlements in flight");
+            self.events.refused_before_broadcast(inv.reason.as_str());
+        }
+        Ok(refusal)
     }
 
     /// Deletes an owned reservation refused before signing (a failure is logged: the lease

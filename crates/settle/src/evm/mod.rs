@@ -527,6 +527,42 @@ impl ChainFamily for EvmFamily {
         payment.payer_string()
     }
 
+    /// `balanceOf(from)` at the latest block against the amount plus the in-flight debits;
+    /// with none in flight the settlement-time simulation in [`ChainFamily::sign`] checks the
+    /// same balance (no extra call).
+    async fn check_funds(
+        &self,
+        payment: &EvmPayment,
+        amount: u128,
+        in_flight: u128,
+    ) -> Result<Option<Invalid>, SettleError> {
+        if in_flight == 0 {
+            return Ok(None);
+        }
+        let call = TransactionRequest::default().to(payment.asset).input(
+            IEip3009Token::balanceOfCall {
+                account: payment.payer,
+            }
+            .abi_encode()
+            .into(),
+        );
+        let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.to_string());
+        let ret = self.chain().call(&call).await.map_err(unavailable)?;
+        let balance = IEip3009Token::balanceOfCall::abi_decode_returns(&ret)
+            .map_err(|e| SettleError::ChainUnavailable(format!("balanceOf answered {ret}: {e}")))?;
+        let needed = U256::from(amount) + U256::from(in_flight);
+        Ok((balance < needed).then(|| {
+            Invalid::new(
+                Reason::EvmInsufficientBalance,
+                format!(
+                    "balance {balance} does not cover value {amount} on top of {in_flight} \
+                     in settlements in flight"
+                ),
+                Some(payment.payer_string()),
+            )
+        }))
+    }
+
     async fn acquire_signer(&self) -> Result<Held, SettleError> {
         self.take_slot().await
     }

@@ -27,6 +27,14 @@
 //!   record, [`super::ReplayStore::create`]), same lifetime; deleted with a record deleted
 //!   before anything was signed. A request presenting the id gets the record's answer again,
 //!   success included; the same id with another payment is refused (409).
+//! - `{prefix}:debits:{network}:{asset}:{payer}`: the payer's in-flight debits of one asset
+//!   on one network (see [`crate::debits`]): a hash from the replay key of every unresolved
+//!   record (`reserved`, `broadcast`) to `{seq}:{expires_ms}:{amount}` (`seq` from
+//!   `{prefix}:debits:seq`, the order of reservation; `expires_ms` the record's expiry, Unix
+//!   ms; `amount` atomic units). The field is set by the script that creates the record and
+//!   deleted by the one that resolves or deletes it; a field outlived by its record is ignored
+//!   and pruned. Network as CAIP-2, EVM addresses lower-case 0x-hex, Solana base58.
+//! - `{prefix}:debits:seq`: the counter ordering those reservations (integer).
 //! - `{prefix}:lock:reconciler`: which replica runs the reconciler now (a lease).
 //! - `{prefix}:webhooks:outbox`, `{prefix}:webhooks:event:{id}`, `{prefix}:webhooks:dead`: the
 //!   settlement webhooks' outbox (see [`crate::outbox`]).
@@ -57,6 +65,23 @@ pub fn transaction_index_prefix(prefix: &str) -> String {
 /// Claim key of a Solana `extra.memo` for `pay_to` on `network` (CAIP-2).
 pub fn svm_memo_claim_key(prefix: &str, network: &str, pay_to: &str, memo: &str) -> String {
     format!("{prefix}:claim:svm:{network}:{pay_to}:{memo}")
+}
+
+/// Hash of the in-flight debits of `payer` in `asset` on `network` (see the module docs).
+pub fn debits_key(prefix: &str, network: &str, asset: &str, payer: &str) -> String {
+    let norm = |s: &str| {
+        if s.starts_with("0x") || s.starts_with("0X") {
+            s.to_ascii_lowercase()
+        } else {
+            s.to_string()
+        }
+    };
+    format!("{prefix}:debits:{network}:{}:{}", norm(asset), norm(payer))
+}
+
+/// The counter ordering in-flight debits (see the module docs).
+pub fn debits_seq_key(prefix: &str) -> String {
+    format!("{prefix}:debits:seq")
 }
 
 /// Sorted set of the webhook events not delivered yet, by the Unix ms they are due.

@@ -9,12 +9,14 @@ use tokio::time::Instant;
 
 use async_trait::async_trait;
 
+use super::keys::debits_key;
 use super::redis_store::TxIdCase;
 use super::{
-    ClaimedEvent, Created, Outbox, OutboxDepth, OutboxEvent, ReplayStore, SettlementRecord,
-    StoreError, Stored, decode, encode,
+    ClaimedEvent, Created, Outbox, OutboxDepth, OutboxEvent, PaymentFacts, ReplayStore,
+    SettlementRecord, StoreError, Stored, decode, encode,
 };
 use crate::clock::Clock;
+use crate::debits::Debit;
 
 /// One webhook event in the in-memory outbox.
 struct Pending {
@@ -37,6 +39,28 @@ struct State {
     outbox: HashMap<String, Pending>,
     /// Dead-lettered webhook event ids → Unix ms given up.
     dead: HashMap<String, u64>,
+    /// In-flight debits: payer's debits key → replay key → stored debit ([`crate::debits`]).
+    debits: HashMap<String, HashMap<String, String>>,
+    /// The order of the debits.
+    debit_seq: u64,
+}
+
+/// The debits key of the payer of `payment` (the in-memory store has no prefix).
+fn debits_of(payment: &PaymentFacts) -> String {
+    debits_key("", &payment.network, &payment.asset, &payment.payer)
+}
+
+impl State {
+    /// Releases the in-flight debit of the record under `key` (if any).
+    fn release_debit(&mut self, key: &str, payment: &PaymentFacts) {
+        let hash = debits_of(payment);
+        if let Some(debits) = self.debits.get_mut(&hash) {
+            debits.remove(key);
+            if debits.is_empty() {
+                self.debits.remove(&hash);
+            }
+        }
+    }
 }
 
 /// Maps behind one mutex; every operation is atomic. Expiry follows tokio's clock (a paused
@@ -72,6 +96,12 @@ impl MemoryStore {
                 *value = raw.to_string();
             }
         });
+    }
+
+    /// The debits in flight of every payer: its debits key ([`super::keys::debits_key`] with
+    /// an empty prefix) → how many.
+    pub fn debits_in_flight(&self) -> HashMap<String, usize> {
+        self.with(|s| s.debits.iter().map(|(k, v)| (k.clone(), v.len())).collect())
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -112,7 +142,18 @@ impl ReplayStore for MemoryStore {
                 s.entries.insert(c.clone(), (key.to_string(), exp));
             }
             if !record.is_resolved() {
-                s.open.insert(key.to_string(), self.unix_ms());
+                let now_ms = self.unix_ms();
+                s.open.insert(key.to_string(), now_ms);
+                s.debit_seq += 1;
+                let debit = Debit {
+                    seq: s.debit_seq,
+                    expires_ms: now_ms.saturating_add(ttl.as_millis() as u64),
+                    amount: record.payment().amount.clone(),
+                };
+                s.debits
+                    .entry(debits_of(record.payment()))
+                    .or_default()
+                    .insert(key.to_string(), debit.encode());
             }
             Created::Created(raw)
         }))
@@ -145,6 +186,7 @@ impl ReplayStore for MemoryStore {
             entry.0 = raw.clone();
             if next.is_resolved() {
                 s.open.remove(key);
+                s.release_debit(key, next.payment());
             } else {
                 s.open.insert(key.to_string(), self.unix_ms());
             }
@@ -176,12 +218,37 @@ impl ReplayStore for MemoryStore {
             }
             s.entries.remove(key);
             s.open.remove(key);
+            if let Ok(record) = decode(expected) {
+                s.release_debit(key, record.payment());
+            }
             for c in claims {
                 if s.entries.get(c).is_some_and(|(h, _)| h == key) {
                     s.entries.remove(c);
                 }
             }
             true
+        }))
+    }
+
+    async fn debits_ahead(
+        &self,
+        key: &str,
+        payment: &PaymentFacts,
+    ) -> Result<Vec<String>, StoreError> {
+        let hash = debits_of(payment);
+        Ok(self.with(|s| {
+            let Some(debits) = s.debits.get_mut(&hash) else {
+                return Vec::new();
+            };
+            let (amounts, prune) = crate::debits::ahead(
+                debits.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                key,
+                self.unix_ms(),
+            );
+            for k in prune {
+                debits.remove(&k);
+            }
+            amounts
         }))
     }
 

@@ -52,8 +52,10 @@ pub enum Created {
 #[async_trait]
 pub trait ReplayStore: Outbox + Send + Sync {
     /// Creates `record` under `key` with expiry `ttl` only if the key is absent and no claim key
-    /// in `claims` is held by another replay key; sets the claims to `key` with the same expiry
-    /// and indexes the record as unresolved. One atomic step.
+    /// in `claims` is held by another replay key; sets the claims to `key` with the same expiry,
+    /// and, when the record is unresolved, indexes it as such and writes its in-flight debit
+    /// ([`crate::debits`]). One atomic step. [`ReplayStore::swap`] into a resolved state and
+    /// [`ReplayStore::remove`] release the debit in their atomic step.
     async fn create(
         &self,
         key: &str,
@@ -92,6 +94,14 @@ pub trait ReplayStore: Outbox + Send + Sync {
         expected: &str,
         claims: &[String],
     ) -> Result<bool, StoreError>;
+    /// The in-flight debits of `payment`'s payer (same network and asset) reserved before the
+    /// record under `key` and not resolved: their amounts, atomic units (every other one when
+    /// `key` has no debit). See [`crate::debits`].
+    async fn debits_ahead(
+        &self,
+        key: &str,
+        payment: &PaymentFacts,
+    ) -> Result<Vec<String>, StoreError>;
     /// Up to `limit` replay keys of unresolved records, least recently changed first.
     async fn open_keys(&self, limit: usize) -> Result<Vec<String>, StoreError>;
     /// Drops `key` from the unresolved index (its record expired).

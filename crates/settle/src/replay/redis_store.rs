@@ -9,28 +9,40 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::keys::{
-    open_index_key, outbox_dead_key, outbox_event_prefix, outbox_key, transaction_index_prefix,
+    debits_key, debits_seq_key, open_index_key, outbox_dead_key, outbox_event_prefix, outbox_key,
+    transaction_index_prefix,
 };
 use super::{
-    Created, OutboxEvent, ReplayStore, SettlementRecord, StoreError, Stored, decode, encode,
+    Created, OutboxEvent, PaymentFacts, ReplayStore, SettlementRecord, StoreError, Stored, decode,
+    encode,
 };
 use crate::clock::Clock;
 
-/// Creates the record if absent and no claim is held by another key; claims and index with it.
+/// Creates the record if absent and no claim is held by another key; claims, index and the
+/// in-flight debit with it (KEYS[3] the payer's debits, KEYS[4] their order counter; ARGV[5]
+/// the amount, ARGV[6] the record's expiry in Unix ms).
 const CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
-for i = 3, #KEYS do
+for i = 5, #KEYS do
   local h = redis.call('GET', KEYS[i])
   if h and h ~= KEYS[1] then return {2, KEYS[i], h} end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-for i = 3, #KEYS do redis.call('SET', KEYS[i], KEYS[1], 'PX', ARGV[2]) end
-if ARGV[4] == '1' then redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1]) end
+for i = 5, #KEYS do redis.call('SET', KEYS[i], KEYS[1], 'PX', ARGV[2]) end
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
+  local seq = redis.call('INCR', KEYS[4])
+  redis.call('HSET', KEYS[3], KEYS[1], seq .. ':' .. ARGV[6] .. ':' .. ARGV[5])
+  if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  end
+end
 return {1}
 "#;
 
-/// Compare-and-swap of the whole record; index maintenance and the webhook event (when
-/// ARGV[6], its id, is not empty: KEYS[3] the outbox, KEYS[4] the event hash) in the same step.
+/// Compare-and-swap of the whole record; index maintenance, the release of the in-flight
+/// debit (KEYS[5], when resolved) and the webhook event (when ARGV[6], its id, is not empty:
+/// KEYS[3] the outbox, KEYS[4] the event hash) in the same step.
 const SWAP: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
@@ -38,6 +50,7 @@ if ARGV[4] == '1' then
   redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
 else
   redis.call('ZREM', KEYS[2], KEYS[1])
+  redis.call('HDEL', KEYS[5], KEYS[1])
 end
 local ttl = redis.call('PTTL', KEYS[1])
 for i = 11, #ARGV do
@@ -55,12 +68,13 @@ end
 return 1
 "#;
 
-/// Compare-and-delete of a record and the claims it holds.
+/// Compare-and-delete of a record, the claims it holds and its in-flight debit (KEYS[3]).
 const REMOVE: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], KEYS[1])
-for i = 3, #KEYS do
+redis.call('HDEL', KEYS[3], KEYS[1])
+for i = 4, #KEYS do
   if redis.call('GET', KEYS[i]) == KEYS[1] then redis.call('DEL', KEYS[i]) end
 end
 return 1
@@ -69,7 +83,7 @@ return 1
 const END_LEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// Receives every replay-store Redis call: the operation (`create`, `get`, `swap`, `remove`,
-/// `open_keys`, `forget_open`, `tx_index`, `answer_index`, `lease`, `ping`, `outbox_claim`, `outbox_done`,
+/// `open_keys`, `forget_open`, `tx_index`, `answer_index`, `debits`, `lease`, `ping`, `outbox_claim`, `outbox_done`,
 /// `outbox_retry`, `outbox_dead`, `outbox_depth`), its duration, and whether it succeeded.
 pub type CallObserver = Arc<dyn Fn(&'static str, Duration, bool) + Send + Sync>;
 
@@ -85,6 +99,7 @@ pub struct RedisStore {
     pub(super) outbox_dead: String,
     observer: Option<CallObserver>,
     pub(super) clock: Clock,
+    prefix: String,
 }
 
 pub(crate) fn unavailable(e: redis::RedisError) -> StoreError {
@@ -125,6 +140,7 @@ impl RedisStore {
             outbox_dead: outbox_dead_key(prefix),
             observer: None,
             clock: Clock::system(),
+            prefix: prefix.to_string(),
         };
         store.ping().await?;
         Ok(store)
@@ -135,6 +151,16 @@ impl RedisStore {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The in-flight debits hash of the payer of `payment`.
+    fn debits_of(&self, payment: &PaymentFacts) -> String {
+        debits_key(
+            &self.prefix,
+            &payment.network,
+            &payment.asset,
+            &payment.payer,
+        )
     }
 
     /// Reports every later call to `observer` (e.g. a latency histogram by operation).
@@ -179,14 +205,21 @@ impl ReplayStore for RedisStore {
         let raw = encode(record)?;
         let script = redis::Script::new(CREATE);
         let mut inv = script.prepare_invoke();
-        inv.key(key).key(&self.open_index);
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let now_ms = self.clock.unix_ms();
+        inv.key(key)
+            .key(&self.open_index)
+            .key(self.debits_of(record.payment()))
+            .key(debits_seq_key(&self.prefix));
         for c in claims {
             inv.key(c);
         }
         inv.arg(&raw)
-            .arg(ttl.as_millis().max(1) as u64)
-            .arg(self.clock.unix_ms())
-            .arg(if record.is_resolved() { "0" } else { "1" });
+            .arg(ttl_ms)
+            .arg(now_ms)
+            .arg(if record.is_resolved() { "0" } else { "1" })
+            .arg(&record.payment().amount)
+            .arg(now_ms.saturating_add(ttl_ms));
         let reply: Vec<redis::Value> = self
             .timed("create", inv.invoke_async(&mut self.conn.clone()))
             .await?;
@@ -238,6 +271,7 @@ impl ReplayStore for RedisStore {
             .key(&self.open_index)
             .key(&self.outbox)
             .key(&event_key)
+            .key(self.debits_of(next.payment()))
             .arg(expected)
             .arg(&raw)
             .arg(self.clock.unix_ms())
@@ -269,7 +303,11 @@ impl ReplayStore for RedisStore {
     ) -> Result<bool, StoreError> {
         let script = redis::Script::new(REMOVE);
         let mut inv = script.prepare_invoke();
-        inv.key(key).key(&self.open_index);
+        // The debit lives under the payer of the record being deleted.
+        let debits = decode(expected)
+            .map(|r| self.debits_of(r.payment()))
+            .unwrap_or_else(|_| debits_key(&self.prefix, "", "", ""));
+        inv.key(key).key(&self.open_index).key(debits);
         for c in claims {
             inv.key(c);
         }
@@ -278,6 +316,29 @@ impl ReplayStore for RedisStore {
             .timed("remove", inv.invoke_async(&mut self.conn.clone()))
             .await?;
         Ok(removed == 1)
+    }
+
+    async fn debits_ahead(
+        &self,
+        key: &str,
+        payment: &PaymentFacts,
+    ) -> Result<Vec<String>, StoreError> {
+        let hash = self.debits_of(payment);
+        let all: Vec<(String, String)> = self
+            .query("debits", redis::cmd("HGETALL").arg(&hash))
+            .await?;
+        let (amounts, prune) = crate::debits::ahead(
+            all.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            key,
+            self.clock.unix_ms(),
+        );
+        if !prune.is_empty() {
+            // Records that expired unresolved: their debits count no more.
+            let _: i64 = self
+                .query("debits", redis::cmd("HDEL").arg(&hash).arg(&prune))
+                .await?;
+        }
+        Ok(amounts)
     }
 
     async fn open_keys(&self, limit: usize) -> Result<Vec<String>, StoreError> {

@@ -21,7 +21,7 @@ use super::scripted::{CrashMode, Steps, is_success, key_of, reason, request};
 use crate::record::SettlementRecord;
 
 /// The steps of one uncrashed settlement, in order.
-const FLOW: [&str; 15] = [
+const FLOW: [&str; 17] = [
     "identify",
     "store.get",
     "verify",
@@ -29,6 +29,8 @@ const FLOW: [&str; 15] = [
     "acquire_signer",
     "store.create",
     "store.swap(reserved)",
+    "store.debits_ahead",
+    "check_funds",
     "sign",
     "store.swap(broadcast)",
     "send",
@@ -109,6 +111,11 @@ async fn crash_at(k: usize, mode: CrashMode) {
     );
     assert_eq!(last.transaction, record.transaction().unwrap());
     rig.chain.assert_invariants();
+    assert!(
+        rig.store.debits_in_flight().is_empty(),
+        "the resolved record's debit is released: {:?}",
+        rig.store.debits_in_flight()
+    );
     let signers_held = rig.chain.with(|s| s.held);
     assert!(
         signers_held <= 1,
@@ -142,20 +149,24 @@ crash_tests! {
     crash_after_create_reserved: 6, After;
     crash_before_lease_renewal: 7, Before;
     crash_after_lease_renewal: 7, After;
-    crash_before_sign: 8, Before;
-    crash_after_sign: 8, After;
-    crash_before_record_broadcast: 9, Before;
-    crash_after_record_broadcast: 9, After;
-    crash_before_send: 10, Before;
-    crash_after_send: 10, After;
-    crash_before_release_signer: 11, Before;
-    crash_after_release_signer: 11, After;
-    crash_before_first_lookup: 12, Before;
-    crash_after_first_lookup: 12, After;
-    crash_before_block_wait: 13, Before;
-    crash_after_block_wait: 13, After;
-    crash_before_landed_lookup: 14, Before;
-    crash_after_landed_lookup: 14, After;
-    crash_before_swap_delivered: 15, Before;
-    crash_after_swap_delivered: 15, After;
+    crash_before_debits_read: 8, Before;
+    crash_after_debits_read: 8, After;
+    crash_before_funds_check: 9, Before;
+    crash_after_funds_check: 9, After;
+    crash_before_sign: 10, Before;
+    crash_after_sign: 10, After;
+    crash_before_record_broadcast: 11, Before;
+    crash_after_record_broadcast: 11, After;
+    crash_before_send: 12, Before;
+    crash_after_send: 12, After;
+    crash_before_release_signer: 13, Before;
+    crash_after_release_signer: 13, After;
+    crash_before_first_lookup: 14, Before;
+    crash_after_first_lookup: 14, After;
+    crash_before_block_wait: 15, Before;
+    crash_after_block_wait: 15, After;
+    crash_before_landed_lookup: 16, Before;
+    crash_after_landed_lookup: 16, After;
+    crash_before_swap_delivered: 17, Before;
+    crash_after_swap_delivered: 17, After;
 }

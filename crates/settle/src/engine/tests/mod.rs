@@ -3,6 +3,7 @@
 
 mod answers;
 mod crash;
+mod debits;
 mod flows;
 mod reconciler;
 pub mod scripted;

@@ -173,6 +173,11 @@ pub struct ChainState {
     pub recovers_lost: bool,
     /// Signers currently held.
     pub held: usize,
+    /// Token balances of payers (absent: unlimited). A transfer takes its amount; one the
+    /// balance does not cover reverts.
+    pub balances: HashMap<String, u128>,
+    /// What each verified payment transfers: id → (payer, amount).
+    pub payments: HashMap<String, (String, u128)>,
 }
 
 /// The scripted chain, shared by every engine instance of a test.
@@ -233,11 +238,17 @@ impl ChainState {
         self.nonce_used_by.insert(tx.nonce, tx.hash.clone());
         // The transactions sharing its nonce drop.
         self.pool.retain(|_, other| other.nonce != tx.nonce);
+        let (payer, amount) = self.payments.get(&tx.payment).cloned().unwrap_or_default();
+        let uncovered = self.balances.get(&payer).is_some_and(|b| *b < amount);
         let outcome = if self.authorization_used.contains_key(&tx.payment)
             || self.reverts.contains(&tx.payment)
+            || uncovered
         {
             Mined::Reverted
         } else {
+            if let Some(b) = self.balances.get_mut(&payer) {
+                *b -= amount;
+            }
             self.authorization_used
                 .insert(tx.payment.clone(), tx.hash.clone());
             *self.transfers.entry(tx.payment.clone()).or_default() += 1;
@@ -270,6 +281,16 @@ pub struct Payment {
     payer: String,
 }
 
+impl ChainState {
+    /// Reverted transactions mined so far.
+    pub fn reverted(&self) -> usize {
+        self.mined
+            .values()
+            .filter(|m| **m == Mined::Reverted)
+            .count()
+    }
+}
+
 /// A held scripted signer (counted while held).
 pub struct Held(Chain);
 
@@ -293,16 +314,37 @@ fn payment_id(req: &PaymentRequest) -> Result<String, SettleError> {
 
 /// A scripted `/settle` request for payment `id` of `amount`, valid until `valid_before`.
 pub fn request(id: &str, amount: &str, valid_before: u64) -> PaymentRequest {
+    PaymentRequest::from_value(request_body(id, amount, valid_before))
+        .expect("a scripted request parses")
+}
+
+fn request_body(id: &str, amount: &str, valid_before: u64) -> serde_json::Value {
     let requirements = serde_json::json!({
         "scheme": "exact", "network": "eip155:8453", "amount": amount,
         "asset": "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
         "payTo": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "maxTimeoutSeconds": 60,
         "extra": {"name": "USD Coin", "version": "2"}});
-    let body = serde_json::json!({"x402Version": 2,
+    serde_json::json!({"x402Version": 2,
         "paymentPayload": {"x402Version": 2, "accepted": requirements,
             "payload": {"id": id, "payer": format!("0xPAYER{id}"), "validBefore": valid_before}},
-        "paymentRequirements": requirements});
+        "paymentRequirements": requirements})
+}
+
+/// A scripted `/settle` request for payment `id` of `amount` by `payer` (several payments may
+/// share a payer, and with it a balance: [`ChainState::balances`]).
+pub fn request_from(id: &str, payer: &str, amount: &str, valid_before: u64) -> PaymentRequest {
+    let mut body = request_body(id, amount, valid_before);
+    body["paymentPayload"]["payload"]["payer"] = payer.into();
     PaymentRequest::from_value(body).expect("a scripted request parses")
+}
+
+/// The payer a scripted request names.
+fn payer_of_request(req: &PaymentRequest, id: &str) -> String {
+    req.scheme_payload()
+        .get("payer")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("0xPAYER{id}"))
 }
 
 /// The replay key of scripted payment `id`.
@@ -377,7 +419,8 @@ impl ChainFamily for Family {
         self.steps
             .run("verify", async {
                 let id = payment_id(req)?;
-                let payer = format!("0xPAYER{id}");
+                let payer = payer_of_request(req, &id);
+                let amount: u128 = req.amount().parse().unwrap_or(u128::MAX);
                 let invalid = |reason: Reason| {
                     Err(Invalid {
                         reason,
@@ -386,11 +429,14 @@ impl ChainFamily for Family {
                     })
                 };
                 Ok(self.chain.with(|s| {
-                    if s.invalid.contains(&id) {
+                    // The simulation at the latest block: the balance covers this payment.
+                    let uncovered = s.balances.get(&payer).is_some_and(|b| *b < amount);
+                    if s.invalid.contains(&id) || uncovered {
                         invalid(Reason::EvmInsufficientBalance)
                     } else if s.authorization_used.contains_key(&id) {
                         invalid(Reason::EvmNonceAlreadyUsed)
                     } else {
+                        s.payments.insert(id.clone(), (payer.clone(), amount));
                         Ok(Payment {
                             id: id.clone(),
                             payer: payer.clone(),
@@ -432,6 +478,28 @@ impl ChainFamily for Family {
 
     fn payer_of(&self, payment: &Payment) -> String {
         payment.payer.clone()
+    }
+
+    async fn check_funds(
+        &self,
+        payment: &Payment,
+        amount: u128,
+        in_flight: u128,
+    ) -> Result<Option<Invalid>, SettleError> {
+        self.steps
+            .run("check_funds", async {
+                let balance = self.chain.with(|s| s.balances.get(&payment.payer).copied());
+                Ok(balance
+                    .filter(|b| *b < amount.saturating_add(in_flight))
+                    .map(|b| {
+                        Invalid::new(
+                            Reason::EvmInsufficientBalance,
+                            format!("balance {b} < {amount} + {in_flight} in flight"),
+                            Some(payment.payer.clone()),
+                        )
+                    }))
+            })
+            .await
     }
 
     async fn acquire_signer(&self) -> Result<Held, SettleError> {
@@ -702,6 +770,15 @@ impl ReplayStore for StepStore {
     ) -> Result<bool, StoreError> {
         self.steps
             .run("store.remove", self.inner.remove(key, expected, claims))
+            .await
+    }
+    async fn debits_ahead(
+        &self,
+        key: &str,
+        payment: &PaymentFacts,
+    ) -> Result<Vec<String>, StoreError> {
+        self.steps
+            .run("store.debits_ahead", self.inner.debits_ahead(key, payment))
             .await
     }
     async fn open_keys(&self, limit: usize) -> Result<Vec<String>, StoreError> {
