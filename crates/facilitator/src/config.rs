@@ -147,6 +147,14 @@ pub struct SettleConfig {
     /// How long a request that finds its payment held by a live request waits before
     /// answering `duplicate_settlement`, seconds (default 10).
     pub reserved_wait_seconds: u64,
+    /// A payer whose settlements fail on chain after passing every check this many times
+    /// within `revert_window_seconds` has its settlements refused before broadcast for
+    /// `revert_block_seconds` (default 3; 0: never refused, still counted).
+    pub revert_limit: u32,
+    /// The window reverted settlements are counted in, seconds (default 3600).
+    pub revert_window_seconds: u64,
+    /// How long a payer past `revert_limit` is refused, seconds (default 3600).
+    pub revert_block_seconds: u64,
 }
 
 impl Default for SettleConfig {
@@ -166,11 +174,23 @@ impl Default for SettleConfig {
             max_in_flight_per_signer: x402_settle::evm::DEFAULT_MAX_IN_FLIGHT_PER_SIGNER,
             nonce_gap_fill_seconds: 10,
             reserved_wait_seconds: 10,
+            revert_limit: 3,
+            revert_window_seconds: 3600,
+            revert_block_seconds: 3600,
         }
     }
 }
 
 impl SettleConfig {
+    /// Which payers' settlements are refused for reverting.
+    pub fn payer_policy(&self) -> x402_settle::engine::PayerPolicy {
+        x402_settle::engine::PayerPolicy {
+            limit: self.revert_limit,
+            window: Duration::from_secs(self.revert_window_seconds.max(1)),
+            block: Duration::from_secs(self.revert_block_seconds.max(1)),
+        }
+    }
+
     /// The settlement engine's timing.
     pub fn timing(&self) -> x402_settle::engine::SettleTiming {
         x402_settle::engine::SettleTiming {

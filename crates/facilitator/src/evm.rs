@@ -137,7 +137,8 @@ impl ExactEvmHandler {
                 shared.timing.clone(),
                 shared.events.clone(),
             )
-            .with_notify(shared.notify.clone()),
+            .with_notify(shared.notify.clone())
+            .with_payer_policy(shared.config.settle().payer_policy()),
         );
         let mut signers = Vec::new();
         for s in &net.signers {

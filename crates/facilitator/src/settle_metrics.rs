@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{CounterVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use x402_settle::{SettleEvents, SettleObserver};
 
 /// Settlement-engine metrics.
@@ -33,6 +33,20 @@ pub struct EngineMetrics {
     /// `x402_signer_nonce_lag{network,signer}`: sender nonces handed out and not yet mined, per
     /// facilitator signer, at the last repair look (a lag that keeps growing: a stuck sender).
     pub nonce_lag: IntGaugeVec,
+    /// `x402_settle_refused_before_broadcast_total{reason}`: verified payments refused before
+    /// anything was signed (the payer's balance does not cover its settlements in flight, or
+    /// the payer is blocked for reverting).
+    pub refused_before_broadcast: IntCounterVec,
+    /// `x402_settle_reverted_total{network,reason}`: settlements that failed on chain after
+    /// passing every check (the facilitator paid their gas or fee for nothing).
+    pub reverted: IntCounterVec,
+    /// `x402_settle_gas_wasted_wei_total{network}`: EVM gas paid for those, wei.
+    pub gas_wasted_wei: CounterVec,
+    /// `x402_settle_svm_fee_wasted_lamports_total{network}`: Solana fees paid for those.
+    pub svm_fee_wasted: IntCounterVec,
+    /// `x402_settle_payers_blocked_total{network}`: payers whose settlements are refused for
+    /// reverting too often (`[settle] revert_limit`).
+    pub payers_blocked: IntCounterVec,
 }
 
 impl EngineMetrics {
@@ -93,7 +107,60 @@ impl EngineMetrics {
                 &["network", "signer"],
             )
             .expect("valid metric"),
+            refused_before_broadcast: IntCounterVec::new(
+                Opts::new(
+                    "x402_settle_refused_before_broadcast_total",
+                    "Verified payments refused before anything was signed, by reason",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            reverted: IntCounterVec::new(
+                Opts::new(
+                    "x402_settle_reverted_total",
+                    "Settlements that failed on chain after passing every check",
+                ),
+                &["network", "reason"],
+            )
+            .expect("valid metric"),
+            gas_wasted_wei: CounterVec::new(
+                Opts::new(
+                    "x402_settle_gas_wasted_wei_total",
+                    "EVM gas paid for settlements that failed on chain, wei",
+                ),
+                &["network"],
+            )
+            .expect("valid metric"),
+            svm_fee_wasted: IntCounterVec::new(
+                Opts::new(
+                    "x402_settle_svm_fee_wasted_lamports_total",
+                    "Solana fees paid for settlements that failed on chain, lamports",
+                ),
+                &["network"],
+            )
+            .expect("valid metric"),
+            payers_blocked: IntCounterVec::new(
+                Opts::new(
+                    "x402_settle_payers_blocked_total",
+                    "Payers whose settlements are refused for reverting too often",
+                ),
+                &["network"],
+            )
+            .expect("valid metric"),
         };
+        for c in [
+            &m.refused_before_broadcast,
+            &m.reverted,
+            &m.svm_fee_wasted,
+            &m.payers_blocked,
+        ] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+        }
+        registry
+            .register(Box::new(m.gas_wasted_wei.clone()))
+            .expect("unique metric");
         registry
             .register(Box::new(m.nonce_gap_fills.clone()))
             .expect("unique metric");
@@ -149,5 +216,26 @@ impl SettleObserver for EngineMetrics {
     fn open_records(&self, count: usize, oldest_age_seconds: u64) {
         self.open_records.set(count as i64);
         self.oldest_open_age.set(oldest_age_seconds as i64);
+    }
+    fn refused_before_broadcast(&self, reason: &'static str) {
+        self.refused_before_broadcast
+            .with_label_values(&[reason])
+            .inc();
+    }
+    fn reverted(&self, network: &str, reason: &str, gas_wei: u128, fee_lamports: u64) {
+        self.reverted.with_label_values(&[network, reason]).inc();
+        if gas_wei > 0 {
+            self.gas_wasted_wei
+                .with_label_values(&[network])
+                .inc_by(gas_wei as f64);
+        }
+        if fee_lamports > 0 {
+            self.svm_fee_wasted
+                .with_label_values(&[network])
+                .inc_by(fee_lamports);
+        }
+    }
+    fn payer_blocked(&self, network: &str) {
+        self.payers_blocked.with_label_values(&[network]).inc();
     }
 }

@@ -122,7 +122,8 @@ impl ExactSvmHandler {
                 shared.timing.clone(),
                 shared.events.clone(),
             )
-            .with_notify(shared.notify.clone()),
+            .with_notify(shared.notify.clone())
+            .with_payer_policy(shared.config.settle().payer_policy()),
         );
         Ok(ExactSvmHandler {
             network: net.network.clone(),

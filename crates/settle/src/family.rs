@@ -236,6 +236,12 @@ pub trait ChainFamily: Send + Sync + 'static {
         Reason::DuplicateSettlement
     }
 
+    /// The reason answered to a payer whose settlements are refused for reverting too often
+    /// ([`crate::engine::PayerPolicy`]); nothing is signed.
+    fn blocked_payer(&self) -> Reason {
+        Reason::UnexpectedSettleError
+    }
+
     /// The reason of a transaction that failed on chain or could not be sent.
     fn transaction_failed(&self) -> Reason;
 

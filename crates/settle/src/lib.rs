@@ -107,6 +107,11 @@ pub trait SettleObserver: Send + Sync {
     /// A verified payment was refused before broadcast with `reason` (e.g. its payer's balance
     /// does not cover its settlements in flight): nothing was signed.
     fn refused_before_broadcast(&self, _reason: &'static str) {}
+    /// A settlement failed on chain after passing every check (recorded `failed`): its
+    /// network, reason, and the gas (EVM, wei) or fee (Solana, lamports) it cost for nothing.
+    fn reverted(&self, _network: &str, _reason: &str, _gas_wei: u128, _fee_lamports: u64) {}
+    /// A payer's settlements on `network` are now refused for reverting too often.
+    fn payer_blocked(&self, _network: &str) {}
 }
 
 struct NoEvents;
@@ -147,6 +152,12 @@ impl SettleEvents {
     }
     fn refused_before_broadcast(&self, reason: &'static str) {
         self.0.refused_before_broadcast(reason)
+    }
+    fn reverted(&self, network: &str, reason: &str, gas_wei: u128, fee_lamports: u64) {
+        self.0.reverted(network, reason, gas_wei, fee_lamports)
+    }
+    fn payer_blocked(&self, network: &str) {
+        self.0.payer_blocked(network)
     }
 }
 

@@ -434,6 +434,10 @@ impl ChainFamily for SvmFamily {
         Reason::SvmTransactionFailed
     }
 
+    fn blocked_payer(&self) -> Reason {
+        Reason::SvmSimulationFailed
+    }
+
     fn observe_landed(&self, cost: &Cost) {
         if let (Some(observer), Some(fee)) = (&self.fee_observer, &cost.svm_fee) {
             observer(fee);

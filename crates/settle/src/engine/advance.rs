@@ -7,7 +7,7 @@ use super::Engine;
 use super::decide::{self, Action, Resolver};
 use crate::SettleError;
 use crate::family::{ChainFamily, Sent};
-use crate::record::{Broadcast, SettlementRecord};
+use crate::record::{Broadcast, Closed, SettlementRecord};
 
 /// [`Engine::advance`]'s outcome.
 pub(crate) enum Advance {
@@ -85,10 +85,40 @@ impl<F: ChainFamily> Engine<F> {
                 if let SettlementRecord::Confirmed(s) | SettlementRecord::Delivered(s) = &next {
                     self.family.observe_landed(&s.cost);
                 }
+                if let SettlementRecord::Failed(c) = &next {
+                    self.count_revert(key, c).await;
+                }
                 self.events.resolved(next.state_name());
                 Ok(Advance::Resolved(next))
             }
             None => Ok(Advance::Changed),
+        }
+    }
+
+    /// A settlement that passed every check and failed on chain (recorded `failed` by this
+    /// call, so counted once): metrics, and the payer's count toward a block
+    /// ([`super::PayerPolicy`]). A store failure is logged: the count is best effort.
+    async fn count_revert(&self, key: &str, closed: &Closed) {
+        let payment = &closed.payment;
+        let wei = closed.cost.gas.as_ref().map_or(0, |g| g.fee_wei);
+        let lamports = closed.cost.svm_fee.as_ref().map_or(0, |f| f.fee_lamports);
+        self.events
+            .reverted(&payment.network, &closed.reason, wei, lamports);
+        tracing::warn!(key, payer = %payment.payer, transaction = %closed.transaction, reason = %closed.reason, gas_wasted_wei = wei, fee_wasted_lamports = lamports, "settlement failed on chain after passing every check");
+        let p = &self.payers;
+        match self
+            .store
+            .payer_reverted(payment, p.limit, p.window, p.block)
+            .await
+        {
+            Ok(true) => {
+                tracing::warn!(payer = %payment.payer, network = %payment.network, limit = p.limit, window_seconds = p.window.as_secs(), block_seconds = p.block.as_secs(), "payer blocked: its settlements reverted on chain too often; its next settlements are refused before broadcast");
+                self.events.payer_blocked(&payment.network);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(payer = %payment.payer, error = %e, "could not count the payer's reverted settlement")
+            }
         }
     }
 

@@ -126,6 +126,29 @@ impl AnswerId {
     }
 }
 
+/// Payers whose settlements revert on chain after passing every check (they moved the funds
+/// or used the authorization in between): past `limit` such reverts within `window`, the
+/// payer's settlements on the network are refused before broadcast for `block`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayerPolicy {
+    /// Reverts within the window that block the payer; 0 never blocks (still counted).
+    pub limit: u32,
+    /// The window the reverts are counted in.
+    pub window: Duration,
+    /// How long a blocked payer's settlements are refused.
+    pub block: Duration,
+}
+
+impl Default for PayerPolicy {
+    fn default() -> Self {
+        PayerPolicy {
+            limit: 3,
+            window: Duration::from_secs(3600),
+            block: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// Who asks for a settlement: the API key, and the ids it can get a lost answer back with.
 #[derive(Debug, Clone, Default)]
 pub struct Caller<'a> {
@@ -140,6 +163,7 @@ pub struct Engine<F: ChainFamily> {
     family: F,
     store: Arc<dyn ReplayStore>,
     timing: SettleTiming,
+    payers: PayerPolicy,
     owner: String,
     events: SettleEvents,
     notify: Notify,
@@ -159,6 +183,7 @@ impl<F: ChainFamily> Engine<F> {
             family,
             store,
             timing,
+            payers: PayerPolicy::default(),
             owner,
             events,
             notify: Notify::default(),
@@ -170,6 +195,13 @@ impl<F: ChainFamily> Engine<F> {
     /// one of `notify`'s keys (atomically with the state).
     pub fn with_notify(mut self, notify: Notify) -> Self {
         self.notify = notify;
+        self
+    }
+
+    /// Blocks payers whose settlements revert as `policy` says (default: 3 in an hour block
+    /// for an hour).
+    pub fn with_payer_policy(mut self, policy: PayerPolicy) -> Self {
+        self.payers = policy;
         self
     }
 

@@ -454,7 +454,8 @@ impl<F: ChainFamily> Engine<F> {
         })
     }
 
-    /// The refusal of a payment its payer cannot cover on top of its in-flight debits reserved
+    /// The refusal of a payment whose payer is blocked for reverting
+    /// ([`super::PayerPolicy`]), or cannot cover it on top of its in-flight debits reserved
     /// before it, if so.
     async fn funds_refusal(
         &self,
@@ -462,8 +463,26 @@ impl<F: ChainFamily> Engine<F> {
         payment: &F::Payment,
         facts: &PaymentFacts,
     ) -> Result<Option<x402_verify::Invalid>, SettleError> {
-        let ahead = self.store.debits_ahead(&ctx.id.key, facts).await?;
-        let in_flight = crate::debits::total(&ahead);
+        let standing = self.store.standing(&ctx.id.key, facts).await?;
+        if standing.blocked_ms > 0 && self.payers.limit > 0 {
+            let reason = self
+                .family
+                .reason_for(self.family.blocked_payer(), ctx.version);
+            tracing::info!(key = %ctx.id.key, payer = %facts.payer, blocked_ms = standing.blocked_ms, "refused before broadcast: the payer's settlements reverted too often");
+            self.events.refused_before_broadcast(reason.as_str());
+            return Ok(Some(x402_verify::Invalid::new(
+                reason,
+                format!(
+                    "refused before broadcast: this payer's settlements reverted on chain {} \
+                     times within {} s; retry in {} s",
+                    self.payers.limit,
+                    self.payers.window.as_secs(),
+                    standing.blocked_ms.div_ceil(1000)
+                ),
+                Some(facts.payer.clone()),
+            )));
+        }
+        let in_flight = crate::debits::total(&standing.ahead);
         let amount = facts.amount.parse::<u128>().unwrap_or(u128::MAX);
         let refusal = self
             .family

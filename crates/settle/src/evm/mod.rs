@@ -855,6 +855,10 @@ impl ChainFamily for EvmFamily {
         Reason::EvmTransactionFailed
     }
 
+    fn blocked_payer(&self) -> Reason {
+        Reason::EvmSimulationFailed
+    }
+
     /// Another payment under the same `(from, nonce)`: its authorization nonce is taken.
     fn conflict_reason(&self) -> Reason {
         Reason::EvmNonceAlreadyUsed

@@ -35,6 +35,10 @@
 //!   deleted by the one that resolves or deletes it; a field outlived by its record is ignored
 //!   and pruned. Network as CAIP-2, EVM addresses lower-case 0x-hex, Solana base58.
 //! - `{prefix}:debits:seq`: the counter ordering those reservations (integer).
+//! - `{prefix}:reverts:{network}:{payer}`: sorted set of the payer's settlements that reverted
+//!   on chain after passing every check (member and score: Unix ms), trimmed to the window;
+//!   `{prefix}:blocked:{network}:{payer}`: set (with an expiry) while the payer's settlements
+//!   are refused for reverting too often (`[settle] revert_limit`).
 //! - `{prefix}:lock:reconciler`: which replica runs the reconciler now (a lease).
 //! - `{prefix}:webhooks:outbox`, `{prefix}:webhooks:event:{id}`, `{prefix}:webhooks:dead`: the
 //!   settlement webhooks' outbox (see [`crate::outbox`]).
@@ -77,6 +81,24 @@ pub fn debits_key(prefix: &str, network: &str, asset: &str, payer: &str) -> Stri
         }
     };
     format!("{prefix}:debits:{network}:{}:{}", norm(asset), norm(payer))
+}
+
+/// The reverted settlements of `payer` on `network` (see the module docs).
+pub fn reverts_key(prefix: &str, network: &str, payer: &str) -> String {
+    format!("{prefix}:reverts:{network}:{}", lower_hex(payer))
+}
+
+/// Set while `payer`'s settlements on `network` are refused (see the module docs).
+pub fn payer_blocked_key(prefix: &str, network: &str, payer: &str) -> String {
+    format!("{prefix}:blocked:{network}:{}", lower_hex(payer))
+}
+
+fn lower_hex(s: &str) -> String {
+    if s.starts_with("0x") || s.starts_with("0X") {
+        s.to_ascii_lowercase()
+    } else {
+        s.to_string()
+    }
 }
 
 /// The counter ordering in-flight debits (see the module docs).

@@ -9,11 +9,11 @@ use tokio::time::Instant;
 
 use async_trait::async_trait;
 
-use super::keys::debits_key;
+use super::keys::{debits_key, payer_blocked_key, reverts_key};
 use super::redis_store::TxIdCase;
 use super::{
     ClaimedEvent, Created, Outbox, OutboxDepth, OutboxEvent, PaymentFacts, ReplayStore,
-    SettlementRecord, StoreError, Stored, decode, encode,
+    SettlementRecord, Standing, StoreError, Stored, decode, encode,
 };
 use crate::clock::Clock;
 use crate::debits::Debit;
@@ -43,6 +43,10 @@ struct State {
     debits: HashMap<String, HashMap<String, String>>,
     /// The order of the debits.
     debit_seq: u64,
+    /// Reverted settlements per payer's reverts key: Unix ms of each.
+    reverts: HashMap<String, Vec<u64>>,
+    /// Blocked payers: blocked key → Unix ms the block ends.
+    blocked: HashMap<String, u64>,
 }
 
 /// The debits key of the payer of `payment` (the in-memory store has no prefix).
@@ -230,15 +234,20 @@ impl ReplayStore for MemoryStore {
         }))
     }
 
-    async fn debits_ahead(
-        &self,
-        key: &str,
-        payment: &PaymentFacts,
-    ) -> Result<Vec<String>, StoreError> {
+    async fn standing(&self, key: &str, payment: &PaymentFacts) -> Result<Standing, StoreError> {
         let hash = debits_of(payment);
+        let blocked = payer_blocked_key("", &payment.network, &payment.payer);
+        let now_ms = unix_ms();
         Ok(self.with(|s| {
+            let blocked_ms = s
+                .blocked
+                .get(&blocked)
+                .map_or(0, |until| until.saturating_sub(now_ms));
             let Some(debits) = s.debits.get_mut(&hash) else {
-                return Vec::new();
+                return Standing {
+                    ahead: Vec::new(),
+                    blocked_ms,
+                };
             };
             let (amounts, prune) = crate::debits::ahead(
                 debits.iter().map(|(k, v)| (k.as_str(), v.as_str())),
@@ -248,7 +257,36 @@ impl ReplayStore for MemoryStore {
             for k in prune {
                 debits.remove(&k);
             }
-            amounts
+            Standing {
+                ahead: amounts,
+                blocked_ms,
+            }
+        }))
+    }
+
+    async fn payer_reverted(
+        &self,
+        payment: &PaymentFacts,
+        limit: u32,
+        window: Duration,
+        block: Duration,
+    ) -> Result<bool, StoreError> {
+        let reverts = reverts_key("", &payment.network, &payment.payer);
+        let blocked = payer_blocked_key("", &payment.network, &payment.payer);
+        let now_ms = unix_ms();
+        let since = now_ms.saturating_sub(window.as_millis() as u64);
+        Ok(self.with(|s| {
+            let times = s.reverts.entry(reverts).or_default();
+            times.push(now_ms);
+            times.retain(|t| *t > since);
+            let count = times.len();
+            s.blocked.retain(|_, until| *until > now_ms);
+            if limit > 0 && count >= limit as usize && !s.blocked.contains_key(&blocked) {
+                s.blocked
+                    .insert(blocked, now_ms.saturating_add(block.as_millis() as u64));
+                return true;
+            }
+            false
         }))
     }
 

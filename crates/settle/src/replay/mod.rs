@@ -31,6 +31,15 @@ pub struct Stored {
     pub raw: String,
 }
 
+/// [`ReplayStore::standing`]'s answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// Amounts (atomic units) of the payer's in-flight debits reserved before the record.
+    pub ahead: Vec<String>,
+    /// How much longer the payer's settlements are refused for reverting, ms (0: not).
+    pub blocked_ms: u64,
+}
+
 /// Result of [`ReplayStore::create`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
@@ -94,14 +103,23 @@ pub trait ReplayStore: Outbox + Send + Sync {
         expected: &str,
         claims: &[String],
     ) -> Result<bool, StoreError>;
-    /// The in-flight debits of `payment`'s payer (same network and asset) reserved before the
-    /// record under `key` and not resolved: their amounts, atomic units (every other one when
-    /// `key` has no debit). See [`crate::debits`].
-    async fn debits_ahead(
+    /// Where `payment`'s payer stands before the record under `key` is signed: its in-flight
+    /// debits (same network and asset) reserved before that record and not resolved (every
+    /// other one when `key` has no debit; see [`crate::debits`]), and whether its settlements
+    /// are refused on this network for reverting ([`ReplayStore::payer_reverted`]). One round
+    /// trip.
+    async fn standing(&self, key: &str, payment: &PaymentFacts) -> Result<Standing, StoreError>;
+    /// Counts a settlement of `payment`'s payer that reverted (or failed) on chain after
+    /// passing every check; once `limit` of them fall within `window`, the payer's settlements
+    /// on the network are refused for `block` ([`Standing::blocked_ms`]). `Ok(true)` when this
+    /// count started a block.
+    async fn payer_reverted(
         &self,
-        key: &str,
         payment: &PaymentFacts,
-    ) -> Result<Vec<String>, StoreError>;
+        limit: u32,
+        window: Duration,
+        block: Duration,
+    ) -> Result<bool, StoreError>;
     /// Up to `limit` replay keys of unresolved records, least recently changed first.
     async fn open_keys(&self, limit: usize) -> Result<Vec<String>, StoreError>;
     /// Drops `key` from the unresolved index (its record expired).

@@ -10,11 +10,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::keys::{
     debits_key, debits_seq_key, open_index_key, outbox_dead_key, outbox_event_prefix, outbox_key,
-    transaction_index_prefix,
+    payer_blocked_key, reverts_key, transaction_index_prefix,
 };
 use super::{
-    Created, OutboxEvent, PaymentFacts, ReplayStore, SettlementRecord, StoreError, Stored, decode,
-    encode,
+    Created, OutboxEvent, PaymentFacts, ReplayStore, SettlementRecord, Standing, StoreError,
+    Stored, decode, encode,
 };
 use crate::clock::Clock;
 
@@ -80,10 +80,28 @@ end
 return 1
 "#;
 
+/// Counts a reverted settlement of a payer (KEYS[1], trimmed to the window ARGV[2] ms before
+/// ARGV[1]); at ARGV[3] or more, blocks the payer (KEYS[2]) for ARGV[4] ms unless blocked
+/// already. 1 when this count started a block.
+const COUNT_REVERT: &str = r#"
+local now = tonumber(ARGV[1])
+local member = ARGV[1] .. ':' .. redis.call('INCR', KEYS[1] .. ':n')
+redis.call('PEXPIRE', KEYS[1] .. ':n', ARGV[2])
+redis.call('ZADD', KEYS[1], now, member)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local limit = tonumber(ARGV[3])
+if limit > 0 and redis.call('ZCARD', KEYS[1]) >= limit and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[2], now, 'PX', ARGV[4])
+  return 1
+end
+return 0
+"#;
+
 const END_LEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// Receives every replay-store Redis call: the operation (`create`, `get`, `swap`, `remove`,
-/// `open_keys`, `forget_open`, `tx_index`, `answer_index`, `debits`, `lease`, `ping`, `outbox_claim`, `outbox_done`,
+/// `open_keys`, `forget_open`, `tx_index`, `answer_index`, `debits`, `reverts`, `lease`, `ping`, `outbox_claim`, `outbox_done`,
 /// `outbox_retry`, `outbox_dead`, `outbox_depth`), its duration, and whether it succeeded.
 pub type CallObserver = Arc<dyn Fn(&'static str, Duration, bool) + Send + Sync>;
 
@@ -318,14 +336,13 @@ impl ReplayStore for RedisStore {
         Ok(removed == 1)
     }
 
-    async fn debits_ahead(
-        &self,
-        key: &str,
-        payment: &PaymentFacts,
-    ) -> Result<Vec<String>, StoreError> {
+    async fn standing(&self, key: &str, payment: &PaymentFacts) -> Result<Standing, StoreError> {
         let hash = self.debits_of(payment);
-        let all: Vec<(String, String)> = self
-            .query("debits", redis::cmd("HGETALL").arg(&hash))
+        let blocked = payer_blocked_key(&self.prefix, &payment.network, &payment.payer);
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL").arg(&hash).cmd("PTTL").arg(&blocked);
+        let (all, blocked_ms): (Vec<(String, String)>, i64) = self
+            .timed("debits", pipe.query_async(&mut self.conn.clone()))
             .await?;
         let (amounts, prune) = crate::debits::ahead(
             all.iter().map(|(k, v)| (k.as_str(), v.as_str())),
@@ -338,7 +355,35 @@ impl ReplayStore for RedisStore {
                 .query("debits", redis::cmd("HDEL").arg(&hash).arg(&prune))
                 .await?;
         }
-        Ok(amounts)
+        Ok(Standing {
+            ahead: amounts,
+            blocked_ms: blocked_ms.max(0) as u64,
+        })
+    }
+
+    async fn payer_reverted(
+        &self,
+        payment: &PaymentFacts,
+        limit: u32,
+        window: Duration,
+        block: Duration,
+    ) -> Result<bool, StoreError> {
+        let script = redis::Script::new(COUNT_REVERT);
+        let mut inv = script.prepare_invoke();
+        inv.key(reverts_key(&self.prefix, &payment.network, &payment.payer))
+            .key(payer_blocked_key(
+                &self.prefix,
+                &payment.network,
+                &payment.payer,
+            ))
+            .arg(unix_ms())
+            .arg(window.as_millis().max(1) as u64)
+            .arg(limit)
+            .arg(block.as_millis().max(1) as u64);
+        let started: i64 = self
+            .timed("reverts", inv.invoke_async(&mut self.conn.clone()))
+            .await?;
+        Ok(started == 1)
     }
 
     async fn open_keys(&self, limit: usize) -> Result<Vec<String>, StoreError> {

@@ -29,7 +29,7 @@ const FLOW: [&str; 17] = [
     "acquire_signer",
     "store.create",
     "store.swap(reserved)",
-    "store.debits_ahead",
+    "store.standing",
     "check_funds",
     "sign",
     "store.swap(broadcast)",

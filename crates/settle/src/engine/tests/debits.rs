@@ -189,3 +189,67 @@ async fn every_final_state_releases_its_debit() {
         "only the scripted revert"
     );
 }
+
+/// A payer whose settlements fail on chain after passing every check (it moved the funds in
+/// between) is counted; at the limit its next settlements are refused before anything is
+/// signed, while other payers settle.
+#[tokio::test(start_paused = true)]
+async fn a_payer_whose_settlements_revert_is_refused_before_broadcast() {
+    let rig = Rig::new();
+    let engine = rig
+        .engine("a", Steps::none())
+        .with_payer_policy(crate::engine::PayerPolicy {
+            limit: 2,
+            window: Duration::from_secs(3_600),
+            block: Duration::from_secs(3_600),
+        });
+    for id in ["r1", "r2"] {
+        rig.chain.with(|s| s.reverts.insert(id.into()));
+        let answer = rig
+            .settle(&engine, &request_from(id, PAYER, "4", FAR))
+            .await;
+        assert_eq!(reason(&answer), Reason::EvmTransactionFailed.as_str());
+        assert!(!answer.transaction.is_empty());
+    }
+    let signed = rig.chain.with(|s| s.signed.len());
+    let refused = rig
+        .settle(&engine, &request_from("p3", PAYER, "4", FAR))
+        .await;
+    assert_eq!(
+        reason(&refused),
+        Reason::EvmSimulationFailed.as_str(),
+        "{refused:?}"
+    );
+    assert_eq!(refused.transaction, "");
+    assert!(
+        refused
+            .error_message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("reverted on chain"),
+        "{refused:?}"
+    );
+    assert_eq!(rig.chain.with(|s| s.signed.len()), signed, "nothing signed");
+    assert!(rig.record(&key_of("p3")).await.is_none());
+    assert!(rig.store.debits_in_flight().is_empty());
+    let other = rig
+        .settle(&engine, &request_from("o", "0xOTHER", "4", FAR))
+        .await;
+    assert!(is_success(&other), "{other:?}");
+}
+
+/// Below the limit a revert blocks nothing.
+#[tokio::test(start_paused = true)]
+async fn one_revert_under_the_limit_blocks_nothing() {
+    let rig = Rig::new();
+    let engine = rig.engine("a", Steps::none());
+    rig.chain.with(|s| s.reverts.insert("r1".into()));
+    let failed = rig
+        .settle(&engine, &request_from("r1", PAYER, "4", FAR))
+        .await;
+    assert_eq!(reason(&failed), Reason::EvmTransactionFailed.as_str());
+    let next = rig
+        .settle(&engine, &request_from("p2", PAYER, "4", FAR))
+        .await;
+    assert!(is_success(&next), "{next:?}");
+}

@@ -22,7 +22,7 @@ use crate::SettleError;
 use crate::family::{ChainFamily, Identified, Identity, Lookup, Probe, Sent, Signed};
 use crate::outbox::{ClaimedEvent, Outbox, OutboxDepth, OutboxEvent};
 use crate::record::{Broadcast, Cost, PaymentFacts, SentTx, Settled, SettlementRecord};
-use crate::replay::{Created, MemoryStore, ReplayStore, StoreError, Stored};
+use crate::replay::{Created, MemoryStore, ReplayStore, Standing, StoreError, Stored};
 
 /// Where a crash hits a step: before its effect, or after its effect with the answer lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -682,6 +682,10 @@ impl ChainFamily for Family {
     fn conflict_reason(&self) -> Reason {
         Reason::EvmNonceAlreadyUsed
     }
+
+    fn blocked_payer(&self) -> Reason {
+        Reason::EvmSimulationFailed
+    }
 }
 
 fn tx_payment(s: &ChainState, sent: &[String]) -> String {
@@ -772,13 +776,20 @@ impl ReplayStore for StepStore {
             .run("store.remove", self.inner.remove(key, expected, claims))
             .await
     }
-    async fn debits_ahead(
-        &self,
-        key: &str,
-        payment: &PaymentFacts,
-    ) -> Result<Vec<String>, StoreError> {
+    async fn standing(&self, key: &str, payment: &PaymentFacts) -> Result<Standing, StoreError> {
         self.steps
-            .run("store.debits_ahead", self.inner.debits_ahead(key, payment))
+            .run("store.standing", self.inner.standing(key, payment))
+            .await
+    }
+    async fn payer_reverted(
+        &self,
+        payment: &PaymentFacts,
+        limit: u32,
+        window: Duration,
+        block: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .payer_reverted(payment, limit, window, block)
             .await
     }
     async fn open_keys(&self, limit: usize) -> Result<Vec<String>, StoreError> {
