@@ -184,3 +184,127 @@ async fn a_payer_cannot_make_the_facilitator_send_transactions_that_revert() {
 async fn nor_across_two_replicas_sharing_redis() {
     overdraw(2).await;
 }
+
+/// The value of the metric line starting with `prefix` (name and the start of its labels).
+async fn metric(fac: &TestFacilitator, prefix: &str) -> f64 {
+    let text = fac.get("/metrics").await.unwrap().1;
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A payer emptied between the checks and the block (it moves its USDC with a higher tip while
+/// the settlement waits in the pool) makes one settlement revert; with `revert_limit = 1` its
+/// next payment, funded again, is refused before broadcast, and the wasted gas is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_payer_emptied_between_verify_and_settle_reverts_once_then_is_refused() {
+    let anvil = Anvil::spawn().await.expect("anvil");
+    let usdc = Usdc::deploy(&anvil, anvil.signer(0)).await.expect("usdc");
+    usdc.mint(anvil.address(2), HELD).await.expect("mint");
+    let redis = RedisServer::spawn().await.unwrap();
+    let toml = TestFacilitator::config_toml_custom(
+        &anvil,
+        anvil.rpc_url(),
+        DEV_PRIVATE_KEYS[1],
+        Some(&redis.url()),
+        &format!(
+            "{SETTLE}revert_limit = 1\nrevert_window_seconds = 600\nrevert_block_seconds = 600\n"
+        ),
+    );
+    let fac = TestFacilitator::start_with_toml(&toml).await.unwrap();
+    let bodies = payments(&anvil, 2);
+    let (_, verify) = fac.post("/verify", &bodies[0]).await.unwrap();
+    assert_eq!(verify["isValid"], true, "{verify}");
+
+    anvil.set_automine(false).await.unwrap();
+    let provider = anvil.provider();
+    let signer = anvil.address(1);
+    let settle = fac.post("/settle", &bodies[0]);
+    let front_run = async {
+        // The settlement is in the pool: the payer moves everything away with a higher tip.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while provider
+            .get_transaction_count(signer)
+            .pending()
+            .await
+            .unwrap()
+            == 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the settlement never reached the pool"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let payer = usdc.contract_with(anvil.wallet_provider(anvil.signer(2)));
+        let _pending = payer
+            .transfer(anvil.address(4), U256::from(HELD))
+            .gas(100_000) // no estimate: against the pending state it would fail
+            .max_priority_fee_per_gas(100_000_000_000)
+            .max_fee_per_gas(1_000_000_000_000)
+            .send()
+            .await
+            .unwrap();
+        let _: Value = provider.raw_request("evm_mine".into(), ()).await.unwrap();
+    };
+    let (settled, ()) = tokio::join!(settle, front_run);
+    let (_, answer) = settled.unwrap();
+    anvil.set_automine(true).await.unwrap();
+    let answer = if answer["errorReason"] == "settlement_pending" {
+        settle_until_done(&fac, &bodies[0], Duration::from_secs(20)).await
+    } else {
+        answer
+    };
+    assert_eq!(
+        answer["errorReason"], "invalid_exact_evm_transaction_failed",
+        "{answer}"
+    );
+    let tx = answer["transaction"].as_str().unwrap();
+    let receipt = provider
+        .get_transaction_receipt(tx.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!receipt.status(), "the settlement reverted");
+    let wasted = u128::from(receipt.gas_used) * receipt.effective_gas_price;
+
+    // Funded again, the payer's next payment is refused before broadcast.
+    usdc.mint(anvil.address(2), HELD).await.unwrap();
+    let (_, refused) = fac.post("/settle", &bodies[1]).await.unwrap();
+    assert_eq!(
+        refused["errorReason"], "invalid_exact_evm_transaction_simulation_failed",
+        "{refused}"
+    );
+    assert_eq!(refused["transaction"], "", "{refused}");
+    assert_eq!(
+        provider.get_transaction_count(signer).await.unwrap(),
+        1,
+        "nothing sent for the blocked payer"
+    );
+    let network = format!("eip155:{}", anvil.chain_id());
+    let reverted = metric(
+        &fac,
+        &format!(
+            "x402_settle_reverted_total{{network=\"{network}\",reason=\"invalid_exact_evm_transaction_failed\"}}"
+        ),
+    )
+    .await;
+    let gas = metric(
+        &fac,
+        &format!("x402_settle_gas_wasted_wei_total{{network=\"{network}\"}}"),
+    )
+    .await;
+    let blocked = metric(
+        &fac,
+        &format!("x402_settle_payers_blocked_total{{network=\"{network}\"}}"),
+    )
+    .await;
+    println!(
+        "reverted {reverted}, gas wasted {gas} wei (receipt: {wasted}), payers blocked {blocked}"
+    );
+    assert_eq!(reverted, 1.0);
+    assert_eq!(gas, wasted as f64);
+    assert_eq!(blocked, 1.0);
+    assert_eq!(debits_left(&redis).await, vec![], "every debit released");
+}
