@@ -64,6 +64,11 @@ impl ExactEvmHandler {
             message,
         };
         let network = net.network.clone();
+        shared.metrics.engine.touch_network(
+            network.as_str(),
+            x402_proto::Reason::EvmTransactionFailed.as_str(),
+            false,
+        );
         let failovers = shared
             .metrics
             .engine

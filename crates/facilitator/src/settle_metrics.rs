@@ -191,6 +191,19 @@ impl EngineMetrics {
         m
     }
 
+    /// Exports the per-network money metrics of `network` at zero (so that rates and alerts see
+    /// them before the first event): `reason` is the network's transaction-failed reason,
+    /// `solana` whether its fees are lamports.
+    pub fn touch_network(&self, network: &str, reason: &str, solana: bool) {
+        self.reverted.with_label_values(&[network, reason]);
+        self.payers_blocked.with_label_values(&[network]);
+        if solana {
+            self.svm_fee_wasted.with_label_values(&[network]);
+        } else {
+            self.gas_wasted_wei.with_label_values(&[network]);
+        }
+    }
+
     /// The engine's event sink.
     pub fn events(&self) -> SettleEvents {
         SettleEvents::new(Arc::new(self.clone()))

@@ -71,6 +71,11 @@ impl ExactSvmHandler {
         quoters: &mut Vec<Arc<dyn Quoter>>,
     ) -> Result<Self, StartError> {
         let config = shared.config;
+        shared.metrics.engine.touch_network(
+            net.network.as_str(),
+            x402_proto::Reason::SvmTransactionFailed.as_str(),
+            true,
+        );
         let chain: Arc<dyn SvmChain> = Arc::new(
             FailoverSvmChain::new(&net.rpc_urls, net.rpc_timeout)
                 .map_err(|message| StartError::SvmRpc {
