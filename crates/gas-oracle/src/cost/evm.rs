@@ -19,6 +19,16 @@
 //! the calldata and execution cost is the worst case for those fields and every measurement of
 //! one chain state gives the same number. What a real payment costs beyond it is
 //! covered by [`SETTLEMENT_GAS_ALLOWANCE`].
+//!
+//! Measured instead of assumed (what the facilitator runs, see `docs/gas-pricing.md`):
+//!
+//! - with [`EvmCostModel::with_gas_samples`], `gas_units` is a high percentile of the `gasUsed`
+//!   of the asset's recent landed settlements ([`GasSamples`]) once there are enough of them,
+//!   with no allowance: the receipts already say what a settlement costs;
+//! - with [`EvmCostConfig::horizon`], the base-fee headroom is sized to the quote's horizon
+//!   (how long a quote is served plus [`EvmCostConfig::landing_blocks`]) in blocks, from the
+//!   base fee's observed movement over that many blocks in `eth_feeHistory`
+//!   ([`observed_headroom_bps`]), never below one block's EIP-1559 maximum (12.5 %).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -81,6 +91,15 @@ pub struct EvmCostConfig {
     pub extra_gas: u64,
     /// How long a gas measurement is reused before `eth_estimateGas` runs again (default 600 s).
     pub gas_refresh: Duration,
+    /// The quote's horizon before landing: how long a quote is served (the cache's refresh
+    /// interval). `Some`: the base-fee headroom is the observed movement over the horizon plus
+    /// [`EvmCostConfig::landing_blocks`] ([`observed_headroom_bps`]) instead of the fixed
+    /// `headroom_bps` (which still applies to the L1 fee). Default `None`.
+    pub horizon: Option<Duration>,
+    /// Blocks from a quote's use to its settlement's landing, added to the horizon (default 2).
+    pub landing_blocks: u64,
+    /// Percentile (0–100) of the base-fee ratios over the horizon taken as headroom (default 95).
+    pub base_fee_percentile: u8,
 }
 
 impl Default for EvmCostConfig {
@@ -92,7 +111,101 @@ impl Default for EvmCostConfig {
             min_tip_wei: 1,
             extra_gas: SETTLEMENT_GAS_ALLOWANCE,
             gas_refresh: Duration::from_secs(600),
+            horizon: None,
+            landing_blocks: 2,
+            base_fee_percentile: 95,
         }
+    }
+}
+
+/// One block's EIP-1559 maximum base-fee rise, basis points (12.5 %).
+pub const ONE_BLOCK_MAX_RISE_BPS: u32 = 1_250;
+
+/// Most blocks of `eth_feeHistory` one call asks for (the common node limit).
+pub const MAX_FEE_HISTORY_BLOCKS: u64 = 1_024;
+
+/// The base-fee headroom for a horizon of `blocks`, basis points, from `base_fees` (oldest
+/// first, as `eth_feeHistory` gives them): the `percentile` (nearest rank) of
+/// `base_fee[i + blocks] / base_fee[i] − 1` over every window of the history, never below
+/// [`ONE_BLOCK_MAX_RISE_BPS`]. With too short a history for one window: the EIP-1559 maximum
+/// over the horizon (`1.125^blocks − 1`).
+pub fn observed_headroom_bps(base_fees: &[u128], blocks: u64, percentile: u8) -> u32 {
+    let h = blocks.max(1) as usize;
+    let mut rises: Vec<u64> = base_fees
+        .windows(h + 1)
+        .filter(|w| w[0] > 0)
+        .map(|w| {
+            let ratio_bps = U256::from(w[h]) * U256::from(BPS) / U256::from(w[0]);
+            u64::try_from(ratio_bps)
+                .unwrap_or(u64::MAX)
+                .saturating_sub(u64::from(BPS))
+        })
+        .collect();
+    if rises.is_empty() {
+        let mut max = u128::from(BPS);
+        for _ in 0..h.min(64) {
+            max = max * u128::from(BPS + ONE_BLOCK_MAX_RISE_BPS) / u128::from(BPS);
+        }
+        return u32::try_from(max - u128::from(BPS))
+            .unwrap_or(u32::MAX)
+            .max(ONE_BLOCK_MAX_RISE_BPS);
+    }
+    rises.sort_unstable();
+    let rank = (usize::from(percentile.min(100)) * rises.len()).div_ceil(100);
+    let at = rises[rank.saturating_sub(1).min(rises.len() - 1)];
+    u32::try_from(at)
+        .unwrap_or(u32::MAX)
+        .max(ONE_BLOCK_MAX_RISE_BPS)
+}
+
+/// The `gasUsed` of recent landed settlements, per asset: what [`EvmCostModel`] prices gas
+/// units from once it has enough ([`EvmCostModel::with_gas_samples`]). Shared by the settlement
+/// side, which records every landing, and the quoters.
+#[derive(Debug)]
+pub struct GasSamples {
+    samples: Mutex<HashMap<Address, std::collections::VecDeque<u64>>>,
+    capacity: usize,
+    min_samples: usize,
+    percentile: u8,
+}
+
+impl Default for GasSamples {
+    /// The last 200 settlements per asset; the 95th percentile once there are 5.
+    fn default() -> Self {
+        GasSamples::new(200, 5, 95)
+    }
+}
+
+impl GasSamples {
+    /// Keeps the last `capacity` samples per asset; [`GasSamples::percentile`] answers once
+    /// there are `min_samples`, with the `percentile` (nearest rank).
+    pub fn new(capacity: usize, min_samples: usize, percentile: u8) -> Self {
+        GasSamples {
+            samples: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            min_samples: min_samples.max(1),
+            percentile: percentile.min(100),
+        }
+    }
+
+    /// Records a landed settlement of `asset` that used `gas_used` gas units.
+    pub fn record(&self, asset: Address, gas_used: u64) {
+        let mut all = self.samples.lock().expect("gas samples lock");
+        let q = all.entry(asset).or_default();
+        q.push_back(gas_used);
+        while q.len() > self.capacity {
+            q.pop_front();
+        }
+    }
+
+    /// The configured percentile of `asset`'s recent `gasUsed`, once there are enough samples.
+    pub fn percentile(&self, asset: Address) -> Option<u64> {
+        let all = self.samples.lock().expect("gas samples lock");
+        let q = all.get(&asset).filter(|q| q.len() >= self.min_samples)?;
+        let mut sorted: Vec<u64> = q.iter().copied().collect();
+        sorted.sort_unstable();
+        let rank = (usize::from(self.percentile) * sorted.len()).div_ceil(100);
+        Some(sorted[rank.saturating_sub(1).min(sorted.len() - 1)])
     }
 }
 
@@ -293,7 +406,15 @@ pub struct EvmCostModel {
     l1_fee: Option<OpStackL1Fee>,
     /// asset → (measured gas units incl. allowance, when measured).
     gas: Mutex<HashMap<Address, (u64, Instant)>>,
+    /// Recent landed settlements' gas, when known.
+    samples: Option<Arc<GasSamples>>,
+    /// The first block number seen and when, to learn the block time.
+    first_block: Mutex<Option<(Instant, u64)>>,
 }
+
+/// Block time assumed until one is observed (2 s: Base, OP-stack; a slower chain gets more
+/// headroom than it needs until then, never less).
+const ASSUMED_BLOCK_TIME: Duration = Duration::from_secs(2);
 
 impl EvmCostModel {
     /// A model for `chain` without L1 fee.
@@ -303,7 +424,34 @@ impl EvmCostModel {
             config,
             l1_fee: None,
             gas: Mutex::new(HashMap::new()),
+            samples: None,
+            first_block: Mutex::new(None),
         }
+    }
+
+    /// Prices gas units from the recent landed settlements in `samples` once there are enough
+    /// (before: the measured estimate plus allowance).
+    pub fn with_gas_samples(mut self, samples: Arc<GasSamples>) -> Self {
+        self.samples = Some(samples);
+        self
+    }
+
+    /// The horizon in blocks for a history whose newest block is `latest`: the configured
+    /// horizon over the observed block time (assumed 2 s until observed over ≥ 10 s), rounded
+    /// up, plus the landing blocks.
+    fn horizon_blocks(&self, horizon: Duration, latest: u64) -> u64 {
+        let mut first = self.first_block.lock().expect("block time lock");
+        let (since, block0) = *first.get_or_insert((Instant::now(), latest));
+        let elapsed = since.elapsed();
+        let block_time = if elapsed >= Duration::from_secs(10) && latest > block0 {
+            elapsed / u32::try_from(latest - block0).unwrap_or(u32::MAX)
+        } else {
+            ASSUMED_BLOCK_TIME
+        };
+        let blocks = horizon
+            .as_millis()
+            .div_ceil(block_time.as_millis().max(1)) as u64;
+        blocks.max(1).saturating_add(self.config.landing_blocks)
     }
 
     /// Adds the OP-stack L1 data fee read from `l1_fee`'s oracle.
@@ -348,9 +496,17 @@ impl EvmCostModel {
         Ok(gas)
     }
 
-    /// Gas units for `asset`: the remembered measurement while younger than
+    /// Gas units for `asset`: the percentile of recent settlements' `gasUsed` when known
+    /// ([`EvmCostModel::with_gas_samples`]), else the remembered measurement while younger than
     /// [`EvmCostConfig::gas_refresh`], else a new [`EvmCostModel::measure_gas`].
     pub async fn gas_units(&self, asset: &EvmAsset) -> Result<u64, CostError> {
+        if let Some(gas) = self
+            .samples
+            .as_ref()
+            .and_then(|s| s.percentile(asset.address))
+        {
+            return Ok(gas);
+        }
         let cached = self
             .gas
             .lock()
@@ -364,20 +520,51 @@ impl EvmCostModel {
         }
     }
 
-    /// The fee per gas for the next block from `eth_feeHistory`.
+    /// The fee per gas for the next block from `eth_feeHistory`: with a horizon, over enough
+    /// blocks to observe the base fee's movement over it (the tip still from the last
+    /// `fee_history_blocks`).
     pub async fn fee_per_gas(&self) -> Result<FeePerGas, CostError> {
-        let history = self
-            .chain
-            .fee_history(
-                self.config.fee_history_blocks.max(1),
-                &[f64::from(self.config.tip_percentile.min(100))],
-            )
+        let tip_blocks = self.config.fee_history_blocks.max(1);
+        let Some(horizon) = self.config.horizon else {
+            let history = self.history(tip_blocks).await?;
+            return fee_per_gas_from_history(
+                &history,
+                self.config.headroom_bps,
+                self.config.min_tip_wei,
+            );
+        };
+        // The horizon in blocks needs the block number: a first look.
+        let probe = self.history(tip_blocks).await?;
+        let latest = probe
+            .oldest_block
+            .saturating_add(probe.base_fee_per_gas.len().saturating_sub(2) as u64);
+        let blocks = self.horizon_blocks(horizon, latest);
+        let wanted = (blocks * 8).max(tip_blocks).min(MAX_FEE_HISTORY_BLOCKS);
+        let mut history = if wanted > tip_blocks {
+            self.history(wanted).await?
+        } else {
+            probe
+        };
+        let headroom = observed_headroom_bps(
+            &history.base_fee_per_gas,
+            blocks,
+            self.config.base_fee_percentile,
+        );
+        if let Some(rewards) = history.reward.as_mut() {
+            let keep = rewards.len().saturating_sub(tip_blocks as usize);
+            rewards.drain(..keep);
+        }
+        fee_per_gas_from_history(&history, headroom, self.config.min_tip_wei)
+    }
+
+    async fn history(&self, blocks: u64) -> Result<FeeHistory, CostError> {
+        self.chain
+            .fee_history(blocks, &[f64::from(self.config.tip_percentile.min(100))])
             .await
             .map_err(|source| CostError::Chain {
                 what: "eth_feeHistory",
                 source,
-            })?;
-        fee_per_gas_from_history(&history, self.config.headroom_bps, self.config.min_tip_wei)
+            })
     }
 
     /// The L1 data fee with headroom for `asset`'s settlement, wei (0 without an L1 fee source).
@@ -449,6 +636,48 @@ mod tests {
         assert!(fee_per_gas_from_history(&history(vec![], None), 0, 1).is_err());
         assert!(fee_per_gas_from_history(&history(vec![0], None), 0, 1).is_err());
         assert!(fee_per_gas_from_history(&history(vec![u128::MAX], None), 1, 1).is_err());
+    }
+
+    #[test]
+    fn headroom_is_the_observed_rise_over_the_horizon_never_below_one_block() {
+        // Steady: the floor.
+        assert_eq!(observed_headroom_bps(&[100; 50], 5, 95), ONE_BLOCK_MAX_RISE_BPS);
+        // Falling: the floor.
+        let falling: Vec<u128> = (0..50).map(|i| 10_000 - i * 100).collect();
+        assert_eq!(observed_headroom_bps(&falling, 3, 95), ONE_BLOCK_MAX_RISE_BPS);
+        // Rising 12.5 % a block: over 2 blocks 26.5625 %, rounded down.
+        let mut rising = vec![1_000_000_000u128];
+        for _ in 0..30 {
+            let last = *rising.last().unwrap();
+            rising.push(last * 9 / 8);
+        }
+        assert_eq!(observed_headroom_bps(&rising, 2, 95), 2_656);
+        assert_eq!(observed_headroom_bps(&rising, 1, 50), 1_250);
+        // One jump of 50 % in a steady history: the 95th percentile ignores a rare one, the
+        // maximum does not.
+        let mut jump = vec![100u128; 100];
+        jump[60..].iter_mut().for_each(|b| *b = 150);
+        assert_eq!(observed_headroom_bps(&jump, 1, 95), ONE_BLOCK_MAX_RISE_BPS);
+        assert_eq!(observed_headroom_bps(&jump, 1, 100), 5_000);
+        // Too short a history: the EIP-1559 maximum over the horizon.
+        assert_eq!(observed_headroom_bps(&[100, 100], 2, 95), 2_656);
+    }
+
+    #[test]
+    fn gas_samples_answer_a_high_percentile_once_there_are_enough() {
+        let a = address!("0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913");
+        let s = GasSamples::new(20, 5, 95);
+        for g in [60_000, 61_000, 62_000, 63_000] {
+            s.record(a, g);
+        }
+        assert_eq!(s.percentile(a), None, "4 < 5 samples");
+        s.record(a, 80_000);
+        assert_eq!(s.percentile(a), Some(80_000));
+        for _ in 0..20 {
+            s.record(a, 61_000);
+        }
+        assert_eq!(s.percentile(a), Some(61_000), "only the last 20 are kept");
+        assert_eq!(s.percentile(Address::ZERO), None);
     }
 
     #[test]
