@@ -120,7 +120,20 @@ impl ExactEvmHandler {
             U256::from(net.min_signer_balance_wei),
             Duration::from_secs(10),
         );
-        let net_quoters = gas::quoters(chain, net, index).map_err(rpc_err)?;
+        // Landed settlements' gas, which the quoters price gas units from.
+        let samples = Arc::new(x402_gas_oracle::GasSamples::default());
+        let sampled = samples.clone();
+        family = family.with_gas_sampler(Arc::new(move |asset, gas_used| {
+            sampled.record(asset, gas_used)
+        }));
+        let net_quoters = gas::quoters(
+            chain,
+            net,
+            index,
+            Duration::from_secs(config.quotes().refresh_seconds),
+            samples,
+        )
+        .map_err(rpc_err)?;
         let priced = !net_quoters.is_empty();
         if priced {
             let assets = net
@@ -387,7 +400,9 @@ fn gas_metrics(metrics: &Metrics, network: &Network) -> GasObserver {
     let fee = metrics.gas_fee_wei_total.with_label_values(&label);
     let usdc = metrics.gas_usdc_total.with_label_values(&label);
     let quoted = metrics.gas_quoted_usdc_total.with_label_values(&label);
+    let accounting = metrics.gas_accounting(network.as_str());
     Arc::new(move |gas| {
+        accounting(gas.usdc);
         used.inc_by(gas.gas_used);
         fee.inc_by(gas.fee_wei as f64);
         if let Some(in_usdc) = gas.usdc {

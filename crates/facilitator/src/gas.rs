@@ -11,8 +11,8 @@ use x402_gas_oracle::price::{
     ChainlinkPriceSource, FallbackPriceSource, FixedPriceSource, HttpPriceSource,
 };
 use x402_gas_oracle::{
-    EvmAsset, EvmCostConfig, EvmCostModel, EvmQuoter, NativePrice, OpStackL1Fee, PriceSource,
-    Quote, QuoteCache, Quoter, UsdcConversion,
+    EvmAsset, EvmCostConfig, EvmCostModel, EvmQuoter, GasSamples, NativePrice, OpStackL1Fee,
+    PriceSource, Quote, QuoteCache, Quoter, UsdcConversion,
 };
 use x402_settle::evm::GasPricer;
 use x402_settle::replay::GasInUsdc;
@@ -20,12 +20,16 @@ use x402_settle::replay::GasInUsdc;
 use crate::config::evm::EvmNetwork;
 use crate::config::{GasConfig, PriceSourceConfig};
 
-/// Quoters for every asset of `net`, or none when it has no `[evm.gas]`.
+/// Quoters for every asset of `net`, or none when it has no `[evm.gas]`. Quotes are served for
+/// `refresh` (the cache's refresh interval: the quote's horizon before it is used); unless
+/// `fixed_headroom`, gas units come from `samples` (the network's landed settlements).
 /// Errors: a price source that cannot be built (names the key).
 pub fn quoters(
     chain: Arc<dyn EvmChain>,
     net: &EvmNetwork,
     index: usize,
+    refresh: Duration,
+    samples: Arc<GasSamples>,
 ) -> Result<Vec<Arc<dyn Quoter>>, String> {
     let Some(gas) = &net.gas else {
         return Ok(vec![]);
@@ -34,9 +38,14 @@ pub fn quoters(
     let config = EvmCostConfig {
         headroom_bps: gas.headroom_bps,
         tip_percentile: gas.tip_percentile,
+        horizon: (!gas.fixed_headroom).then_some(refresh),
+        landing_blocks: gas.landing_blocks,
         ..EvmCostConfig::default()
     };
     let mut cost = EvmCostModel::new(chain, config);
+    if !gas.fixed_headroom {
+        cost = cost.with_gas_samples(samples);
+    }
     if let Some(oracle) = &gas.l1_fee_oracle {
         let oracle: Address = oracle
             .parse()

@@ -25,6 +25,13 @@ pub struct Metrics {
     /// `x402_settle_gas_quoted_usdc_atomic_total{network}`: what the quotes current at those
     /// settlements charge for gas, atomic USDC (compare with the actual above).
     pub gas_quoted_usdc_total: IntCounterVec,
+    /// `x402_settle_gas_quote_ratio{network}`: per landed settlement, the gas (EVM) or fee and
+    /// rent (Solana) the quote current at settlement charges over what it cost, both in USDC
+    /// at the quote's native price (1.2 = the default 20 % markup exactly).
+    pub gas_quote_ratio: HistogramVec,
+    /// `x402_settle_gas_under_collected_total{network}`: landed settlements whose cost exceeds
+    /// what that quote charges (ratio < 1): the operator paid part of the gas.
+    pub gas_under_collected: IntCounterVec,
     /// `x402_settle_svm_fee_lamports_total{network}`: Solana transaction fees paid by the fee
     /// payer for landed settlements, lamports.
     pub svm_fee_lamports_total: IntCounterVec,
@@ -44,6 +51,25 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Records one landed settlement's quoted and actual cost on `network` (exported at zero
+    /// from the start: call with `None` to touch the series).
+    pub fn gas_accounting(
+        &self,
+        network: &str,
+    ) -> impl Fn(Option<x402_settle::replay::GasInUsdc>) + Send + Sync + use<> {
+        let ratio = self.gas_quote_ratio.with_label_values(&[network]);
+        let under = self.gas_under_collected.with_label_values(&[network]);
+        move |usdc| {
+            let Some(usdc) = usdc else { return };
+            if usdc.actual > 0 {
+                ratio.observe(usdc.quoted as f64 / usdc.actual as f64);
+            }
+            if usdc.quoted < usdc.actual {
+                under.inc();
+            }
+        }
+    }
+
     /// Registers every metric in a fresh registry.
     pub fn new() -> Self {
         let registry = Registry::new();
@@ -106,6 +132,25 @@ impl Metrics {
             &["network"],
         )
         .expect("valid metric");
+        let gas_quote_ratio = HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "x402_settle_gas_quote_ratio",
+                "Quoted over actual settlement cost (USDC at the quote's price), per settlement",
+            )
+            .buckets(vec![
+                0.5, 0.8, 0.9, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.75, 2.0, 3.0,
+            ]),
+            &["network"],
+        )
+        .expect("valid metric");
+        let gas_under_collected = IntCounterVec::new(
+            Opts::new(
+                "x402_settle_gas_under_collected_total",
+                "Landed settlements that cost more than the quote charges",
+            ),
+            &["network"],
+        )
+        .expect("valid metric");
         let svm_fee_lamports_total = IntCounterVec::new(
             Opts::new(
                 "x402_settle_svm_fee_lamports_total",
@@ -132,6 +177,7 @@ impl Metrics {
             &gas_used_total,
             &gas_usdc_total,
             &gas_quoted_usdc_total,
+            &gas_under_collected,
             &svm_fee_lamports_total,
             &svm_rent_lamports_total,
         ] {
@@ -141,6 +187,9 @@ impl Metrics {
         }
         registry
             .register(Box::new(settle_duration.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(gas_quote_ratio.clone()))
             .expect("unique metric");
         let engine = crate::settle_metrics::EngineMetrics::register(&registry);
         let ops = crate::http_metrics::OpsMetrics::new();
@@ -159,6 +208,8 @@ impl Metrics {
             gas_fee_wei_total,
             gas_usdc_total,
             gas_quoted_usdc_total,
+            gas_quote_ratio,
+            gas_under_collected,
             svm_fee_lamports_total,
             svm_rent_lamports_total,
             request_errors,

@@ -369,7 +369,9 @@ fn fee_metrics(metrics: &Metrics, network: &Network) -> SvmFeeObserver {
     let rent = metrics.svm_rent_lamports_total.with_label_values(&label);
     let usdc = metrics.gas_usdc_total.with_label_values(&label);
     let quoted = metrics.gas_quoted_usdc_total.with_label_values(&label);
+    let accounting = metrics.gas_accounting(network.as_str());
     Arc::new(move |paid| {
+        accounting(paid.usdc);
         fee.inc_by(paid.fee_lamports);
         rent.inc_by(paid.rent_lamports);
         if let Some(in_usdc) = paid.usdc {

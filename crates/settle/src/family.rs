@@ -246,5 +246,5 @@ pub trait ChainFamily: Send + Sync + 'static {
     fn transaction_failed(&self) -> Reason;
 
     /// Called once per landed settlement with its cost (metrics, accounting).
-    fn observe_landed(&self, _cost: &Cost) {}
+    fn observe_landed(&self, _payment: &PaymentFacts, _cost: &Cost) {}
 }

@@ -438,7 +438,7 @@ impl ChainFamily for SvmFamily {
         Reason::SvmSimulationFailed
     }
 
-    fn observe_landed(&self, cost: &Cost) {
+    fn observe_landed(&self, _payment: &PaymentFacts, cost: &Cost) {
         if let (Some(observer), Some(fee)) = (&self.fee_observer, &cost.svm_fee) {
             observer(fee);
         }

@@ -16,9 +16,21 @@ pub struct GasConfig {
     /// Smallest gas charge, atomic USDC (default 0).
     #[serde(default)]
     pub minimum_usdc_atomic: u64,
-    /// Headroom on the next block's base fee, basis points (default 2500).
+    /// Headroom on the L1 data fee (OP-stack) and on Solana's priority fee, basis points
+    /// (default 2500); on the next block's base fee only with `fixed_headroom = true`.
     #[serde(default = "default_headroom_bps")]
     pub headroom_bps: u32,
+    /// EVM: `true` prices the base fee with the fixed `headroom_bps` and gas units with
+    /// `eth_estimateGas` plus a worst-case allowance (the model before issue 18). Default
+    /// `false`: the headroom is the base fee's observed movement over the quote's horizon
+    /// (`[quotes] refresh_seconds` + `landing_blocks`), at least 12.5 %, and gas units the 95th
+    /// percentile of recent settlements' `gasUsed` (see `docs/gas-pricing.md`).
+    #[serde(default)]
+    pub fixed_headroom: bool,
+    /// EVM: blocks from a quote's use to its settlement's landing, part of the horizon
+    /// (default 2).
+    #[serde(default = "default_landing_blocks")]
+    pub landing_blocks: u64,
     /// Priority-fee percentile of `eth_feeHistory` (default 50).
     #[serde(default = "default_tip_percentile")]
     pub tip_percentile: u8,
@@ -72,6 +84,9 @@ pub enum PriceSourceConfig {
 
 fn default_markup_bps() -> u32 {
     2000
+}
+fn default_landing_blocks() -> u64 {
+    2
 }
 fn default_headroom_bps() -> u32 {
     2500

@@ -448,9 +448,7 @@ impl EvmCostModel {
         } else {
             ASSUMED_BLOCK_TIME
         };
-        let blocks = horizon
-            .as_millis()
-            .div_ceil(block_time.as_millis().max(1)) as u64;
+        let blocks = horizon.as_millis().div_ceil(block_time.as_millis().max(1)) as u64;
         blocks.max(1).saturating_add(self.config.landing_blocks)
     }
 
@@ -641,10 +639,16 @@ mod tests {
     #[test]
     fn headroom_is_the_observed_rise_over_the_horizon_never_below_one_block() {
         // Steady: the floor.
-        assert_eq!(observed_headroom_bps(&[100; 50], 5, 95), ONE_BLOCK_MAX_RISE_BPS);
+        assert_eq!(
+            observed_headroom_bps(&[100; 50], 5, 95),
+            ONE_BLOCK_MAX_RISE_BPS
+        );
         // Falling: the floor.
         let falling: Vec<u128> = (0..50).map(|i| 10_000 - i * 100).collect();
-        assert_eq!(observed_headroom_bps(&falling, 3, 95), ONE_BLOCK_MAX_RISE_BPS);
+        assert_eq!(
+            observed_headroom_bps(&falling, 3, 95),
+            ONE_BLOCK_MAX_RISE_BPS
+        );
         // Rising 12.5 % a block: over 2 blocks 26.5625 %, rounded down.
         let mut rising = vec![1_000_000_000u128];
         for _ in 0..30 {

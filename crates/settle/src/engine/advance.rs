@@ -83,7 +83,7 @@ impl<F: ChainFamily> Engine<F> {
                     self.notify.written();
                 }
                 if let SettlementRecord::Confirmed(s) | SettlementRecord::Delivered(s) = &next {
-                    self.family.observe_landed(&s.cost);
+                    self.family.observe_landed(&s.payment, &s.cost);
                 }
                 if let SettlementRecord::Failed(c) = &next {
                     self.count_revert(key, c).await;

@@ -53,6 +53,10 @@ pub type GasPricer = Arc<dyn Fn(&GasPaid) -> Option<GasInUsdc> + Send + Sync>;
 /// Called once per mined settlement with its gas cost.
 pub type GasObserver = Arc<dyn Fn(&GasPaid) + Send + Sync>;
 
+/// Called once per landed settlement with its asset and receipt `gasUsed` (what the gas
+/// oracle prices gas units from).
+pub type GasSampler = Arc<dyn Fn(Address, u64) + Send + Sync>;
+
 /// Called after each nonce repair look with `(signer, nonces handed out but not mined)`.
 pub type NonceLagObserver = Arc<dyn Fn(Address, u64) + Send + Sync>;
 
@@ -78,6 +82,7 @@ pub struct EvmFamily {
     receipt_poll: Duration,
     gaps: gaps::GapRepair,
     gas_observer: Option<GasObserver>,
+    gas_sampler: Option<GasSampler>,
     gas_pricer: Option<GasPricer>,
     nonce_lag_observer: Option<NonceLagObserver>,
     events: SettleEvents,
@@ -182,6 +187,7 @@ impl EvmFamily {
             receipt_poll: Duration::from_millis(200),
             gaps: gaps::GapRepair::new(Duration::from_secs(10)),
             gas_observer: None,
+            gas_sampler: None,
             gas_pricer: None,
             nonce_lag_observer: None,
             events: SettleEvents::default(),
@@ -294,6 +300,12 @@ impl EvmFamily {
     /// Prices every mined settlement's fee in USDC into its record.
     pub fn with_gas_pricer(mut self, pricer: GasPricer) -> Self {
         self.gas_pricer = Some(pricer);
+        self
+    }
+
+    /// Reports the asset and `gasUsed` of every landed settlement to `sampler`.
+    pub fn with_gas_sampler(mut self, sampler: GasSampler) -> Self {
+        self.gas_sampler = Some(sampler);
         self
     }
 
@@ -864,9 +876,14 @@ impl ChainFamily for EvmFamily {
         Reason::EvmNonceAlreadyUsed
     }
 
-    fn observe_landed(&self, cost: &Cost) {
+    fn observe_landed(&self, payment: &PaymentFacts, cost: &Cost) {
         if let (Some(observer), Some(gas)) = (&self.gas_observer, &cost.gas) {
             observer(gas);
+        }
+        if let (Some(sampler), Some(gas)) = (&self.gas_sampler, &cost.gas)
+            && let Ok(asset) = payment.asset.parse::<Address>()
+        {
+            sampler(asset, gas.gas_used);
         }
     }
 }

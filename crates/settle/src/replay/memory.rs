@@ -237,7 +237,7 @@ impl ReplayStore for MemoryStore {
     async fn standing(&self, key: &str, payment: &PaymentFacts) -> Result<Standing, StoreError> {
         let hash = debits_of(payment);
         let blocked = payer_blocked_key("", &payment.network, &payment.payer);
-        let now_ms = unix_ms();
+        let now_ms = self.unix_ms();
         Ok(self.with(|s| {
             let blocked_ms = s
                 .blocked
@@ -273,7 +273,7 @@ impl ReplayStore for MemoryStore {
     ) -> Result<bool, StoreError> {
         let reverts = reverts_key("", &payment.network, &payment.payer);
         let blocked = payer_blocked_key("", &payment.network, &payment.payer);
-        let now_ms = unix_ms();
+        let now_ms = self.unix_ms();
         let since = now_ms.saturating_sub(window.as_millis() as u64);
         Ok(self.with(|s| {
             let times = s.reverts.entry(reverts).or_default();

@@ -376,7 +376,7 @@ impl ReplayStore for RedisStore {
                 &payment.network,
                 &payment.payer,
             ))
-            .arg(unix_ms())
+            .arg(self.clock.unix_ms())
             .arg(window.as_millis().max(1) as u64)
             .arg(limit)
             .arg(block.as_millis().max(1) as u64);

@@ -1,0 +1,110 @@
+//! Quoted versus actual settlement gas (issue 18): quote `/requirements` for a 0.01 USDC
+//! service, pay exactly that total, settle, and compare the gas part of the price with the
+//! receipt (`gasUsed × effectiveGasPrice` at the same fixed ETH price). Each settlement lands
+//! in the block its quote priced (the quote is refreshed after every block), so the ratio is the
+//! model's own margin: markup × base-fee headroom × gas units over `gasUsed`. Prints every
+//! ratio and the medians. Measured here: 1.359 for the first settlement (gas units from
+//! `eth_estimateGas` + allowance, the payee's first receipt), 1.644 while the 95th percentile of
+//! the samples is that first, dearer settlement (95,649 gas against 78,5xx after), 1.351 from
+//! the 21st on (the steady state: 1.2 × 1.125 × 1.0007).
+
+use std::time::Duration;
+
+use alloy::providers::Provider;
+use serde_json::json;
+use x402_tests::Anvil;
+use x402_tests::eip3009::{ExactEvmRequirements, v2_evm_payment_json};
+use x402_tests::facilitator::EvmFixture;
+
+const GAS_TOML: &str = r#"
+[evm.gas]
+markup_bps = 2000
+[[evm.gas.price_sources]]
+kind = "fixed"
+usd = "3000.00"
+
+[quotes]
+refresh_seconds = 1
+max_age_seconds = 60
+"#;
+
+const PRICE: u128 = 10_000;
+
+fn u(v: &serde_json::Value) -> u128 {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quoted_over_actual_gas_is_the_markup_and_one_block_of_headroom() {
+    let anvil = Anvil::builder()
+        .block_base_fee_per_gas(1_000_000_000)
+        .spawn()
+        .await
+        .unwrap();
+    let fx = EvmFixture::start_custom(anvil, None, 10, GAS_TOML)
+        .await
+        .unwrap();
+    let provider = fx.anvil.provider();
+    let mut ratios = Vec::new();
+    for i in 0..24 {
+        // A quote of the chain as it is now (refreshed every second).
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let (status, r) = fx
+            .facilitator
+            .post(
+                "/requirements",
+                &json!({"network": "eip155:8453", "payTo": fx.pay_to.to_checksum(None),
+                        "price": PRICE.to_string(), "maxTimeoutSeconds": 120}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{r}");
+        let total = u(&r["v2"]["amount"]);
+        let quoted = total - PRICE;
+        let req = ExactEvmRequirements::base_usdc(total, fx.pay_to);
+        let (auth, sig) = req.authorize(&fx.payer).unwrap();
+        let body = v2_evm_payment_json(&req.v2_json(), &sig, &auth);
+        let (_, answer) = fx.facilitator.post("/settle", &body).await.unwrap();
+        assert_eq!(answer["success"], true, "{answer}");
+        let receipt = provider
+            .get_transaction_receipt(answer["transaction"].as_str().unwrap().parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let fee_wei = u128::from(receipt.gas_used) * receipt.effective_gas_price;
+        // wei × $3000 / 1e18 in atomic USDC (1e6), rounded up.
+        let actual = (fee_wei * 3000 * 1_000_000).div_ceil(10u128.pow(18));
+        let ratio = quoted as f64 / actual as f64;
+        println!(
+            "settlement {i:2}: quoted {quoted} actual {actual} atomic USDC (gasUsed {}, \
+             effectiveGasPrice {} wei): {ratio:.3}",
+            receipt.gas_used, receipt.effective_gas_price
+        );
+        assert!(quoted >= actual, "under-collected: {quoted} < {actual}");
+        ratios.push(ratio);
+    }
+    let median = |r: &[f64]| {
+        let mut r = r.to_vec();
+        r.sort_by(f64::total_cmp);
+        (r[r.len() / 2 - 1] + r[r.len() / 2]) / 2.0
+    };
+    let (all, last) = (median(&ratios), median(&ratios[20..]));
+    println!(
+        "quoted/actual: median {all:.3} over 24 settlements; {last:.3} once the 95th percentile \
+         of gasUsed is past the payee's first settlement (the last 4)"
+    );
+    // 20 % markup × 12.5 % headroom (one block, the floor) = 1.35, times gas units over
+    // gasUsed: the 95th percentile of the settlements so far once there are 5, so the first
+    // settlement to the payee (its balance zero → non-zero, 17,100 gas more) weighs until it
+    // is under 5 % of them.
+    assert!(last <= 1.36, "median {last}");
+    let (_, metrics) = fx.facilitator.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains("x402_settle_gas_quote_ratio_count{network=\"eip155:8453\"} 24"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("x402_settle_gas_under_collected_total{network=\"eip155:8453\"} 0"),
+        "{metrics}"
+    );
+}
