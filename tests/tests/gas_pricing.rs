@@ -46,6 +46,7 @@ async fn quoted_over_actual_gas_is_the_markup_and_one_block_of_headroom() {
         .unwrap();
     let provider = fx.anvil.provider();
     let mut ratios = Vec::new();
+    let mut last_tx = String::new();
     for i in 0..24 {
         // A quote of the chain as it is now (refreshed every second).
         tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -72,6 +73,7 @@ async fn quoted_over_actual_gas_is_the_markup_and_one_block_of_headroom() {
             .unwrap()
             .unwrap();
         let fee_wei = u128::from(receipt.gas_used) * receipt.effective_gas_price;
+        last_tx = answer["transaction"].as_str().unwrap().to_string();
         // wei × $3000 / 1e18 in atomic USDC (1e6), rounded up.
         let actual = (fee_wei * 3000 * 1_000_000).div_ceil(10u128.pow(18));
         let ratio = quoted as f64 / actual as f64;
@@ -98,6 +100,21 @@ async fn quoted_over_actual_gas_is_the_markup_and_one_block_of_headroom() {
     // settlement to the payee (its balance zero → non-zero, 17,100 gas more) weighs until it
     // is under 5 % of them.
     assert!(last <= 1.36, "median {last}");
+    // The status API shows both, as the record keeps them.
+    let (status, view) = fx
+        .facilitator
+        .get(&format!("/settlements/{last_tx}"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{view}");
+    let view: serde_json::Value = serde_json::from_str(&view).unwrap();
+    let cost = &view["cost"];
+    assert!(cost["gasUsed"].as_u64().unwrap() > 70_000, "{view}");
+    assert!(
+        cost["quotedUsdc"].as_u64().unwrap() >= cost["actualUsdc"].as_u64().unwrap(),
+        "{view}"
+    );
+    println!("GET /settlements/{last_tx}: cost {cost}");
     let (_, metrics) = fx.facilitator.get("/metrics").await.unwrap();
     assert!(
         metrics.contains("x402_settle_gas_quote_ratio_count{network=\"eip155:8453\"} 24"),

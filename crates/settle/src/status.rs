@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::record::{PublicState, SettlementRecord};
+use crate::record::{Cost, PublicState, SettlementRecord};
 
 /// One payment's settlement as `/settlements` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -43,6 +43,58 @@ pub struct SettlementStatus {
     /// Failed or expired: detail.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+    /// Landed or failed on chain: what the settlement cost, and what the quote current at
+    /// settlement charged for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostView>,
+}
+
+/// A settlement's cost as `/settlements` shows it (amounts as decimal strings where they may
+/// exceed 2^53).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CostView {
+    /// EVM: receipt `gasUsed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gas_used: Option<u64>,
+    /// EVM: `gasUsed × effectiveGasPrice`, wei.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fee_wei: Option<String>,
+    /// Solana: fee paid by the fee payer, lamports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fee_lamports: Option<u64>,
+    /// Solana: rent of a created destination account, lamports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rent_lamports: Option<u64>,
+    /// The cost in atomic USDC at the quote's native price, without markup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actual_usdc: Option<u64>,
+    /// What the quote current at settlement charges for it, atomic USDC (markup included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quoted_usdc: Option<u64>,
+}
+
+impl CostView {
+    fn of(cost: &Cost) -> Option<Self> {
+        if let Some(g) = &cost.gas {
+            return Some(CostView {
+                gas_used: Some(g.gas_used),
+                fee_wei: Some(g.fee_wei.to_string()),
+                fee_lamports: None,
+                rent_lamports: None,
+                actual_usdc: g.usdc.map(|u| u.actual),
+                quoted_usdc: g.usdc.map(|u| u.quoted),
+            });
+        }
+        cost.svm_fee.as_ref().map(|f| CostView {
+            gas_used: None,
+            fee_wei: None,
+            fee_lamports: Some(f.fee_lamports),
+            rent_lamports: Some(f.rent_lamports),
+            actual_usdc: f.usdc.map(|u| u.actual),
+            quoted_usdc: f.usdc.map(|u| u.quoted),
+        })
+    }
 }
 
 /// Suggested poll interval while a settlement is pending, milliseconds.
@@ -63,6 +115,13 @@ impl SettlementStatus {
             ),
             _ => (None, None, None),
         };
+        let cost = match record {
+            SettlementRecord::Confirmed(s) | SettlementRecord::Delivered(s) => {
+                CostView::of(&s.cost)
+            }
+            SettlementRecord::Failed(c) => CostView::of(&c.cost),
+            _ => None,
+        };
         let state = record.public_state();
         SettlementStatus {
             state,
@@ -78,6 +137,7 @@ impl SettlementStatus {
             retry_after_ms: (state == PublicState::Pending).then_some(RETRY_AFTER_MS),
             error_reason,
             error_message,
+            cost,
         }
     }
 }
