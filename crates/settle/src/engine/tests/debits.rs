@@ -89,7 +89,7 @@ async fn a_refused_payment_settles_once_the_balance_covers_it() {
     let rig = Rig::new();
     rig.chain.with(|s| s.balances.insert(PAYER.into(), 10));
     let engine = Arc::new(rig.engine("a", Steps::none()));
-    let answers = settle_at_once(&rig, &[engine.clone()], 3, "4").await;
+    let answers = settle_at_once(&rig, std::slice::from_ref(&engine), 3, "4").await;
     assert_eq!(answers.iter().filter(|a| is_success(a)).count(), 2);
     rig.chain.with(|s| *s.balances.get_mut(PAYER).unwrap() += 4);
     let again = rig
