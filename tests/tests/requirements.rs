@@ -65,7 +65,8 @@ async fn quote_is_the_cost_converted_with_markup() {
     assert_eq!(q["network"], "eip155:8453", "{q}");
     let total_wei = u(&q["totalWei"]);
     assert!(u(&q["gasUnits"]) > 80_000, "{q}");
-    // Next base fee with 25 % headroom covers the current base fee even after an empty block (−12.5 %).
+    // The next block's base fee with at least one block of EIP-1559 rise (12.5 %, the floor of
+    // the horizon headroom; docs/gas-pricing.md).
     let fees = alloy::providers::Provider::get_fee_history(
         &fx.anvil.provider(),
         1,
@@ -74,10 +75,10 @@ async fn quote_is_the_cost_converted_with_markup() {
     )
     .await
     .unwrap();
-    let current_base_fee = fees.base_fee_per_gas[0];
+    let next_base_fee = fees.base_fee_per_gas[1];
     assert!(
-        u(&q["feePerGasWei"]) >= current_base_fee,
-        "{q} base fee {current_base_fee}"
+        u(&q["feePerGasWei"]) >= (next_base_fee * 1_125).div_ceil(1_000),
+        "{q} next base fee {next_base_fee}"
     );
     assert_eq!(
         total_wei,
