@@ -288,7 +288,7 @@ impl ChainFamily for SvmFamily {
             .chain()
             .account(source)
             .await
-            .map_err(|e| SettleError::ChainUnavailable(e.to_string()))?;
+            .map_err(|e| SettleError::ChainUnavailable(e.into()))?;
         let balance = account
             .and_then(|a| token_account_amount(&a.data))
             .unwrap_or(0);

@@ -558,10 +558,13 @@ impl ChainFamily for EvmFamily {
             .abi_encode()
             .into(),
         );
-        let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.to_string());
+        let unavailable = |e: ChainError| SettleError::ChainUnavailable(e.into());
         let ret = self.chain().call(&call).await.map_err(unavailable)?;
-        let balance = IEip3009Token::balanceOfCall::abi_decode_returns(&ret)
-            .map_err(|e| SettleError::ChainUnavailable(format!("balanceOf answered {ret}: {e}")))?;
+        let balance = IEip3009Token::balanceOfCall::abi_decode_returns(&ret).map_err(|e| {
+            SettleError::ChainUnavailable(x402_chain::ChainUnavailable::Other(format!(
+                "balanceOf answered {ret}: {e}"
+            )))
+        })?;
         let needed = U256::from(amount) + U256::from(in_flight);
         Ok((balance < needed).then(|| {
             Invalid::new(
