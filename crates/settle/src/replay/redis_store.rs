@@ -117,7 +117,6 @@ pub struct RedisStore {
     pub(super) outbox_dead: String,
     observer: Option<CallObserver>,
     pub(super) clock: Clock,
-    prefix: String,
 }
 
 pub(crate) fn unavailable(e: redis::RedisError) -> StoreError {
@@ -158,7 +157,6 @@ impl RedisStore {
             outbox_dead: outbox_dead_key(prefix),
             observer: None,
             clock: Clock::system(),
-            prefix: prefix.to_string(),
         };
         store.ping().await?;
         Ok(store)

@@ -151,6 +151,7 @@ async fn every_final_state_releases_its_debit() {
             created_at: FAR - 3_600,
             valid_until: FAR,
             key: None,
+            answer_keys: Default::default(),
         },
         owner: "dead".into(),
         lease_until_ms: T0_MS,
