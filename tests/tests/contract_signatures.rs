@@ -163,3 +163,112 @@ async fn contract_signatures_can_be_refused_entirely() {
         .unwrap();
     assert_eq!(settled["success"], true, "{settled}");
 }
+
+/// A wallet that passes every simulation and then reverts on chain (a flip of its validity
+/// lands first in the block, as a front-runner would arrange): the settlement costs at most the
+/// contract-signature gas cap, and with `revert_limit = 1` the wallet's next payment is refused
+/// before broadcast (the operator's-money reverting-payer counter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wallet_that_reverts_for_real_costs_at_most_the_cap_and_is_then_refused() {
+    use alloy::providers::Provider;
+    use alloy::rpc::types::TransactionRequest;
+
+    let anvil = x402_tests::Anvil::spawn().await.unwrap();
+    let fx = EvmFixture::start_edited(anvil, None, 10, |toml| {
+        toml.replace(
+            "[settle]\n",
+            "[settle]\nrevert_limit = 1\nrevert_window_seconds = 600\nrevert_block_seconds = 600\n",
+        )
+    })
+    .await
+    .unwrap();
+    let wallet = deploy_wallet(&fx, "SwitchableWallet", vec![]).await;
+    let flip = || {
+        TransactionRequest::default()
+            .to(wallet)
+            .input(alloy::primitives::keccak256("flip()")[..4].to_vec().into())
+            .gas_limit(100_000)
+            .max_priority_fee_per_gas(100_000_000_000)
+            .max_fee_per_gas(1_000_000_000_000)
+    };
+    let body = payment_from(&fx, wallet);
+    let (_, verdict) = fx.facilitator.post("/verify", &body).await.unwrap();
+    assert_eq!(verdict["isValid"], true, "{verdict}");
+
+    fx.anvil.set_automine(false).await.unwrap();
+    let provider = fx.anvil.provider();
+    let flipper = fx.anvil.wallet_provider(fx.anvil.signer(0));
+    let settle = fx.facilitator.post("/settle", &body);
+    let front_run = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while provider
+            .get_transaction_count(fx.facilitator_signer)
+            .pending()
+            .await
+            .unwrap()
+            == 0
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the settlement never reached the pool"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let _pending = flipper.send_transaction(flip()).await.unwrap();
+        let _: Value = provider.raw_request("evm_mine".into(), ()).await.unwrap();
+    };
+    let (settled, ()) = tokio::join!(settle, front_run);
+    fx.anvil.set_automine(true).await.unwrap();
+    let (_, mut answer) = settled.unwrap();
+    for _ in 0..20 {
+        if answer["errorReason"] != "settlement_pending" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        answer = fx.facilitator.post("/settle", &body).await.unwrap().1;
+    }
+    assert_eq!(
+        answer["errorReason"], "invalid_exact_evm_transaction_failed",
+        "{answer}"
+    );
+    let hash = answer["transaction"].as_str().unwrap().parse().unwrap();
+    let receipt = provider
+        .get_transaction_receipt(hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!receipt.status(), "the settlement reverted on chain");
+    let sent = provider
+        .get_transaction_by_hash(hash)
+        .await
+        .unwrap()
+        .unwrap();
+    use alloy::consensus::Transaction as _;
+    assert!(
+        sent.gas_limit() <= x402_settle::evm::DEFAULT_CONTRACT_SIGNATURE_GAS_CAP,
+        "gas limit {} above the cap",
+        sent.gas_limit()
+    );
+    assert!(receipt.gas_used <= sent.gas_limit());
+
+    // Valid again, and funded: the wallet's next payment is refused before broadcast.
+    let _ = flipper
+        .send_transaction(flip())
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let before = fx.signer_tx_count().await.unwrap();
+    let again = payment_from(&fx, wallet);
+    let (_, refused) = fx.facilitator.post("/settle", &again).await.unwrap();
+    assert_eq!(refused["success"], false, "{refused}");
+    assert_eq!(refused["transaction"], "", "{refused}");
+    assert!(
+        refused["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("reverted on chain")),
+        "refused as a reverting payer: {refused}"
+    );
+    assert_eq!(fx.signer_tx_count().await.unwrap(), before, "nothing sent");
+}
