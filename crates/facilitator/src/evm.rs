@@ -17,7 +17,7 @@ use x402_gas_oracle::{Quote, QuoteCache, Quoter};
 use x402_proto::{Network, ParseError, PaymentRequest, SettleResponse, VerifyResponse};
 use x402_settle::SettleError;
 use x402_settle::engine::Caller;
-use x402_settle::evm::{ContractSignatures, EvmFamily, EvmSettler, GasObserver};
+use x402_settle::evm::{EvmFamily, EvmSettler, GasObserver};
 use x402_settle::reconciler::Reconcile;
 use x402_settle::status::SettlementStatus;
 use x402_verify::evm::ExactEvmVerifier;
@@ -104,14 +104,12 @@ impl ExactEvmHandler {
             Duration::from_secs(config.settle().signer_wait_seconds),
             config.settle().max_in_flight_per_signer,
         )
-        .with_contract_signatures(ContractSignatures {
-            accept: net.accept_contract_signatures,
-            gas_caps: net
-                .assets
+        .with_contract_signature_gas_caps(
+            net.assets
                 .iter()
                 .filter_map(|a| Some((a.address, a.contract_signature_gas_cap?)))
                 .collect(),
-        })
+        )
         .with_receipt_poll(shared.timing.poll_interval)
         .with_gap_fill_after(Duration::from_secs(config.settle().nonce_gap_fill_seconds))
         .with_nonce_lag_observer(nonce_lag_metrics(shared.metrics, &network))

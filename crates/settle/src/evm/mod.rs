@@ -87,7 +87,9 @@ pub struct EvmFamily {
     nonce_lag_observer: Option<NonceLagObserver>,
     events: SettleEvents,
     clock: Clock,
-    contract_signatures: ContractSignatures,
+    /// Gas cap of a contract-signature settlement per asset, gas units (see
+    /// [`EvmFamily::with_contract_signature_gas_caps`]).
+    contract_gas_caps: std::collections::HashMap<Address, u64>,
 }
 
 /// Default gas cap of a contract-signature settlement before the asset's ECDSA limit is
@@ -97,27 +99,6 @@ pub const DEFAULT_CONTRACT_SIGNATURE_GAS_CAP: u64 = 300_000;
 /// How many ECDSA settlement limits of the asset a contract-signature settlement may use by
 /// default.
 pub const CONTRACT_SIGNATURE_GAS_CAP_MULTIPLE: u64 = 3;
-
-/// What contract-wallet (ERC-1271 / ERC-6492) payments may cost: their settlement gas depends
-/// on code the payer controls.
-#[derive(Debug, Clone)]
-pub struct ContractSignatures {
-    /// Whether they are taken at all.
-    pub accept: bool,
-    /// Gas cap per asset, gas units; an asset not listed gets
-    /// [`CONTRACT_SIGNATURE_GAS_CAP_MULTIPLE`] × its learnt ECDSA limit, or
-    /// [`DEFAULT_CONTRACT_SIGNATURE_GAS_CAP`] before one is learnt.
-    pub gas_caps: std::collections::HashMap<Address, u64>,
-}
-
-impl Default for ContractSignatures {
-    fn default() -> Self {
-        ContractSignatures {
-            accept: true,
-            gas_caps: std::collections::HashMap::new(),
-        }
-    }
-}
 
 /// The signers' balance floor and the balances last read.
 #[derive(Default)]
@@ -192,7 +173,7 @@ impl EvmFamily {
             nonce_lag_observer: None,
             events: SettleEvents::default(),
             clock: Clock::system(),
-            contract_signatures: ContractSignatures::default(),
+            contract_gas_caps: std::collections::HashMap::new(),
         }
     }
 
@@ -210,17 +191,22 @@ impl EvmFamily {
         self
     }
 
-    /// Takes or refuses contract-wallet payments and bounds their settlement gas (default: taken,
-    /// capped by the default rule of [`ContractSignatures::gas_caps`]).
-    pub fn with_contract_signatures(mut self, policy: ContractSignatures) -> Self {
-        self.contract_signatures = policy;
+    /// Bounds the settlement gas of contract-wallet (ERC-1271 / ERC-6492) payments, whose cost
+    /// depends on code the payer controls: `caps` per asset, gas units; an asset not listed gets
+    /// [`CONTRACT_SIGNATURE_GAS_CAP_MULTIPLE`] × its learnt ECDSA limit, or
+    /// [`DEFAULT_CONTRACT_SIGNATURE_GAS_CAP`] before one is learnt. (Refusing them outright is
+    /// the verifier's `with_contract_signatures(false)`.)
+    pub fn with_contract_signature_gas_caps(
+        mut self,
+        caps: std::collections::HashMap<Address, u64>,
+    ) -> Self {
+        self.contract_gas_caps = caps;
         self
     }
 
     /// The gas cap of a contract-signature settlement of `asset`, gas units.
     fn contract_signature_gas_cap(&self, asset: Address) -> u64 {
-        self.contract_signatures
-            .gas_caps
+        self.contract_gas_caps
             .get(&asset)
             .copied()
             .or_else(|| {
@@ -425,8 +411,11 @@ impl EvmFamily {
         tx: TransactionRequest,
     ) -> Result<SentTx, SettleError> {
         let mut tx = tx;
-        // Without cached fees the chain fills them itself (one more round trip).
-        if let Ok(fees) = self.fees.current().await {
+        // Fees already set by the simulation are kept (the same cached values); without cached
+        // fees the chain fills them itself (one more round trip).
+        if tx.max_fee_per_gas.is_none()
+            && let Ok(fees) = self.fees.current().await
+        {
             tx = tx
                 .max_fee_per_gas(fees.max_fee_per_gas)
                 .max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
@@ -594,15 +583,9 @@ impl ChainFamily for EvmFamily {
         payment: &EvmPayment,
     ) -> Result<Signed, SettleError> {
         let signer = held.signer;
+        // Contract signatures refused by configuration never get here: the settlement-time
+        // verification (the same verifier) refuses them.
         let ecdsa = matches!(payment.signature, PayerSignature::Ecdsa(_));
-        if !ecdsa && !self.contract_signatures.accept {
-            return Ok(Signed::Refused(Invalid::new(
-                Reason::EvmSignature,
-                "contract-wallet (ERC-1271 / ERC-6492) signatures are not accepted by this \
-                 facilitator",
-                Some(payment.payer_string()),
-            )));
-        }
         let mut call = TransactionRequest::default()
             .from(signer)
             .to(payment.asset)
