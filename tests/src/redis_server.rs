@@ -69,6 +69,33 @@ impl RedisServer {
         Ok(())
     }
 
+    /// Every in-flight debit left (`x402:debits:*` hashes with a field; see
+    /// `x402_settle::debits`): (hash key, fields). Empty once every settlement resolved.
+    pub async fn debits_left(&self) -> Vec<(String, u64)> {
+        let mut conn = redis::Client::open(self.url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("x402:debits:*")
+            .query_async(&mut conn)
+            .await
+            .expect("KEYS");
+        let mut left = Vec::new();
+        for k in keys.into_iter().filter(|k| !k.ends_with(":seq")) {
+            let n: u64 = redis::cmd("HLEN")
+                .arg(&k)
+                .query_async(&mut conn)
+                .await
+                .expect("HLEN");
+            if n > 0 {
+                left.push((k, n));
+            }
+        }
+        left
+    }
+
     /// Freezes the server (SIGSTOP): connections stay open and nothing answers, as a Redis
     /// that hangs or is partitioned away.
     pub fn pause(&self) -> anyhow::Result<()> {

@@ -75,32 +75,6 @@ async fn settle_until_done(fac: &TestFacilitator, body: &Value, within: Duration
     }
 }
 
-/// Every in-flight debit field left in Redis (`x402:debits:*` hashes), by hash.
-async fn debits_left(redis: &RedisServer) -> Vec<(String, u64)> {
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("x402:debits:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut left = Vec::new();
-    for k in keys.into_iter().filter(|k| !k.ends_with(":seq")) {
-        let n: u64 = redis::cmd("HLEN")
-            .arg(&k)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if n > 0 {
-            left.push((k, n));
-        }
-    }
-    left
-}
-
 /// 10 payments at once through `replicas` (signers `signers`): 2 settle, 8 refused before
 /// broadcast, 2 transactions sent and none reverted, debits released.
 async fn overdraw(replicas: usize) {
@@ -163,7 +137,7 @@ async fn overdraw(replicas: usize) {
         usdc.balance_of(anvil.address(3)).await.unwrap(),
         U256::from(2 * AMOUNT)
     );
-    assert_eq!(debits_left(&redis).await, vec![], "every debit released");
+    assert_eq!(redis.debits_left().await, vec![], "every debit released");
     // A refused payment is not held: once the payer can cover it, it settles.
     usdc.mint(anvil.address(2), AMOUNT).await.unwrap();
     let again_body = answers
@@ -172,7 +146,7 @@ async fn overdraw(replicas: usize) {
         .unwrap();
     let again = settle_until_done(&facs[0], &bodies[again_body], Duration::from_secs(30)).await;
     assert_eq!(again["success"], true, "{again}");
-    assert_eq!(debits_left(&redis).await, vec![]);
+    assert_eq!(redis.debits_left().await, vec![]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -306,5 +280,5 @@ async fn a_payer_emptied_between_verify_and_settle_reverts_once_then_is_refused(
     assert_eq!(reverted, 1.0);
     assert_eq!(gas, wasted as f64);
     assert_eq!(blocked, 1.0);
-    assert_eq!(debits_left(&redis).await, vec![], "every debit released");
+    assert_eq!(redis.debits_left().await, vec![], "every debit released");
 }

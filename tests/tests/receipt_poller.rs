@@ -1,7 +1,9 @@
 //! The per-network receipt poller (crates/settle/src/evm/receipts.rs) on a real anvil: when the
 //! chain reorganises under a block it has read, the receipts of the replaced blocks are
 //! forgotten (a settlement waiting on one asks the node again instead of trusting the cache), the
-//! new blocks are read, and a transaction mined again is seen in its new block.
+//! new blocks are read, and a transaction mined again is seen in its new block. With a
+//! WebSocket endpoint it reads a block as soon as anvil announces it (`newHeads`), long before
+//! its next scheduled poll.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,4 +116,59 @@ async fn reorg_under_a_read_block_drops_its_receipts_and_reads_the_new_chain() {
         .unwrap();
     assert_eq!(receipt.block_hash, on_chain.block_hash);
     assert!(receipt.block_number.unwrap() > first_block);
+}
+
+/// A signer transaction mined while the poller sleeps (10 s interval, automine off): a poller
+/// following anvil's `newHeads` over WebSocket caches its receipt within a second; one without
+/// the subscription has not read the block yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_heads_over_websocket_wake_the_poller_at_once() {
+    let anvil = Anvil::spawn().await.unwrap();
+    anvil.set_automine(false).await.unwrap();
+    let signer = anvil.signer(1);
+    let chain: Arc<dyn EvmChain> = Arc::new(
+        AlloyEvmChain::new(
+            anvil.rpc_url(),
+            anvil.chain_id(),
+            vec![signer.clone()],
+            Duration::from_secs(5),
+        )
+        .unwrap(),
+    );
+    let interval = Duration::from_secs(10);
+    let pushed = ReceiptWatcher::spawn(chain.clone(), &[signer.address()], interval, interval);
+    let ws_url = anvil.rpc_url().replace("http://", "ws://");
+    pushed.follow_heads(ws_url, Duration::from_secs(5));
+    let polled = ReceiptWatcher::spawn(chain.clone(), &[signer.address()], interval, interval);
+    until(Duration::from_secs(5), "the subscription is live", || {
+        pushed.following_heads()
+    })
+    .await;
+    // Both pollers took their first look at the chain.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let provider = anvil.provider();
+    let tx = TransactionRequest::default()
+        .with_from(signer.address())
+        .with_to(anvil.address(2))
+        .with_value(U256::from(1u64))
+        .with_nonce(0)
+        .with_chain_id(anvil.chain_id())
+        .with_gas_limit(21_000)
+        .with_max_fee_per_gas(10_000_000_000)
+        .with_max_priority_fee_per_gas(1_000_000_000);
+    let wallet = alloy::network::EthereumWallet::from(signer.clone());
+    let raw = tx.build(&wallet).await.unwrap().encoded_2718();
+    let hash: B256 = *provider.send_raw_transaction(&raw).await.unwrap().tx_hash();
+    let _: String = provider.raw_request("evm_mine".into(), ()).await.unwrap();
+    until(
+        Duration::from_secs(1),
+        "the pushed head makes the poller read the block",
+        || pushed.receipt(&hash).is_some(),
+    )
+    .await;
+    assert!(
+        polled.receipt(&hash).is_none(),
+        "the poller without newHeads read the block before its interval"
+    );
 }

@@ -285,6 +285,13 @@ async fn f3_kill9_of_a_replica_mid_burst_settles_every_payment_exactly_once() {
         50,
         "{states:?}"
     );
+    // Every in-flight debit was released, those of the killed replica's reservations too
+    // (taken over, or resolved by the reconciler).
+    assert_eq!(
+        redis.debits_left().await,
+        vec![],
+        "debits left after every payment resolved"
+    );
 }
 
 /// kill -9 right after broadcast with automine off; restart; mine: the reconciler records the

@@ -14,6 +14,7 @@ alloy::sol! {
         function balanceOf(address account) external view returns (uint256);
         function DOMAIN_SEPARATOR() external view returns (bytes32);
         event Transfer(address indexed from, address indexed to, uint256 value);
+        event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
     }
 
     /// ERC-1271 smart-contract signature check.

@@ -1,7 +1,9 @@
 //! The [`EvmChain`] trait: the chain operations the EVM `exact` scheme needs.
 
 use alloy::primitives::{Address, B256, Bytes, U256};
-use alloy::rpc::types::{FeeHistory, TransactionReceipt, TransactionRequest};
+use alloy::rpc::types::{
+    FeeHistory, Filter, Log, Transaction, TransactionReceipt, TransactionRequest,
+};
 use async_trait::async_trait;
 
 use crate::endpoint::{Endpoint, Unreachable};
@@ -232,6 +234,18 @@ pub trait EvmChain: Send + Sync {
         _number: u64,
     ) -> Result<Option<Vec<TransactionReceipt>>, ChainError> {
         Err(ChainError::Unsupported("eth_getBlockReceipts"))
+    }
+
+    /// `eth_getLogs` with `filter` (address, topics, block range). Used to find where a lost
+    /// payment landed (EIP-3009 `AuthorizationUsed`). Default: [`ChainError::Unsupported`].
+    async fn logs(&self, _filter: &Filter) -> Result<Vec<Log>, ChainError> {
+        Err(ChainError::Unsupported("eth_getLogs"))
+    }
+
+    /// `eth_getTransactionByHash`: the transaction (sender, input), `None` if the node does
+    /// not know it. Default: [`ChainError::Unsupported`].
+    async fn transaction(&self, _hash: B256) -> Result<Option<Transaction>, ChainError> {
+        Err(ChainError::Unsupported("eth_getTransactionByHash"))
     }
 }
 

@@ -5,7 +5,9 @@ use alloy::eips::{BlockId, BlockNumberOrTag};
 use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
 use alloy::primitives::{Address, B256, Bytes};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::{FeeHistory, TransactionReceipt, TransactionRequest};
+use alloy::rpc::types::{
+    FeeHistory, Filter, Log, Transaction, TransactionReceipt, TransactionRequest,
+};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::transports::{RpcError, TransportErrorKind};
 use async_trait::async_trait;
@@ -345,5 +347,19 @@ impl EvmChain for AlloyEvmChain {
             .get_block_receipts(BlockNumberOrTag::Number(number).into())
             .await
             .map_err(self.err("eth_getBlockReceipts"))
+    }
+
+    async fn logs(&self, filter: &Filter) -> Result<Vec<Log>, ChainError> {
+        self.provider
+            .get_logs(filter)
+            .await
+            .map_err(self.err("eth_getLogs"))
+    }
+
+    async fn transaction(&self, hash: B256) -> Result<Option<Transaction>, ChainError> {
+        self.provider
+            .get_transaction_by_hash(hash)
+            .await
+            .map_err(self.err("eth_getTransactionByHash"))
     }
 }

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use alloy::primitives::{Address, B256, Bytes, U256};
-use alloy::rpc::types::{FeeHistory, TransactionReceipt, TransactionRequest};
+use alloy::rpc::types::{
+    FeeHistory, Filter, Log, Transaction, TransactionReceipt, TransactionRequest,
+};
 use alloy::signers::local::PrivateKeySigner;
 use async_trait::async_trait;
 
@@ -40,6 +42,8 @@ pub fn rpc_method(chain_method: &str) -> &'static str {
         "block_number" => "eth_blockNumber",
         "block_receipts" => "eth_getBlockReceipts",
         "block_hashes" => "eth_getBlockByNumber",
+        "logs" => "eth_getLogs",
+        "transaction" => "eth_getTransactionByHash",
         "sign" => "sign",
         _ => "other",
     }
@@ -288,5 +292,13 @@ impl EvmChain for FailoverEvmChain {
         number: u64,
     ) -> Result<Option<Vec<TransactionReceipt>>, ChainError> {
         failover!(self, |c| c.block_receipts(number))
+    }
+
+    async fn logs(&self, filter: &Filter) -> Result<Vec<Log>, ChainError> {
+        failover!(self, |c| c.logs(filter))
+    }
+
+    async fn transaction(&self, hash: B256) -> Result<Option<Transaction>, ChainError> {
+        failover!(self, |c| c.transaction(hash))
     }
 }

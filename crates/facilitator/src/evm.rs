@@ -117,7 +117,11 @@ impl ExactEvmHandler {
         .with_signer_floor(
             U256::from(net.min_signer_balance_wei),
             Duration::from_secs(10),
-        );
+        )
+        .with_lost_record_lookback(net.lost_record_lookback_blocks);
+        if let Some(ws_url) = &net.ws_url {
+            family = family.with_new_heads(ws_url.clone(), net.rpc_timeout);
+        }
         // Landed settlements' gas, which the quoters price gas units from.
         let samples = Arc::new(x402_gas_oracle::GasSamples::default());
         let sampled = samples.clone();

@@ -72,6 +72,15 @@ pub enum Lookup {
         /// What it cost.
         cost: Cost,
     },
+    /// This transaction failed, but the payment was settled by another transaction of this
+    /// facilitator's, sent for it before its record was lost (EVM: [`crate::evm::rebuild`]).
+    /// Resolved as `delivered` with that transaction: its success may have been answered.
+    SettledBefore {
+        /// The transaction that settled the payment.
+        transaction: String,
+        /// What it cost.
+        cost: Cost,
+    },
     /// Not landed, and never can (validBefore or blockhash passed).
     Expired {
         /// Detail.
@@ -121,8 +130,10 @@ pub trait ChainFamily: Send + Sync + 'static {
         now: u64,
     ) -> Result<Result<Self::Payment, Invalid>, SettleError>;
 
-    /// A payment that fails verification while no record exists may have landed already (its
-    /// record lost with a flushed store): the record to restore from the chain, if any.
+    /// A payment refused (by settlement-time verification, or by [`ChainFamily::sign`]'s
+    /// simulation) while no record of it exists may have landed already, its record lost with
+    /// the store (a failover, a flush): the record to restore from the chain, if any. It must
+    /// be a record of this facilitator's own transaction (EVM: [`crate::evm::rebuild`]).
     /// `now`: Unix seconds (the engine's clock).
     async fn recover_lost(
         &self,

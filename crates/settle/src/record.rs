@@ -180,6 +180,12 @@ fn is_zero(v: &u64) -> bool {
 }
 
 impl Broadcast {
+    /// Every transaction sent for the payment: the current one, then those it replaced.
+    pub fn transactions(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.sent.transaction())
+            .chain(self.replaced.iter().map(SentTx::transaction))
+    }
+
     /// Unix milliseconds since when the current transaction has been out: `sent_since_ms`, or
     /// in older records the first broadcast when nothing was replaced, else the latest send.
     pub fn current_since_ms(&self) -> u64 {
@@ -267,6 +273,16 @@ impl SettlementRecord {
             SettlementRecord::Broadcast(b) => &b.payment,
             SettlementRecord::Confirmed(s) | SettlementRecord::Delivered(s) => &s.payment,
             SettlementRecord::Failed(c) | SettlementRecord::Expired(c) => &c.payment,
+        }
+    }
+
+    /// The payment facts, to amend before the record is first written.
+    pub fn payment_mut(&mut self) -> &mut PaymentFacts {
+        match self {
+            SettlementRecord::Reserved(r) => &mut r.payment,
+            SettlementRecord::Broadcast(b) => &mut b.payment,
+            SettlementRecord::Confirmed(s) | SettlementRecord::Delivered(s) => &mut s.payment,
+            SettlementRecord::Failed(c) | SettlementRecord::Expired(c) => &mut c.payment,
         }
     }
 

@@ -12,6 +12,7 @@
 //! - `X402_EVM_SIGNER_KEYS`: comma-separated 0x private keys for every EVM network that has none.
 //! - `X402_EVM_<chainId>_SIGNER_KEYS`: comma-separated 0x private keys for one chain.
 //! - `X402_EVM_<chainId>_RPC_URL`: comma-separated RPC URLs for one chain.
+//! - `X402_EVM_<chainId>_WS_URL`: the WebSocket URL (`newHeads`) for one chain.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -52,6 +53,12 @@ pub struct EvmNetworkConfig {
     /// JSON-RPC URLs in order of preference: calls move to the next on a failure or timeout.
     #[serde(default)]
     pub rpc_urls: Vec<String>,
+    /// WebSocket JSON-RPC URL (`ws://` / `wss://`) of a node of this chain: the receipt poller
+    /// subscribes to `newHeads` there and reads each new block as soon as it is announced
+    /// (blocks are still read over `rpc_urls`). Optional; without it the poller paces itself
+    /// at a quarter of the learnt block time. Env override: `X402_EVM_<chainId>_WS_URL`.
+    #[serde(default)]
+    pub ws_url: Option<String>,
     /// Every JSON-RPC call to this network gives up after this long, seconds (at least 1;
     /// default: the deprecated `[settle] rpc_timeout_seconds` when set, else 5).
     #[serde(default)]
@@ -78,10 +85,21 @@ pub struct EvmNetworkConfig {
     /// and `/settle` with `invalid_exact_evm_signature`.
     #[serde(default = "accept_contract_signatures")]
     pub accept_contract_signatures: bool,
+    /// How many blocks back from the latest `/settle` searches for a payment whose
+    /// authorization is used on chain but whose record is gone (a Redis failover or flush): a
+    /// transaction of one of this network's signers that used it is restored as the payment's
+    /// settlement and answered `duplicate_settlement` with its hash (default 10,000; 0 turns
+    /// the search off). One `eth_getLogs` per 2,000 blocks.
+    #[serde(default = "lost_record_lookback_blocks")]
+    pub lost_record_lookback_blocks: u64,
 }
 
 fn accept_contract_signatures() -> bool {
     true
+}
+
+fn lost_record_lookback_blocks() -> u64 {
+    x402_settle::evm::rebuild::DEFAULT_LOOKBACK_BLOCKS
 }
 
 /// `[[evm.assets]]`: one EIP-3009 token. At start the facilitator reads the token's
@@ -139,6 +157,8 @@ pub struct EvmNetwork {
     pub rpc_urls: Vec<String>,
     /// Time limit of every JSON-RPC call (at least one second).
     pub rpc_timeout: Duration,
+    /// WebSocket URL whose `newHeads` wake the receipt poller, if any.
+    pub ws_url: Option<String>,
     /// Signer keys (at least one).
     pub signers: Vec<PrivateKeySigner>,
     /// Smallest native balance of a signer, wei, for it to take new settlements and to count
@@ -150,6 +170,8 @@ pub struct EvmNetwork {
     pub gas: Option<GasConfig>,
     /// Whether contract-wallet (ERC-1271 / ERC-6492) signatures are taken.
     pub accept_contract_signatures: bool,
+    /// Blocks searched back for a payment whose record was lost (0: no search).
+    pub lost_record_lookback_blocks: u64,
 }
 
 /// The values a network that leaves a key out gets: the deprecated global key's when it is
@@ -186,6 +208,9 @@ pub(super) fn apply_env(nets: &mut [EvmNetworkConfig], env: &HashMap<String, Str
         if let Some(urls) = env.get(&format!("X402_EVM_{}_RPC_URL", net.chain_id)) {
             net.rpc_url = None;
             net.rpc_urls = split(urls);
+        }
+        if let Some(url) = env.get(&format!("X402_EVM_{}_WS_URL", net.chain_id)) {
+            net.ws_url = Some(url.trim().to_string()).filter(|u| !u.is_empty());
         }
         if let Some(keys) = env.get(&format!("X402_EVM_{}_SIGNER_KEYS", net.chain_id)) {
             net.signer_private_keys = split(keys).into_iter().map(SecretString::from).collect();
@@ -275,6 +300,14 @@ impl EvmNetworkConfig {
             url.parse::<alloy::transports::http::reqwest::Url>()
                 .map_err(|e| err(key, e.to_string()))?;
         }
+        if let Some(ws) = &self.ws_url {
+            let url = ws
+                .parse::<alloy::transports::http::reqwest::Url>()
+                .map_err(|e| err(at("ws_url"), e.to_string()))?;
+            if !matches!(url.scheme(), "ws" | "wss") {
+                return Err(err(at("ws_url"), "must be a ws:// or wss:// URL"));
+            }
+        }
         if self.rpc_timeout_seconds == Some(0) {
             return Err(err(at("rpc_timeout_seconds"), "must be at least 1"));
         }
@@ -318,6 +351,7 @@ impl EvmNetworkConfig {
             network: Network::evm(self.chain_id),
             key: format!("evm[{index}]"),
             rpc_urls,
+            ws_url: self.ws_url.clone(),
             rpc_timeout: Duration::from_secs(
                 self.rpc_timeout_seconds
                     .unwrap_or(fallbacks.rpc_timeout_seconds),
@@ -327,6 +361,7 @@ impl EvmNetworkConfig {
                 .min_signer_balance_wei
                 .unwrap_or(fallbacks.min_signer_balance_wei),
             accept_contract_signatures: self.accept_contract_signatures,
+            lost_record_lookback_blocks: self.lost_record_lookback_blocks,
             assets,
             gas,
         })

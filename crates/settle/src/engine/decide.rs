@@ -99,6 +99,14 @@ pub fn decide(
                 Resolver::Reconciler => SettlementRecord::Confirmed(settled),
             })
         }
+        Lookup::SettledBefore { transaction, cost } => {
+            Action::Resolve(SettlementRecord::Delivered(Settled {
+                payment: broadcast.payment.clone(),
+                transaction,
+                cost,
+                settled_at: now,
+            }))
+        }
         Lookup::Failed {
             transaction,
             reason,
@@ -218,6 +226,29 @@ mod tests {
             Resolver::Request,
             Reason::EvmTransactionFailed,
         )
+    }
+
+    #[test]
+    fn a_payment_settled_before_its_record_was_lost_is_delivered_by_anyone() {
+        // Its success may have been answered: never `confirmed` (which the next request
+        // would answer with a success), never `failed`.
+        for resolver in [Resolver::Request, Resolver::Reconciler] {
+            let action = decide(
+                Lookup::SettledBefore {
+                    transaction: "0x42".into(),
+                    cost: Cost::default(),
+                },
+                &broadcast(0),
+                T0,
+                &timing(),
+                resolver,
+                Reason::EvmTransactionFailed,
+            );
+            assert!(
+                matches!(action, Action::Resolve(SettlementRecord::Delivered(ref s)) if s.transaction == "0x42"),
+                "{resolver:?}"
+            );
+        }
     }
 
     #[test]

@@ -153,6 +153,64 @@ impl<F: ChainFamily> Engine<F> {
         }
     }
 
+    /// A payment refused with no record of it: the refusal, unless it landed already and its
+    /// record was lost ([`crate::family::ChainFamily::recover_lost`]): then the record is
+    /// restored and re-read (answered `duplicate_settlement`).
+    async fn refused_or_recovered(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &PaymentRequest,
+        inv: x402_verify::Invalid,
+    ) -> Result<Step, SettleError> {
+        let recovered = self
+            .family
+            .recover_lost(req, &ctx.id, &inv, self.clock.unix_now())
+            .await;
+        if let Some(record) = recovered {
+            self.restore(ctx, record).await?;
+            return Ok(Step::Reread);
+        }
+        Ok(Step::Answer(self.refusal(ctx, inv)))
+    }
+
+    /// Writes `record`, rebuilt from the chain for a payment that landed without one
+    /// ([`crate::family::ChainFamily::recover_lost`]), then indexes its transaction (for
+    /// `GET /settlements/{tx}`) and queues its webhook event the way a resolution does: a
+    /// compare-and-swap of the record onto itself with the event. The event id is derived from
+    /// the replay key, so a receiver that had the original event sees the same id again.
+    async fn restore(
+        &self,
+        ctx: &Ctx<'_>,
+        mut record: SettlementRecord,
+    ) -> Result<(), SettleError> {
+        tracing::warn!(key = %ctx.id.key, state = record.state_name(), "payment landed without a record; restored from the chain");
+        let facts = record.payment_mut();
+        facts.key = ctx.key.map(str::to_string);
+        facts.answer_keys = ctx.answer_keys.clone();
+        let ttl = Duration::from_secs(ctx.id.ttl_seconds);
+        let Created::Created(raw) = self
+            .store
+            .create(&ctx.id.key, &record, ttl, &ctx.id.claims)
+            .await?
+        else {
+            // Someone restored or recorded it first: theirs stands.
+            return Ok(());
+        };
+        let event = self
+            .notify
+            .event(&ctx.id.key, &record, self.clock.unix_ms());
+        if self
+            .store
+            .swap_emitting(&ctx.id.key, &raw, &record, event.as_ref())
+            .await?
+            .is_some()
+            && event.is_some()
+        {
+            self.notify.written();
+        }
+        Ok(())
+    }
+
     /// No record: verify, reserve, settle.
     async fn start(
         &self,
@@ -168,19 +226,7 @@ impl<F: ChainFamily> Engine<F> {
                 if self.store.get(&ctx.id.key).await?.is_some() {
                     return Ok(Step::Reread);
                 }
-                let recovered = self
-                    .family
-                    .recover_lost(req, &ctx.id, &inv, self.clock.unix_now())
-                    .await;
-                if let Some(record) = recovered {
-                    tracing::warn!(key = %ctx.id.key, state = record.state_name(), "payment landed without a record; restored from the chain");
-                    let ttl = Duration::from_secs(ctx.id.ttl_seconds);
-                    self.store
-                        .create(&ctx.id.key, &record, ttl, &ctx.id.claims)
-                        .await?;
-                    return Ok(Step::Reread);
-                }
-                return Ok(Step::Answer(self.refusal(ctx, inv)));
+                return self.refused_or_recovered(ctx, req, inv).await;
             }
         };
         self.family.ready_to_settle(&payment).await?;
@@ -423,7 +469,10 @@ impl<F: ChainFamily> Engine<F> {
             Ok(Signed::Tx(sent)) => sent,
             Ok(Signed::Refused(inv)) => {
                 self.give_up(ctx, &raw).await;
-                return Ok(Recorded::Not(Step::Answer(self.refusal(ctx, inv))));
+                // EVM settlement-time verification leaves the chain checks to the signing
+                // simulation: a lost record's payment is refused here.
+                let step = self.refused_or_recovered(ctx, req, inv).await?;
+                return Ok(Recorded::Not(step));
             }
             Err(e) => {
                 self.give_up(ctx, &raw).await;
@@ -526,6 +575,19 @@ impl<F: ChainFamily> Engine<F> {
                 .await
             {
                 Ok(Advance::Resolved(record)) => {
+                    // Settled by a transaction this request did not send (one sent before the
+                    // payment's record was lost): its success may have gone to another request.
+                    let ours = record
+                        .transaction()
+                        .is_none_or(|t| broadcast.transactions().any(|own| own == t));
+                    if !ours && let SettlementRecord::Delivered(s) = &record {
+                        return Ok(Step::Answer(self.answer(
+                            ctx,
+                            Reason::DuplicateSettlement,
+                            "this payment was already settled by an earlier transaction".into(),
+                            s.transaction.clone(),
+                        )));
+                    }
                     return Ok(Step::Answer(self.answer_resolved(ctx, record)));
                 }
                 Ok(Advance::Changed) => return Ok(Step::Reread),

@@ -18,6 +18,7 @@
 pub mod fees;
 pub mod gaps;
 pub mod gas_limits;
+pub mod rebuild;
 pub mod receipts;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -90,6 +91,11 @@ pub struct EvmFamily {
     /// Gas cap of a contract-signature settlement per asset, gas units (see
     /// [`EvmFamily::with_contract_signature_gas_caps`]).
     contract_gas_caps: std::collections::HashMap<Address, u64>,
+    /// Blocks searched back for a lost payment's landing ([`rebuild`]).
+    lost_lookback_blocks: u64,
+    /// WebSocket endpoint whose `newHeads` wake the receipt poller, and the time limit of
+    /// opening its subscription.
+    heads: Option<(String, Duration)>,
 }
 
 /// Default gas cap of a contract-signature settlement before the asset's ECDSA limit is
@@ -174,7 +180,25 @@ impl EvmFamily {
             events: SettleEvents::default(),
             clock: Clock::system(),
             contract_gas_caps: std::collections::HashMap::new(),
+            lost_lookback_blocks: rebuild::DEFAULT_LOOKBACK_BLOCKS,
+            heads: None,
         }
+    }
+
+    /// Wakes the receipt poller on every head the node at `ws_url` pushes
+    /// (`eth_subscribe("newHeads")`, see [`receipts`]); opening the subscription gives up after
+    /// `timeout` and is tried again. Without it the poller paces itself on the learnt block time.
+    pub fn with_new_heads(mut self, ws_url: String, timeout: Duration) -> Self {
+        self.heads = Some((ws_url, timeout));
+        self
+    }
+
+    /// How many blocks back from the latest a payment whose record was lost is searched for
+    /// (default [`rebuild::DEFAULT_LOOKBACK_BLOCKS`]; 0 disables rebuilding records from the
+    /// chain).
+    pub fn with_lost_record_lookback(mut self, blocks: u64) -> Self {
+        self.lost_lookback_blocks = blocks;
+        self
     }
 
     /// Reads new blocks' receipts every `interval` (default 200 ms; about a quarter of the
@@ -313,13 +337,17 @@ impl EvmFamily {
     fn receipts(&self) -> &receipts::ReceiptWatcher {
         self.receipts.get_or_init(|| {
             let signers: Vec<Address> = self.signers.iter().map(|(a, _)| *a).collect();
-            receipts::ReceiptWatcher::spawn_with_clock(
+            let watcher = receipts::ReceiptWatcher::spawn_with_clock(
                 self.chain().clone(),
                 &signers,
                 self.receipt_poll,
                 (self.receipt_poll * 10).max(Duration::from_secs(5)),
                 self.clock.clone(),
-            )
+            );
+            if let Some((url, timeout)) = &self.heads {
+                watcher.follow_heads(url.clone(), *timeout);
+            }
+            watcher
         })
     }
 
@@ -452,17 +480,9 @@ fn corrupt_record(broadcast: &Broadcast) -> SettleError {
     SettleError::Internal("corrupt EVM broadcast record".into())
 }
 
-/// `authorization.from`, `nonce` and `validBefore` from a recorded settlement transaction.
+/// `authorization.from` and `nonce` from a recorded settlement transaction.
 fn authorization_of(raw: &str) -> Option<(Address, B256)> {
-    let bytes: Bytes = raw.parse().ok()?;
-    let env = TxEnvelope::decode_2718(&mut bytes.as_ref()).ok()?;
-    let input = env.input();
-    if let Ok(call) = IEip3009Token::transferWithAuthorization_0Call::abi_decode(input) {
-        return Some((call.from, call.nonce));
-    }
-    IEip3009Token::transferWithAuthorization_1Call::abi_decode(input)
-        .ok()
-        .map(|call| (call.from, call.nonce))
+    rebuild::authorization_in(raw).map(|a| (a.from, a.nonce))
 }
 
 #[async_trait]
@@ -509,6 +529,57 @@ impl ChainFamily for EvmFamily {
             Verdict::Valid(p) => Ok(p),
             Verdict::Invalid(inv) => Err(inv),
         })
+    }
+
+    /// A payment refused because its authorization is used (or its `validBefore` passed) that
+    /// one of this network's signers settled: restored as `delivered` with that transaction
+    /// ([`rebuild`]), never answered as a plain failure. Any RPC error leaves the refusal as it is.
+    async fn recover_lost(
+        &self,
+        req: &PaymentRequest,
+        id: &Identity,
+        invalid: &Invalid,
+        now: u64,
+    ) -> Option<crate::record::SettlementRecord> {
+        if self.lost_lookback_blocks == 0
+            || !matches!(
+                invalid.reason,
+                Reason::EvmNonceAlreadyUsed | Reason::EvmValidBefore
+            )
+        {
+            return None;
+        }
+        let auth = self.verifier.payment_id(req).ok()?;
+        let chain = self.chain().as_ref();
+        let looked = async {
+            if !rebuild::authorization_used(chain, &auth).await? {
+                return Ok(None);
+            }
+
+            rebuild::find_landed(chain, chain.signers(), &auth, self.lost_lookback_blocks).await
+        };
+        let landed = match looked.await {
+            Ok(landed) => landed?,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for a lost payment on chain");
+                return None;
+            }
+        };
+        if !landed.receipt.status() {
+            return None;
+        }
+        let transaction = format!("{:#x}", landed.transaction);
+        let cost = self.cost_of(&transaction, &landed.receipt);
+        // Its success may have been answered already: restored as delivered, never a second
+        // success (and never a plain failure).
+        Some(crate::record::SettlementRecord::Delivered(
+            crate::record::Settled {
+                payment: id.facts.clone(),
+                transaction,
+                cost,
+                settled_at: now,
+            },
+        ))
     }
 
     async fn ready_to_settle(&self, _payment: &EvmPayment) -> Result<(), SettleError> {
@@ -717,13 +788,13 @@ impl ChainFamily for EvmFamily {
         let watcher = self.receipts();
         for (tx, hash) in &sent {
             if let Some(mined) = watcher.receipt(hash) {
-                return Ok(self.mined(broadcast, tx.transaction(), &mined));
+                return Ok(self.outcome(broadcast, tx.transaction(), &mined).await);
             }
         }
         if !watcher.covers(broadcast.first_sent_ms) {
             for (tx, hash) in &sent {
                 if let Some(mined) = self.chain().receipt(*hash).await.map_err(unavailable)? {
-                    return Ok(self.mined(broadcast, tx.transaction(), &mined));
+                    return Ok(self.outcome(broadcast, tx.transaction(), &mined).await);
                 }
             }
         }
@@ -875,14 +946,54 @@ impl ChainFamily for EvmFamily {
 }
 
 impl EvmFamily {
-    /// The outcome of a mined settlement: landed only if it did not revert and logged the
-    /// expected `Transfer(from, to, value)`.
-    fn mined(
+    /// [`EvmFamily::mined`], and for a reverted settlement whose authorization is used on
+    /// chain, whether another transaction of this network's signers used it first (sent for
+    /// the same payment before its record was lost): then [`Lookup::SettledBefore`]. RPC
+    /// errors leave the failure as it is (the payment is then answered as failed, as before).
+    async fn outcome(
         &self,
         broadcast: &Broadcast,
         transaction: &str,
         mined: &TransactionReceipt,
     ) -> Lookup {
+        let lookup = self.mined(broadcast, transaction, mined);
+        if mined.status() || self.lost_lookback_blocks == 0 {
+            return lookup;
+        }
+        let SentTx::Evm { raw, .. } = &broadcast.sent else {
+            return lookup;
+        };
+        let Some(auth) = rebuild::authorization_in(raw) else {
+            return lookup;
+        };
+        let chain = self.chain().as_ref();
+        let found =
+            rebuild::find_landed(chain, chain.signers(), &auth, self.lost_lookback_blocks).await;
+        match found {
+            Ok(Some(landed))
+                if landed.receipt.status()
+                    && !broadcast
+                        .transactions()
+                        .any(|t| t.parse::<B256>().ok() == Some(landed.transaction)) =>
+            {
+                let other = format!("{:#x}", landed.transaction);
+                tracing::warn!(reverted = %transaction, settled_by = %other, gas_wasted_wei = u128::from(mined.gas_used).saturating_mul(mined.effective_gas_price), "settlement reverted: the payment was settled by an earlier transaction of ours (its record was lost)");
+                Lookup::SettledBefore {
+                    cost: self.cost_of(&other, &landed.receipt),
+                    transaction: other,
+                }
+            }
+            Ok(_) => lookup,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for an earlier settlement of a reverted payment");
+                lookup
+            }
+        }
+    }
+
+    /// What mined `transaction` cost: `gasUsed × effectiveGasPrice` (wei), and in USDC at the
+    /// quote's price when a pricer is set.
+    fn cost_of(&self, transaction: &str, mined: &TransactionReceipt) -> Cost {
         let price = mined.effective_gas_price;
         let mut gas = GasPaid {
             transaction: transaction.to_string(),
@@ -892,10 +1003,21 @@ impl EvmFamily {
             usdc: None,
         };
         gas.usdc = self.gas_pricer.as_ref().and_then(|p| p(&gas));
-        let cost = Cost {
+        Cost {
             gas: Some(gas),
             svm_fee: None,
-        };
+        }
+    }
+
+    /// The outcome of a mined settlement: landed only if it did not revert and logged the
+    /// expected `Transfer(from, to, value)`.
+    fn mined(
+        &self,
+        broadcast: &Broadcast,
+        transaction: &str,
+        mined: &TransactionReceipt,
+    ) -> Lookup {
+        let cost = self.cost_of(transaction, mined);
         let failed = |reason: Reason, message: &str| Lookup::Failed {
             transaction: transaction.to_string(),
             reason,

@@ -20,8 +20,16 @@
 //! calls than before); and it polls at once after each send ([`ReceiptWatcher::wake`]), so
 //! a chain that mines on arrival (or a transaction that made it into the next block) is seen
 //! without waiting for the next tick.
+//!
+//! Pushed heads: with a WebSocket endpoint ([`ReceiptWatcher::follow_heads`], `[[evm]] ws_url`)
+//! the poller also polls as soon as the node announces a block (`eth_subscribe("newHeads")`),
+//! and while that subscription is live it needs no fast pace: it polls on each head and
+//! otherwise only at the configured interval, as a safety net. The blocks are still read over
+//! HTTP; the subscription only says when. A subscription that fails or ends is opened again
+//! with a growing delay (1 s to 30 s), the learnt pace covering the gap.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,19 +113,37 @@ struct Inner {
     kick: tokio::sync::Notify,
     stale_after: Duration,
     clock: Clock,
+    /// A `newHeads` subscription is live ([`ReceiptWatcher::follow_heads`]).
+    heads_live: AtomicBool,
 }
 
 /// The poller of one network (stops when dropped).
 pub struct ReceiptWatcher {
     inner: Arc<Inner>,
     task: tokio::task::JoinHandle<()>,
+    heads_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for ReceiptWatcher {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(task) = self
+            .heads_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
     }
 }
+
+/// First delay before a failed `newHeads` subscription is opened again; it doubles up to
+/// [`HEADS_RETRY_MAX`].
+const HEADS_RETRY_MIN: Duration = Duration::from_secs(1);
+
+/// Longest delay between attempts to open a `newHeads` subscription.
+const HEADS_RETRY_MAX: Duration = Duration::from_secs(30);
 
 impl ReceiptWatcher {
     /// Starts polling `chain` every `interval` for the transactions of `signers`. It counts as
@@ -145,6 +171,7 @@ impl ReceiptWatcher {
             kick: tokio::sync::Notify::new(),
             stale_after,
             clock,
+            heads_live: AtomicBool::new(false),
         });
         let signers: HashSet<Address> = signers.iter().copied().collect();
         let task = tokio::spawn({
@@ -152,7 +179,11 @@ impl ReceiptWatcher {
             async move {
                 loop {
                     inner.poll(&*chain, &signers).await;
-                    let wait = pace(inner.lock().block_time(Instant::now()), interval);
+                    let wait = if inner.heads_live.load(Ordering::Relaxed) {
+                        interval
+                    } else {
+                        pace(inner.lock().block_time(Instant::now()), interval)
+                    };
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = inner.kick.notified() => {}
@@ -160,7 +191,54 @@ impl ReceiptWatcher {
                 }
             }
         });
-        ReceiptWatcher { inner, task }
+        ReceiptWatcher {
+            inner,
+            task,
+            heads_task: Mutex::new(None),
+        }
+    }
+
+    /// Also polls on every head the node at `ws_url` pushes (`eth_subscribe("newHeads")`; see
+    /// the module docs), opening the subscription again whenever it fails or ends. Each
+    /// attempt gives up after `timeout`. Replaces an earlier call's subscription.
+    pub fn follow_heads(&self, ws_url: String, timeout: Duration) {
+        let inner = self.inner.clone();
+        let task = tokio::spawn(async move {
+            let mut retry = HEADS_RETRY_MIN;
+            loop {
+                match x402_chain::NewHeads::subscribe(&ws_url, timeout).await {
+                    Ok(mut heads) => {
+                        tracing::info!(endpoint = %x402_chain::redacted_url(&ws_url), "following newHeads");
+                        retry = HEADS_RETRY_MIN;
+                        inner.heads_live.store(true, Ordering::Relaxed);
+                        while let Some(head) = heads.next().await {
+                            inner.lock().saw_head(head, Instant::now());
+                            inner.kick.notify_one();
+                        }
+                        inner.heads_live.store(false, Ordering::Relaxed);
+                        tracing::warn!(endpoint = %x402_chain::redacted_url(&ws_url), "newHeads subscription ended; polling at the learnt pace");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?retry, "cannot follow newHeads; polling at the learnt pace");
+                    }
+                }
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(HEADS_RETRY_MAX);
+            }
+        });
+        let old = self
+            .heads_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(task);
+        if let Some(old) = old {
+            old.abort();
+        }
+    }
+
+    /// Whether a `newHeads` subscription is live ([`ReceiptWatcher::follow_heads`]).
+    pub fn following_heads(&self) -> bool {
+        self.inner.heads_live.load(Ordering::Relaxed)
     }
 
     /// The cached receipt of `hash`, if its block was read.

@@ -500,6 +500,12 @@ pub struct EvmPaymentId {
     pub from: Address,
     /// `authorization.nonce`.
     pub nonce: B256,
+    /// `authorization.to`.
+    pub to: Address,
+    /// `authorization.value`, atomic units of the asset.
+    pub value: U256,
+    /// `authorization.validAfter` in Unix seconds (saturated to `u64::MAX`).
+    pub valid_after: u64,
     /// `authorization.validBefore` in Unix seconds (saturated to `u64::MAX`).
     pub valid_before: u64,
     /// keccak256 of the ABI encoding of chain id, asset, the whole authorization, the signature
@@ -532,6 +538,9 @@ impl ExactEvmVerifier {
             asset,
             from: a.from,
             nonce: a.nonce,
+            to: a.to,
+            value: a.value,
+            valid_after: u64::try_from(a.validAfter).unwrap_or(u64::MAX),
             valid_before: u64::try_from(a.validBefore).unwrap_or(u64::MAX),
             fingerprint: alloy::primitives::keccak256(encoded),
         })
