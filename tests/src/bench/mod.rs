@@ -71,6 +71,9 @@ pub struct BenchConfig {
     /// Block gas limit of the chain (`None`: anvil's 30,000,000). A settlement uses about
     /// 96,000 gas and reserves its limit (estimate + 20 %) in a block.
     pub block_gas_limit: Option<u64>,
+    /// Replicas follow anvil's `newHeads` over WebSocket (`[[evm]] ws_url`, straight to anvil:
+    /// the latency relay carries HTTP only).
+    pub ws_heads: bool,
     /// Latency the relay adds in each direction between facilitator and RPC (zero: no relay).
     pub rpc_delay: Duration,
     /// Facilitator signing keys (anvil dev accounts 1..=signers; at most 8).
@@ -109,6 +112,7 @@ impl Default for BenchConfig {
             settle_concurrency: 200,
             block_time_seconds: None,
             block_gas_limit: None,
+            ws_heads: false,
             rpc_delay: Duration::ZERO,
             signers: 1,
             replicas: 1,
@@ -403,7 +407,16 @@ impl Drop for TempDir {
 }
 
 /// The facilitator configuration of a replica listening on `listen`.
-fn replica_toml(listen: &str, rpc_url: &str, redis_url: &str, keys: &[&str]) -> String {
+fn replica_toml(
+    listen: &str,
+    rpc_url: &str,
+    ws_url: Option<&str>,
+    redis_url: &str,
+    keys: &[&str],
+) -> String {
+    let ws = ws_url
+        .map(|u| format!("ws_url = \"{u}\"\n"))
+        .unwrap_or_default();
     let keys = keys
         .iter()
         .map(|k| format!("\"{k}\""))
@@ -421,7 +434,7 @@ receipt_timeout_seconds = 120
 [[evm]]
 chain_id = 8453
 rpc_url = "{rpc_url}"
-signer_private_keys = [{keys}]
+{ws}signer_private_keys = [{keys}]
 
 [[evm.assets]]
 address = "{usdc}"
@@ -439,7 +452,10 @@ async fn start_replicas(
     redis_url: &str,
     keys: &[&str],
 ) -> anyhow::Result<Vec<Replica>> {
-    let _ = anvil;
+    let ws = config
+        .ws_heads
+        .then(|| anvil.rpc_url().replace("http://", "ws://"));
+    let ws = ws.as_deref();
     let mut replicas = Vec::new();
     for index in 0..config.replicas {
         let replica = match &config.facilitator {
@@ -447,6 +463,7 @@ async fn start_replicas(
                 TestFacilitator::start_with_toml(&replica_toml(
                     "127.0.0.1:0",
                     rpc_url,
+                    ws,
                     redis_url,
                     keys,
                 ))
@@ -459,7 +476,7 @@ async fn start_replicas(
                 let config_path = dir.0.join("config.toml");
                 std::fs::write(
                     &config_path,
-                    replica_toml(&listen, rpc_url, redis_url, keys),
+                    replica_toml(&listen, rpc_url, ws, redis_url, keys),
                 )?;
                 let log = std::fs::File::create(dir.0.join("facilitator.log"))?;
                 let mut command = match &config.facilitator_cpus {

@@ -38,6 +38,9 @@ struct Cli {
     /// Block gas limit (default: anvil's 30,000,000; Base's is several times larger).
     #[arg(long)]
     block_gas_limit: Option<u64>,
+    /// Replicas follow anvil's `newHeads` over WebSocket (`[[evm]] ws_url`).
+    #[arg(long)]
+    ws_heads: bool,
     /// Latency added in each direction between facilitator and RPC, milliseconds (0: no relay).
     #[arg(long, default_value_t = 0)]
     rpc_delay_ms: u64,
@@ -117,6 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         settle_concurrency: cli.settle_concurrency.unwrap_or(cli.payments.min(400)),
         block_time_seconds: (cli.block_time > 0).then_some(cli.block_time),
         block_gas_limit: cli.block_gas_limit,
+        ws_heads: cli.ws_heads,
         rpc_delay: Duration::from_millis(cli.rpc_delay_ms),
         signers: cli.signers,
         replicas: cli.replicas,
