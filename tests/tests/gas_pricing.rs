@@ -34,6 +34,41 @@ fn u(v: &serde_json::Value) -> u128 {
     v.as_str().unwrap().parse().unwrap()
 }
 
+/// Quotes `/requirements` for a [`PRICE`] service, pays exactly that total and settles it:
+/// the gas part of the price (atomic USDC), the `/settle` answer and the receipt.
+async fn quote_and_settle(
+    fx: &EvmFixture,
+) -> (
+    u128,
+    serde_json::Value,
+    alloy::rpc::types::TransactionReceipt,
+) {
+    let (status, r) = fx
+        .facilitator
+        .post(
+            "/requirements",
+            &json!({"network": "eip155:8453", "payTo": fx.pay_to.to_checksum(None),
+                    "price": PRICE.to_string(), "maxTimeoutSeconds": 120}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{r}");
+    let total = u(&r["v2"]["amount"]);
+    let req = ExactEvmRequirements::base_usdc(total, fx.pay_to);
+    let (auth, sig) = req.authorize(&fx.payer).unwrap();
+    let body = v2_evm_payment_json(&req.v2_json(), &sig, &auth);
+    let (_, answer) = fx.facilitator.post("/settle", &body).await.unwrap();
+    assert_eq!(answer["success"], true, "{answer}");
+    let receipt = fx
+        .anvil
+        .provider()
+        .get_transaction_receipt(answer["transaction"].as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    (total - PRICE, answer, receipt)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quoted_over_actual_gas_is_the_markup_and_one_block_of_headroom() {
     let anvil = Anvil::builder()
@@ -44,34 +79,12 @@ async fn quoted_over_actual_gas_is_the_markup_and_one_block_of_headroom() {
     let fx = EvmFixture::start_custom(anvil, None, 10, GAS_TOML)
         .await
         .unwrap();
-    let provider = fx.anvil.provider();
     let mut ratios = Vec::new();
     let mut last_tx = String::new();
     for i in 0..24 {
         // A quote of the chain as it is now (refreshed every second).
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let (status, r) = fx
-            .facilitator
-            .post(
-                "/requirements",
-                &json!({"network": "eip155:8453", "payTo": fx.pay_to.to_checksum(None),
-                        "price": PRICE.to_string(), "maxTimeoutSeconds": 120}),
-            )
-            .await
-            .unwrap();
-        assert_eq!(status, 200, "{r}");
-        let total = u(&r["v2"]["amount"]);
-        let quoted = total - PRICE;
-        let req = ExactEvmRequirements::base_usdc(total, fx.pay_to);
-        let (auth, sig) = req.authorize(&fx.payer).unwrap();
-        let body = v2_evm_payment_json(&req.v2_json(), &sig, &auth);
-        let (_, answer) = fx.facilitator.post("/settle", &body).await.unwrap();
-        assert_eq!(answer["success"], true, "{answer}");
-        let receipt = provider
-            .get_transaction_receipt(answer["transaction"].as_str().unwrap().parse().unwrap())
-            .await
-            .unwrap()
-            .unwrap();
+        let (quoted, answer, receipt) = quote_and_settle(&fx).await;
         let fee_wei = u128::from(receipt.gas_used) * receipt.effective_gas_price;
         last_tx = answer["transaction"].as_str().unwrap().to_string();
         // wei × $3000 / 1e18 in atomic USDC (1e6), rounded up.
@@ -188,28 +201,7 @@ async fn a_base_fee_rising_every_block_is_never_under_collected_within_the_horiz
     let mut beyond_under = 0u64;
     for i in 0..12 {
         let quoted_at_block = provider.get_block_number().await.unwrap();
-        let (status, r) = fx
-            .facilitator
-            .post(
-                "/requirements",
-                &json!({"network": "eip155:8453", "payTo": fx.pay_to.to_checksum(None),
-                        "price": PRICE.to_string(), "maxTimeoutSeconds": 120}),
-            )
-            .await
-            .unwrap();
-        assert_eq!(status, 200, "{r}");
-        let total = u(&r["v2"]["amount"]);
-        let quoted = total - PRICE;
-        let req = ExactEvmRequirements::base_usdc(total, fx.pay_to);
-        let (auth, sig) = req.authorize(&fx.payer).unwrap();
-        let body = v2_evm_payment_json(&req.v2_json(), &sig, &auth);
-        let (_, answer) = fx.facilitator.post("/settle", &body).await.unwrap();
-        assert_eq!(answer["success"], true, "{answer}");
-        let receipt = provider
-            .get_transaction_receipt(answer["transaction"].as_str().unwrap().parse().unwrap())
-            .await
-            .unwrap()
-            .unwrap();
+        let (quoted, _, receipt) = quote_and_settle(&fx).await;
         let landed = receipt.block_number.unwrap();
         let block = provider
             .get_block_by_number(landed.into())
