@@ -72,8 +72,9 @@ fn config(anvil: &Anvil, redis: &str) -> String {
         "signer_private_keys = [\"{}\", \"{}\"]",
         DEV_PRIVATE_KEYS[1], DEV_PRIVATE_KEYS[4]
     );
+    // `[redis]` last: a table header ends the top-level keys.
     format!(
-        "{redis}\n{}",
+        "{}\n{redis}",
         base.replace(
             &format!("signer_private_keys = [\"{}\"]", DEV_PRIVATE_KEYS[1]),
             &keys
@@ -480,18 +481,23 @@ async fn unacknowledged_write_refuses_before_broadcast() {
     );
     let fac = TestFacilitator::start_with_toml(&toml).await.unwrap();
     let (auth, body) = payments(&anvil, 1).remove(0);
-    for _ in 0..2 {
-        let (status, answer) = fac.post("/settle", &body).await.unwrap();
-        assert_eq!(status, 503, "{answer}");
-        assert_eq!(answer["transaction"], "", "{answer}");
-        assert!(
-            answer["errorMessage"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("acknowledged by 0 of the 1 replicas"),
-            "{answer}"
-        );
-    }
+    let (status, answer) = fac.post("/settle", &body).await.unwrap();
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["transaction"], "", "{answer}");
+    assert!(
+        answer["errorMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("acknowledged by 0 of the 1 replicas"),
+        "{answer}"
+    );
+    // The primary kept the record (unacknowledged): a retry sees it (pending at most, never a
+    // success), and neither the retry nor the reconciler sends it, since every re-send is
+    // recorded first and that write is not acknowledged either.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (status, again) = fac.post("/settle", &body).await.unwrap();
+    assert_ne!(again["success"], true, "{status} {again}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(tx_count(&anvil, 1).await + tx_count(&anvil, 4).await, 0);
     assert!(!usdc.authorization_state(auth.from, auth.nonce).await.unwrap());
 }
