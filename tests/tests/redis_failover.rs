@@ -219,10 +219,22 @@ async fn finish(
             }
         }))
         .await;
+        let mut sample = None;
+        let sent = pending.len();
+        let mut got = 0;
         for (i, status, answer) in answers.into_iter().flatten() {
+            got += 1;
             if tally.record(i, status, &answer) {
                 done[i] = true;
+            } else {
+                sample.get_or_insert((status, answer));
             }
+        }
+        if round % 5 == 0 {
+            eprintln!(
+                "round {round}: {got} of {sent} answered, {} left; e.g. {sample:?}",
+                done.iter().filter(|d| !**d).count()
+            );
         }
         round += 1;
         tokio::time::sleep(Duration::from_millis(500)).await;

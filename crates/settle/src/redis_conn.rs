@@ -128,8 +128,47 @@ pub struct RedisConn {
 #[derive(Clone)]
 enum Inner {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Arc<ClusterConn>),
     Sentinel(Arc<SentinelConn>),
+}
+
+/// The cluster connection, rebuilt (a fresh slot map from the seed nodes) after a timeout or
+/// a connection error: the client's own refresh can stay stuck on a primary that was killed.
+struct ClusterConn {
+    client: redis::cluster::ClusterClient,
+    current: Mutex<Option<ClusterConnection>>,
+    rebuild: tokio::sync::Mutex<()>,
+}
+
+impl ClusterConn {
+    async fn connection(&self) -> Result<ClusterConnection, RedisError> {
+        if let Some(c) = self.current.lock().expect("cluster connection lock").clone() {
+            return Ok(c);
+        }
+        let _one = self.rebuild.lock().await;
+        if let Some(c) = self.current.lock().expect("cluster connection lock").clone() {
+            return Ok(c);
+        }
+        let conn = self.client.get_async_connection().await?;
+        *self.current.lock().expect("cluster connection lock") = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn after(&self, error: &RedisError) {
+        use redis::ServerErrorKind as S;
+        if moved_or_gone(error)
+            || matches!(
+                error.kind(),
+                redis::ErrorKind::Server(S::ClusterDown | S::TryAgain)
+            )
+        {
+            self.forget();
+        }
+    }
+
+    fn forget(&self) {
+        *self.current.lock().expect("cluster connection lock") = None;
+    }
 }
 
 /// The primary named by the sentinels, looked up again after any connection error or
@@ -244,7 +283,13 @@ impl RedisConn {
                     .max_retry_wait(500)
                     .build()
                     .map_err(unavailable)?;
-                Inner::Cluster(client.get_async_connection().await.map_err(unavailable)?)
+                let conn = ClusterConn {
+                    client,
+                    current: Mutex::new(None),
+                    rebuild: tokio::sync::Mutex::new(()),
+                };
+                conn.connection().await.map_err(unavailable)?;
+                Inner::Cluster(Arc::new(conn))
             }
             RedisMode::Sentinel => {
                 let master = target.sentinel_master.clone().ok_or_else(|| {
@@ -311,8 +356,10 @@ impl RedisConn {
     }
 
     fn deadline_passed(&self) -> RedisError {
-        if let Inner::Sentinel(s) = &self.inner {
-            s.forget();
+        match &self.inner {
+            Inner::Sentinel(s) => s.forget(),
+            Inner::Cluster(c) => c.forget(),
+            Inner::Single(_) => {}
         }
         RedisError::from(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -328,7 +375,10 @@ impl ConnectionLike for RedisConn {
             let call = async {
                 match &mut self.inner {
                     Inner::Single(c) => c.req_packed_command(cmd).await,
-                    Inner::Cluster(c) => c.req_packed_command(cmd).await,
+                    Inner::Cluster(k) => {
+                        let mut c = k.connection().await.inspect_err(|e| k.after(e))?;
+                        c.req_packed_command(cmd).await.inspect_err(|e| k.after(e))
+                    }
                     Inner::Sentinel(s) => {
                         let mut c = s.connection().await.inspect_err(|e| s.after(e))?;
                         c.req_packed_command(cmd).await.inspect_err(|e| s.after(e))
@@ -351,7 +401,12 @@ impl ConnectionLike for RedisConn {
             let call = async {
                 match &mut self.inner {
                     Inner::Single(c) => c.req_packed_commands(pipeline, offset, count).await,
-                    Inner::Cluster(c) => c.req_packed_commands(pipeline, offset, count).await,
+                    Inner::Cluster(k) => {
+                        let mut c = k.connection().await.inspect_err(|e| k.after(e))?;
+                        c.req_packed_commands(pipeline, offset, count)
+                            .await
+                            .inspect_err(|e| k.after(e))
+                    }
                     Inner::Sentinel(s) => {
                         let mut c = s.connection().await.inspect_err(|e| s.after(e))?;
                         c.req_packed_commands(pipeline, offset, count)
@@ -368,7 +423,7 @@ impl ConnectionLike for RedisConn {
     fn get_db(&self) -> i64 {
         match &self.inner {
             Inner::Single(c) => c.get_db(),
-            Inner::Cluster(c) => c.get_db(),
+            Inner::Cluster(_) => 0,
             Inner::Sentinel(_) => 0,
         }
     }
