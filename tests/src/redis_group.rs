@@ -156,10 +156,7 @@ impl TempDir {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "x402-{label}-{}-{nanos}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("x402-{label}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         Ok(TempDir(dir))
     }
@@ -281,7 +278,9 @@ impl RedisCluster {
             }
             if let Ok(role) = n.cmd::<Vec<redis::Value>>(&redis::cmd("ROLE")).await
                 && let Some(first) = role.first()
-                && redis::from_redis_value::<String>(first.clone()).ok().as_deref()
+                && redis::from_redis_value::<String>(first.clone())
+                    .ok()
+                    .as_deref()
                     == Some("master")
             {
                 out.push(i);

@@ -109,7 +109,10 @@ fn payments(anvil: &Anvil, n: usize) -> Vec<(Authorization, Value)> {
     (0..n)
         .map(|_| {
             let (auth, sig) = req.authorize(&anvil.signer(2)).unwrap();
-            (auth.clone(), v2_evm_payment_json(&req.v2_json(), &sig, &auth))
+            (
+                auth.clone(),
+                v2_evm_payment_json(&req.v2_json(), &sig, &auth),
+            )
         })
         .collect()
 }
@@ -171,7 +174,10 @@ impl Tally {
 }
 
 /// Posts every payment once, spread over `urls`, all at once.
-async fn burst(urls: &[String], payments: &[(Authorization, Value)]) -> Vec<tokio::task::JoinHandle<Option<(u16, Value)>>> {
+async fn burst(
+    urls: &[String],
+    payments: &[(Authorization, Value)],
+) -> Vec<tokio::task::JoinHandle<Option<(u16, Value)>>> {
     payments
         .iter()
         .enumerate()
@@ -179,7 +185,12 @@ async fn burst(urls: &[String], payments: &[(Authorization, Value)]) -> Vec<toki
             let url = format!("{}/settle", urls[i % urls.len()]);
             let body = body.clone();
             tokio::spawn(async move {
-                let r = reqwest::Client::new().post(url).json(&body).send().await.ok()?;
+                let r = reqwest::Client::new()
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .ok()?;
                 let status = r.status().as_u16();
                 Some((status, r.json::<Value>().await.ok()?))
             })
@@ -257,18 +268,27 @@ async fn assert_settled_once(
         "a payment was answered success twice: {:?}",
         tally.successes
     );
-    assert_eq!(tally.nonce_used, 0, "a paid payment was answered nonce_already_used");
+    assert_eq!(
+        tally.nonce_used, 0,
+        "a paid payment was answered nonce_already_used"
+    );
     assert_eq!(
         usdc.balance_of(anvil.address(3)).await.unwrap(),
         U256::from(AMOUNT * payments.len() as u64),
         "the payee got every payment once"
     );
     for (auth, _) in payments {
-        assert!(usdc.authorization_state(auth.from, auth.nonce).await.unwrap());
+        assert!(
+            usdc.authorization_state(auth.from, auth.nonce)
+                .await
+                .unwrap()
+        );
     }
     let client = reqwest::Client::new();
     for (i, tx) in tally.transaction.iter().enumerate() {
-        let tx = tx.as_ref().unwrap_or_else(|| panic!("payment {i} has no transaction"));
+        let tx = tx
+            .as_ref()
+            .unwrap_or_else(|| panic!("payment {i} has no transaction"));
         let url = &urls[i % urls.len()];
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -340,7 +360,14 @@ async fn finish_burst(anvil: &Anvil, usdc: &Usdc, burst: Burst) {
         done.iter().filter(|d| **d).count(),
         tally.statuses
     );
-    finish(&urls, &payments, &mut tally, &mut done, Duration::from_secs(180)).await;
+    finish(
+        &urls,
+        &payments,
+        &mut tally,
+        &mut done,
+        Duration::from_secs(180),
+    )
+    .await;
     assert_settled_once(anvil, usdc, &payments, &tally, &urls).await;
 }
 
@@ -379,8 +406,12 @@ async fn sentinel_primary_killed_mid_burst_settles_every_payment_exactly_once() 
     let (anvil, usdc) = chain().await;
     let mut group = SentinelGroup::spawn(2, 3).await.unwrap();
     let toml = config(&anvil, &sentinel_redis(&group));
-    let a = FacilitatorProcess::start("sentinel-a", &toml).await.unwrap();
-    let b = FacilitatorProcess::start("sentinel-b", &toml).await.unwrap();
+    let a = FacilitatorProcess::start("sentinel-a", &toml)
+        .await
+        .unwrap();
+    let b = FacilitatorProcess::start("sentinel-b", &toml)
+        .await
+        .unwrap();
     let old = group.primary().await.unwrap();
     let replicas = [a, b];
     let burst = start_burst(&anvil, &replicas).await;
@@ -415,9 +446,17 @@ async fn cluster_primary_paused_refuses_with_503_then_recovers() {
             done[i] = true;
         }
     }
-    eprintln!("answers with a primary paused: {:?} in {:?}", tally.statuses, t.elapsed());
+    eprintln!(
+        "answers with a primary paused: {:?} in {:?}",
+        tally.statuses,
+        t.elapsed()
+    );
     let refused = tally.statuses.get(&503).copied().unwrap_or(0);
-    assert!(refused > 0, "no payment touched the paused primary: {:?}", tally.statuses);
+    assert!(
+        refused > 0,
+        "no payment touched the paused primary: {:?}",
+        tally.statuses
+    );
     let sent = tx_count(&anvil, 1).await + tx_count(&anvil, 4).await - before;
     assert!(
         sent as usize <= payments.len() - refused,
@@ -426,7 +465,14 @@ async fn cluster_primary_paused_refuses_with_503_then_recovers() {
     );
     cluster.nodes[victim].resume().unwrap();
     let urls = [fac.url().to_string()];
-    finish(&urls, &payments, &mut tally, &mut done, Duration::from_secs(120)).await;
+    finish(
+        &urls,
+        &payments,
+        &mut tally,
+        &mut done,
+        Duration::from_secs(120),
+    )
+    .await;
     assert_settled_once(&anvil, &usdc, &payments, &tally, &urls).await;
 }
 
@@ -465,7 +511,10 @@ async fn cluster_f3_thirty_concurrent_settles_across_two_replicas_succeed_once()
     let (status, ready) = a.get("/health/ready").await.unwrap();
     assert_eq!(status, 200, "{ready}");
     let ready: Value = serde_json::from_str(&ready).unwrap();
-    let nodes = ready["replayStore"]["nodes"].as_array().cloned().unwrap_or_default();
+    let nodes = ready["replayStore"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(nodes.len(), 6, "{ready}");
     assert_eq!(
         nodes.iter().filter(|n| n["role"] == "primary").count(),
@@ -511,5 +560,10 @@ async fn unacknowledged_write_refuses_before_broadcast() {
     assert_ne!(again["success"], true, "{status} {again}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(tx_count(&anvil, 1).await + tx_count(&anvil, 4).await, 0);
-    assert!(!usdc.authorization_state(auth.from, auth.nonce).await.unwrap());
+    assert!(
+        !usdc
+            .authorization_state(auth.from, auth.nonce)
+            .await
+            .unwrap()
+    );
 }

@@ -42,9 +42,17 @@ async fn to_legacy_layout(conn: &mut redis::aio::MultiplexedConnection) {
         if old == key || key.contains(":answer:") {
             continue;
         }
-        let kind: String = redis::cmd("TYPE").arg(&key).query_async(conn).await.unwrap();
-        let sharded_set = ["x402:settlements:open", "x402:webhooks:outbox", "x402:webhooks:dead"]
-            .contains(&old.as_str());
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .unwrap();
+        let sharded_set = [
+            "x402:settlements:open",
+            "x402:webhooks:outbox",
+            "x402:webhooks:dead",
+        ]
+        .contains(&old.as_str());
         if kind == "zset" && sharded_set {
             let _: () = redis::cmd("ZUNIONSTORE")
                 .arg(&old)
@@ -97,15 +105,32 @@ async fn old_layout_is_migrated_and_its_payments_still_answered() {
     let tagged = keys(&mut conn).await;
     // Every key of the settlement carries a hash tag (one slot per script on a cluster).
     for k in &tagged {
-        assert!(k.contains('{') || k.contains(":answer:") || k.contains(":lock:"), "{k}: {tagged:?}");
+        assert!(
+            k.contains('{') || k.contains(":answer:") || k.contains(":lock:"),
+            "{k}: {tagged:?}"
+        );
     }
-    assert!(tagged.iter().any(|k| k.starts_with("x402:replay:evm:") && k.ends_with('}')), "{tagged:?}");
-    assert!(tagged.iter().any(|k| k.starts_with("x402:settlement:tx:")), "{tagged:?}");
-    assert!(tagged.iter().any(|k| k.starts_with("x402:nonce:evm:{")), "{tagged:?}");
+    assert!(
+        tagged
+            .iter()
+            .any(|k| k.starts_with("x402:replay:evm:") && k.ends_with('}')),
+        "{tagged:?}"
+    );
+    assert!(
+        tagged.iter().any(|k| k.starts_with("x402:settlement:tx:")),
+        "{tagged:?}"
+    );
+    assert!(
+        tagged.iter().any(|k| k.starts_with("x402:nonce:evm:{")),
+        "{tagged:?}"
+    );
 
     to_legacy_layout(&mut conn).await;
     let legacy_keys = keys(&mut conn).await;
-    assert!(legacy_keys.iter().all(|k| !k.contains('{')), "{legacy_keys:?}");
+    assert!(
+        legacy_keys.iter().all(|k| !k.contains('{')),
+        "{legacy_keys:?}"
+    );
     // migrate-redis (the binary), twice: the second run moves nothing.
     let path = std::env::temp_dir().join(format!("x402-migrate-{}.toml", std::process::id()));
     std::fs::write(&path, &toml).unwrap();
@@ -119,15 +144,26 @@ async fn old_layout_is_migrated_and_its_payments_still_answered() {
     };
     let first = run();
     let stdout = String::from_utf8_lossy(&first.stdout).to_string();
-    assert!(first.status.success(), "{stdout}{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     assert!(stdout.contains("records: 1"), "{stdout}");
     assert!(stdout.contains("transactions: 1"), "{stdout}");
     let second = run();
     let stdout2 = String::from_utf8_lossy(&second.stdout).to_string();
     assert!(second.status.success(), "{stdout2}");
-    assert!(stdout2.contains("records: 0") && stdout2.contains("nonce_keys: 0"), "{stdout2}");
+    assert!(
+        stdout2.contains("records: 0") && stdout2.contains("nonce_keys: 0"),
+        "{stdout2}"
+    );
     std::fs::remove_file(&path).unwrap();
-    assert_eq!(keys(&mut conn).await, tagged, "the migration restores the tagged layout");
+    assert_eq!(
+        keys(&mut conn).await,
+        tagged,
+        "the migration restores the tagged layout"
+    );
 
     // The payment is answered with its transaction and found by the status API.
     let fac = TestFacilitator::start_with_toml(&toml).await.unwrap();

@@ -39,10 +39,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use self::redis::{ModeConfig, RedisConfig};
 pub use error::ConfigError;
 use error::err;
 pub use gas::{GasConfig, PriceSourceConfig};
-pub use self::redis::{ModeConfig, RedisConfig};
 
 /// The whole configuration, as written.
 #[derive(Debug, Clone, Deserialize)]

@@ -15,7 +15,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
@@ -142,11 +144,21 @@ struct ClusterConn {
 
 impl ClusterConn {
     async fn connection(&self) -> Result<ClusterConnection, RedisError> {
-        if let Some(c) = self.current.lock().expect("cluster connection lock").clone() {
+        if let Some(c) = self
+            .current
+            .lock()
+            .expect("cluster connection lock")
+            .clone()
+        {
             return Ok(c);
         }
         let _one = self.rebuild.lock().await;
-        if let Some(c) = self.current.lock().expect("cluster connection lock").clone() {
+        if let Some(c) = self
+            .current
+            .lock()
+            .expect("cluster connection lock")
+            .clone()
+        {
             return Ok(c);
         }
         let conn = self.client.get_async_connection().await?;
@@ -181,11 +193,21 @@ struct SentinelConn {
 
 impl SentinelConn {
     async fn connection(&self) -> Result<MultiplexedConnection, RedisError> {
-        if let Some(c) = self.current.lock().expect("sentinel connection lock").clone() {
+        if let Some(c) = self
+            .current
+            .lock()
+            .expect("sentinel connection lock")
+            .clone()
+        {
             return Ok(c);
         }
         let mut client = self.client.lock().await;
-        if let Some(c) = self.current.lock().expect("sentinel connection lock").clone() {
+        if let Some(c) = self
+            .current
+            .lock()
+            .expect("sentinel connection lock")
+            .clone()
+        {
             return Ok(c);
         }
         let primary = client.async_get_client().await?;
@@ -236,7 +258,9 @@ impl RedisConn {
         }
         let inner = tokio::time::timeout(timeout, Self::open(target))
             .await
-            .map_err(|_| StoreError::Unavailable(format!("redis: no answer within {timeout:?}")))??;
+            .map_err(|_| {
+                StoreError::Unavailable(format!("redis: no answer within {timeout:?}"))
+            })??;
         Ok(RedisConn {
             inner,
             timeout,
@@ -303,7 +327,8 @@ impl RedisConn {
                 if let Some(p) = &target.password {
                     node = node.set_password(p);
                 }
-                let mut node_info = SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
+                let mut node_info =
+                    SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
                 if target.urls.iter().any(|u| u.starts_with("rediss://")) {
                     node_info = node_info.set_tls_mode(redis::TlsMode::Secure);
                 }
@@ -443,7 +468,10 @@ pub struct NodeStatus {
 /// `host:port` of `url` (never its credentials).
 fn address_of(url: &str) -> String {
     match url.into_connection_info().map(|i| i.addr().clone()) {
-        Ok(redis::ConnectionAddr::Tcp(h, p)) | Ok(redis::ConnectionAddr::TcpTls { host: h, port: p, .. }) => {
+        Ok(redis::ConnectionAddr::Tcp(h, p))
+        | Ok(redis::ConnectionAddr::TcpTls {
+            host: h, port: p, ..
+        }) => {
             format!("{h}:{p}")
         }
         Ok(redis::ConnectionAddr::Unix(path)) => path.display().to_string(),
@@ -591,6 +619,9 @@ mod tests {
         assert_eq!((n[0].role.as_str(), n[0].reachable), ("primary", true));
         assert_eq!((n[1].role.as_str(), n[1].reachable), ("replica", true));
         assert!(!n[2].reachable);
-        assert_eq!(address_of("redis://:secret@10.1.2.3:6380/0"), "10.1.2.3:6380");
+        assert_eq!(
+            address_of("redis://:secret@10.1.2.3:6380/0"),
+            "10.1.2.3:6380"
+        );
     }
 }

@@ -170,7 +170,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         println!(
             "settle throughput: single {single:.1}/s, cluster (3 primaries + 3 replicas) \
              {cluster:.1}/s: {:.0} % of single",
-            if *single > 0.0 { cluster / single * 100.0 } else { 0.0 }
+            if *single > 0.0 {
+                cluster / single * 100.0
+            } else {
+                0.0
+            }
         );
     }
     Ok(())

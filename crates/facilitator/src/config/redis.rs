@@ -153,7 +153,10 @@ impl RedisConfig {
                 other => self.bad_mode_env = Some(other.to_string()),
             }
         }
-        if let Some(m) = env.get("X402_REDIS_SENTINEL_MASTER").filter(|m| !m.is_empty()) {
+        if let Some(m) = env
+            .get("X402_REDIS_SENTINEL_MASTER")
+            .filter(|m| !m.is_empty())
+        {
             self.sentinel_master = Some(m.clone());
         }
         if let Some(urls) = env.get("X402_REDIS_URLS").filter(|u| !u.trim().is_empty()) {
@@ -235,16 +238,12 @@ impl RedisConfig {
             }
             _ => {}
         }
-        let keyed = self
-            .url
-            .iter()
-            .map(|u| ("redis.url".to_string(), u))
-            .chain(
-                self.urls
-                    .iter()
-                    .enumerate()
-                    .map(|(i, u)| (format!("redis.urls[{i}]"), u)),
-            );
+        let keyed = self.url.iter().map(|u| ("redis.url".to_string(), u)).chain(
+            self.urls
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (format!("redis.urls[{i}]"), u)),
+        );
         for (key, url) in keyed {
             let scheme_ok = url.starts_with("redis://")
                 || url.starts_with("rediss://")

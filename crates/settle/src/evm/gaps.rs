@@ -93,7 +93,7 @@ impl GapRepair {
 /// What to do with one missing nonce.
 enum Missing<'a> {
     /// Re-send this recorded transaction (of the record under the replay key, as stored).
-    Resend(SentTx, String, crate::replay::Stored),
+    Resend(SentTx, String, Box<crate::replay::Stored>),
     /// Its owner may still send it: wait for the fill delay.
     Wait,
     /// Nobody will send it: fill it.
@@ -171,11 +171,7 @@ async fn repair_signer(family: &EvmFamily, signer: Address) -> Result<(), String
                 // Sent only once the record is durable: rewritten as it is, which waits for
                 // the replicas (`[redis] min_replicas_acked`) like every write before a
                 // broadcast. Not acknowledged, or changed meanwhile: not sent now.
-                match family
-                    .store
-                    .swap(&key, &stored.raw, &stored.record)
-                    .await
-                {
+                match family.store.swap(&key, &stored.raw, &stored.record).await {
                     Ok(Some(_)) => {}
                     Ok(None) => continue,
                     Err(e) => {
@@ -250,7 +246,11 @@ async fn classify<'a>(
                     continue;
                 }
                 if let Some(tx) = signed_at(&b.sent, &b.replaced, signer, nonce) {
-                    return Ok(Missing::Resend(tx.clone(), key.to_string(), stored.clone()));
+                    return Ok(Missing::Resend(
+                        tx.clone(),
+                        key.to_string(),
+                        Box::new(stored.clone()),
+                    ));
                 }
                 why = "its settlement was signed at another nonce";
             }

@@ -7,9 +7,9 @@ use alloy::primitives::Address;
 use async_trait::async_trait;
 
 use super::{NonceStore, SignerNonces};
+use crate::redis_conn::{RedisConn, RedisTarget};
 use crate::replay::StoreError;
 use crate::replay::keys::{EvmNonceKeys, evm_nonce_keys};
-use crate::redis_conn::{RedisConn, RedisTarget};
 use crate::replay::redis_store::unavailable;
 
 /// The lowest free nonce, else the counter (raised by one); records the owner. -1: no counter.

@@ -167,7 +167,11 @@ pub fn debits_key(prefix: &str, network: &str, asset: &str, payer: &str) -> Stri
             s.to_string()
         }
     };
-    format!("{prefix}:debits:{{{network}:{}:{}}}", norm(asset), norm(payer))
+    format!(
+        "{prefix}:debits:{{{network}:{}:{}}}",
+        norm(asset),
+        norm(payer)
+    )
 }
 
 /// The reverted settlements of `payer` on `network` (see the module docs).

@@ -11,8 +11,8 @@
 
 use redis::aio::ConnectionLike;
 
-use super::keys::{Layout, debits_seq_key};
 use super::StoreError;
+use super::keys::{Layout, debits_seq_key};
 use super::redis_store::{TxIdCase, unavailable};
 
 /// What [`migrate_single_node`] moved.
@@ -32,7 +32,10 @@ pub struct Migrated {
     pub nonce_keys: usize,
 }
 
-async fn scan<C: ConnectionLike + Send>(conn: &mut C, pattern: &str) -> Result<Vec<String>, StoreError> {
+async fn scan<C: ConnectionLike + Send>(
+    conn: &mut C,
+    pattern: &str,
+) -> Result<Vec<String>, StoreError> {
     let mut cursor: u64 = 0;
     let mut out = Vec::new();
     loop {
@@ -58,7 +61,11 @@ fn tagged(key: &str) -> bool {
     key.contains('{')
 }
 
-async fn rename<C: ConnectionLike + Send>(conn: &mut C, from: &str, to: &str) -> Result<bool, StoreError> {
+async fn rename<C: ConnectionLike + Send>(
+    conn: &mut C,
+    from: &str,
+    to: &str,
+) -> Result<bool, StoreError> {
     let moved: i64 = redis::cmd("RENAMENX")
         .arg(from)
         .arg(to)
@@ -102,7 +109,11 @@ pub async fn migrate_single_node<C: ConnectionLike + Send>(
             .map_err(unavailable)?;
         done.open += 1;
     }
-    let _: i64 = redis::cmd("DEL").arg(&old_open).query_async(conn).await.map_err(unavailable)?;
+    let _: i64 = redis::cmd("DEL")
+        .arg(&old_open)
+        .query_async(conn)
+        .await
+        .map_err(unavailable)?;
     // The transaction index: `{p}:settlement:tx:<tx>` → its record's shard.
     let tx_prefix = layout.tx_index_prefix();
     for key in scan(conn, &format!("{tx_prefix}*")).await? {
@@ -160,7 +171,11 @@ pub async fn migrate_single_node<C: ConnectionLike + Send>(
                 .map_err(unavailable)?;
             done.events += 1;
         }
-        let _: i64 = redis::cmd("DEL").arg(&old_set).query_async(conn).await.map_err(unavailable)?;
+        let _: i64 = redis::cmd("DEL")
+            .arg(&old_set)
+            .query_async(conn)
+            .await
+            .map_err(unavailable)?;
     }
     // Per payer: `{p}:debits|reverts|blocked:<rest>` → `{p}:…:{<rest>}`; debit order counters
     // start at the old global counter so that old debits stay ordered before new ones.

@@ -67,7 +67,12 @@ return 1
 impl RedisStore {
     /// The shards where event `id` may be: the one this process claimed it from, else all.
     fn shards_of(&self, id: &str) -> Vec<u16> {
-        match self.claimed_shards.lock().expect("claimed shards lock").get(id) {
+        match self
+            .claimed_shards
+            .lock()
+            .expect("claimed shards lock")
+            .get(id)
+        {
             Some(s) => vec![*s],
             None => (0..self.layout.shards()).collect(),
         }

@@ -287,7 +287,11 @@ impl RedisStore {
                 let mut pipe = redis::pipe();
                 pipe.invoke_script(inv).cmd("WAIT").arg(need).arg(wait_ms);
                 match pipe.query_async::<(redis::Value, i64)>(&mut conn).await {
-                    Err(e) if !loaded && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                    Err(e)
+                        if !loaded
+                            && e.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
                         inv.load_async(&mut conn).await?;
                         loaded = true;
                     }
