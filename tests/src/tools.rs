@@ -69,6 +69,13 @@ pub fn redis_server_bin() -> anyhow::Result<PathBuf> {
     which("redis-server").context("redis-server not on PATH after scripts/install-tools.sh")
 }
 
+/// Path of `redis-cli` on `PATH` (Debian's `redis-tools`, installed with `redis-server`),
+/// installing it first if needed.
+pub fn redis_cli_bin() -> anyhow::Result<PathBuf> {
+    ensure_installed()?;
+    which("redis-cli").context("redis-cli not on PATH after scripts/install-tools.sh")
+}
+
 /// Runs `scripts/install-tools.sh` once per process if anvil, the token artifact or
 /// `redis-server` is missing. Later calls return the first outcome.
 pub fn ensure_installed() -> anyhow::Result<()> {
@@ -86,6 +93,7 @@ fn all_present() -> bool {
             .join("v2/FiatTokenV2_2.sol/FiatTokenV2_2.json")
             .is_file()
         && which("redis-server").is_some()
+        && which("redis-cli").is_some()
         && crate::price_feed::artifacts_present()
 }
 

@@ -1079,8 +1079,15 @@ async fn settlement_record_lands_in_redis_under_the_svm_replay_key() {
     assert_eq!(answer.transaction, id);
     assert_eq!(fx.token_balance(&fx.pay_to_ata), AMOUNT);
 
-    let key = svm_replay_key("x402", SOLANA_DEVNET, &id);
-    assert_eq!(key, format!("x402:replay:svm:{SOLANA_DEVNET}:{id}"));
+    let logical = svm_replay_key("x402", SOLANA_DEVNET, &id);
+    assert_eq!(logical, format!("x402:replay:svm:{SOLANA_DEVNET}:{id}"));
+    // Stored in its shard (hash tag `{x402:N}`), read back by its replay key.
+    let layout = x402_settle::replay::keys::Layout::new("x402", 16);
+    let key = layout.record_key(&logical);
+    assert_eq!(
+        key,
+        format!("{logical}:{{x402:{}}}", layout.shard_of(&logical))
+    );
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -1103,7 +1110,7 @@ async fn settlement_record_lands_in_redis_under_the_svm_replay_key() {
         .await
         .unwrap();
     assert!(ttl >= 120, "record kept at least 120 s, got {ttl}");
-    match store.get(&key).await.unwrap().map(|s| s.record) {
+    match store.get(&logical).await.unwrap().map(|s| s.record) {
         Some(SettlementRecord::Delivered(s)) => assert_eq!(s.transaction, answer.transaction),
         other => panic!("unexpected record {other:?}"),
     }

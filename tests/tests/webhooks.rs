@@ -158,14 +158,25 @@ fn verified(secret: &str, r: &Received) -> Value {
     payload
 }
 
+/// `cmd` (e.g. `ZCARD`) summed over the shards of the index `key` (`key:{x402:N}`).
 async fn redis_count(redis: &RedisServer, cmd: &str, key: &str) -> u64 {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd(cmd)
-        .arg(key)
+    let shards: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{key}:{{*}}"))
         .query_async(&mut conn)
         .await
-        .unwrap()
+        .unwrap();
+    let mut total = 0;
+    for shard in shards {
+        let n: u64 = redis::cmd(cmd)
+            .arg(shard)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        total += n;
+    }
+    total
 }
 
 /// `x402_webhook_deliveries_total{outcome}` from `/metrics` (admin key).

@@ -8,7 +8,9 @@
 //!
 //! Environment overrides (applied after the file):
 //! - `X402_LISTEN`: listen address (`host:port`).
-//! - `X402_REDIS_URL`: Redis URL; set to an empty string to force the in-memory store.
+//! - `X402_REDIS_URL`: a single Redis node's URL; set to an empty string to force the
+//!   in-memory store. `X402_REDIS_URLS`, `X402_REDIS_USERNAME`, `X402_REDIS_PASSWORD`: see
+//!   [`redis`].
 //! - `X402_EVM_…`: EVM RPC URLs and signer keys, see [`evm`].
 //! - `X402_SVM_…`: Solana RPC URLs and fee-payer keys, see [`svm`].
 //! - `X402_WEBHOOK_SECRET_<NAME>`: the webhook secret of the API key `<NAME>`, see [`webhooks`].
@@ -27,6 +29,7 @@ mod error;
 pub mod evm;
 pub mod gas;
 pub mod ops;
+pub mod redis;
 pub mod svm;
 pub mod webhooks;
 
@@ -36,6 +39,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use self::redis::{ModeConfig, RedisConfig};
 pub use error::ConfigError;
 use error::err;
 pub use gas::{GasConfig, PriceSourceConfig};
@@ -88,17 +92,6 @@ pub struct Config {
     /// Delivery of the settlement webhooks (the URLs are per key, in `[[auth.keys]]`).
     #[serde(default)]
     pub webhooks: webhooks::WebhooksConfig,
-}
-
-/// `[redis]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisConfig {
-    /// `redis://host:port/db`.
-    pub url: String,
-    /// Key prefix (default `x402`).
-    #[serde(default = "default_prefix")]
-    pub key_prefix: String,
 }
 
 /// `[settle]`: settlement timing and deadlines (README "Settlement states and recovery").
@@ -238,10 +231,6 @@ fn default_listen() -> String {
 fn default_body_limit() -> usize {
     64 * 1024
 }
-fn default_prefix() -> String {
-    "x402".into()
-}
-
 /// A deprecated key the configuration sets, and the key that replaces it. Its `Display` is
 /// the start-up WARN line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -432,16 +421,26 @@ impl Config {
             self.redis = if url.is_empty() {
                 None
             } else {
-                let key_prefix = self
-                    .redis
-                    .as_ref()
-                    .map(|r| r.key_prefix.clone())
-                    .unwrap_or_else(default_prefix);
-                Some(RedisConfig {
-                    url: url.clone(),
-                    key_prefix,
-                })
+                let mut single = RedisConfig::single(url);
+                if let Some(r) = &self.redis {
+                    single.key_prefix = r.key_prefix.clone();
+                    single.index_shards = r.index_shards;
+                    single.min_replicas_acked = r.min_replicas_acked;
+                }
+                Some(single)
             };
+        }
+        if self.redis.is_none()
+            && env
+                .get("X402_REDIS_URLS")
+                .is_some_and(|u| !u.trim().is_empty())
+        {
+            let mut r = RedisConfig::single("");
+            r.url = None;
+            self.redis = Some(r);
+        }
+        if let Some(r) = &mut self.redis {
+            r.apply_env(env);
         }
         evm::apply_env(&mut self.evm, env);
         svm::apply_env(&mut self.svm, env);
@@ -459,15 +458,8 @@ impl Config {
         if self.body_limit_bytes < 1024 {
             return Err(err("body_limit_bytes", "must be at least 1024"));
         }
-        if let Some(r) = &self.redis
-            && !(r.url.starts_with("redis://")
-                || r.url.starts_with("rediss://")
-                || r.url.starts_with("unix://"))
-        {
-            return Err(err(
-                "redis.url",
-                "must start with redis://, rediss:// or unix://",
-            ));
+        if let Some(r) = &self.redis {
+            r.validate()?;
         }
         for (key, value) in [
             (

@@ -12,7 +12,8 @@ use x402_settle::engine::Caller;
 use x402_settle::nonces::{MemoryNonceStore, NonceStore, RedisNonceStore};
 use x402_settle::outbox::Notify;
 use x402_settle::reconciler::Reconciler;
-use x402_settle::replay::{MemoryStore, RedisStore, ReplayStore};
+use x402_settle::redis_conn::RedisConn;
+use x402_settle::replay::{MemoryStore, RedisStore, ReplayStore, StoreOptions};
 use x402_settle::status::SettlementStatus;
 use x402_verify::VerifyError;
 
@@ -55,20 +56,33 @@ impl Facilitator {
         #[allow(clippy::type_complexity)]
         let (store, nonces, prefix): (Arc<dyn ReplayStore>, Arc<dyn NonceStore>, String) =
             match config.redis() {
-                Some(r) => (
-                    Arc::new(
-                        RedisStore::connect(&r.url, &r.key_prefix, redis_timeout)
-                            .await
-                            .map_err(redis_err)?
-                            .with_call_observer(metrics.redis_call_observer()),
-                    ),
-                    Arc::new(
-                        RedisNonceStore::connect(&r.url, &r.key_prefix, redis_timeout)
-                            .await
-                            .map_err(redis_err)?,
-                    ),
-                    r.key_prefix.clone(),
-                ),
+                Some(r) => {
+                    let conn = RedisConn::connect(&r.target(redis_timeout))
+                        .await
+                        .map_err(redis_err)?;
+                    let options = StoreOptions {
+                        prefix: r.key_prefix.clone(),
+                        shards: r.index_shards,
+                        min_replicas_acked: r.min_replicas_acked(),
+                    };
+                    tracing::info!(
+                        mode = r.mode().as_str(),
+                        nodes = r.all_urls().len(),
+                        index_shards = r.index_shards,
+                        min_replicas_acked = r.min_replicas_acked(),
+                        "redis replay store"
+                    );
+                    (
+                        Arc::new(
+                            RedisStore::open(conn.clone(), options)
+                                .await
+                                .map_err(redis_err)?
+                                .with_call_observer(metrics.redis_call_observer()),
+                        ),
+                        Arc::new(RedisNonceStore::open(conn, &r.key_prefix)),
+                        r.key_prefix.clone(),
+                    )
+                }
                 None => {
                     tracing::warn!(
                         "no Redis URL configured: in-memory replay store, safe for ONE process only"

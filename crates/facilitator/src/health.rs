@@ -73,6 +73,9 @@ pub struct StoreReport {
     /// Why not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Redis: each node, its role and whether it answered (none for the in-memory store).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<x402_settle::redis_conn::NodeStatus>,
 }
 
 /// One signer's balance.
@@ -199,8 +202,22 @@ impl Health {
 
     async fn check_store(&self) -> StoreReport {
         let started = Instant::now();
-        let result = within(self.timeout, self.store.ping()).await;
-        let elapsed = started.elapsed();
+        let ping = async {
+            let result = within(self.timeout, self.store.ping()).await;
+            (result, started.elapsed())
+        };
+        let ((result, elapsed), nodes) = tokio::join!(ping, async {
+            tokio::time::timeout(self.timeout, self.store.nodes())
+                .await
+                .unwrap_or_default()
+        });
+        self.metrics.redis_node_up.reset();
+        for n in &nodes {
+            self.metrics
+                .redis_node_up
+                .with_label_values(&[&n.address, &n.role])
+                .set(i64::from(n.reachable));
+        }
         if self.store.kind() == "redis" {
             self.metrics
                 .redis_call_duration
@@ -218,6 +235,7 @@ impl Health {
             ok: result.is_ok(),
             latency_ms: elapsed.as_secs_f64() * 1000.0,
             error: result.err(),
+            nodes,
         }
     }
 

@@ -63,6 +63,10 @@ pub struct OpsMetrics {
     pub dependency_up: IntGaugeVec,
     /// `x402_build_info{version}`: always 1.
     pub build_info: IntGaugeVec,
+    /// `x402_redis_node_up{address,role}`: 1 when the Redis node answered the last readiness
+    /// check (a replica: linked and online), else 0; `role` = `primary`, `replica`,
+    /// `sentinel` or `unknown`.
+    pub redis_node_up: IntGaugeVec,
 }
 
 impl OpsMetrics {
@@ -146,6 +150,14 @@ impl OpsMetrics {
                 &["version"],
             )
             .expect("valid metric"),
+            redis_node_up: IntGaugeVec::new(
+                Opts::new(
+                    "x402_redis_node_up",
+                    "1 when the Redis node answered the last readiness check, by address and role",
+                ),
+                &["address", "role"],
+            )
+            .expect("valid metric"),
         };
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -167,6 +179,7 @@ impl OpsMetrics {
         registry.register(Box::new(self.signer_balance.clone()))?;
         registry.register(Box::new(self.dependency_up.clone()))?;
         registry.register(Box::new(self.build_info.clone()))?;
+        registry.register(Box::new(self.redis_node_up.clone()))?;
         for route in ["/verify", "/settle"] {
             for limit in ["ip", "key"] {
                 self.rate_limited.with_label_values(&[route, limit]);

@@ -44,6 +44,10 @@ enum Command {
     /// Print a new webhook signing secret (`whsec_…`): give it to the receiver and set it as
     /// `X402_WEBHOOK_SECRET_<NAME>` (or `webhook_secret` of the key).
     WebhookSecret,
+    /// Move a single Redis node's keys from the layout before `[redis] mode` to the
+    /// hash-tagged one (README "Scaling past one Redis"), with every replica stopped; safe to
+    /// run twice. Reads `[redis]` of `--config`.
+    MigrateRedis,
 }
 
 fn keygen(name: &str, scopes: &str) -> anyhow::Result<()> {
@@ -112,6 +116,28 @@ fn init_logging(
     Ok(telemetry)
 }
 
+/// `migrate-redis`: see [`x402_settle::replay::migrate`].
+fn migrate_redis(config: &x402_facilitator::config::ValidConfig) -> anyhow::Result<()> {
+    let redis = config
+        .redis()
+        .context("migrate-redis: no [redis] configured")?;
+    anyhow::ensure!(
+        redis.mode() == x402_settle::redis_conn::RedisMode::Single,
+        "migrate-redis: redis.mode must be \"single\" (the old layout lived on one node)"
+    );
+    let timeout = std::time::Duration::from_millis(config.settle().redis_timeout_ms.max(5000));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let moved = runtime.block_on(async {
+        let mut conn = x402_settle::redis_conn::RedisConn::connect(&redis.target(timeout)).await?;
+        let layout = x402_settle::replay::keys::Layout::new(&redis.key_prefix, redis.index_shards);
+        x402_settle::replay::migrate::migrate_single_node(&mut conn, &layout).await
+    })?;
+    println!("migrated: {moved:?}");
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
@@ -122,7 +148,7 @@ fn main() -> anyhow::Result<()> {
             println!("{secret}");
             return Ok(());
         }
-        None => {}
+        Some(Command::MigrateRedis) | None => {}
     }
     let env = std::env::vars().collect::<HashMap<_, _>>();
     let mut config = Config::from_file(&cli.config)?;
@@ -140,6 +166,9 @@ fn main() -> anyhow::Result<()> {
         config.warn_deprecations();
         println!("config ok");
         return Ok(());
+    }
+    if matches!(cli.command, Some(Command::MigrateRedis)) {
+        return migrate_redis(&config);
     }
     let listener = std::net::TcpListener::bind(config.listen())
         .with_context(|| format!("listen: bind {}", config.listen()))?;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use ipnet::IpNet;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use x402_settle::redis_conn::RedisConn;
 
 use crate::config::RedisConfig;
 use crate::config::ops::{LimitConfig, RateLimitConfig};
@@ -91,7 +91,7 @@ impl<K: Hash + Eq + Clone> Budget<K> {
 }
 
 struct Shared {
-    conn: ConnectionManager,
+    conn: RedisConn,
     script: redis::Script,
     prefix: String,
 }
@@ -113,16 +113,10 @@ impl RateLimiter {
     ) -> Result<Self, String> {
         let shared = match redis {
             Some(r) if !config.local_only => {
-                let client =
-                    redis::Client::open(r.url.as_str()).map_err(|e| format!("redis.url: {e}"))?;
-                let manager = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(REDIS_TIMEOUT))
-                    .set_response_timeout(Some(REDIS_TIMEOUT))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_millis(500));
-                let conn = ConnectionManager::new_with_config(client, manager)
+                // Its own connection (same deployment), with the limiter's shorter deadline.
+                let conn = RedisConn::connect(&r.target(REDIS_TIMEOUT))
                     .await
-                    .map_err(|e| format!("redis.url: cannot reach Redis for rate limits: {e}"))?;
+                    .map_err(|e| format!("redis: cannot reach Redis for rate limits: {e}"))?;
                 Some(Shared {
                     conn,
                     script: redis::Script::new(GCRA_SCRIPT),

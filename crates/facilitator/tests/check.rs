@@ -123,3 +123,81 @@ fn example_config_checks_without_deprecations() {
     assert!(stdout.contains("config ok"), "{stdout}");
     assert!(!stdout.contains("deprecated"), "{stdout}");
 }
+
+/// `[redis] mode`: the three modes pass `--check` (nothing is connected); a bad key is named.
+#[test]
+fn check_accepts_the_three_redis_modes_and_names_a_bad_key() {
+    for (name, redis) in [
+        ("single", "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\n"),
+        (
+            "single-urls",
+            "[redis]\nmode = \"single\"\nurls = [\"rediss://cache.example:6380\"]\n",
+        ),
+        (
+            "sentinel",
+            "[redis]\nmode = \"sentinel\"\nurls = [\"redis://10.0.0.1:26379\", \
+             \"redis://10.0.0.2:26379\"]\nsentinel_master = \"x402\"\nmin_replicas_acked = 1\n",
+        ),
+        (
+            "cluster",
+            "[redis]\nmode = \"cluster\"\nurls = [\"redis://10.0.0.1:7000\"]\nindex_shards = 64\n",
+        ),
+    ] {
+        let out = check(name, &base(redis, ""), &[("X402_REDIS_PASSWORD", "secret")]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("config ok"), "{name}: {stdout}");
+        assert!(!stdout.contains("secret"), "{name}: {stdout}");
+    }
+    for (name, redis, message) in [
+        (
+            "unknown-mode",
+            "[redis]\nmode = \"ring\"\nurl = \"redis://a:1\"\n",
+            "unknown variant `ring`",
+        ),
+        (
+            "unknown-key",
+            "[redis]\nurl = \"redis://a:1\"\nsentinel = \"x\"\n",
+            "unknown field `sentinel`",
+        ),
+        (
+            "sentinel-no-master",
+            "[redis]\nmode = \"sentinel\"\nurls = [\"redis://a:26379\"]\n",
+            "config: redis.sentinel_master: mode \"sentinel\" needs the name of the group's primary",
+        ),
+        (
+            "cluster-no-urls",
+            "[redis]\nmode = \"cluster\"\n",
+            "config: redis.urls: mode \"cluster\" needs at least one URL",
+        ),
+        (
+            "cluster-url",
+            "[redis]\nmode = \"cluster\"\nurl = \"redis://a:1\"\n",
+            "config: redis.url: is the single-node shorthand",
+        ),
+        (
+            "bad-scheme",
+            "[redis]\nmode = \"cluster\"\nurls = [\"redis://a:1\", \"http://b:2\"]\n",
+            "config: redis.urls[1]: must start with redis:// or rediss://",
+        ),
+        (
+            "two-single",
+            "[redis]\nurls = [\"redis://a:1\", \"redis://b:2\"]\n",
+            "config: redis.url: mode \"single\" takes one URL",
+        ),
+        (
+            "shards",
+            "[redis]\nurl = \"redis://a:1\"\nindex_shards = 0\n",
+            "config: redis.index_shards: must be between 1 and 1024",
+        ),
+    ] {
+        let out = check(name, &base(redis, ""), &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {stderr}");
+        assert!(stderr.contains(message), "{name}: {stderr}");
+    }
+}

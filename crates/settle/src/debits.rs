@@ -2,10 +2,14 @@
 //!
 //! Every unresolved record (`reserved`, `broadcast`) debits its amount from its payer's balance
 //! of its asset on its network, in the replay store ([`crate::replay::keys::debits_key`]): the
-//! debit is written by the same atomic step that creates the record, and removed by the one
-//! that resolves it (`confirmed`, `delivered`, `failed`, `expired`) or deletes it (refused
-//! before signing, abandoned). A takeover keeps the record's debit (one per replay key: never
-//! counted twice), and a debit whose record expired unresolved is ignored.
+//! debit is written just before the record is created (the Redis store: in the payer's own hash
+//! slot, so that the record's slot can be another one on Redis Cluster) or in the same atomic
+//! step (the in-memory store), and removed just after (or with) the step that resolves the
+//! record (`confirmed`, `delivered`, `failed`, `expired`) or deletes it (refused before
+//! signing, abandoned). A takeover keeps the record's debit (one per replay key: never counted
+//! twice); a debit whose record expired unresolved, or whose record is resolved already (a
+//! release cut short by a crash), is ignored. A debit left by a crash between its write and
+//! the record's creation counts until it expires: the check errs towards refusing.
 //!
 //! Each debit carries the order of its reservation. Before a settlement is signed, the engine
 //! reads the debits ordered before its own that are still in flight ([`ahead`]), then the
@@ -55,6 +59,18 @@ pub fn ahead<'a>(
     key: &str,
     now_ms: u64,
 ) -> (Vec<String>, Vec<String>) {
+    let (entries, prune) = ahead_entries(all, key, now_ms);
+    (entries.into_iter().map(|(_, a)| a).collect(), prune)
+}
+
+/// [`ahead`] with the replay key of each amount counted (`(replay key, amount)`), so that a
+/// store can drop the debits whose record is resolved already (a debit released in its own
+/// step after the record's, [`crate::replay::keys`]).
+pub fn ahead_entries<'a>(
+    all: impl IntoIterator<Item = (&'a str, &'a str)>,
+    key: &str,
+    now_ms: u64,
+) -> (Vec<(String, String)>, Vec<String>) {
     let entries: Vec<(&str, Option<Debit>)> = all
         .into_iter()
         .map(|(k, v)| (k, Debit::decode(v)))
@@ -71,12 +87,12 @@ pub fn ahead<'a>(
         }
         match debit {
             None => {
-                amounts.push(u128::MAX.to_string());
+                amounts.push((k.to_string(), u128::MAX.to_string()));
                 prune.push(k.to_string());
             }
             Some(d) if d.expires_ms <= now_ms => prune.push(k.to_string()),
             Some(d) if mine.is_some_and(|seq| d.seq > seq) => {}
-            Some(d) => amounts.push(d.amount),
+            Some(d) => amounts.push((k.to_string(), d.amount)),
         }
     }
     (amounts, prune)

@@ -11,6 +11,7 @@
 //! - [`status`]: the read-only view of a record for `GET /settlements/…`.
 //! - [`clock`]: the one injected clock every settlement decision reads.
 //! - [`outbox`]: the settlement webhooks' events, written atomically with the final states.
+//! - [`redis_conn`]: the Redis connection of every deployment (single node, Sentinel, Cluster).
 //!
 //! Invariants: a payment is signed at most once per reservation and never re-signed once
 //! recorded `broadcast` (the signed transaction is recorded before it is sent); a payment that
@@ -26,6 +27,7 @@ pub mod nonces;
 pub mod outbox;
 pub mod reconciler;
 pub mod record;
+pub mod redis_conn;
 pub mod replay;
 pub mod status;
 mod store_error;

@@ -6,10 +6,12 @@
 //! deliver them and then complete, reschedule or dead-letter them: at-least-once, with a stable
 //! event id for deduplication.
 //!
-//! Redis layout (see [`crate::replay::keys`]): `{prefix}:webhooks:outbox` (sorted set of event
-//! ids by the Unix ms they are due), `{prefix}:webhooks:event:{id}` (hash: `key`, `type`,
-//! `body`, `created_ms`, `attempts`, `claim`, `last_error`), `{prefix}:webhooks:dead` (sorted
-//! set of dead-lettered ids by Unix ms; their hashes expire after [`DEAD_RETENTION`]).
+//! Redis layout (see [`crate::replay::keys`]), per shard `s` (the shard of the payment's
+//! record, written with it): `{prefix}:webhooks:outbox:{prefix:s}` (sorted set of event ids by
+//! the Unix ms they are due), `{prefix}:webhooks:event:{id}:{prefix:s}` (hash: `key`, `type`,
+//! `body`, `created_ms`, `attempts`, `claim`, `last_error`), `{prefix}:webhooks:dead:{prefix:s}`
+//! (sorted set of dead-lettered ids by Unix ms; their hashes expire after [`DEAD_RETENTION`]).
+//! Workers walk the shards.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! The reconciler: a background task in every replica, one at a time through a lease in the
-//! store, that walks the unresolved records (`{prefix}:settlements:open`) at start and every
+//! store, that walks the unresolved records (`{prefix}:settlements:open:{prefix:s}`, every
+//! shard `s`, [`crate::replay::keys`]) at start and every
 //! interval, and drives each with its network's engine ([`Engine::reconcile`]): broadcast
 //! records are resolved from the chain (`confirmed`, `failed`, `expired`) or re-sent; abandoned
 //! reservations (nothing signed) are dropped. It needs no client retry to finish a payment.

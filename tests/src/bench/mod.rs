@@ -100,6 +100,59 @@ pub struct BenchConfig {
     /// machine the facilitator does not share cores with the chain node and the load tool (start
     /// the bench itself under `taskset -c 0`).
     pub facilitator_cpus: Option<String>,
+    /// The replay store's Redis: one node, or a cluster (README "Scaling past one Redis").
+    pub redis: RedisTopology,
+}
+
+/// The Redis deployment a bench runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RedisTopology {
+    /// One `redis-server`.
+    #[default]
+    Single,
+    /// Redis Cluster of `primaries` primaries with `replicas` replicas each
+    /// (`min_replicas_acked = 1` when `replicas > 0`).
+    Cluster {
+        /// Primaries.
+        primaries: usize,
+        /// Replicas per primary.
+        replicas: usize,
+    },
+}
+
+/// A running Redis of either topology (stopped on drop).
+enum RunningRedis {
+    Single(RedisServer),
+    Cluster(crate::redis_group::RedisCluster),
+}
+
+impl RunningRedis {
+    async fn start(topology: RedisTopology) -> anyhow::Result<Self> {
+        Ok(match topology {
+            RedisTopology::Single => RunningRedis::Single(RedisServer::spawn().await?),
+            RedisTopology::Cluster {
+                primaries,
+                replicas,
+            } => RunningRedis::Cluster(
+                crate::redis_group::RedisCluster::spawn(primaries, replicas).await?,
+            ),
+        })
+    }
+
+    /// The `[redis]` table of the replicas.
+    fn toml(&self) -> String {
+        match self {
+            RunningRedis::Single(r) => format!("[redis]\nurl = \"{}\"\n", r.url()),
+            RunningRedis::Cluster(c) => {
+                let urls: Vec<String> = c.urls().iter().map(|u| format!("{u:?}")).collect();
+                let acked = u32::from(c.nodes.len() > 3);
+                format!(
+                    "[redis]\nmode = \"cluster\"\nurls = [{}]\nmin_replicas_acked = {acked}\n",
+                    urls.join(", ")
+                )
+            }
+        }
+    }
 }
 
 impl Default for BenchConfig {
@@ -125,6 +178,7 @@ impl Default for BenchConfig {
             log_filter: "info".into(),
             anvil_log: None,
             facilitator_cpus: None,
+            redis: RedisTopology::Single,
         }
     }
 }
@@ -167,7 +221,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         "concurrency must be >= 1"
     );
     let setup_started = Instant::now();
-    let redis = RedisServer::spawn().await?;
+    let redis = RunningRedis::start(config.redis).await?;
     let mut anvil = Anvil::builder();
     if let Some(limit) = config.block_gas_limit {
         anvil = anvil.arg("--gas-limit").arg(limit.to_string());
@@ -200,7 +254,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         .as_ref()
         .map(|r| r.url())
         .unwrap_or_else(|| anvil.rpc_url().to_string());
-    let replicas = start_replicas(config, &anvil, &rpc_url, &redis.url(), &signer_keys).await?;
+    let replicas = start_replicas(config, &anvil, &rpc_url, &redis.toml(), &signer_keys).await?;
     if let Some(secs) = config.block_time_seconds {
         anvil
             .provider()
@@ -411,7 +465,7 @@ fn replica_toml(
     listen: &str,
     rpc_url: &str,
     ws_url: Option<&str>,
-    redis_url: &str,
+    redis: &str,
     keys: &[&str],
 ) -> String {
     let ws = ws_url
@@ -425,8 +479,7 @@ fn replica_toml(
     format!(
         r#"listen = "{listen}"
 
-[redis]
-url = "{redis_url}"
+{redis}
 
 [settle]
 receipt_timeout_seconds = 120
@@ -449,7 +502,7 @@ async fn start_replicas(
     config: &BenchConfig,
     anvil: &Anvil,
     rpc_url: &str,
-    redis_url: &str,
+    redis: &str,
     keys: &[&str],
 ) -> anyhow::Result<Vec<Replica>> {
     let ws = config
@@ -464,7 +517,7 @@ async fn start_replicas(
                     "127.0.0.1:0",
                     rpc_url,
                     ws,
-                    redis_url,
+                    redis,
                     keys,
                 ))
                 .await?,
@@ -476,7 +529,7 @@ async fn start_replicas(
                 let config_path = dir.0.join("config.toml");
                 std::fs::write(
                     &config_path,
-                    replica_toml(&listen, rpc_url, ws, redis_url, keys),
+                    replica_toml(&listen, rpc_url, ws, redis, keys),
                 )?;
                 let log = std::fs::File::create(dir.0.join("facilitator.log"))?;
                 let mut command = match &config.facilitator_cpus {

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use x402_tests::bench::RedisTopology;
 use x402_tests::bench::{self, BenchConfig, FacilitatorKind};
 
 /// Load harness: anvil + real USDC + Redis + facilitator replicas (+ a latency relay to the RPC).
@@ -76,6 +77,11 @@ struct Cli {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The replay store: `single` (one redis-server), `cluster` (3 primaries + 3 replicas,
+    /// `min_replicas_acked = 1`), or `both` (single then cluster in one run, with the ratio of
+    /// their settle throughputs).
+    #[arg(long, default_value = "single")]
+    redis: String,
 }
 
 #[tokio::main]
@@ -134,10 +140,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         facilitator_cpus: cli.facilitator_cpus,
         ..BenchConfig::default()
     };
-    let report = bench::run(&config).await?;
-    print!("{report}");
-    if let Some(path) = cli.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    let cluster = RedisTopology::Cluster {
+        primaries: 3,
+        replicas: 1,
+    };
+    let topologies = match cli.redis.as_str() {
+        "single" => vec![RedisTopology::Single],
+        "cluster" => vec![cluster],
+        "both" => vec![RedisTopology::Single, cluster],
+        other => anyhow::bail!("--redis {other:?}: single, cluster or both"),
+    };
+    let mut settle_rates = Vec::new();
+    for topology in topologies {
+        let config = BenchConfig {
+            redis: topology,
+            ..config.clone()
+        };
+        let report = bench::run(&config).await?;
+        println!("== redis: {topology:?}");
+        print!("{report}");
+        if let Some(settle) = report.phase("settle") {
+            settle_rates.push((topology, settle.ok_per_second()));
+        }
+        if let Some(path) = &cli.json {
+            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        }
+    }
+    if let [(_, single), (_, cluster)] = settle_rates.as_slice() {
+        println!(
+            "settle throughput: single {single:.1}/s, cluster (3 primaries + 3 replicas) \
+             {cluster:.1}/s: {:.0} % of single",
+            if *single > 0.0 {
+                cluster / single * 100.0
+            } else {
+                0.0
+            }
+        );
     }
     Ok(())
 }

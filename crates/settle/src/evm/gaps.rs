@@ -92,8 +92,8 @@ impl GapRepair {
 
 /// What to do with one missing nonce.
 enum Missing<'a> {
-    /// Re-send this recorded transaction.
-    Resend(SentTx),
+    /// Re-send this recorded transaction (of the record under the replay key, as stored).
+    Resend(SentTx, String, Box<crate::replay::Stored>),
     /// Its owner may still send it: wait for the fill delay.
     Wait,
     /// Nobody will send it: fill it.
@@ -167,15 +167,28 @@ async fn repair_signer(family: &EvmFamily, signer: Address) -> Result<(), String
             classify(family, signer, nonce, &owners).await?
         };
         match missing {
-            Missing::Resend(tx) => match family.send(&tx).await {
-                Sent::Accepted => {
-                    tracing::warn!(%signer, nonce, transaction = tx.transaction(), "stuck sender: re-sent a recorded settlement");
-                    family.events.resend();
+            Missing::Resend(tx, key, stored) => {
+                // Sent only once the record is durable: rewritten as it is, which waits for
+                // the replicas (`[redis] min_replicas_acked`) like every write before a
+                // broadcast. Not acknowledged, or changed meanwhile: not sent now.
+                match family.store.swap(&key, &stored.raw, &stored.record).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(%signer, nonce, error = %e, "stuck sender: the record is not durable yet, not re-sent");
+                        continue;
+                    }
                 }
-                Sent::Unknown(e) | Sent::Refused(e) | Sent::NonceUsed(e) => {
-                    tracing::warn!(%signer, nonce, error = %e, "stuck sender: re-send failed")
+                match family.send(&tx).await {
+                    Sent::Accepted => {
+                        tracing::warn!(%signer, nonce, transaction = tx.transaction(), "stuck sender: re-sent a recorded settlement");
+                        family.events.resend();
+                    }
+                    Sent::Unknown(e) | Sent::Refused(e) | Sent::NonceUsed(e) => {
+                        tracing::warn!(%signer, nonce, error = %e, "stuck sender: re-send failed")
+                    }
                 }
-            },
+            }
             Missing::Fill(why) => fills.push((nonce, why)),
             Missing::Wait => {
                 let overdue = family.gaps.with(signer, |seen| {
@@ -233,7 +246,11 @@ async fn classify<'a>(
                     continue;
                 }
                 if let Some(tx) = signed_at(&b.sent, &b.replaced, signer, nonce) {
-                    return Ok(Missing::Resend(tx.clone()));
+                    return Ok(Missing::Resend(
+                        tx.clone(),
+                        key.to_string(),
+                        Box::new(stored.clone()),
+                    ));
                 }
                 why = "its settlement was signed at another nonce";
             }

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use alloy::primitives::Address;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 
 use super::{NonceStore, SignerNonces};
+use crate::redis_conn::{RedisConn, RedisTarget};
 use crate::replay::StoreError;
 use crate::replay::keys::{EvmNonceKeys, evm_nonce_keys};
-use crate::replay::redis_store::{connection, unavailable};
+use crate::replay::redis_store::unavailable;
 
 /// The lowest free nonce, else the counter (raised by one); records the owner. -1: no counter.
 const ALLOCATE: &str = r#"
@@ -50,7 +50,7 @@ return cur
 /// Nonce counters in Redis under one key prefix.
 #[derive(Clone)]
 pub struct RedisNonceStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
 }
 
@@ -58,10 +58,19 @@ impl RedisNonceStore {
     /// Connects to `url`; keys live under `prefix`; every command gives up after `timeout`.
     /// Errors: a malformed URL, or no answer within `timeout`.
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        Ok(RedisNonceStore {
-            conn: connection(url, timeout).await?,
+        Ok(Self::open(
+            RedisConn::connect(&RedisTarget::single(url, timeout)).await?,
+            prefix,
+        ))
+    }
+
+    /// The store over `conn` (any deployment: a signer's keys share one hash tag, so each
+    /// script runs on Redis Cluster too); keys live under `prefix`.
+    pub fn open(conn: RedisConn, prefix: &str) -> Self {
+        RedisNonceStore {
+            conn,
             prefix: prefix.to_string(),
-        })
+        }
     }
 
     fn keys(&self, chain_id: u64, signer: Address) -> EvmNonceKeys {

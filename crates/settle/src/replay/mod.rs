@@ -8,6 +8,7 @@
 
 pub mod keys;
 mod memory;
+pub mod migrate;
 mod redis_outbox;
 pub(crate) mod redis_store;
 
@@ -20,7 +21,7 @@ pub use crate::outbox::{ClaimedEvent, Outbox, OutboxDepth, OutboxEvent};
 pub use crate::record::*;
 pub use crate::store_error::StoreError;
 pub use memory::MemoryStore;
-pub use redis_store::{CallObserver, RedisStore};
+pub use redis_store::{CallObserver, RedisStore, StoreOptions};
 
 /// A record as read, with the exact stored bytes that a later [`ReplayStore::swap`] compares.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,8 +64,11 @@ pub trait ReplayStore: Outbox + Send + Sync {
     /// Creates `record` under `key` with expiry `ttl` only if the key is absent and no claim key
     /// in `claims` is held by another replay key; sets the claims to `key` with the same expiry,
     /// and, when the record is unresolved, indexes it as such and writes its in-flight debit
-    /// ([`crate::debits`]). One atomic step. [`ReplayStore::swap`] into a resolved state and
-    /// [`ReplayStore::remove`] release the debit in their atomic step.
+    /// ([`crate::debits`]). The record and its index are one atomic step; the claims come
+    /// before it and the debit just before it (each in its own hash slot on Redis Cluster, see
+    /// [`RedisStore`]), and what this call added is given back when the record exists or a
+    /// claim is held. [`ReplayStore::swap`] into a resolved state and [`ReplayStore::remove`]
+    /// release the debit.
     async fn create(
         &self,
         key: &str,
@@ -141,6 +145,11 @@ pub trait ReplayStore: Outbox + Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
     /// `"redis"` or `"memory"`, for `/health`.
     fn kind(&self) -> &'static str;
+    /// The Redis nodes behind the store, their roles and reachability (`/health/ready`,
+    /// metrics); none for the in-memory store.
+    async fn nodes(&self) -> Vec<crate::redis_conn::NodeStatus> {
+        Vec::new()
+    }
 }
 
 fn encode(record: &SettlementRecord) -> Result<String, StoreError> {

@@ -10,14 +10,15 @@ use super::redis_store::RedisStore;
 use super::{ClaimedEvent, Outbox, OutboxDepth, OutboxEvent, StoreError};
 use crate::outbox::DEAD_RETENTION;
 
-/// Claims the due events: each is pushed past the lease and marked with the claim; its fields
+/// Claims the due events of one outbox shard (KEYS[1]; an event's hash is ARGV[4] .. id ..
+/// ARGV[6], the shard's tag): each is pushed past the lease and marked with the claim; its fields
 /// come back flat (id, key, type, body, created_ms, attempts) per event. An id without its hash
 /// (e.g. deleted by hand) is dropped.
 const CLAIM: &str = r#"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
 for _, id in ipairs(ids) do
-  local ek = ARGV[4] .. id
+  local ek = ARGV[4] .. id .. ARGV[6]
   if redis.call('EXISTS', ek) == 1 then
     redis.call('ZADD', KEYS[1], ARGV[2], id)
     local attempts = redis.call('HINCRBY', ek, 'attempts', 1)
@@ -64,27 +65,42 @@ return 1
 "#;
 
 impl RedisStore {
-    fn event_key(&self, id: &str) -> String {
-        format!("{}{id}", self.outbox_events)
+    /// The shards where event `id` may be: the one this process claimed it from, else all.
+    fn shards_of(&self, id: &str) -> Vec<u16> {
+        match self
+            .claimed_shards
+            .lock()
+            .expect("claimed shards lock")
+            .get(id)
+        {
+            Some(s) => vec![*s],
+            None => (0..self.layout.shards()).collect(),
+        }
     }
-}
 
-#[async_trait]
-impl Outbox for RedisStore {
-    async fn claim(
+    fn forget_claimed(&self, id: &str) {
+        self.claimed_shards
+            .lock()
+            .expect("claimed shards lock")
+            .remove(id);
+    }
+
+    async fn claim_shard(
         &self,
+        shard: u16,
         limit: usize,
         lease: Duration,
         claim: &str,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
         let now = self.clock.unix_ms();
         let script = redis::Script::new(CLAIM);
-        let mut inv = script.key(&self.outbox);
+        let mut inv = script.key(self.layout.outbox(shard));
         inv.arg(now)
             .arg(now + lease.as_millis() as u64)
             .arg(limit.max(1))
-            .arg(&self.outbox_events)
-            .arg(claim);
+            .arg(format!("{}:webhooks:event:", self.layout.prefix()))
+            .arg(claim)
+            .arg(format!(":{}", self.layout.tag(shard)));
         let flat: Vec<String> = self
             .timed("outbox_claim", inv.invoke_async(&mut self.conn.clone()))
             .await?;
@@ -102,14 +118,51 @@ impl Outbox for RedisStore {
             })
             .collect())
     }
+}
+
+/// Walks the outbox shards ([`crate::replay::keys::Layout::outbox`]) from a rotating start, so
+/// that no shard waits behind a busy one.
+static NEXT_SHARD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[async_trait]
+impl Outbox for RedisStore {
+    async fn claim(
+        &self,
+        limit: usize,
+        lease: Duration,
+        claim: &str,
+    ) -> Result<Vec<ClaimedEvent>, StoreError> {
+        let n = usize::from(self.layout.shards());
+        let start = NEXT_SHARD.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
+        let mut out = Vec::new();
+        for i in 0..n {
+            let remaining = limit.max(1).saturating_sub(out.len());
+            if remaining == 0 {
+                break;
+            }
+            let shard = ((start + i) % n) as u16;
+            let events = self.claim_shard(shard, remaining, lease, claim).await?;
+            if !events.is_empty() {
+                let mut map = self.claimed_shards.lock().expect("claimed shards lock");
+                for e in &events {
+                    map.insert(e.event.id.clone(), shard);
+                }
+            }
+            out.extend(events);
+        }
+        Ok(out)
+    }
 
     async fn complete(&self, id: &str) -> Result<(), StoreError> {
-        let script = redis::Script::new(COMPLETE);
-        let mut inv = script.key(&self.outbox);
-        inv.key(self.event_key(id)).arg(id);
-        let _: i64 = self
-            .timed("outbox_done", inv.invoke_async(&mut self.conn.clone()))
-            .await?;
+        for shard in self.shards_of(id) {
+            let script = redis::Script::new(COMPLETE);
+            let mut inv = script.key(self.layout.outbox(shard));
+            inv.key(self.layout.outbox_event(shard, id)).arg(id);
+            let _: i64 = self
+                .timed("outbox_done", inv.invoke_async(&mut self.conn.clone()))
+                .await?;
+        }
+        self.forget_claimed(id);
         Ok(())
     }
 
@@ -120,46 +173,63 @@ impl Outbox for RedisStore {
         at_ms: u64,
         error: &str,
     ) -> Result<(), StoreError> {
-        let script = redis::Script::new(RETRY);
-        let mut inv = script.key(&self.outbox);
-        inv.key(self.event_key(id))
-            .arg(id)
-            .arg(claim)
-            .arg(at_ms)
-            .arg(error);
-        let _: i64 = self
-            .timed("outbox_retry", inv.invoke_async(&mut self.conn.clone()))
-            .await?;
+        for shard in self.shards_of(id) {
+            let script = redis::Script::new(RETRY);
+            let mut inv = script.key(self.layout.outbox(shard));
+            inv.key(self.layout.outbox_event(shard, id))
+                .arg(id)
+                .arg(claim)
+                .arg(at_ms)
+                .arg(error);
+            let _: i64 = self
+                .timed("outbox_retry", inv.invoke_async(&mut self.conn.clone()))
+                .await?;
+        }
         Ok(())
     }
 
     async fn dead_letter(&self, id: &str, claim: &str, error: &str) -> Result<(), StoreError> {
         let (now, retention) = (self.clock.unix_ms(), DEAD_RETENTION.as_millis() as u64);
-        let script = redis::Script::new(DEAD);
-        let mut inv = script.key(&self.outbox);
-        inv.key(self.event_key(id))
-            .key(&self.outbox_dead)
-            .arg(id)
-            .arg(claim)
-            .arg(now)
-            .arg(error)
-            .arg(retention)
-            .arg(now.saturating_sub(retention));
-        let _: i64 = self
-            .timed("outbox_dead", inv.invoke_async(&mut self.conn.clone()))
-            .await?;
+        for shard in self.shards_of(id) {
+            let script = redis::Script::new(DEAD);
+            let mut inv = script.key(self.layout.outbox(shard));
+            inv.key(self.layout.outbox_event(shard, id))
+                .key(self.layout.outbox_dead(shard))
+                .arg(id)
+                .arg(claim)
+                .arg(now)
+                .arg(error)
+                .arg(retention)
+                .arg(now.saturating_sub(retention));
+            let _: i64 = self
+                .timed("outbox_dead", inv.invoke_async(&mut self.conn.clone()))
+                .await?;
+        }
+        self.forget_claimed(id);
         Ok(())
     }
 
     async fn depth(&self) -> Result<OutboxDepth, StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZCARD")
-            .arg(&self.outbox)
-            .cmd("ZCARD")
-            .arg(&self.outbox_dead);
-        let (pending, dead): (u64, u64) = self
-            .timed("outbox_depth", pipe.query_async(&mut self.conn.clone()))
-            .await?;
-        Ok(OutboxDepth { pending, dead })
+        let shards = futures::future::try_join_all((0..self.layout.shards()).map(|shard| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZCARD")
+                .arg(self.layout.outbox(shard))
+                .cmd("ZCARD")
+                .arg(self.layout.outbox_dead(shard));
+            async move {
+                self.timed(
+                    "outbox_depth",
+                    pipe.query_async::<(u64, u64)>(&mut self.conn.clone()),
+                )
+                .await
+            }
+        }))
+        .await?;
+        Ok(shards
+            .into_iter()
+            .fold(OutboxDepth::default(), |d, (pending, dead)| OutboxDepth {
+                pending: d.pending + pending,
+                dead: d.dead + dead,
+            }))
     }
 }
