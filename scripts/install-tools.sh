@@ -7,6 +7,9 @@
 #     MockV3Aggregator (source from npm @chainlink/contracts, compiled with npm solc/solcjs) and
 #     the OP-stack GasPriceOracle + L1Block predeploys (forge artifacts of npm
 #     @eth-optimism/contracts-bedrock)
+#   - Permit2's canonical runtime bytecode (MIT), from npm @uniswap/v4-periphery's
+#     lib/permit2/test/utils/DeployPermit2.sol, as hex in .tools/permit2/Permit2.runtime.hex
+#     (the Permit2 tests place it with anvil_setCode at the canonical address)
 # Idempotent: does nothing when everything is present. Quiet on success, loud on failure.
 set -euo pipefail
 
@@ -21,6 +24,8 @@ CHAINLINK_PKG="@chainlink/contracts@1.5.0"
 OP_PKG="@eth-optimism/contracts-bedrock@0.17.3"
 PRICE_FEED_DIR="$TOOLS/price-feed"
 PRICE_FEED_ARTIFACTS=(MockV3Aggregator.json GasPriceOracle.json L1Block.json)
+PERMIT2_PKG="@uniswap/v4-periphery@1.0.3"
+PERMIT2_HEX="$TOOLS/permit2/Permit2.runtime.hex"
 
 SCRIPT_NAME=install-tools.sh
 # shellcheck source=scripts/lib.sh
@@ -125,4 +130,25 @@ for (const name of ["GasPriceOracle", "L1Block"]) {
 }
 NODE
     price_feed_present || fail "price-feed artifacts missing after install: $PRICE_FEED_DIR"
+fi
+
+if [[ ! -s "$PERMIT2_HEX" ]]; then
+    command -v npm >/dev/null 2>&1 || fail "npm not found (needed for the Permit2 bytecode)"
+    mkdir -p "$TOOLS"
+    if command -v flock >/dev/null 2>&1; then
+        exec 9>"$TOOLS/.install.lock"
+        flock 9
+    fi
+fi
+if [[ ! -s "$PERMIT2_HEX" ]]; then
+    # Tarball only: the file ships inside the package; nothing of it is installed.
+    P2WORK="$(mktemp -d)"
+    (cd "$P2WORK" && quiet npm pack --silent "$PERMIT2_PKG")
+    tar xzf "$P2WORK"/uniswap-v4-periphery-*.tgz -C "$P2WORK" package/lib/permit2/test/utils/DeployPermit2.sol
+    mkdir -p "$TOOLS/permit2"
+    grep -o 'hex"[0-9a-fA-F]*"' "$P2WORK/package/lib/permit2/test/utils/DeployPermit2.sol" | head -n 1 |
+        sed -e 's/^hex"//' -e 's/"$//' >"$PERMIT2_HEX.tmp"
+    rm -rf "$P2WORK"
+    [[ -s "$PERMIT2_HEX.tmp" ]] || fail "no bytecode found in DeployPermit2.sol of $PERMIT2_PKG"
+    mv "$PERMIT2_HEX.tmp" "$PERMIT2_HEX"
 fi

@@ -15,6 +15,8 @@
 //   REQUIREMENTS_JSON  a whole PaymentRequirements object (v1 or v2 shape as X402_VERSION says),
 //                    used verbatim as the only `accepts` entry (e.g. from our POST /requirements);
 //                    ASSET/AMOUNT/NETWORK/TOKEN_*/MAX_TIMEOUT_SECONDS are then ignored
+//   ALLOW_ASSET      a non-default token the client may pay (SDK spend controls allow only
+//                    default assets otherwise), e.g. the plain ERC-20 of the Permit2 tests
 //   SKIP_SETTLE=1    only /supported and /verify
 //   SETTLE_AGAIN=1   after the first /settle, settle the identical payload once more (replay);
 //                    its answer is printed as "settleAgain" (one success per payment: it must
@@ -96,6 +98,11 @@ async function main() {
   }
 
   const client = new x402Client();
+  if (process.env.ALLOW_ASSET) {
+    client.setSpendControls({
+      allowedAssets: [{ network: paymentRequirements.network, asset: process.env.ALLOW_ASSET }],
+    });
+  }
   registerExactEvmScheme(client, { signer: account });
   const paymentPayload = await client.createPaymentPayload(paymentRequired);
   if (withId && !extractPaymentIdentifier(paymentPayload)) {

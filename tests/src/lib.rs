@@ -15,6 +15,7 @@ pub mod http_sink;
 pub mod litesvm_chain;
 pub mod net;
 pub mod peers;
+pub mod permit2;
 pub mod price_feed;
 pub mod process;
 pub mod redis_group;

@@ -95,7 +95,12 @@ fn all_present() -> bool {
         && which("redis-server").is_some()
         && which("redis-cli").is_some()
         && crate::price_feed::artifacts_present()
+        && tools.join(PERMIT2_HEX_REL).is_file()
 }
+
+/// Permit2's canonical runtime bytecode as hex, under the tools folder (see
+/// `scripts/install-tools.sh`).
+pub const PERMIT2_HEX_REL: &str = "permit2/Permit2.runtime.hex";
 
 fn install_if_missing() -> anyhow::Result<()> {
     if all_present() {

@@ -20,6 +20,7 @@
 pub mod clock;
 pub mod eip3009;
 pub mod eip712;
+pub mod permit2;
 pub mod presets;
 pub mod spl;
 

@@ -1,6 +1,9 @@
-//! The `exact` scheme on EVM chains (EIP-3009 `transferWithAuthorization`): one
-//! [`ExactEvmHandler`] per configured `[[evm]]` network, with its verifier, its settlement
-//! engine and, with `[evm.gas]`, settlement gas priced in USDC (`/quote`, `/requirements`).
+//! The `exact` scheme on EVM chains: one [`ExactEvmHandler`] per configured `[[evm]]` network,
+//! with the network's one EVM sender ([`x402_settle::evm::sender::EvmSender`]), one
+//! verifier and settlement engine per transfer method its assets use (EIP-3009
+//! `transferWithAuthorization`; Permit2 through `x402ExactPermit2Proxy`), and, with
+//! `[evm.gas]`, settlement gas priced in USDC (`/quote`, `/requirements`). A payment goes to
+//! the Permit2 method when its payload carries `permit2Authorization`, else to EIP-3009.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,14 +20,16 @@ use x402_gas_oracle::{Quote, QuoteCache, Quoter};
 use x402_proto::{Network, ParseError, PaymentRequest, SettleResponse, VerifyResponse};
 use x402_settle::SettleError;
 use x402_settle::engine::Caller;
-use x402_settle::evm::{EvmFamily, EvmSettler, GasObserver};
+use x402_settle::evm::sender::EvmSender;
+use x402_settle::evm::{Eip3009, EvmFamily, EvmSettler, GasObserver, Permit2Exact, Permit2Settler};
 use x402_settle::reconciler::Reconcile;
 use x402_settle::status::SettlementStatus;
 use x402_verify::evm::ExactEvmVerifier;
+use x402_verify::evm::permit2::Permit2Verifier;
 use x402_verify::{Verdict, VerifyError};
 
 use crate::config::ConfigError;
-use crate::config::evm::{EvmAsset, EvmNetwork};
+use crate::config::evm::{EvmAsset, EvmNetwork, EvmTransferMethod};
 use crate::gas;
 use crate::metrics::Metrics;
 use crate::requirements::{self, RequirementsRequest, RequirementsResponse};
@@ -38,6 +43,8 @@ pub struct ExactEvmHandler {
     network: Network,
     verifier: Arc<ExactEvmVerifier>,
     settler: Arc<EvmSettler>,
+    /// With an asset taking Permit2: its verifier and engine.
+    permit2: Option<(Arc<Permit2Verifier>, Arc<Permit2Settler>)>,
     rpc: Arc<FailoverEvmChain>,
     assets: Vec<EvmAsset>,
     signers: Vec<String>,
@@ -87,17 +94,39 @@ impl ExactEvmHandler {
         let rpc = Arc::new(rpc);
         let chain: Arc<dyn EvmChain> = rpc.clone();
         for asset in &net.assets {
-            check_asset(chain.as_ref(), asset).await?;
+            if asset.takes(EvmTransferMethod::Eip3009) {
+                check_asset(chain.as_ref(), asset).await?;
+            } else {
+                check_decimals(chain.as_ref(), asset).await?;
+            }
+        }
+        let eip3009_assets: Vec<Address> = net
+            .assets
+            .iter()
+            .filter(|a| a.takes(EvmTransferMethod::Eip3009))
+            .map(|a| a.address)
+            .collect();
+        let permit2_assets: Vec<Address> = net
+            .assets
+            .iter()
+            .filter(|a| a.takes(EvmTransferMethod::Permit2))
+            .map(|a| a.address)
+            .collect();
+        if let Some(asset) = net
+            .assets
+            .iter()
+            .find(|a| a.takes(EvmTransferMethod::Permit2))
+        {
+            check_permit2_contracts(chain.as_ref(), net, asset).await?;
         }
         let verifier = Arc::new(
-            ExactEvmVerifier::new(
-                chain.clone(),
-                net.assets.iter().map(|a| a.address).collect(),
-            )
-            .with_contract_signatures(net.accept_contract_signatures),
+            ExactEvmVerifier::new(chain.clone(), eip3009_assets)
+                .with_contract_signatures(net.accept_contract_signatures),
         );
-        let mut family = EvmFamily::new(
-            verifier.clone(),
+        // The network's one sender: every transfer method's settlements share its signers,
+        // nonces, fees, receipt poller and nonce repair.
+        let mut sender = EvmSender::new(
+            chain.clone(),
             shared.store.clone(),
             shared.nonces.clone(),
             shared.prefix.to_string(),
@@ -118,18 +147,18 @@ impl ExactEvmHandler {
             U256::from(net.min_signer_balance_wei),
             Duration::from_secs(10),
         )
-        .with_lost_record_lookback(net.lost_record_lookback_blocks);
+        .with_events(shared.events.clone());
         if let Some(ws_url) = &net.ws_url {
-            family = family.with_new_heads(ws_url.clone(), net.rpc_timeout);
+            sender = sender.with_new_heads(ws_url.clone(), net.rpc_timeout);
         }
         // Landed settlements' gas, which the quoters price gas units from.
         let samples = Arc::new(x402_gas_oracle::GasSamples::default());
         let sampled = samples.clone();
-        family = family.with_gas_sampler(Arc::new(move |asset, gas_used| {
+        sender = sender.with_gas_sampler(Arc::new(move |asset, gas_used| {
             sampled.record(asset, gas_used)
         }));
         let net_quoters = gas::quoters(
-            chain,
+            chain.clone(),
             net,
             index,
             Duration::from_secs(config.quotes().refresh_seconds),
@@ -143,16 +172,21 @@ impl ExactEvmHandler {
                 .iter()
                 .map(|a| a.address.to_checksum(None))
                 .collect();
-            family = family.with_gas_pricer(gas::pricer(
+            sender = sender.with_gas_pricer(gas::pricer(
                 shared.quotes.clone(),
                 network.to_string(),
                 assets,
             ));
         }
         quoters.extend(net_quoters);
+        let sender = Arc::new(sender);
         let settler = Arc::new(
             x402_settle::evm::settler(
-                family,
+                EvmFamily::new(
+                    sender.clone(),
+                    Eip3009::new(verifier.clone(), shared.prefix.to_string())
+                        .with_lost_record_lookback(net.lost_record_lookback_blocks),
+                ),
                 shared.store.clone(),
                 shared.timing.clone(),
                 shared.events.clone(),
@@ -160,6 +194,30 @@ impl ExactEvmHandler {
             .with_notify(shared.notify.clone())
             .with_payer_policy(shared.config.settle().payer_policy()),
         );
+        let permit2 = if permit2_assets.is_empty() {
+            None
+        } else {
+            let verifier = Arc::new(Permit2Verifier::new(
+                chain.clone(),
+                permit2_assets,
+                net.permit2,
+                net.exact_permit2_proxy,
+            ));
+            let settler = Arc::new(
+                x402_settle::evm::settler(
+                    EvmFamily::new(
+                        sender.clone(),
+                        Permit2Exact::new(verifier.clone(), shared.prefix.to_string()),
+                    ),
+                    shared.store.clone(),
+                    shared.timing.clone(),
+                    shared.events.clone(),
+                )
+                .with_notify(shared.notify.clone())
+                .with_payer_policy(shared.config.settle().payer_policy()),
+            );
+            Some((verifier, settler))
+        };
         let mut signers = Vec::new();
         for s in &net.signers {
             let a = s.address().to_checksum(None);
@@ -171,6 +229,7 @@ impl ExactEvmHandler {
             network,
             verifier,
             settler,
+            permit2,
             rpc,
             assets: net.assets.clone(),
             signers,
@@ -213,7 +272,33 @@ impl SchemeHandler for ExactEvmHandler {
         self.signers.clone()
     }
 
+    /// With a Permit2 asset: `eip2612GasSponsoring` (a payer who has not approved Permit2
+    /// sends an EIP-2612 permit, settled with `settleWithPermit`).
+    fn extensions(&self) -> Vec<String> {
+        match self.permit2 {
+            Some(_) => vec![x402_proto::evm::EIP2612_GAS_SPONSORING.to_string()],
+            None => Vec::new(),
+        }
+    }
+
     async fn verify(&self, req: &PaymentRequest) -> Result<VerifyResponse, VerifyError> {
+        if is_permit2(req) {
+            let Some((verifier, _)) = &self.permit2 else {
+                return Ok(no_permit2(req, &self.network));
+            };
+            return Ok(
+                match verifier
+                    .verify(req, unix_now(), true)
+                    .await?
+                    .map(|p| p.payer_string())
+                {
+                    Verdict::Valid(payer) => VerifyResponse::valid(payer),
+                    Verdict::Invalid(inv) => {
+                        VerifyResponse::invalid(inv.reason, inv.message, inv.payer)
+                    }
+                },
+            );
+        }
         Ok(
             match self
                 .verifier
@@ -234,6 +319,21 @@ impl SchemeHandler for ExactEvmHandler {
         req: &PaymentRequest,
         caller: &Caller<'_>,
     ) -> Result<SettleResponse, SettleError> {
+        if is_permit2(req) {
+            return match &self.permit2 {
+                Some((_, settler)) => settler.settle_for(req, unix_now(), caller).await,
+                None => {
+                    let refused = no_permit2(req, &self.network);
+                    Ok(SettleResponse::failed(
+                        x402_proto::Reason::InvalidPaymentRequirements,
+                        refused.invalid_message,
+                        String::new(),
+                        req.network_wire().to_string(),
+                        refused.payer,
+                    ))
+                }
+            };
+        }
         self.settler.settle_for(req, unix_now(), caller).await
     }
 
@@ -241,6 +341,12 @@ impl SchemeHandler for ExactEvmHandler {
         &self,
         req: &PaymentRequest,
     ) -> Result<Option<SettlementStatus>, SettleError> {
+        if is_permit2(req) {
+            return match &self.permit2 {
+                Some((_, settler)) => settler.status(req, unix_now()).await,
+                None => Ok(None),
+            };
+        }
         self.settler.status(req, unix_now()).await
     }
 
@@ -278,8 +384,13 @@ impl SchemeHandler for ExactEvmHandler {
             .total()
             .ok_or_else(|| ParseError::new("price", "too large"))?;
         let mut scheme_extra = serde_json::Map::new();
-        scheme_extra.insert("name".into(), Value::from(asset.name.clone()));
-        scheme_extra.insert("version".into(), Value::from(asset.version.clone()));
+        if asset.takes(EvmTransferMethod::Eip3009) {
+            scheme_extra.insert("name".into(), Value::from(asset.name.clone()));
+            scheme_extra.insert("version".into(), Value::from(asset.version.clone()));
+        } else {
+            // A Permit2-only token: the payer signs Permit2's message (spec §2).
+            scheme_extra.insert("assetTransferMethod".into(), Value::from("permit2"));
+        }
         let asset = requirements::Asset {
             address: &address,
             decimals: asset.decimals,
@@ -295,9 +406,101 @@ impl SchemeHandler for ExactEvmHandler {
         ))
     }
 
-    fn reconciler(&self) -> Option<Arc<dyn Reconcile>> {
-        Some(self.settler.clone())
+    fn reconcilers(&self) -> Vec<Arc<dyn Reconcile>> {
+        let mut engines: Vec<Arc<dyn Reconcile>> = vec![self.settler.clone()];
+        if let Some((_, settler)) = &self.permit2 {
+            engines.push(settler.clone());
+        }
+        engines
     }
+}
+
+/// Whether `req`'s payload is a Permit2 one (it carries `permit2Authorization`).
+fn is_permit2(req: &PaymentRequest) -> bool {
+    req.scheme_payload().get("permit2Authorization").is_some()
+}
+
+/// The answer to a Permit2 payment on a network where no asset takes Permit2.
+fn no_permit2(req: &PaymentRequest, network: &Network) -> VerifyResponse {
+    let payer = req
+        .scheme_payload()
+        .pointer("/permit2Authorization/from")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    VerifyResponse::invalid(
+        x402_proto::Reason::InvalidPaymentRequirements,
+        Some(format!("no asset is settled through Permit2 on {network}")),
+        payer,
+    )
+}
+
+/// At start, for a network with an asset taking Permit2 (`asset`, named in the error): Permit2
+/// and `x402ExactPermit2Proxy` must have code. Errors: [`StartError::Config`] naming
+/// `…transfer_methods`, or the RPC failing.
+async fn check_permit2_contracts(
+    chain: &dyn EvmChain,
+    net: &EvmNetwork,
+    asset: &EvmAsset,
+) -> Result<(), StartError> {
+    for (what, at) in [
+        ("Permit2", net.permit2),
+        ("x402ExactPermit2Proxy", net.exact_permit2_proxy),
+    ] {
+        let code = chain.code_at(at).await.map_err(|e| StartError::Rpc {
+            chain_id: net.chain_id,
+            message: format!("reading the code of {what} at {at}: {e}"),
+        })?;
+        if code.is_empty() {
+            return Err(StartError::Config(ConfigError {
+                key: field_key(asset, "transfer_methods"),
+                message: format!(
+                    "\"permit2\" needs {what} at {at}, but there is no contract there on chain {}",
+                    net.chain_id
+                ),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// A Permit2-only token: `decimals()` must match the configuration (it has no EIP-3009 domain
+/// to check). Errors as [`check_asset`]'s.
+async fn check_decimals(chain: &dyn EvmChain, asset: &EvmAsset) -> Result<(), StartError> {
+    let at = asset.address;
+    let rpc_err = |e: ChainError| StartError::Rpc {
+        chain_id: chain.chain_id(),
+        message: format!("{}: reading the token at {at}: {e}", asset.key),
+    };
+    if chain.code_at(at).await.map_err(rpc_err)?.is_empty() {
+        tracing::warn!(key = %asset.key, asset = %at, "no contract at the asset address: not checked");
+        return Ok(());
+    }
+    let tx = TransactionRequest::default()
+        .to(at)
+        .input(alloy::primitives::Bytes::from(IEip3009Token::decimalsCall {}.abi_encode()).into());
+    let not_a_token = || {
+        StartError::Config(ConfigError {
+            key: address_key(asset),
+            message: format!("the contract at {at} does not answer decimals() as an ERC-20"),
+        })
+    };
+    let ret = match chain.call(&tx).await {
+        Ok(ret) => ret,
+        Err(e) if e.node_message().is_some() => return Err(not_a_token()),
+        Err(e) => return Err(rpc_err(e)),
+    };
+    let decimals =
+        IEip3009Token::decimalsCall::abi_decode_returns(&ret).map_err(|_| not_a_token())?;
+    if decimals != asset.decimals {
+        return Err(StartError::Config(ConfigError {
+            key: field_key(asset, "decimals"),
+            message: format!(
+                "decimals is {} in the configuration but the token at {at} says {decimals}",
+                asset.decimals
+            ),
+        }));
+    }
+    Ok(())
 }
 
 /// Reads `name()`, `version()` and `decimals()` of `asset` and compares them with its

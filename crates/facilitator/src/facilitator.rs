@@ -128,7 +128,7 @@ impl Facilitator {
         let engines = registry
             .handlers()
             .iter()
-            .filter_map(|h| h.reconciler())
+            .flat_map(|h| h.reconcilers())
             .collect();
         let reconciler = Reconciler::spawn(
             store.clone(),

@@ -71,6 +71,11 @@ impl Registry {
                 });
             }
         }
+        for extension in handler.extensions() {
+            if !self.supported.extensions.contains(&extension) {
+                self.supported.extensions.push(extension);
+            }
+        }
         let signers = handler.signers();
         if !signers.is_empty() {
             let list = self

@@ -54,6 +54,12 @@ pub trait SchemeHandler: Send + Sync {
         None
     }
 
+    /// Extensions this handler takes, listed in `/supported` `extensions` (EVM with Permit2:
+    /// `eip2612GasSponsoring`). Default none.
+    fn extensions(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Addresses that sign or pay fees for this handler, listed in `/supported` under
     /// `signers["<namespace>:*"]` (EVM: 0x checksummed; Solana: base58). Default none.
     fn signers(&self) -> Vec<String> {
@@ -102,9 +108,10 @@ pub trait SchemeHandler: Send + Sync {
         Err(self.no_pricing())
     }
 
-    /// The settlement engine the background reconciler drives for this handler, if any.
-    fn reconciler(&self) -> Option<Arc<dyn Reconcile>> {
-        None
+    /// The settlement engines the background reconciler drives for this handler (one per
+    /// transfer method; each owns its own replay key space). Default none.
+    fn reconcilers(&self) -> Vec<Arc<dyn Reconcile>> {
+        Vec::new()
     }
 
     /// The error of a handler that offers no pricing ([`QuoteLookupError::NotOffered`]).

@@ -328,8 +328,8 @@ impl SchemeHandler for ExactSvmHandler {
         ))
     }
 
-    fn reconciler(&self) -> Option<Arc<dyn Reconcile>> {
-        Some(self.settler.clone())
+    fn reconcilers(&self) -> Vec<Arc<dyn Reconcile>> {
+        vec![self.settler.clone()]
     }
 }
 

@@ -50,6 +50,52 @@ pub enum Reason {
     EvmTransactionFailed,
     /// EVM: the mined settlement has no matching `Transfer(from, to, value)` log.
     EvmTransferEventMismatch,
+    /// Permit2 `exact`: the payload or the requirements are not of scheme `exact`.
+    UnsupportedPayloadType,
+    /// Permit2: `permit2Authorization.spender` is not the x402 Permit2 proxy.
+    Permit2InvalidSpender,
+    /// Permit2: `witness.to` is not `payTo`.
+    Permit2RecipientMismatch,
+    /// Permit2: `deadline` is less than 6 s ahead.
+    Permit2DeadlineExpired,
+    /// Permit2: `witness.validAfter` is in the future.
+    Permit2NotYetValid,
+    /// Permit2 `exact`: `permitted.amount` differs from the required amount.
+    Permit2AmountMismatch,
+    /// Permit2: `permitted.token` is not the required asset.
+    Permit2TokenMismatch,
+    /// Permit2: the signature is not the payer's over the Permit2 message.
+    Permit2InvalidSignature,
+    /// Permit2: the payer's ERC-20 allowance to Permit2 is below the amount.
+    Permit2AllowanceRequired,
+    /// Permit2: the proxy's `settle` fails simulation for no reason found.
+    Permit2SimulationFailed,
+    /// Permit2: the payer's token balance is below the amount.
+    Permit2InsufficientBalance,
+    /// Permit2: no contract at the x402 Permit2 proxy address.
+    Permit2ProxyNotDeployed,
+    /// Permit2: the proxy refused the amount (`InvalidAmount`).
+    Permit2InvalidAmount,
+    /// Permit2: the proxy refused the destination (`InvalidDestination`).
+    Permit2InvalidDestination,
+    /// Permit2: the proxy refused the owner (`InvalidOwner`).
+    Permit2InvalidOwner,
+    /// Permit2: the proxy refused a payment before `validAfter` (`PaymentTooEarly`).
+    Permit2PaymentTooEarly,
+    /// Permit2: the nonce is used (Permit2 `InvalidNonce`), or taken by another payment.
+    Permit2InvalidNonce,
+    /// Permit2: the EIP-2612 permit's value differs from `permitted.amount` (proxy `Permit2612AmountMismatch`).
+    Permit2612AmountMismatch,
+    /// `eip2612GasSponsoring`: a field of the extension has a wrong format.
+    Eip2612ExtensionFormat,
+    /// `eip2612GasSponsoring`: `from` is not the payer.
+    Eip2612FromMismatch,
+    /// `eip2612GasSponsoring`: `asset` is not the required asset.
+    Eip2612AssetMismatch,
+    /// `eip2612GasSponsoring`: `spender` is not Permit2.
+    Eip2612SpenderNotPermit2,
+    /// `eip2612GasSponsoring`: `deadline` is less than 6 s ahead.
+    Eip2612DeadlineExpired,
     /// SVM: scheme of payload or requirements is not `exact`.
     SvmUnsupportedScheme,
     /// SVM: `accepted.network` differs from the requirements' network.
@@ -148,6 +194,29 @@ impl Reason {
             EvmSimulationFailed => "invalid_exact_evm_transaction_simulation_failed",
             EvmTransactionFailed => "invalid_exact_evm_transaction_failed",
             EvmTransferEventMismatch => "invalid_exact_evm_transfer_event_mismatch",
+            UnsupportedPayloadType => "unsupported_payload_type",
+            Permit2InvalidSpender => "invalid_permit2_spender",
+            Permit2RecipientMismatch => "invalid_permit2_recipient_mismatch",
+            Permit2DeadlineExpired => "permit2_deadline_expired",
+            Permit2NotYetValid => "permit2_not_yet_valid",
+            Permit2AmountMismatch => "permit2_amount_mismatch",
+            Permit2TokenMismatch => "permit2_token_mismatch",
+            Permit2InvalidSignature => "invalid_permit2_signature",
+            Permit2AllowanceRequired => "permit2_allowance_required",
+            Permit2SimulationFailed => "permit2_simulation_failed",
+            Permit2InsufficientBalance => "permit2_insufficient_balance",
+            Permit2ProxyNotDeployed => "permit2_proxy_not_deployed",
+            Permit2InvalidAmount => "permit2_invalid_amount",
+            Permit2InvalidDestination => "permit2_invalid_destination",
+            Permit2InvalidOwner => "permit2_invalid_owner",
+            Permit2PaymentTooEarly => "permit2_payment_too_early",
+            Permit2InvalidNonce => "permit2_invalid_nonce",
+            Permit2612AmountMismatch => "permit2_2612_amount_mismatch",
+            Eip2612ExtensionFormat => "invalid_eip2612_extension_format",
+            Eip2612FromMismatch => "eip2612_from_mismatch",
+            Eip2612AssetMismatch => "eip2612_asset_mismatch",
+            Eip2612SpenderNotPermit2 => "eip2612_spender_not_permit2",
+            Eip2612DeadlineExpired => "eip2612_deadline_expired",
             SvmUnsupportedScheme => "invalid_exact_svm_unsupported_scheme",
             SvmNetworkMismatch => "invalid_exact_svm_network_mismatch",
             SvmMissingFeePayer => "invalid_exact_svm_payload_missing_fee_payer",
@@ -238,6 +307,29 @@ impl Reason {
         Reason::EvmSimulationFailed,
         Reason::EvmTransactionFailed,
         Reason::EvmTransferEventMismatch,
+        Reason::UnsupportedPayloadType,
+        Reason::Permit2InvalidSpender,
+        Reason::Permit2RecipientMismatch,
+        Reason::Permit2DeadlineExpired,
+        Reason::Permit2NotYetValid,
+        Reason::Permit2AmountMismatch,
+        Reason::Permit2TokenMismatch,
+        Reason::Permit2InvalidSignature,
+        Reason::Permit2AllowanceRequired,
+        Reason::Permit2SimulationFailed,
+        Reason::Permit2InsufficientBalance,
+        Reason::Permit2ProxyNotDeployed,
+        Reason::Permit2InvalidAmount,
+        Reason::Permit2InvalidDestination,
+        Reason::Permit2InvalidOwner,
+        Reason::Permit2PaymentTooEarly,
+        Reason::Permit2InvalidNonce,
+        Reason::Permit2612AmountMismatch,
+        Reason::Eip2612ExtensionFormat,
+        Reason::Eip2612FromMismatch,
+        Reason::Eip2612AssetMismatch,
+        Reason::Eip2612SpenderNotPermit2,
+        Reason::Eip2612DeadlineExpired,
         Reason::SvmUnsupportedScheme,
         Reason::SvmNetworkMismatch,
         Reason::SvmMissingFeePayer,

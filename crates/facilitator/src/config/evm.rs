@@ -92,6 +92,17 @@ pub struct EvmNetworkConfig {
     /// the search off). One `eth_getLogs` per 2,000 blocks.
     #[serde(default = "lost_record_lookback_blocks")]
     pub lost_record_lookback_blocks: u64,
+    /// Payment schemes offered on this network (default `["exact"]`). Known: `exact`.
+    #[serde(default)]
+    pub schemes: Option<Vec<String>>,
+    /// Permit2's address (default the canonical `0x000000000022D473030F116dDEE9F6B43aC78BA3`,
+    /// the same on every chain).
+    #[serde(default)]
+    pub permit2_address: Option<String>,
+    /// `x402ExactPermit2Proxy`'s address (default the canonical
+    /// `0x402085c248EeA27D92E8b30b2C58ed07f9E20001`).
+    #[serde(default)]
+    pub exact_permit2_proxy: Option<String>,
 }
 
 fn accept_contract_signatures() -> bool {
@@ -100,6 +111,23 @@ fn accept_contract_signatures() -> bool {
 
 fn lost_record_lookback_blocks() -> u64 {
     x402_settle::evm::rebuild::DEFAULT_LOOKBACK_BLOCKS
+}
+
+/// The EVM transfer methods a token can be settled with (`[[evm.assets]] transfer_methods`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvmTransferMethod {
+    /// EIP-3009 `transferWithAuthorization` on the token (`"eip3009"`).
+    Eip3009,
+    /// Permit2 through `x402ExactPermit2Proxy` (`"permit2"`): any ERC-20.
+    Permit2,
+}
+
+impl EvmTransferMethod {
+    /// Every method with its configuration name.
+    pub const ALL: [(&'static str, EvmTransferMethod); 2] = [
+        ("eip3009", EvmTransferMethod::Eip3009),
+        ("permit2", EvmTransferMethod::Permit2),
+    ];
 }
 
 /// `[[evm.assets]]`: one EIP-3009 token. At start the facilitator reads the token's
@@ -123,6 +151,12 @@ pub struct EvmAssetConfig {
     /// learnt). A payment whose simulation needs more is refused before anything is sent.
     #[serde(default)]
     pub contract_signature_gas_cap: Option<u64>,
+    /// How payments in this token are settled: `"eip3009"` (the token's
+    /// `transferWithAuthorization`) and/or `"permit2"` (Permit2 through the x402 proxy; any
+    /// ERC-20 the payer approved to Permit2). Default `["eip3009"]`. `name` and `version` are
+    /// required with `eip3009` only.
+    #[serde(default)]
+    pub transfer_methods: Option<Vec<String>>,
 }
 
 /// A token of a validated EVM network: the configured values, the preset's where the
@@ -142,6 +176,15 @@ pub struct EvmAsset {
     /// Config key of this asset (`evm[0].assets[1]`; `evm[0].network` for the preset's USDC),
     /// named by start-up errors.
     pub key: String,
+    /// How its payments are settled (at least one).
+    pub transfer_methods: Vec<EvmTransferMethod>,
+}
+
+impl EvmAsset {
+    /// Whether payments in this token may use `method`.
+    pub fn takes(&self, method: EvmTransferMethod) -> bool {
+        self.transfer_methods.contains(&method)
+    }
 }
 
 /// A validated EVM network ready to connect.
@@ -172,6 +215,10 @@ pub struct EvmNetwork {
     pub accept_contract_signatures: bool,
     /// Blocks searched back for a payment whose record was lost (0: no search).
     pub lost_record_lookback_blocks: u64,
+    /// Permit2's address.
+    pub permit2: Address,
+    /// `x402ExactPermit2Proxy`'s address.
+    pub exact_permit2_proxy: Address,
 }
 
 /// The values a network that leaves a key out gets: the deprecated global key's when it is
@@ -337,6 +384,35 @@ impl EvmNetworkConfig {
             .collect::<Result<Vec<_>, _>>()?;
         let preset = self.preset();
         let assets = self.resolved_assets(index, preset)?;
+        if let Some(schemes) = &self.schemes {
+            if schemes.is_empty() {
+                return Err(err(at("schemes"), "list at least one scheme"));
+            }
+            for (k, scheme) in schemes.iter().enumerate() {
+                if scheme != "exact" {
+                    return Err(err(
+                        at(&format!("schemes[{k}]")),
+                        format!("unknown or unsupported scheme {scheme:?}: known: \"exact\""),
+                    ));
+                }
+            }
+        }
+        let contract = |key: &str, value: &Option<String>, default: Address| match value {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<Address>()
+                .map_err(|_| err(at(key), "not a 0x 20-byte address")),
+        };
+        let permit2 = contract(
+            "permit2_address",
+            &self.permit2_address,
+            x402_chain::permit2::PERMIT2_ADDRESS,
+        )?;
+        let exact_permit2_proxy = contract(
+            "exact_permit2_proxy",
+            &self.exact_permit2_proxy,
+            x402_chain::permit2::EXACT_PERMIT2_PROXY_ADDRESS,
+        )?;
         let mut gas = self.gas.clone();
         if let Some(gas) = &mut gas {
             gas::validate(gas, &at("gas"))?;
@@ -364,6 +440,8 @@ impl EvmNetworkConfig {
             lost_record_lookback_blocks: self.lost_record_lookback_blocks,
             assets,
             gas,
+            permit2,
+            exact_permit2_proxy,
         })
     }
 
@@ -385,6 +463,7 @@ impl EvmNetworkConfig {
                 decimals: usdc.decimals,
                 contract_signature_gas_cap: None,
                 key: at("network"),
+                transfer_methods: vec![EvmTransferMethod::Eip3009],
             }]);
         }
         self.assets
@@ -397,18 +476,24 @@ impl EvmNetworkConfig {
                     .parse::<Address>()
                     .map_err(|_| err(format!("{key}.address"), "not a 0x 20-byte address"))?;
                 let known = preset.map(|p| p.usdc).filter(|u| u.address == address);
+                let transfer_methods = transfer_methods(&asset.transfer_methods, &key)?;
+                // The EIP-712 domain is the token's own only for EIP-3009 (Permit2 signs
+                // under Permit2's domain).
+                let eip3009 = transfer_methods.contains(&EvmTransferMethod::Eip3009);
                 let name = asset
                     .name
                     .clone()
                     .or_else(|| known.map(|u| u.name.to_string()))
+                    .or_else(|| (!eip3009).then(String::new))
                     .ok_or_else(|| err(format!("{key}.name"), "missing EIP-712 name"))?;
-                if name.is_empty() {
+                if name.is_empty() && eip3009 {
                     return Err(err(format!("{key}.name"), "empty EIP-712 name"));
                 }
                 let version = asset
                     .version
                     .clone()
                     .or_else(|| known.map(|u| u.version.to_string()))
+                    .or_else(|| (!eip3009).then(String::new))
                     .ok_or_else(|| err(format!("{key}.version"), "missing EIP-712 version"))?;
                 let decimals = asset
                     .decimals
@@ -421,10 +506,47 @@ impl EvmNetworkConfig {
                     decimals,
                     contract_signature_gas_cap: asset.contract_signature_gas_cap,
                     key,
+                    transfer_methods,
                 })
             })
             .collect()
     }
+}
+
+/// `transfer_methods` of the asset at `key` (default `["eip3009"]`). Errors: empty, unknown
+/// or repeated names, naming the entry.
+fn transfer_methods(
+    names: &Option<Vec<String>>,
+    key: &str,
+) -> Result<Vec<EvmTransferMethod>, ConfigError> {
+    let Some(names) = names else {
+        return Ok(vec![EvmTransferMethod::Eip3009]);
+    };
+    if names.is_empty() {
+        return Err(err(
+            format!("{key}.transfer_methods"),
+            "list at least one of \"eip3009\", \"permit2\"",
+        ));
+    }
+    let mut methods = Vec::new();
+    for (m, name) in names.iter().enumerate() {
+        let at = format!("{key}.transfer_methods[{m}]");
+        let method = EvmTransferMethod::ALL
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, m)| *m)
+            .ok_or_else(|| {
+                err(
+                    at.clone(),
+                    format!("unknown transfer method {name:?}: known: \"eip3009\", \"permit2\""),
+                )
+            })?;
+        if methods.contains(&method) {
+            return Err(err(at, format!("{name:?} listed twice")));
+        }
+        methods.push(method);
+    }
+    Ok(methods)
 }
 
 #[cfg(test)]
@@ -501,6 +623,77 @@ version = "2"
         let e = Config::from_toml(&with_gas.replace("kind = \"fixed\"", "kind = \"magic\""))
             .unwrap_err();
         assert!(e.key.starts_with("evm[0].gas.price_sources[1]"), "{e}");
+    }
+
+    /// `GOOD` with `edit` applied and a signer key, validated.
+    fn validated(
+        edit: impl Fn(&str) -> String,
+    ) -> Result<crate::config::ValidConfig, crate::config::ConfigError> {
+        let mut c = Config::from_toml(&edit(GOOD)).unwrap();
+        c.evm[0].signer_private_keys = vec![ANVIL_KEY.into()];
+        c.validate()
+    }
+
+    #[test]
+    fn transfer_methods_default_to_eip3009_and_are_checked_by_name() {
+        use super::EvmTransferMethod::{Eip3009, Permit2};
+        let v = validated(|t| t.to_string()).unwrap();
+        let net = &v.evm()[0];
+        assert_eq!(net.assets[0].transfer_methods, vec![Eip3009]);
+        assert_eq!(net.permit2, x402_chain::permit2::PERMIT2_ADDRESS);
+        assert_eq!(
+            net.exact_permit2_proxy,
+            x402_chain::permit2::EXACT_PERMIT2_PROXY_ADDRESS
+        );
+        let v =
+            validated(|t| format!("{t}transfer_methods = [\"eip3009\", \"permit2\"]\n")).unwrap();
+        assert_eq!(
+            v.evm()[0].assets[0].transfer_methods,
+            vec![Eip3009, Permit2]
+        );
+        let e = validated(|t| format!("{t}transfer_methods = [\"eip3009\", \"permit3\"]\n"))
+            .err()
+            .unwrap();
+        assert_eq!(e.key, "evm[0].assets[0].transfer_methods[1]");
+        let e = validated(|t| format!("{t}transfer_methods = [\"permit2\", \"permit2\"]\n"))
+            .err()
+            .unwrap();
+        assert_eq!(e.key, "evm[0].assets[0].transfer_methods[1]");
+        let e = validated(|t| format!("{t}transfer_methods = []\n"))
+            .err()
+            .unwrap();
+        assert_eq!(e.key, "evm[0].assets[0].transfer_methods");
+        // A Permit2-only token needs no EIP-712 domain; an EIP-3009 one does.
+        let permit2_only = |t: &str| {
+            t.replace("name = \"USD Coin\"\nversion = \"2\"\n", "")
+                + "transfer_methods = [\"permit2\"]\n"
+        };
+        assert!(validated(permit2_only).is_ok());
+        let e = validated(|t| t.replace("name = \"USD Coin\"\n", ""))
+            .err()
+            .unwrap();
+        assert_eq!(e.key, "evm[0].assets[0].name");
+    }
+
+    #[test]
+    fn schemes_and_permit2_addresses_are_checked() {
+        let with = |line: &str| {
+            let line = line.to_string();
+            move |t: &str| t.replace("[[evm.assets]]", &format!("{line}\n[[evm.assets]]"))
+        };
+        assert!(validated(with("schemes = [\"exact\"]")).is_ok());
+        let e = validated(with("schemes = [\"exact\", \"upto\"]"))
+            .err()
+            .unwrap();
+        assert_eq!(e.key, "evm[0].schemes[1]");
+        let e = validated(with("schemes = []")).err().unwrap();
+        assert_eq!(e.key, "evm[0].schemes");
+        let e = validated(with("permit2_address = \"0x12\"")).err().unwrap();
+        assert_eq!(e.key, "evm[0].permit2_address");
+        let e = validated(with("exact_permit2_proxy = \"nope\""))
+            .err()
+            .unwrap();
+        assert_eq!(e.key, "evm[0].exact_permit2_proxy");
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //!    sent before a restart is not raised (the settlements behind it are).
 //!
 //! A settlement whose nonce was filled after all (its process was only slow) finds the nonce
-//! used on chain and is re-signed at a new nonce ([`super::EvmFamily`]'s replacement).
+//! used on chain and is re-signed at a new nonce ([`super::sender::EvmSender::replacement`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -37,9 +37,9 @@ use alloy::primitives::{Address, U256};
 use alloy::rpc::types::TransactionRequest;
 use x402_chain::ChainError;
 
-use super::EvmFamily;
 use super::fees::Fees;
-use crate::family::{ChainFamily, Sent};
+use super::sender::EvmSender;
+use crate::family::Sent;
 use crate::record::{SentTx, SettlementRecord};
 
 /// Gas of a plain value transfer.
@@ -101,7 +101,7 @@ enum Missing<'a> {
 }
 
 /// One repair look at every signer of `family` (failures are logged; the next pass retries).
-pub async fn repair(family: &EvmFamily) {
+pub async fn repair(family: &EvmSender) {
     for (signer, _) in &family.signers {
         if let Err(e) = repair_signer(family, *signer).await {
             tracing::warn!(%signer, error = %e, "nonce repair look failed");
@@ -109,7 +109,7 @@ pub async fn repair(family: &EvmFamily) {
     }
 }
 
-async fn repair_signer(family: &EvmFamily, signer: Address) -> Result<(), String> {
+async fn repair_signer(family: &EvmSender, signer: Address) -> Result<(), String> {
     let chain_id = family.chain_id();
     let synced = family.sync_nonce(signer).await.map_err(|e| e.to_string())?;
     let (mined, pending, next) = (synced.mined, synced.pending, synced.next);
@@ -226,7 +226,7 @@ async fn repair_signer(family: &EvmFamily, signer: Address) -> Result<(), String
 
 /// Whether anyone may still send `nonce` of `signer`, from its owners' records.
 async fn classify<'a>(
-    family: &EvmFamily,
+    family: &EvmSender,
     signer: Address,
     nonce: u64,
     owners: &[&str],
@@ -283,7 +283,7 @@ fn signed_at<'a>(
 /// replaces an earlier fill that offered `previous`, at [`Fees::replacement`] of those. The fees offered are remembered, sent or not, so
 /// that a refused replacement is raised again next time.
 async fn fill(
-    family: &EvmFamily,
+    family: &EvmSender,
     signer: Address,
     nonce: u64,
     why: &str,

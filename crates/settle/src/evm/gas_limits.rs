@@ -1,4 +1,4 @@
-//! Gas limits of ECDSA-signed settlements per asset, learnt from `eth_estimateGas`, so that later
+//! Gas limits of ECDSA-signed settlements per transfer method and asset, learnt from `eth_estimateGas`, so that later
 //! settlements of the asset simulate with one `eth_call` (one execution on the node) instead of
 //! a gas search (several executions).
 //!
@@ -17,28 +17,31 @@ use x402_chain::GAS_LIMIT_HEADROOM_PERCENT;
 /// Gas added to the largest estimate for storage writes the estimate did not see.
 pub const STORAGE_ALLOWANCE: u64 = 25_000;
 
-/// Learnt limits by asset.
+/// A transfer method's name ([`super::methods::TransferMethod::NAME`]) and the asset.
+pub type GasKey = (&'static str, Address);
+
+/// Learnt limits by transfer method and asset.
 #[derive(Default)]
 pub struct GasLimits {
-    by_asset: Mutex<HashMap<Address, u64>>,
+    by_asset: Mutex<HashMap<GasKey, u64>>,
     /// Held while the first estimate of an asset runs: a burst waits for it, then simulates
     /// with `eth_call`.
     pub learning: tokio::sync::Mutex<()>,
 }
 
 impl GasLimits {
-    /// The limit for an ECDSA settlement of `asset`, once one was estimated.
-    pub fn get(&self, asset: Address) -> Option<u64> {
+    /// The limit for an ECDSA settlement of `key`, once one was estimated.
+    pub fn get(&self, key: GasKey) -> Option<u64> {
         let limits = self.by_asset.lock().unwrap_or_else(|p| p.into_inner());
-        limits.get(&asset).copied()
+        limits.get(&key).copied()
     }
 
-    /// Learns from an estimate of `gas` units for `asset`.
-    pub fn learn(&self, asset: Address, gas: u64) {
+    /// Learns from an estimate of `gas` units for `key`.
+    pub fn learn(&self, key: GasKey, gas: u64) {
         let covered = gas + STORAGE_ALLOWANCE;
         let limit = covered + covered * GAS_LIMIT_HEADROOM_PERCENT / 100;
         let mut limits = self.by_asset.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = limits.entry(asset).or_insert(limit);
+        let entry = limits.entry(key).or_insert(limit);
         *entry = (*entry).max(limit);
     }
 }

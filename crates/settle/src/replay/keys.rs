@@ -23,6 +23,10 @@
 //!
 //! Replay keys (`K`, lower-case 0x-hex addresses and nonces, Solana base58):
 //! - `{prefix}:replay:evm:{chainId}:{asset}:{from}:{nonce}`: an EIP-3009 payment.
+//! - `{prefix}:replay:evm:{chainId}:permit2:{owner}:{nonce}`: a Permit2 payment (owner
+//!   lower-case 0x-hex, nonce 0x-hex); its record lives until its `deadline` plus
+//!   [`REPLAY_GRACE_SECONDS`]. The EIP-3009 (`…:{chainId}:0x`) and Permit2 key spaces never
+//!   overlap: the reconciler routes a record by the key space it starts with.
 //! - `{prefix}:replay:svm:{network}:{signature}`: a Solana payment, keyed by the settlement
 //!   transaction's first signature (the fee payer's deterministic Ed25519 signature of the
 //!   message, so one payment has one key).
@@ -245,6 +249,29 @@ pub fn evm_replay_key(
     format!("{prefix}:replay:evm:{chain_id}:{asset:#x}:{from:#x}:{nonce:#x}")
 }
 
+/// The start of every EIP-3009 replay key on `chain_id` (the asset address follows, lower-case
+/// 0x-hex, so no key of another transfer method starts with it).
+pub fn evm_eip3009_key_space(prefix: &str, chain_id: u64) -> String {
+    format!("{prefix}:replay:evm:{chain_id}:0x")
+}
+
+/// Replay key of an EVM Permit2 payment `(chainId, "permit2", owner, nonce)`: Permit2's
+/// unordered nonces are per owner (any token, any spender), so one key per owner and nonce.
+/// Owner lower-case 0x-hex, nonce 0x-hex (uint256).
+pub fn evm_permit2_replay_key(
+    prefix: &str,
+    chain_id: u64,
+    owner: Address,
+    nonce: alloy::primitives::U256,
+) -> String {
+    format!("{prefix}:replay:evm:{chain_id}:permit2:{owner:#x}:{nonce:#x}")
+}
+
+/// The start of every Permit2 replay key on `chain_id`.
+pub fn evm_permit2_key_space(prefix: &str, chain_id: u64) -> String {
+    format!("{prefix}:replay:evm:{chain_id}:permit2:")
+}
+
 /// Lifetime in seconds of a replay key for an authorization valid until `valid_before`
 /// (Unix seconds), at time `now`.
 pub fn replay_ttl_seconds(valid_before: u64, now: u64) -> u64 {
@@ -257,6 +284,29 @@ pub fn replay_ttl_seconds(valid_before: u64, now: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_evm_method_owns_its_own_key_space() {
+        let asset: Address = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+            .parse()
+            .unwrap();
+        let owner: Address = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+            .parse()
+            .unwrap();
+        // The EIP-3009 layout of earlier releases stays in the EIP-3009 key space.
+        let eip3009 = evm_replay_key("x402", 8453, asset, owner, B256::ZERO);
+        let permit2 = evm_permit2_replay_key("x402", 8453, owner, alloy::primitives::U256::from(7));
+        assert!(eip3009.starts_with(&evm_eip3009_key_space("x402", 8453)));
+        assert!(!eip3009.starts_with(&evm_permit2_key_space("x402", 8453)));
+        assert!(permit2.starts_with(&evm_permit2_key_space("x402", 8453)));
+        assert!(!permit2.starts_with(&evm_eip3009_key_space("x402", 8453)));
+        assert_eq!(
+            permit2,
+            "x402:replay:evm:8453:permit2:0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc:0x7"
+        );
+        // Another chain's keys belong to neither.
+        assert!(!eip3009.starts_with(&evm_eip3009_key_space("x402", 84532)));
+    }
 
     #[test]
     fn key_layout_is_lowercase_and_prefixed() {

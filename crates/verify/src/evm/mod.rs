@@ -16,6 +16,7 @@
 //! signature is checked first, as before. Settlement always verifies without a simulation, so
 //! nothing is ever signed and sent on the strength of the token's own check alone.
 
+pub mod permit2;
 pub mod signature;
 mod simulate;
 

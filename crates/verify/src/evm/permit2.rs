@@ -1,0 +1,698 @@
+//! EVM `exact` over Permit2 (specs/schemes/exact/scheme_exact_evm.md §2), checks in the
+//! reference order (`@x402/evm` 2.27 `verifyPermit2`), each with its reference reason:
+//!
+//! 1. scheme `exact` (`unsupported_payload_type`);
+//! 2. network (`invalid_exact_evm_network_mismatch`); then the asset is one this facilitator
+//!    settles with Permit2 (`invalid_payment_requirements`);
+//! 3. `spender` is the proxy (`invalid_permit2_spender`);
+//! 4. `witness.to == payTo` (`invalid_permit2_recipient_mismatch`);
+//! 5. `deadline >= now + 6 s` (`permit2_deadline_expired`);
+//! 6. `witness.validAfter <= now` (`permit2_not_yet_valid`);
+//! 7. `permitted.amount == amount` (`permit2_amount_mismatch`);
+//! 8. `permitted.token == asset` (`permit2_token_mismatch`);
+//! 9. the asset has code (`asset_not_deployed_contract`, which wins over a bad signature);
+//! 10. signature of `from` over the Permit2 message: ECDSA, or ERC-1271 for a wallet with code
+//!     (`invalid_permit2_signature`; an ERC-6492 signature of an undeployed wallet:
+//!     `invalid_exact_evm_payload_undeployed_smart_wallet`);
+//! 11. the proxy has code (`permit2_proxy_not_deployed`: a call to an empty address succeeds,
+//!     so no simulation would tell); an `eip2612GasSponsoring` permit is checked
+//!     ([`Permit2Verifier`]'s `eip2612_permit`);
+//! 12. one `eth_call` of the proxy's `settle` (`settleWithPermit` with a permit); a revert is
+//!     diagnosed ([`Permit2Verifier::diagnose`]): no proxy code (`permit2_proxy_not_deployed`),
+//!     balance below the amount (`permit2_insufficient_balance`), allowance to Permit2 below it
+//!     (`permit2_allowance_required`), else `permit2_simulation_failed`.
+//!
+//! At settlement (no `eth_call`; the sender's gas estimate simulates), a known revert of the
+//! proxy or Permit2 is named as the reference's settle answers it (`permit2_invalid_amount`,
+//! `permit2_invalid_destination`, `permit2_invalid_owner`, `permit2_payment_too_early`,
+//! `permit2_invalid_nonce`, `permit2_2612_amount_mismatch`, `invalid_permit2_signature`), else
+//! diagnosed as above.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use alloy::primitives::{Address, Bytes, U256};
+use alloy::rpc::types::TransactionRequest;
+use alloy::sol_types::{SolCall, SolError, SolValue};
+use x402_chain::EvmChain;
+use x402_chain::eip3009::{ERC1271_MAGIC, IErc1271};
+use x402_chain::permit2::{
+    Eip2612Permit, IErc20, IPermit2, IX402ExactPermit2Proxy, PermitTransferFrom,
+    PermitWitnessTransferFrom, TokenPermissions, Witness, signing_digest,
+};
+use x402_proto::evm::{Eip2612GasSponsoringInfo, ExactPermit2Payload};
+use x402_proto::{Network, ParseError, PaymentRequest, Reason};
+
+use super::VALID_BEFORE_MARGIN_SECONDS;
+use super::signature::{PayerSignature, recover_ecdsa};
+use crate::{Invalid, Verdict, VerifyError};
+
+/// A verified Permit2 payment: everything settlement needs to call the proxy's `settle`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Permit2Payment {
+    /// `permit2Authorization.from` (Permit2's owner).
+    pub payer: Address,
+    /// The token.
+    pub asset: Address,
+    /// The signed message.
+    pub message: PermitWitnessTransferFrom,
+    /// The signature as Permit2 checks it: 65-byte `r‖s‖v` for ECDSA, the wallet's bytes for
+    /// ERC-1271.
+    pub signature: Bytes,
+    /// Whether the signature is a plain ECDSA one.
+    pub ecdsa: bool,
+    /// The payer's EIP-2612 permit of the token to Permit2 (`eip2612GasSponsoring`): settled
+    /// with `settleWithPermit` when present.
+    pub permit2612: Option<Eip2612Permit>,
+}
+
+impl Permit2Payment {
+    /// Calldata of the proxy's `settle(permit, owner, witness, signature)`, or with an EIP-2612
+    /// permit `settleWithPermit(permit2612, permit, owner, witness, signature)`.
+    pub fn settlement_calldata(&self) -> Bytes {
+        let m = &self.message;
+        let permit = PermitTransferFrom {
+            permitted: m.permitted.clone(),
+            nonce: m.nonce,
+            deadline: m.deadline,
+        };
+        match &self.permit2612 {
+            None => IX402ExactPermit2Proxy::settleCall {
+                permit,
+                owner: self.payer,
+                witness: m.witness.clone(),
+                signature: self.signature.clone(),
+            }
+            .abi_encode()
+            .into(),
+            Some(permit2612) => IX402ExactPermit2Proxy::settleWithPermitCall {
+                permit2612: permit2612.clone(),
+                permit,
+                owner: self.payer,
+                witness: m.witness.clone(),
+                signature: self.signature.clone(),
+            }
+            .abi_encode()
+            .into(),
+        }
+    }
+
+    /// The payer as an EIP-55 checksummed string.
+    pub fn payer_string(&self) -> String {
+        self.payer.to_checksum(None)
+    }
+}
+
+/// Identity of a Permit2 payment, without any check or I/O.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permit2PaymentId {
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// The token.
+    pub asset: Address,
+    /// Permit2's owner (the payer).
+    pub owner: Address,
+    /// Permit2 unordered nonce.
+    pub nonce: U256,
+    /// `deadline`, Unix seconds (saturated).
+    pub deadline: u64,
+    /// keccak256 of chain id, asset, the whole signed message, the signature and the
+    /// requirements' `payTo` and amount.
+    pub fingerprint: alloy::primitives::B256,
+}
+
+/// Verifies `exact` Permit2 payments on one network.
+pub struct Permit2Verifier {
+    chain: Arc<dyn EvmChain>,
+    network: Network,
+    assets: Vec<Address>,
+    permit2: Address,
+    proxy: Address,
+    /// Set once the proxy was seen with code (a call to an address without code succeeds, so
+    /// no simulation would notice it missing).
+    proxy_deployed: std::sync::atomic::AtomicBool,
+}
+
+impl Permit2Verifier {
+    /// A verifier for `chain` accepting the listed tokens through Permit2 at `permit2` and the
+    /// proxy at `proxy` (the canonical addresses in [`x402_chain::permit2`]).
+    pub fn new(
+        chain: Arc<dyn EvmChain>,
+        assets: Vec<Address>,
+        permit2: Address,
+        proxy: Address,
+    ) -> Self {
+        let network = Network::evm(chain.chain_id());
+        Permit2Verifier {
+            chain,
+            network,
+            assets,
+            permit2,
+            proxy,
+            proxy_deployed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The chain this verifier reads.
+    pub fn chain(&self) -> &Arc<dyn EvmChain> {
+        &self.chain
+    }
+
+    /// The proxy every payment's spender must be.
+    pub fn proxy(&self) -> Address {
+        self.proxy
+    }
+
+    /// Permit2's address.
+    pub fn permit2(&self) -> Address {
+        self.permit2
+    }
+
+    /// The identity of the payment in `req`. Errors name the malformed field.
+    pub fn payment_id(&self, req: &PaymentRequest) -> Result<Permit2PaymentId, ParseError> {
+        let payload: ExactPermit2Payload = req.scheme_payload_as()?;
+        let (owner, m) = parse_message(&payload)?;
+        let asset = address(req.asset(), "paymentRequirements.asset")?;
+        let pay_to = address(req.pay_to(), "paymentRequirements.payTo")?;
+        let amount = uint(req.amount(), req.amount_field())?;
+        let chain_id = self.chain.chain_id();
+        let signature = Bytes::from(payload.signature.to_ascii_lowercase().into_bytes());
+        let encoded = (
+            U256::from(chain_id),
+            asset,
+            owner,
+            (
+                m.permitted.token,
+                m.permitted.amount,
+                m.spender,
+                m.nonce,
+                m.deadline,
+                m.witness.to,
+                m.witness.validAfter,
+            ),
+            signature,
+            pay_to,
+            amount,
+        )
+            .abi_encode();
+        Ok(Permit2PaymentId {
+            chain_id,
+            asset,
+            owner,
+            nonce: m.nonce,
+            deadline: u64::try_from(m.deadline).unwrap_or(u64::MAX),
+            fingerprint: alloy::primitives::keccak256(encoded),
+        })
+    }
+
+    /// Runs every check (module docs); `now` is Unix seconds. With `simulate` false the final
+    /// `eth_call` is skipped (settlement simulates with `eth_estimateGas`).
+    ///
+    /// Errors: [`VerifyError::Malformed`] naming an unparsable field,
+    /// [`VerifyError::ChainUnavailable`] when the RPC cannot be reached.
+    pub async fn verify(
+        &self,
+        req: &PaymentRequest,
+        now: u64,
+        simulate: bool,
+    ) -> Result<Verdict<Permit2Payment>, VerifyError> {
+        let payload: ExactPermit2Payload = req.scheme_payload_as()?;
+        let payer = Some(payload.permit2_authorization.from.clone());
+        let invalid =
+            |reason, msg: String| Ok(Verdict::Invalid(Invalid::new(reason, msg, payer.clone())));
+        if req.accepted_scheme() != "exact" || req.scheme() != "exact" {
+            return invalid(
+                Reason::UnsupportedPayloadType,
+                format!("scheme {:?} is not exact", req.accepted_scheme()),
+            );
+        }
+        if req.accepted_network_wire() != req.network_wire() {
+            return invalid(
+                Reason::EvmNetworkMismatch,
+                format!(
+                    "payload network {:?} differs from {:?}",
+                    req.accepted_network_wire(),
+                    req.network_wire()
+                ),
+            );
+        }
+        let asset = address(req.asset(), "paymentRequirements.asset")?;
+        if !self.assets.contains(&asset) {
+            return invalid(
+                Reason::InvalidPaymentRequirements,
+                format!(
+                    "asset {asset} is not settled through Permit2 by this facilitator on {}",
+                    self.network
+                ),
+            );
+        }
+        let (owner, message) = parse_message(&payload)?;
+        if message.spender != self.proxy {
+            return invalid(
+                Reason::Permit2InvalidSpender,
+                format!(
+                    "spender {} is not the x402 Permit2 proxy {}",
+                    message.spender, self.proxy
+                ),
+            );
+        }
+        let pay_to = address(req.pay_to(), "paymentRequirements.payTo")?;
+        if message.witness.to != pay_to {
+            return invalid(
+                Reason::Permit2RecipientMismatch,
+                format!("witness.to {} is not payTo {pay_to}", message.witness.to),
+            );
+        }
+        if message.deadline < U256::from(now + VALID_BEFORE_MARGIN_SECONDS) {
+            return invalid(
+                Reason::Permit2DeadlineExpired,
+                format!(
+                    "deadline {} is before now ({now}) + {VALID_BEFORE_MARGIN_SECONDS} s",
+                    message.deadline
+                ),
+            );
+        }
+        if message.witness.validAfter > U256::from(now) {
+            return invalid(
+                Reason::Permit2NotYetValid,
+                format!(
+                    "witness.validAfter {} is after now ({now})",
+                    message.witness.validAfter
+                ),
+            );
+        }
+        let required = uint(req.amount(), req.amount_field())?;
+        if message.permitted.amount != required {
+            return invalid(
+                Reason::Permit2AmountMismatch,
+                format!(
+                    "permitted.amount {} differs from required {required}",
+                    message.permitted.amount
+                ),
+            );
+        }
+        if message.permitted.token != asset {
+            return invalid(
+                Reason::Permit2TokenMismatch,
+                format!(
+                    "permitted.token {} is not asset {asset}",
+                    message.permitted.token
+                ),
+            );
+        }
+        let signature = self
+            .check_signature(owner, &message, &payload.signature)
+            .await?;
+        if self.code(asset).await?.is_empty() {
+            return invalid(
+                Reason::AssetNotDeployedContract,
+                format!("no contract at {asset}"),
+            );
+        }
+        let signature = match signature {
+            Ok(sig) => sig,
+            Err(bad) => return Ok(Verdict::Invalid(bad.with_payer(payer.clone()))),
+        };
+        // The EIP-2612 permit, checked as the reference does before its simulation.
+        let permit2612 = match Eip2612GasSponsoringInfo::of(req) {
+            None => None,
+            Some(info) => match self.eip2612_permit(&info, owner, asset, now) {
+                Ok(permit) => Some(permit),
+                Err((reason, msg)) => return invalid(reason, msg),
+            },
+        };
+        let payment = Permit2Payment {
+            permit2612,
+            payer: owner,
+            asset,
+            ecdsa: matches!(signature, PayerSignature::Ecdsa(_)),
+            signature: match signature {
+                PayerSignature::Ecdsa(sig) => Bytes::from(sig.as_bytes().to_vec()),
+                PayerSignature::Contract(bytes) | PayerSignature::Erc6492(bytes) => bytes,
+            },
+            message,
+        };
+        // A call to an address without code succeeds: the simulation cannot tell.
+        if !self
+            .proxy_deployed
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            if self.code(self.proxy).await?.is_empty() {
+                return invalid(
+                    Reason::Permit2ProxyNotDeployed,
+                    format!("no contract at the x402 Permit2 proxy {}", self.proxy),
+                );
+            }
+            self.proxy_deployed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if !simulate {
+            return Ok(Verdict::Valid(payment));
+        }
+        let tx = TransactionRequest::default()
+            .from(
+                self.chain
+                    .signers()
+                    .first()
+                    .copied()
+                    .unwrap_or(Address::ZERO),
+            )
+            .to(self.proxy)
+            .input(payment.settlement_calldata().into());
+        match self.chain.call(&tx).await {
+            Ok(_) => Ok(Verdict::Valid(payment)),
+            Err(e) => match e.node_message() {
+                Some(message) => {
+                    let data = match &e {
+                        x402_chain::ChainError::Reverted { data, .. } => data.clone(),
+                        _ => None,
+                    };
+                    Ok(Verdict::Invalid(
+                        self.diagnose(&payment, message.to_string(), data, false)
+                            .await?,
+                    ))
+                }
+                None => Err(VerifyError::ChainUnavailable(e.into())),
+            },
+        }
+    }
+
+    /// Explains a reverted simulation or gas estimate of `payment`'s `settle` (module docs,
+    /// step 11). `data`: the revert data, when the node gave it; with `name_reverts` (at
+    /// settlement, as the reference's settle answers) a known revert of the proxy or Permit2
+    /// is named first ([`revert_reason`]).
+    pub async fn diagnose(
+        &self,
+        payment: &Permit2Payment,
+        message: String,
+        data: Option<Bytes>,
+        name_reverts: bool,
+    ) -> Result<Invalid, VerifyError> {
+        let payer = Some(payment.payer_string());
+        let out = |reason, msg: String| Ok(Invalid::new(reason, msg, payer.clone()));
+        // At settlement the revert itself is named first, as the reference's settle does.
+        if let Some(reason) = data
+            .as_deref()
+            .filter(|_| name_reverts)
+            .and_then(|d| revert_reason(d))
+        {
+            return out(reason, message);
+        }
+        if self.code(self.proxy).await?.is_empty() {
+            return out(
+                Reason::Permit2ProxyNotDeployed,
+                format!("no contract at the x402 Permit2 proxy {}", self.proxy),
+            );
+        }
+        let amount = payment.message.permitted.amount;
+        if let Some(balance) = self
+            .read(
+                payment.asset,
+                IErc20::balanceOfCall {
+                    account: payment.payer,
+                },
+            )
+            .await?
+            && balance < amount
+        {
+            return out(
+                Reason::Permit2InsufficientBalance,
+                format!("balance {balance} < amount {amount}"),
+            );
+        }
+        if let Some(allowance) = self
+            .read(
+                payment.asset,
+                IErc20::allowanceCall {
+                    owner: payment.payer,
+                    spender: self.permit2,
+                },
+            )
+            .await?
+            && allowance < amount
+        {
+            return out(
+                Reason::Permit2AllowanceRequired,
+                format!("allowance to Permit2 {allowance} < amount {amount}"),
+            );
+        }
+        out(Reason::Permit2SimulationFailed, message)
+    }
+
+    /// The EIP-2612 permit of an `eip2612GasSponsoring` extension, in the reference's order:
+    /// format (`invalid_eip2612_extension_format`), `from` is the payer
+    /// (`eip2612_from_mismatch`), `asset` the token (`eip2612_asset_mismatch`), `spender` Permit2
+    /// (`eip2612_spender_not_permit2`), `deadline >= now + 6 s` (`eip2612_deadline_expired`).
+    /// Its value against `permitted.amount` is the proxy's check (`permit2_2612_amount_mismatch`).
+    fn eip2612_permit(
+        &self,
+        info: &Eip2612GasSponsoringInfo,
+        owner: Address,
+        asset: Address,
+        now: u64,
+    ) -> Result<Eip2612Permit, (Reason, String)> {
+        let format = |what: &str| {
+            (
+                Reason::Eip2612ExtensionFormat,
+                format!("extensions.eip2612GasSponsoring.info.{what} is malformed"),
+            )
+        };
+        if !info.well_formed() {
+            return Err(format("*"));
+        }
+        let parse_address = |s: &str, what: &str| s.parse::<Address>().map_err(|_| format(what));
+        let parse_uint =
+            |s: &str, what: &str| U256::from_str_radix(s, 10).map_err(|_| format(what));
+        if parse_address(&info.from, "from")? != owner {
+            return Err((
+                Reason::Eip2612FromMismatch,
+                format!("permit from {} is not the payer {owner}", info.from),
+            ));
+        }
+        if parse_address(&info.asset, "asset")? != asset {
+            return Err((
+                Reason::Eip2612AssetMismatch,
+                format!("permit asset {} is not {asset}", info.asset),
+            ));
+        }
+        if parse_address(&info.spender, "spender")? != self.permit2 {
+            return Err((
+                Reason::Eip2612SpenderNotPermit2,
+                format!(
+                    "permit spender {} is not Permit2 {}",
+                    info.spender, self.permit2
+                ),
+            ));
+        }
+        let deadline = parse_uint(&info.deadline, "deadline")?;
+        if deadline < U256::from(now + VALID_BEFORE_MARGIN_SECONDS) {
+            return Err((
+                Reason::Eip2612DeadlineExpired,
+                format!("permit deadline {deadline} is before now ({now}) + 6 s"),
+            ));
+        }
+        let value = parse_uint(&info.amount, "amount")?;
+        let sig =
+            alloy::primitives::hex::decode(&info.signature).map_err(|_| format("signature"))?;
+        if sig.len() != 65 {
+            return Err(format("signature"));
+        }
+        Ok(Eip2612Permit {
+            value,
+            deadline,
+            r: alloy::primitives::B256::from_slice(&sig[..32]),
+            s: alloy::primitives::B256::from_slice(&sig[32..64]),
+            v: sig[64],
+        })
+    }
+
+    /// ECDSA recovery must give `owner`; otherwise (`owner` has code) ERC-1271
+    /// `isValidSignature` must return its magic value; an ERC-6492 signature of a wallet
+    /// without code is refused.
+    async fn check_signature(
+        &self,
+        owner: Address,
+        message: &PermitWitnessTransferFrom,
+        signature: &str,
+    ) -> Result<Result<PayerSignature, Invalid>, VerifyError> {
+        let bad = |msg: &str| {
+            Ok(Err(Invalid::new(
+                Reason::Permit2InvalidSignature,
+                msg,
+                None,
+            )))
+        };
+        let parsed = match PayerSignature::parse(signature) {
+            Ok(sig) => sig,
+            Err(e) => return bad(&e.to_string()),
+        };
+        let digest = signing_digest(self.chain.chain_id(), self.permit2, message);
+        let contract_sig = match parsed {
+            PayerSignature::Ecdsa(ecdsa) => {
+                if recover_ecdsa(&ecdsa, &digest) == Some(owner) {
+                    return Ok(Ok(PayerSignature::Ecdsa(ecdsa)));
+                }
+                Bytes::from(ecdsa.as_bytes().to_vec())
+            }
+            PayerSignature::Contract(bytes) => bytes,
+            PayerSignature::Erc6492(wrapped) => {
+                if self.code(owner).await?.is_empty() {
+                    return Ok(Err(Invalid::new(
+                        Reason::EvmUndeployedSmartWallet,
+                        "ERC-6492 signature of an undeployed wallet",
+                        None,
+                    )));
+                }
+                let inner = &wrapped[..wrapped.len() - 32];
+                match <(Address, Bytes, Bytes)>::abi_decode_params(inner) {
+                    Ok((_, _, inner_sig)) => inner_sig,
+                    Err(_) => return bad("malformed ERC-6492 wrapper"),
+                }
+            }
+        };
+        if self.code(owner).await?.is_empty() {
+            return bad("signature does not recover to permit2Authorization.from");
+        }
+        let call = IErc1271::isValidSignatureCall {
+            hash: digest,
+            signature: contract_sig.clone(),
+        };
+        let tx = TransactionRequest::default()
+            .to(owner)
+            .input(call.abi_encode().into());
+        match self.chain.call(&tx).await {
+            Ok(ret) if ret.len() >= 4 && ret[..4] == ERC1271_MAGIC => {
+                Ok(Ok(PayerSignature::Contract(contract_sig)))
+            }
+            Ok(_) => bad("ERC-1271 isValidSignature refused the signature"),
+            Err(e) if e.node_message().is_some() => {
+                bad("ERC-1271 isValidSignature refused the signature")
+            }
+            Err(e) => Err(VerifyError::ChainUnavailable(e.into())),
+        }
+    }
+
+    async fn code(&self, at: Address) -> Result<Bytes, VerifyError> {
+        self.chain
+            .code_at(at)
+            .await
+            .map_err(|e| VerifyError::ChainUnavailable(e.into()))
+    }
+
+    /// A view call; `None` when it reverts or answers something else.
+    async fn read<C: SolCall>(
+        &self,
+        to: Address,
+        call: C,
+    ) -> Result<Option<C::Return>, VerifyError> {
+        let tx = TransactionRequest::default()
+            .to(to)
+            .input(Bytes::from(call.abi_encode()).into());
+        match self.chain.call(&tx).await {
+            Ok(ret) => Ok(C::abi_decode_returns(&ret).ok()),
+            Err(e) if e.node_message().is_some() => Ok(None),
+            Err(e) => Err(VerifyError::ChainUnavailable(e.into())),
+        }
+    }
+}
+
+/// The reason of a known revert of the proxy or of Permit2, by its custom-error selector (the
+/// mapping of the reference facilitator's settle errors).
+pub fn revert_reason(data: &[u8]) -> Option<Reason> {
+    let selector: [u8; 4] = data.get(..4)?.try_into().ok()?;
+    use IPermit2 as P;
+    use IX402ExactPermit2Proxy as X;
+    Some(match selector {
+        s if s == X::InvalidAmount::SELECTOR || s == P::InvalidAmount::SELECTOR => {
+            Reason::Permit2InvalidAmount
+        }
+        s if s == X::InvalidDestination::SELECTOR => Reason::Permit2InvalidDestination,
+        s if s == X::InvalidOwner::SELECTOR => Reason::Permit2InvalidOwner,
+        s if s == X::PaymentTooEarly::SELECTOR => Reason::Permit2PaymentTooEarly,
+        s if s == X::Permit2612AmountMismatch::SELECTOR => Reason::Permit2612AmountMismatch,
+        s if s == P::InvalidNonce::SELECTOR => Reason::Permit2InvalidNonce,
+        s if s == P::InvalidSigner::SELECTOR
+            || s == P::InvalidSignature::SELECTOR
+            || s == P::InvalidSignatureLength::SELECTOR
+            || s == P::InvalidContractSignature::SELECTOR
+            || s == P::SignatureExpired::SELECTOR =>
+        {
+            Reason::Permit2InvalidSignature
+        }
+        _ => return None,
+    })
+}
+
+/// The owner and the signed message of a payload. Errors name the malformed field.
+fn parse_message(
+    payload: &ExactPermit2Payload,
+) -> Result<(Address, PermitWitnessTransferFrom), ParseError> {
+    let a = &payload.permit2_authorization;
+    let f = |name: &str| format!("paymentPayload.payload.permit2Authorization.{name}");
+    Ok((
+        address(&a.from, &f("from"))?,
+        PermitWitnessTransferFrom {
+            permitted: TokenPermissions {
+                token: address(&a.permitted.token, &f("permitted.token"))?,
+                amount: uint(&a.permitted.amount, &f("permitted.amount"))?,
+            },
+            spender: address(&a.spender, &f("spender"))?,
+            nonce: uint(&a.nonce, &f("nonce"))?,
+            deadline: uint(&a.deadline, &f("deadline"))?,
+            witness: Witness {
+                to: address(&a.witness.to, &f("witness.to"))?,
+                validAfter: uint(&a.witness.valid_after, &f("witness.validAfter"))?,
+            },
+        },
+    ))
+}
+
+fn address(s: &str, field: &str) -> Result<Address, ParseError> {
+    Address::from_str(s)
+        .map_err(|_| ParseError::new(field, format!("{s:?} is not a 0x-hex 20-byte address")))
+}
+
+fn uint(s: &str, field: &str) -> Result<U256, ParseError> {
+    U256::from_str_radix(s, 10)
+        .map_err(|_| ParseError::new(field, format!("{s:?} is not a uint256 decimal")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_reverts_map_to_the_reference_reasons() {
+        let cases = [
+            (
+                IX402ExactPermit2Proxy::InvalidAmount::SELECTOR,
+                Reason::Permit2InvalidAmount,
+            ),
+            (
+                IX402ExactPermit2Proxy::InvalidDestination::SELECTOR,
+                Reason::Permit2InvalidDestination,
+            ),
+            (
+                IX402ExactPermit2Proxy::InvalidOwner::SELECTOR,
+                Reason::Permit2InvalidOwner,
+            ),
+            (
+                IX402ExactPermit2Proxy::PaymentTooEarly::SELECTOR,
+                Reason::Permit2PaymentTooEarly,
+            ),
+            (
+                IPermit2::InvalidNonce::SELECTOR,
+                Reason::Permit2InvalidNonce,
+            ),
+            (
+                IPermit2::InvalidSigner::SELECTOR,
+                Reason::Permit2InvalidSignature,
+            ),
+        ];
+        for (selector, reason) in cases {
+            assert_eq!(revert_reason(&selector), Some(reason), "{reason:?}");
+        }
+        assert_eq!(revert_reason(&[0xde, 0xad, 0xbe, 0xef]), None);
+        assert_eq!(revert_reason(&[0x01]), None);
+    }
+}
