@@ -26,6 +26,25 @@ async fn until(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// A 1-wei transfer from `signer` at nonce 0, signed here (its raw bytes, so that the same
+/// transaction can be sent again).
+async fn signed_transfer(
+    anvil: &Anvil,
+    signer: &alloy::signers::local::PrivateKeySigner,
+) -> Vec<u8> {
+    let tx = TransactionRequest::default()
+        .with_from(signer.address())
+        .with_to(anvil.address(2))
+        .with_value(U256::from(1u64))
+        .with_nonce(0)
+        .with_chain_id(anvil.chain_id())
+        .with_gas_limit(21_000)
+        .with_max_fee_per_gas(10_000_000_000)
+        .with_max_priority_fee_per_gas(1_000_000_000);
+    let wallet = alloy::network::EthereumWallet::from(signer.clone());
+    tx.build(&wallet).await.unwrap().encoded_2718()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reorg_under_a_read_block_drops_its_receipts_and_reads_the_new_chain() {
     let anvil = Anvil::spawn().await.unwrap();
@@ -51,17 +70,7 @@ async fn reorg_under_a_read_block_drops_its_receipts_and_reads_the_new_chain() {
 
     // A transfer from the signer, signed here so that the same bytes can be sent again.
     let provider = anvil.provider();
-    let tx = TransactionRequest::default()
-        .with_from(signer.address())
-        .with_to(anvil.address(2))
-        .with_value(U256::from(1u64))
-        .with_nonce(0)
-        .with_chain_id(anvil.chain_id())
-        .with_gas_limit(21_000)
-        .with_max_fee_per_gas(10_000_000_000)
-        .with_max_priority_fee_per_gas(1_000_000_000);
-    let wallet = alloy::network::EthereumWallet::from(signer.clone());
-    let raw = tx.build(&wallet).await.unwrap().encoded_2718();
+    let raw = signed_transfer(&anvil, &signer).await;
     let hash: B256 = *provider.send_raw_transaction(&raw).await.unwrap().tx_hash();
     until(
         Duration::from_secs(5),
@@ -148,17 +157,7 @@ async fn new_heads_over_websocket_wake_the_poller_at_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let provider = anvil.provider();
-    let tx = TransactionRequest::default()
-        .with_from(signer.address())
-        .with_to(anvil.address(2))
-        .with_value(U256::from(1u64))
-        .with_nonce(0)
-        .with_chain_id(anvil.chain_id())
-        .with_gas_limit(21_000)
-        .with_max_fee_per_gas(10_000_000_000)
-        .with_max_priority_fee_per_gas(1_000_000_000);
-    let wallet = alloy::network::EthereumWallet::from(signer.clone());
-    let raw = tx.build(&wallet).await.unwrap().encoded_2718();
+    let raw = signed_transfer(&anvil, &signer).await;
     let hash: B256 = *provider.send_raw_transaction(&raw).await.unwrap().tx_hash();
     let _: String = provider.raw_request("evm_mine".into(), ()).await.unwrap();
     until(

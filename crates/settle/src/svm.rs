@@ -214,10 +214,7 @@ impl ChainFamily for SvmFamily {
         req: &PaymentRequest,
         _now: u64,
     ) -> Result<Result<SvmPayment, Invalid>, SettleError> {
-        Ok(match self.verifier.verify(req, true).await? {
-            Verdict::Valid(p) => Ok(p),
-            Verdict::Invalid(inv) => Err(inv),
-        })
+        Ok(self.verifier.verify(req, true).await?.into_result())
     }
 
     async fn recover_lost(

@@ -19,6 +19,14 @@ pub enum Verdict<T> {
 }
 
 impl<T> Verdict<T> {
+    /// The valid payment as `Ok`, the failure as `Err`.
+    pub fn into_result(self) -> Result<T, Invalid> {
+        match self {
+            Verdict::Valid(t) => Ok(t),
+            Verdict::Invalid(inv) => Err(inv),
+        }
+    }
+
     /// Maps the valid payment, keeping a failure as it is.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Verdict<U> {
         match self {

@@ -22,9 +22,9 @@ use async_trait::async_trait;
 use x402_chain::ChainError;
 use x402_chain::eip3009::IEip3009Token;
 use x402_proto::{PaymentRequest, Reason};
+use x402_verify::Invalid;
 use x402_verify::evm::signature::PayerSignature;
 use x402_verify::evm::{EvmPayment, ExactEvmVerifier};
-use x402_verify::{Invalid, Verdict};
 
 use super::{Revert, TransferMethod};
 use crate::SettleError;
@@ -102,10 +102,7 @@ impl TransferMethod for Eip3009 {
         req: &PaymentRequest,
         now: u64,
     ) -> Result<Result<EvmPayment, Invalid>, SettleError> {
-        Ok(match self.verifier.verify(req, now, false).await? {
-            Verdict::Valid(p) => Ok(p),
-            Verdict::Invalid(inv) => Err(inv),
-        })
+        Ok(self.verifier.verify(req, now, false).await?.into_result())
     }
 
     fn payer(&self, payment: &EvmPayment) -> Address {

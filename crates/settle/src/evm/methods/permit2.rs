@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use x402_chain::ChainError;
 use x402_chain::permit2::{IErc20, IPermit2, IX402ExactPermit2Proxy, nonce_position};
 use x402_proto::{PaymentRequest, Reason};
+use x402_verify::Invalid;
 use x402_verify::evm::permit2::{Permit2Payment, Permit2Verifier};
-use x402_verify::{Invalid, Verdict};
 
 use super::{Revert, TransferMethod};
 use crate::SettleError;
@@ -88,10 +88,7 @@ impl TransferMethod for Permit2Exact {
         req: &PaymentRequest,
         now: u64,
     ) -> Result<Result<Permit2Payment, Invalid>, SettleError> {
-        Ok(match self.verifier.verify(req, now, false).await? {
-            Verdict::Valid(p) => Ok(p),
-            Verdict::Invalid(inv) => Err(inv),
-        })
+        Ok(self.verifier.verify(req, now, false).await?.into_result())
     }
 
     fn payer(&self, payment: &Permit2Payment) -> Address {
