@@ -157,8 +157,10 @@ pub trait ChainFamily: Send + Sync + 'static {
     /// ([`crate::debits`]): `balance(latest) - in_flight >= amount`, the balance read now
     /// (after the debits were). `Ok(Some(refusal))` refuses the payment before anything is
     /// signed (the family's insufficient-funds reason). Called by the engine with the
-    /// reservation held, right before [`ChainFamily::sign`]; `in_flight` 0 may be left to the
-    /// settlement-time simulation, which reads the same balance. Default: no check.
+    /// reservation held, right before [`ChainFamily::sign`]. `in_flight` 0 may be left to a
+    /// simulation only if that simulation runs after this call (EVM's in `sign`), never to one
+    /// run during verification: a settlement of the same payer may have confirmed and released
+    /// its debit in between. Default: no check.
     async fn check_funds(
         &self,
         _payment: &Self::Payment,

@@ -268,18 +268,17 @@ impl ChainFamily for SvmFamily {
     }
 
     /// The payer's source token account at `confirmed` against the amount plus the in-flight
-    /// debits; with none in flight the settlement-time simulation of [`ChainFamily::verify`]
-    /// checked the same balance. The reference has no Solana reason for insufficient funds (its
-    /// simulation fails): the refusal is the simulation failure, saying why.
+    /// debits, read even with none in flight: the simulation of [`ChainFamily::verify`] ran
+    /// before this payment's debit was taken, so a settlement of the same payer confirmed (and
+    /// its debit released) since then is only seen here. The reference has no Solana reason for
+    /// insufficient funds (its simulation fails): the refusal is the simulation failure, saying
+    /// why.
     async fn check_funds(
         &self,
         payment: &SvmPayment,
         amount: u128,
         in_flight: u128,
     ) -> Result<Option<Invalid>, SettleError> {
-        if in_flight == 0 {
-            return Ok(None);
-        }
         let source = &payment.layout.source;
         let account = self
             .chain()
