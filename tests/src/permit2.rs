@@ -26,6 +26,37 @@ use crate::usdc::{confirm, deploy_code};
 pub const PERMIT2: Address = address!("0x000000000022D473030F116dDEE9F6B43aC78BA3");
 /// `x402ExactPermit2Proxy`'s canonical address.
 pub const EXACT_PROXY: Address = address!("0x402085c248EeA27D92E8b30b2C58ed07f9E20001");
+/// `x402UptoPermit2Proxy`'s canonical address.
+pub const UPTO_PROXY: Address = address!("0x4020A4f3b7b90ccA423B9fabCc0CE57C6C240002");
+
+/// The `upto` message (its witness names the facilitator): its own module, EIP-712 types being
+/// named by their name.
+mod upto_types {
+    alloy::sol! {
+        #[derive(Debug)]
+        struct TokenPermissions {
+            address token;
+            uint256 amount;
+        }
+
+        #[derive(Debug)]
+        struct Witness {
+            address to;
+            address facilitator;
+            uint256 validAfter;
+        }
+
+        /// What an `upto` payer signs.
+        #[derive(Debug)]
+        struct PermitWitnessTransferFrom {
+            TokenPermissions permitted;
+            address spender;
+            uint256 nonce;
+            uint256 deadline;
+            Witness witness;
+        }
+    }
+}
 
 sol! {
     #[derive(Debug)]
@@ -76,7 +107,7 @@ sol! {
     }
 }
 
-/// Places Permit2 and the exact proxy at their canonical addresses on `anvil`.
+/// Places Permit2 and the exact and upto proxies at their canonical addresses on `anvil`.
 pub async fn install_contracts(anvil: &Anvil) -> anyhow::Result<()> {
     ensure_installed()?;
     let hex = std::fs::read_to_string(tools_dir().join(PERMIT2_HEX_REL))
@@ -84,7 +115,9 @@ pub async fn install_contracts(anvil: &Anvil) -> anyhow::Result<()> {
     let permit2: Bytes = format!("0x{}", hex.trim()).parse().context("Permit2 hex")?;
     set_code(anvil, PERMIT2, permit2).await?;
     let proxy = compile("X402Permit2Proxies.sol", "X402ExactPermit2Proxy")?;
-    set_code(anvil, EXACT_PROXY, proxy.deployed_bytecode).await
+    set_code(anvil, EXACT_PROXY, proxy.deployed_bytecode).await?;
+    let upto = compile("X402Permit2Proxies.sol", "X402UptoPermit2Proxy")?;
+    set_code(anvil, UPTO_PROXY, upto.deployed_bytecode).await
 }
 
 /// `anvil_setCode(at, code)`.
@@ -165,9 +198,12 @@ pub async fn nonce_used(anvil: &Anvil, owner: Address, nonce: U256) -> anyhow::R
     Ok(word.bit((nonce & U256::from(0xff)).to::<usize>()))
 }
 
-/// A Permit2 `exact` authorization, as the payer signs it.
+/// A Permit2 authorization (`exact`, or `upto` when `facilitator` is set), as the payer signs
+/// it.
 #[derive(Debug, Clone)]
 pub struct Permit2Auth {
+    /// `upto`: the facilitator signer named in the witness (spender: the upto proxy).
+    pub facilitator: Option<Address>,
     /// Payer.
     pub from: Address,
     /// Token.
@@ -198,6 +234,7 @@ impl Permit2Auth {
     ) -> Self {
         let now = unix_now();
         Permit2Auth {
+            facilitator: None,
             from,
             token,
             amount,
@@ -209,8 +246,48 @@ impl Permit2Auth {
         }
     }
 
+    /// An `upto` authorization of at most `max` through the upto proxy, naming `facilitator`
+    /// (otherwise as [`Permit2Auth::new`]).
+    pub fn upto(
+        from: Address,
+        token: Address,
+        max: U256,
+        to: Address,
+        facilitator: Address,
+        valid_for_secs: u64,
+    ) -> Self {
+        Permit2Auth {
+            facilitator: Some(facilitator),
+            spender: UPTO_PROXY,
+            ..Self::new(from, token, max, to, valid_for_secs)
+        }
+    }
+
     /// Signs the Permit2 message on `chain_id` with `signer` (0x-hex, 65 bytes).
     pub fn sign(&self, signer: &PrivateKeySigner, chain_id: u64) -> anyhow::Result<String> {
+        let domain = eip712_domain! {
+            name: "Permit2",
+            chain_id: chain_id,
+            verifying_contract: PERMIT2,
+        };
+        if let Some(facilitator) = self.facilitator {
+            let message = upto_types::PermitWitnessTransferFrom {
+                permitted: upto_types::TokenPermissions {
+                    token: self.token,
+                    amount: self.amount,
+                },
+                spender: self.spender,
+                nonce: self.nonce,
+                deadline: U256::from(self.deadline),
+                witness: upto_types::Witness {
+                    to: self.to,
+                    facilitator,
+                    validAfter: U256::from(self.valid_after),
+                },
+            };
+            let sig = signer.sign_hash_sync(&message.eip712_signing_hash(&domain))?;
+            return Ok(format!("0x{}", alloy::hex::encode(sig.as_bytes())));
+        }
         let message = PermitWitnessTransferFrom {
             permitted: TokenPermissions {
                 token: self.token,
@@ -224,24 +301,24 @@ impl Permit2Auth {
                 validAfter: U256::from(self.valid_after),
             },
         };
-        let domain = eip712_domain! {
-            name: "Permit2",
-            chain_id: chain_id,
-            verifying_contract: PERMIT2,
-        };
         let sig = signer.sign_hash_sync(&message.eip712_signing_hash(&domain))?;
         Ok(format!("0x{}", alloy::hex::encode(sig.as_bytes())))
     }
 
     /// The `permit2Authorization` JSON.
     pub fn to_json(&self) -> Value {
+        let mut witness =
+            json!({"to": self.to.to_checksum(None), "validAfter": self.valid_after.to_string()});
+        if let Some(f) = self.facilitator {
+            witness["facilitator"] = json!(f.to_checksum(None));
+        }
         json!({
             "from": self.from.to_checksum(None),
             "permitted": {"token": self.token.to_checksum(None), "amount": self.amount.to_string()},
             "spender": self.spender.to_checksum(None),
             "nonce": self.nonce.to_string(),
             "deadline": self.deadline.to_string(),
-            "witness": {"to": self.to.to_checksum(None), "validAfter": self.valid_after.to_string()},
+            "witness": witness,
         })
     }
 }
@@ -258,6 +335,30 @@ pub fn requirements(chain_id: u64, asset: Address, amount: U256, pay_to: Address
         "maxTimeoutSeconds": 60,
         "extra": {"assetTransferMethod": "permit2"},
     })
+}
+
+/// v2 `upto` requirements: at most `max` of `asset` to `pay_to` on chain `chain_id`, settled
+/// by `facilitator`.
+pub fn upto_requirements(
+    chain_id: u64,
+    asset: Address,
+    max: U256,
+    pay_to: Address,
+    facilitator: Address,
+) -> Value {
+    let mut r = requirements(chain_id, asset, max, pay_to);
+    r["scheme"] = json!("upto");
+    r["extra"]["facilitatorAddress"] = json!(facilitator.to_checksum(None));
+    r
+}
+
+/// The v2 `/settle` body of an `upto` payment verified under `verified` (the maximum),
+/// charging `charge`: the settle requirements carry the charge as `amount`
+/// (specs/schemes/upto/scheme_upto_evm.md "Settle-Time Verification").
+pub fn upto_settle_body(verified: &Value, charge: u64) -> Value {
+    let mut b = verified.clone();
+    b["paymentRequirements"]["amount"] = json!(charge.to_string());
+    b
 }
 
 /// The v2 `/verify` and `/settle` body of a Permit2 payment.
@@ -387,10 +488,46 @@ transfer_methods = ["permit2"]
         (req, auth, body)
     }
 
+    /// A signed `upto` payment of at most `max` plain tokens from the payer to the payee,
+    /// naming the facilitator's signer (account 1): requirements, the authorization and the
+    /// `/verify` body (settle it with [`upto_settle_body`]).
+    pub fn plain_upto_payment(&self, max: u64) -> (Value, Permit2Auth, Value) {
+        let facilitator = self.anvil.address(1);
+        let req = upto_requirements(
+            self.anvil.chain_id(),
+            self.plain.address,
+            U256::from(max),
+            self.pay_to,
+            facilitator,
+        );
+        let auth = Permit2Auth::upto(
+            self.payer.address(),
+            self.plain.address,
+            U256::from(max),
+            self.pay_to,
+            facilitator,
+            300,
+        );
+        let sig = auth
+            .sign(&self.payer, self.anvil.chain_id())
+            .expect("signs");
+        let body = body(&req, &sig, &auth);
+        (req, auth, body)
+    }
+
     /// The payee's plain-token balance.
     pub async fn payee_plain(&self) -> anyhow::Result<U256> {
         self.plain.balance_of(&self.anvil, self.pay_to).await
     }
+}
+
+/// `toml` (a [`Permit2Fixture::config_toml`]) offering `upto` beside `exact` on its network.
+pub fn with_upto(toml: String) -> String {
+    toml.replacen(
+        "signer_private_keys =",
+        "schemes = [\"exact\", \"upto\"]\nsigner_private_keys =",
+        1,
+    )
 }
 
 /// An `eip2612GasSponsoring` extension: `owner`'s EIP-2612 permit of `value` of `token` (EIP-712

@@ -1,13 +1,14 @@
 //! `exact` over Permit2 against the official `@x402/evm` 2.27 client (issue 17 item 7): the
 //! SDK signs a Permit2 payload for a plain ERC-20 without EIP-3009 (requirements with
 //! `extra.assetTransferMethod = "permit2"`), `@x402/core`'s `HTTPFacilitatorClient` verifies
-//! and settles it through this facilitator on anvil; checked on chain.
+//! and settles it through this facilitator on anvil; checked on chain. And `upto`: the SDK's
+//! upto client and server scheme, a smaller charge settled.
 
 use alloy::primitives::U256;
 use serde_json::json;
 use x402_tests::DEV_PRIVATE_KEYS;
 use x402_tests::peers::Peer;
-use x402_tests::permit2::{EXACT_PROXY, Permit2Fixture, nonce_used, requirements};
+use x402_tests::permit2::{EXACT_PROXY, Permit2Fixture, UPTO_PROXY, nonce_used, requirements};
 
 const AMOUNT: u64 = 4_000;
 
@@ -50,4 +51,55 @@ async fn node_client_pays_a_plain_erc20_through_permit2_once() {
             .await
             .unwrap()
     );
+}
+
+/// `upto` against the official SDK (issue 17 item 4): `@x402/evm`'s upto server scheme builds
+/// the requirements from our `/supported` kind (its `extra.facilitatorAddress`), its upto client
+/// signs the maximum, and `HTTPFacilitatorClient` verifies the maximum and settles a smaller
+/// charge; the payee receives the charge, the answer carries it, a replay gets no success.
+#[tokio::test]
+async fn node_client_pays_a_smaller_upto_charge_once() {
+    const MAX: u64 = 9_000;
+    const CHARGE: u64 = 2_500;
+    let fx = Permit2Fixture::start_edited(None, x402_tests::permit2::with_upto)
+        .await
+        .unwrap();
+    let mut req = requirements(
+        fx.anvil.chain_id(),
+        fx.plain.address,
+        U256::from(MAX),
+        fx.pay_to,
+    );
+    req["scheme"] = json!("upto");
+    let before = fx.payee_plain().await.unwrap();
+    let out = Peer::node("upto_client_verify_settle.mjs")
+        .env("FACILITATOR_URL", fx.facilitator.url())
+        .env("PAYER_KEY", DEV_PRIVATE_KEYS[2])
+        .env("REQUIREMENTS_JSON", req.to_string())
+        .env("CHARGE", CHARGE.to_string())
+        .env("SETTLE_AGAIN", "1")
+        .env("ALLOW_ASSET", fx.plain.address.to_checksum(None))
+        .run()
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let answer = out.json().unwrap_or_else(|e| panic!("{e:#}\n{out}"));
+    let auth = &answer["paymentPayload"]["payload"]["permit2Authorization"];
+    assert_eq!(
+        auth["spender"].as_str().map(str::to_lowercase),
+        Some(format!("{UPTO_PROXY:#x}")),
+        "{out}"
+    );
+    assert_eq!(
+        auth["witness"]["facilitator"]
+            .as_str()
+            .map(str::to_lowercase),
+        Some(format!("{:#x}", fx.anvil.address(1))),
+        "{out}"
+    );
+    assert_eq!(auth["permitted"]["amount"], MAX.to_string(), "{out}");
+    assert_eq!(answer["verify"]["isValid"], json!(true), "{out}");
+    assert_eq!(answer["settle"]["success"], json!(true), "{out}");
+    assert_eq!(answer["settle"]["amount"], CHARGE.to_string(), "{out}");
+    assert_ne!(answer["settleAgain"]["success"], json!(true), "{out}");
+    assert_eq!(fx.payee_plain().await.unwrap(), before + U256::from(CHARGE));
 }

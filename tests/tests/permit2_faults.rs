@@ -4,7 +4,9 @@
 //!   routes the record to the Permit2 method by its key (F7), while an EIP-3009 record
 //!   written under the key layout of earlier releases is reconciled by the EIP-3009 method;
 //! - F3 across two replicas sharing Redis and one signer: one success per payment;
-//! - F10/F13/F14: a settled Permit2 payment replayed under other requirements never succeeds.
+//! - F10/F13/F14: a settled Permit2 payment replayed under other requirements never succeeds;
+//! - `upto` (issue 17 item 4): a kill -9 right after the broadcast of a smaller charge is
+//!   finished by a new process, which answers that charge once (record, status API).
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use x402_tests::eip3009::{ExactEvmRequirements, v2_evm_payment_json};
 use x402_tests::facilitator::TestFacilitator;
 use x402_tests::permit2::{
     Permit2Auth, Plain, approve_permit2, body, install_contracts, nonce_used, requirements,
+    upto_requirements, upto_settle_body, with_upto,
 };
 use x402_tests::process::FacilitatorProcess;
 use x402_tests::{Anvil, RedisServer, Usdc};
@@ -371,4 +374,92 @@ async fn a_permit2_settlement_lost_past_its_deadline_expires_and_moves_nothing()
             .unwrap(),
         U256::ZERO
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_after_an_upto_broadcast_is_finished_with_its_charge() {
+    const MAX: u64 = 40_000;
+    const CHARGE: u64 = 11_000;
+    let c = chain().await;
+    let redis = RedisServer::spawn().await.unwrap();
+    let toml = with_upto(toml(&c, &redis));
+    let mut a = FacilitatorProcess::start("upto-after-broadcast", &toml)
+        .await
+        .unwrap();
+    c.anvil.set_automine(false).await.unwrap();
+    let facilitator = c.anvil.address(1);
+    let req = upto_requirements(
+        c.anvil.chain_id(),
+        c.plain.address,
+        U256::from(MAX),
+        c.anvil.address(3),
+        facilitator,
+    );
+    let auth = Permit2Auth::upto(
+        c.anvil.address(2),
+        c.plain.address,
+        U256::from(MAX),
+        c.anvil.address(3),
+        facilitator,
+        300,
+    );
+    let sig = auth.sign(&c.anvil.signer(2), c.anvil.chain_id()).unwrap();
+    let settle_body = upto_settle_body(&body(&req, &sig, &auth), CHARGE);
+    let url = format!("{}/settle", a.url());
+    let sent = settle_body.clone();
+    let request =
+        tokio::spawn(async move { reqwest::Client::new().post(url).json(&sent).send().await });
+    let start = Instant::now();
+    while !replay_keys(&redis)
+        .await
+        .iter()
+        .any(|(_, s)| s == "broadcast")
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "never broadcast");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.kill9();
+    assert!(
+        request.await.unwrap().is_err(),
+        "the killed request had no answer"
+    );
+
+    let b = FacilitatorProcess::start("upto-after-broadcast-2", &toml)
+        .await
+        .unwrap();
+    let provider = c.anvil.provider();
+    let start = Instant::now();
+    loop {
+        let _: String = alloy::providers::Provider::raw_request(&provider, "evm_mine".into(), ())
+            .await
+            .unwrap();
+        if replay_keys(&redis)
+            .await
+            .iter()
+            .all(|(_, s)| s == "confirmed")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the reconciler did not finish the upto record"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, first) = b.post("/settle", &settle_body).await.unwrap();
+    assert_eq!(first["success"], true, "{first}");
+    assert_eq!(first["amount"], CHARGE.to_string(), "{first}");
+    let (_, status) = b.post("/settlements/lookup", &settle_body).await.unwrap();
+    assert_eq!(status["amount"], CHARGE.to_string(), "{status}");
+    assert_eq!(status["transaction"], first["transaction"], "{status}");
+    let (_, second) = b.post("/settle", &settle_body).await.unwrap();
+    assert_eq!(second["errorReason"], "duplicate_settlement", "{second}");
+    assert_eq!(
+        c.plain
+            .balance_of(&c.anvil, c.anvil.address(3))
+            .await
+            .unwrap(),
+        U256::from(CHARGE)
+    );
+    assert!(nonce_used(&c.anvil, auth.from, auth.nonce).await.unwrap());
 }

@@ -2,7 +2,8 @@
 //! verification call, and the EIP-712 message the payer signs
 //! (specs/schemes/exact/scheme_exact_evm.md §2; Uniswap Permit2 `ISignatureTransfer`).
 //!
-//! The signed message is Permit2's `PermitWitnessTransferFrom` with the x402 witness: type
+//! The signed message is Permit2's `PermitWitnessTransferFrom` with the x402 witness (`upto`'s,
+//! with `facilitator`, in [`upto`]); `exact`'s: type
 //! string `PermitWitnessTransferFrom(TokenPermissions permitted,address spender,uint256 nonce,
 //! uint256 deadline,Witness witness)TokenPermissions(address token,uint256 amount)Witness(address
 //! to,uint256 validAfter)`, domain `{name: "Permit2", chainId, verifyingContract: Permit2}` (no
@@ -104,6 +105,84 @@ alloy::sol! {
     }
 }
 
+/// `upto` (specs/schemes/upto/scheme_upto_evm.md): the message with the witness
+/// `Witness(address to,address facilitator,uint256 validAfter)` and `x402UptoPermit2Proxy`,
+/// whose `settle` takes the amount to transfer (at most `permitted.amount`) and reverts
+/// `UnauthorizedFacilitator` unless sent by `witness.facilitator`. Its own module: EIP-712
+/// names its types by name, and the exact witness is also `Witness`.
+pub mod upto {
+    use alloy::primitives::{Address, B256};
+    use alloy::sol_types::SolStruct;
+
+    alloy::sol! {
+        /// Permit2 `TokenPermissions` (the same as [`super::TokenPermissions`]).
+        #[derive(Debug, PartialEq, Eq)]
+        struct TokenPermissions {
+            address token;
+            uint256 amount;
+        }
+
+        /// The witness of `x402UptoPermit2Proxy`.
+        #[derive(Debug, PartialEq, Eq)]
+        struct Witness {
+            address to;
+            address facilitator;
+            uint256 validAfter;
+        }
+
+        /// The EIP-712 message of an `upto` payment.
+        #[derive(Debug, PartialEq, Eq)]
+        struct PermitWitnessTransferFrom {
+            TokenPermissions permitted;
+            address spender;
+            uint256 nonce;
+            uint256 deadline;
+            Witness witness;
+        }
+
+        /// Permit2 `PermitTransferFrom` as the proxy takes it.
+        #[derive(Debug, PartialEq, Eq)]
+        struct PermitTransferFrom {
+            TokenPermissions permitted;
+            uint256 nonce;
+            uint256 deadline;
+        }
+
+        /// An EIP-2612 permit of the token to Permit2 (`eip2612GasSponsoring`).
+        #[derive(Debug, PartialEq, Eq)]
+        struct Eip2612Permit {
+            uint256 value;
+            uint256 deadline;
+            bytes32 r;
+            bytes32 s;
+            uint8 v;
+        }
+
+        /// `x402UptoPermit2Proxy` (the spec's interface and custom errors).
+        interface IX402UptoPermit2Proxy {
+            function settle(PermitTransferFrom permit, uint256 amount, address owner, Witness witness, bytes signature) external;
+            function settleWithPermit(Eip2612Permit permit2612, PermitTransferFrom permit, uint256 amount, address owner, Witness witness, bytes signature) external;
+            error AmountExceedsPermitted();
+            error UnauthorizedFacilitator();
+            error InvalidAmount();
+            error InvalidDestination();
+            error InvalidOwner();
+            error PaymentTooEarly();
+            error Permit2612AmountMismatch();
+        }
+    }
+
+    /// The digest a payer signs for an `upto` `message` under Permit2 at `permit2` on
+    /// `chain_id`.
+    pub fn signing_digest(
+        chain_id: u64,
+        permit2: Address,
+        message: &PermitWitnessTransferFrom,
+    ) -> B256 {
+        message.eip712_signing_hash(&super::domain(chain_id, permit2))
+    }
+}
+
 /// The EIP-712 domain of Permit2 at `permit2` on `chain_id`.
 pub fn domain(chain_id: u64, permit2: Address) -> Eip712Domain {
     alloy::sol_types::eip712_domain! {
@@ -148,6 +227,26 @@ mod tests {
             deadline: U256::ZERO,
             witness: Witness {
                 to: Address::ZERO,
+                validAfter: U256::ZERO,
+            },
+        };
+        assert_eq!(m.eip712_type_hash(), keccak256(expected));
+    }
+
+    #[test]
+    fn upto_type_string_carries_the_facilitator() {
+        let expected = "PermitWitnessTransferFrom(TokenPermissions permitted,address spender,uint256 nonce,uint256 deadline,Witness witness)TokenPermissions(address token,uint256 amount)Witness(address to,address facilitator,uint256 validAfter)";
+        let m = upto::PermitWitnessTransferFrom {
+            permitted: upto::TokenPermissions {
+                token: Address::ZERO,
+                amount: U256::ZERO,
+            },
+            spender: Address::ZERO,
+            nonce: U256::ZERO,
+            deadline: U256::ZERO,
+            witness: upto::Witness {
+                to: Address::ZERO,
+                facilitator: Address::ZERO,
                 validAfter: U256::ZERO,
             },
         };

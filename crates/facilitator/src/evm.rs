@@ -25,7 +25,7 @@ use x402_settle::evm::{Eip3009, EvmFamily, EvmSettler, GasObserver, Permit2Exact
 use x402_settle::reconciler::Reconcile;
 use x402_settle::status::SettlementStatus;
 use x402_verify::evm::ExactEvmVerifier;
-use x402_verify::evm::permit2::Permit2Verifier;
+use x402_verify::evm::permit2::{Permit2Verifier, Stage};
 use x402_verify::{Verdict, VerifyError};
 
 use crate::config::ConfigError;
@@ -34,6 +34,7 @@ use crate::gas;
 use crate::metrics::Metrics;
 use crate::requirements::{self, RequirementsRequest, RequirementsResponse};
 use crate::scheme::{QuoteLookupError, SchemeHandler, Shared, StartError};
+use crate::upto::UptoEvmHandler;
 
 /// The scheme name this module serves.
 const SCHEME: &str = "exact";
@@ -51,6 +52,10 @@ pub struct ExactEvmHandler {
     quotes: Arc<QuoteCache>,
     /// With `[evm.gas]`: its assets are quoted (else `/quote` and `/requirements` answer 404).
     priced: bool,
+    /// With `"upto"` in `schemes`: the signer named in `extra.facilitatorAddress`.
+    upto_facilitator: Option<Address>,
+    /// Whether `"exact"` is in `schemes` (else only the `upto` handler is registered).
+    offers_exact: bool,
 }
 
 impl ExactEvmHandler {
@@ -118,6 +123,9 @@ impl ExactEvmHandler {
             .find(|a| a.takes(EvmTransferMethod::Permit2))
         {
             check_permit2_contracts(chain.as_ref(), net, asset).await?;
+        }
+        if net.upto {
+            check_upto_proxy(chain.as_ref(), net).await?;
         }
         let verifier = Arc::new(
             ExactEvmVerifier::new(chain.clone(), eip3009_assets)
@@ -197,12 +205,16 @@ impl ExactEvmHandler {
         let permit2 = if permit2_assets.is_empty() {
             None
         } else {
-            let verifier = Arc::new(Permit2Verifier::new(
+            let mut verifier = Permit2Verifier::new(
                 chain.clone(),
                 permit2_assets,
                 net.permit2,
                 net.exact_permit2_proxy,
-            ));
+            );
+            if net.upto {
+                verifier = verifier.with_upto(net.upto_permit2_proxy);
+            }
+            let verifier = Arc::new(verifier);
             let settler = Arc::new(
                 x402_settle::evm::settler(
                     EvmFamily::new(
@@ -235,6 +247,41 @@ impl ExactEvmHandler {
             signers,
             quotes: shared.quotes.clone(),
             priced,
+            upto_facilitator: net.upto.then(|| net.upto_facilitator()).flatten(),
+            offers_exact: net.exact,
+        })
+    }
+
+    /// Whether `"exact"` is offered on this network (its `schemes`).
+    pub fn offers_exact(&self) -> bool {
+        self.offers_exact
+    }
+
+    /// The `upto` handler of this network when `"upto"` is in its `schemes`: it shares this
+    /// handler's Permit2 verifier and engine and its signers. With `exact` not offered (this
+    /// handler not registered), it reconciles the network's engines.
+    pub fn upto_handler(&self) -> Option<UptoEvmHandler> {
+        let facilitator = self.upto_facilitator?;
+        let (verifier, settler) = self.permit2.clone()?;
+        Some(UptoEvmHandler {
+            network: self.network.clone(),
+            verifier,
+            settler,
+            facilitator,
+            signers: self.signers.clone(),
+            assets: self
+                .assets
+                .iter()
+                .filter(|a| a.takes(EvmTransferMethod::Permit2))
+                .cloned()
+                .collect(),
+            quotes: self.quotes.clone(),
+            priced: self.priced,
+            reconcile: if self.offers_exact {
+                Vec::new()
+            } else {
+                self.reconcilers()
+            },
         })
     }
 
@@ -288,7 +335,7 @@ impl SchemeHandler for ExactEvmHandler {
             };
             return Ok(
                 match verifier
-                    .verify(req, unix_now(), true)
+                    .verify(req, unix_now(), Stage::Verify)
                     .await?
                     .map(|p| p.payer_string())
                 {
@@ -459,6 +506,27 @@ async fn check_permit2_contracts(
                 ),
             }));
         }
+    }
+    Ok(())
+}
+
+/// At start, for a network offering `upto`: `x402UptoPermit2Proxy` must have code. Errors:
+/// [`StartError::Config`] naming `evm[i].schemes`, or the RPC failing.
+async fn check_upto_proxy(chain: &dyn EvmChain, net: &EvmNetwork) -> Result<(), StartError> {
+    let at = net.upto_permit2_proxy;
+    let code = chain.code_at(at).await.map_err(|e| StartError::Rpc {
+        chain_id: net.chain_id,
+        message: format!("reading the code of x402UptoPermit2Proxy at {at}: {e}"),
+    })?;
+    if code.is_empty() {
+        return Err(StartError::Config(ConfigError {
+            key: format!("{}.schemes", net.key),
+            message: format!(
+                "\"upto\" needs x402UptoPermit2Proxy at {at}, but there is no contract there on \
+                 chain {}",
+                net.chain_id
+            ),
+        }));
     }
     Ok(())
 }

@@ -116,7 +116,12 @@ impl Facilitator {
         for (index, net) in config.evm().iter().enumerate() {
             let handler = ExactEvmHandler::connect(&shared, net, index, &mut quoters).await?;
             evm_chains.push((handler.network().to_string(), handler.chain().clone()));
-            registry.register(Arc::new(handler))?;
+            if let Some(upto) = handler.upto_handler() {
+                registry.register(Arc::new(upto))?;
+            }
+            if handler.offers_exact() {
+                registry.register(Arc::new(handler))?;
+            }
         }
         for (index, net) in config.svm().iter().enumerate() {
             let handler = ExactSvmHandler::connect(&shared, net, index, &mut quoters).await?;

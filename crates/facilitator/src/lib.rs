@@ -24,6 +24,7 @@ pub mod settlements;
 pub mod state;
 pub mod svm;
 pub mod telemetry;
+pub mod upto;
 pub mod webhooks;
 
 use std::net::TcpListener;

@@ -1,5 +1,7 @@
-//! The `exact` scheme's EVM payloads: EIP-3009 `transferWithAuthorization` and Permit2
-//! `permitWitnessTransferFrom` (specs/schemes/exact/scheme_exact_evm.md §1, §2).
+//! The EVM payloads: `exact` with EIP-3009 `transferWithAuthorization` or Permit2
+//! `permitWitnessTransferFrom` (specs/schemes/exact/scheme_exact_evm.md §1, §2), and `upto`,
+//! always Permit2 (specs/schemes/upto/scheme_upto_evm.md §1: the same payload shape, its witness
+//! carrying `facilitator`).
 
 use serde::{Deserialize, Serialize};
 
@@ -81,12 +83,18 @@ pub struct Permit2Permitted {
     pub amount: String,
 }
 
-/// The witness of `x402ExactPermit2Proxy`: `Witness(address to,uint256 validAfter)`.
+/// The x402 witness: `Witness(address to,uint256 validAfter)` of `x402ExactPermit2Proxy`, or
+/// `Witness(address to,address facilitator,uint256 validAfter)` of `x402UptoPermit2Proxy`
+/// (specs/schemes/upto/scheme_upto_evm.md §1), which carries `facilitator`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Permit2Witness {
     /// Recipient (must equal `payTo`), 0x 20 bytes.
     pub to: String,
+    /// `upto` only: the facilitator signer allowed to settle (the proxy reverts
+    /// `UnauthorizedFacilitator` for any other sender), 0x 20 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facilitator: Option<String>,
     /// Unix seconds before which the proxy refuses to settle.
     #[serde(deserialize_with = "decimal_string")]
     pub valid_after: String,

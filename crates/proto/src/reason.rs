@@ -86,6 +86,21 @@ pub enum Reason {
     Permit2InvalidNonce,
     /// Permit2: the EIP-2612 permit's value differs from `permitted.amount` (proxy `Permit2612AmountMismatch`).
     Permit2612AmountMismatch,
+    /// `upto`: the payload or the requirements are not of scheme `upto`.
+    UptoInvalidScheme,
+    /// `upto`: `accepted.network` differs from the requirements' network.
+    UptoNetworkMismatch,
+    /// `upto`: `witness.facilitator` is not one of this facilitator's signers.
+    UptoFacilitatorMismatch,
+    /// `upto` settle: the amount to settle is above `permitted.amount`.
+    UptoSettlementExceedsAmount,
+    /// `upto`: the settlement transaction reverted.
+    UptoTransactionFailed,
+    /// `upto`: the proxy refused an amount above `permitted.amount` (`AmountExceedsPermitted`).
+    UptoAmountExceedsPermitted,
+    /// `upto`: the proxy refused a sender other than `witness.facilitator`
+    /// (`UnauthorizedFacilitator`).
+    UptoUnauthorizedFacilitator,
     /// `eip2612GasSponsoring`: a field of the extension has a wrong format.
     Eip2612ExtensionFormat,
     /// `eip2612GasSponsoring`: `from` is not the payer.
@@ -212,6 +227,13 @@ impl Reason {
             Permit2PaymentTooEarly => "permit2_payment_too_early",
             Permit2InvalidNonce => "permit2_invalid_nonce",
             Permit2612AmountMismatch => "permit2_2612_amount_mismatch",
+            UptoInvalidScheme => "invalid_upto_evm_scheme",
+            UptoNetworkMismatch => "invalid_upto_evm_network_mismatch",
+            UptoFacilitatorMismatch => "upto_facilitator_mismatch",
+            UptoSettlementExceedsAmount => "invalid_upto_evm_payload_settlement_exceeds_amount",
+            UptoTransactionFailed => "invalid_upto_evm_transaction_failed",
+            UptoAmountExceedsPermitted => "upto_amount_exceeds_permitted",
+            UptoUnauthorizedFacilitator => "upto_unauthorized_facilitator",
             Eip2612ExtensionFormat => "invalid_eip2612_extension_format",
             Eip2612FromMismatch => "eip2612_from_mismatch",
             Eip2612AssetMismatch => "eip2612_asset_mismatch",
@@ -325,6 +347,13 @@ impl Reason {
         Reason::Permit2PaymentTooEarly,
         Reason::Permit2InvalidNonce,
         Reason::Permit2612AmountMismatch,
+        Reason::UptoInvalidScheme,
+        Reason::UptoNetworkMismatch,
+        Reason::UptoFacilitatorMismatch,
+        Reason::UptoSettlementExceedsAmount,
+        Reason::UptoTransactionFailed,
+        Reason::UptoAmountExceedsPermitted,
+        Reason::UptoUnauthorizedFacilitator,
         Reason::Eip2612ExtensionFormat,
         Reason::Eip2612FromMismatch,
         Reason::Eip2612AssetMismatch,

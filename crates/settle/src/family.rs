@@ -37,6 +37,9 @@ pub enum Signed {
     Tx(SentTx),
     /// Refused before anything was signed (e.g. the gas estimate reverted): the reason.
     Refused(Invalid),
+    /// Settled with nothing to send (`upto` charging 0, specs/schemes/upto/scheme_upto_evm.md
+    /// §1 "Zero Settlement"): the engine records it `delivered` with transaction `""`.
+    Nothing,
 }
 
 /// [`ChainFamily::send`]'s answer.
@@ -173,8 +176,9 @@ pub trait ChainFamily: Send + Sync + 'static {
     /// The payer of a verified payment, as answers name it.
     fn payer_of(&self, payment: &Self::Payment) -> String;
 
-    /// Takes a signer (bounded wait). Errors: none free in time, nothing reserved elsewhere.
-    async fn acquire_signer(&self) -> Result<Self::Signer, SettleError>;
+    /// Takes a signer for `payment` (bounded wait): any free one, or the one the payment names
+    /// (`upto`'s `witness.facilitator`). Errors: none free in time, nothing reserved elsewhere.
+    async fn acquire_signer(&self, payment: &Self::Payment) -> Result<Self::Signer, SettleError>;
 
     /// Gives the signer back.
     async fn release_signer(&self, signer: Self::Signer);
@@ -255,8 +259,8 @@ pub trait ChainFamily: Send + Sync + 'static {
         Reason::UnexpectedSettleError
     }
 
-    /// The reason of a transaction that failed on chain or could not be sent.
-    fn transaction_failed(&self) -> Reason;
+    /// The reason of `broadcast`'s transaction that failed on chain or could not be sent.
+    fn transaction_failed(&self, broadcast: &Broadcast) -> Reason;
 
     /// Called once per landed settlement with its cost (metrics, accounting).
     fn observe_landed(&self, _payment: &PaymentFacts, _cost: &Cost) {}

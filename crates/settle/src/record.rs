@@ -26,6 +26,7 @@
 //! | `reserved` | `reserved` (lease renewed) | its owner, right before signing | `engine/request.rs` `sign_and_record` |
 //! | `reserved` | deleted | its owner (refused before signing), or the reconciler (lease lapsed 2 leases ago) | `engine/request.rs` `give_up`, `engine/reconcile.rs` |
 //! | `reserved` | `broadcast` | its owner: signed, recorded before sending | `engine/request.rs` `sign_and_record` |
+//! | `reserved` | `delivered` (transaction `""`) | its owner: nothing to send (`upto` charging 0) | `engine/request.rs` `sign_and_record` |
 //! | `broadcast` | `broadcast` (`last_sent_ms`) | request or reconciler: re-send of the recorded bytes | `engine/advance.rs` `resend` |
 //! | `broadcast` | `broadcast` (`sent` replaced) | request or reconciler: replacement, same nonce with higher fees or a new nonce | `engine/advance.rs` `replace` |
 //! | `broadcast` | `delivered` | request that sees the landing (answers success) | `engine/advance.rs` `resolve` |
@@ -327,13 +328,18 @@ impl SettlementRecord {
         }
     }
 
-    /// Every transaction hash this record answers for (the current one and those it replaced).
+    /// Every transaction hash this record answers for (the current one and those it replaced;
+    /// none for a settlement with no transaction, `upto` charging 0).
     pub fn all_transactions(&self) -> Vec<&str> {
         match self {
             SettlementRecord::Broadcast(b) => std::iter::once(b.sent.transaction())
                 .chain(b.replaced.iter().map(SentTx::transaction))
                 .collect(),
-            other => other.transaction().into_iter().collect(),
+            other => other
+                .transaction()
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .collect(),
         }
     }
 

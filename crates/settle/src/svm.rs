@@ -302,7 +302,7 @@ impl ChainFamily for SvmFamily {
         )
     }
 
-    async fn acquire_signer(&self) -> Result<(), SettleError> {
+    async fn acquire_signer(&self, _payment: &SvmPayment) -> Result<(), SettleError> {
         // The fee payer co-signed during verification; Solana has no sender nonce to order.
         Ok(())
     }
@@ -426,7 +426,7 @@ impl ChainFamily for SvmFamily {
         reason.for_svm_version(version)
     }
 
-    fn transaction_failed(&self) -> Reason {
+    fn transaction_failed(&self, _broadcast: &Broadcast) -> Reason {
         Reason::SvmTransactionFailed
     }
 

@@ -92,7 +92,9 @@ pub struct EvmNetworkConfig {
     /// the search off). One `eth_getLogs` per 2,000 blocks.
     #[serde(default = "lost_record_lookback_blocks")]
     pub lost_record_lookback_blocks: u64,
-    /// Payment schemes offered on this network (default `["exact"]`). Known: `exact`.
+    /// Payment schemes offered on this network (default `["exact"]`). Known: `exact`, `upto`
+    /// (specs/schemes/upto/scheme_upto_evm.md: Permit2 only, so it needs an asset with
+    /// `transfer_methods` including `"permit2"`).
     #[serde(default)]
     pub schemes: Option<Vec<String>>,
     /// Permit2's address (default the canonical `0x000000000022D473030F116dDEE9F6B43aC78BA3`,
@@ -103,6 +105,10 @@ pub struct EvmNetworkConfig {
     /// `0x402085c248EeA27D92E8b30b2C58ed07f9E20001`).
     #[serde(default)]
     pub exact_permit2_proxy: Option<String>,
+    /// `x402UptoPermit2Proxy`'s address (default the canonical
+    /// `0x4020A4f3b7b90ccA423B9fabCc0CE57C6C240002`).
+    #[serde(default)]
+    pub upto_permit2_proxy: Option<String>,
 }
 
 fn accept_contract_signatures() -> bool {
@@ -219,6 +225,21 @@ pub struct EvmNetwork {
     pub permit2: Address,
     /// `x402ExactPermit2Proxy`'s address.
     pub exact_permit2_proxy: Address,
+    /// `x402UptoPermit2Proxy`'s address.
+    pub upto_permit2_proxy: Address,
+    /// Whether `exact` is offered (`schemes`).
+    pub exact: bool,
+    /// Whether `upto` is offered (`schemes`).
+    pub upto: bool,
+}
+
+impl EvmNetwork {
+    /// The signer `upto` payments name in `witness.facilitator` (`/supported`
+    /// `extra.facilitatorAddress`): the first configured, the same on every replica and
+    /// restart.
+    pub fn upto_facilitator(&self) -> Option<Address> {
+        self.signers.first().map(|s| s.address())
+    }
 }
 
 /// The values a network that leaves a key out gets: the deprecated global key's when it is
@@ -384,15 +405,34 @@ impl EvmNetworkConfig {
             .collect::<Result<Vec<_>, _>>()?;
         let preset = self.preset();
         let assets = self.resolved_assets(index, preset)?;
+        let (mut exact, mut upto) = (self.schemes.is_none(), false);
         if let Some(schemes) = &self.schemes {
             if schemes.is_empty() {
                 return Err(err(at("schemes"), "list at least one scheme"));
             }
             for (k, scheme) in schemes.iter().enumerate() {
-                if scheme != "exact" {
+                let key = at(&format!("schemes[{k}]"));
+                let seen = match scheme.as_str() {
+                    "exact" => &mut exact,
+                    "upto" => &mut upto,
+                    _ => {
+                        return Err(err(
+                            key,
+                            format!(
+                                "unknown or unsupported scheme {scheme:?}: known: \"exact\", \"upto\""
+                            ),
+                        ));
+                    }
+                };
+                if *seen {
+                    return Err(err(key, format!("{scheme:?} is listed twice")));
+                }
+                *seen = true;
+                if scheme == "upto" && !assets.iter().any(|a| a.takes(EvmTransferMethod::Permit2)) {
                     return Err(err(
-                        at(&format!("schemes[{k}]")),
-                        format!("unknown or unsupported scheme {scheme:?}: known: \"exact\""),
+                        key,
+                        "\"upto\" settles through Permit2 only: list \"permit2\" in an asset's \
+                         transfer_methods",
                     ));
                 }
             }
@@ -412,6 +452,11 @@ impl EvmNetworkConfig {
             "exact_permit2_proxy",
             &self.exact_permit2_proxy,
             x402_chain::permit2::EXACT_PERMIT2_PROXY_ADDRESS,
+        )?;
+        let upto_permit2_proxy = contract(
+            "upto_permit2_proxy",
+            &self.upto_permit2_proxy,
+            x402_chain::permit2::UPTO_PERMIT2_PROXY_ADDRESS,
         )?;
         let mut gas = self.gas.clone();
         if let Some(gas) = &mut gas {
@@ -442,6 +487,9 @@ impl EvmNetworkConfig {
             gas,
             permit2,
             exact_permit2_proxy,
+            upto_permit2_proxy,
+            exact,
+            upto,
         })
     }
 
@@ -682,10 +730,36 @@ version = "2"
             move |t: &str| t.replace("[[evm.assets]]", &format!("{line}\n[[evm.assets]]"))
         };
         assert!(validated(with("schemes = [\"exact\"]")).is_ok());
+        // `upto` is Permit2 only: an asset must take Permit2.
         let e = validated(with("schemes = [\"exact\", \"upto\"]"))
             .err()
             .unwrap();
         assert_eq!(e.key, "evm[0].schemes[1]");
+        assert!(e.message.contains("permit2"), "{e}");
+        let both = |t: &str| {
+            t.replace(
+                "[[evm.assets]]",
+                "schemes = [\"exact\", \"upto\"]\n[[evm.assets]]",
+            ) + "transfer_methods = [\"eip3009\", \"permit2\"]\n"
+        };
+        let valid = validated(both).unwrap();
+        let net = &valid.evm()[0];
+        assert!(net.exact && net.upto);
+        assert_eq!(
+            net.upto_permit2_proxy,
+            x402_chain::permit2::UPTO_PERMIT2_PROXY_ADDRESS
+        );
+        assert_eq!(net.upto_facilitator(), Some(net.signers[0].address()));
+        let e = validated(|t| both(t).replace("\"exact\", \"upto\"", "\"upto\", \"upto\""))
+            .err()
+            .unwrap();
+        assert_eq!(e.key, "evm[0].schemes[1]");
+        let e = validated(with("schemes = [\"fixed\"]")).err().unwrap();
+        assert_eq!(e.key, "evm[0].schemes[0]");
+        let e = validated(with("upto_permit2_proxy = \"0x1\""))
+            .err()
+            .unwrap();
+        assert_eq!(e.key, "evm[0].upto_permit2_proxy");
         let e = validated(with("schemes = []")).err().unwrap();
         assert_eq!(e.key, "evm[0].schemes");
         let e = validated(with("permit2_address = \"0x12\"")).err().unwrap();

@@ -51,7 +51,7 @@ impl<F: ChainFamily> Engine<F> {
             now_ms,
             &self.timing,
             resolver,
-            self.family.transaction_failed(),
+            self.family.transaction_failed(broadcast),
         );
         match action {
             Action::Resolve(next) => self.resolve(key, raw, next).await,
@@ -66,7 +66,7 @@ impl<F: ChainFamily> Engine<F> {
     }
 
     /// The first (and only) move into a final state: its webhook event goes with it.
-    async fn resolve(
+    pub(super) async fn resolve(
         &self,
         key: &str,
         raw: &str,

@@ -231,7 +231,7 @@ impl<F: ChainFamily> Engine<F> {
         };
         self.family.ready_to_settle(&payment).await?;
         // A signer first: none within the wait is a 503 with nothing reserved.
-        let signer = self.family.acquire_signer().await?;
+        let signer = self.family.acquire_signer(&payment).await?;
         let mut facts = ctx.id.facts.clone();
         facts.key = ctx.key.map(str::to_string);
         facts.answer_keys = ctx.answer_keys.clone();
@@ -316,7 +316,7 @@ impl<F: ChainFamily> Engine<F> {
                     }
                 };
                 self.family.ready_to_settle(&payment).await?;
-                let signer = self.family.acquire_signer().await?;
+                let signer = self.family.acquire_signer(&payment).await?;
                 let mine = self.reservation(r.payment.clone());
                 match self.store.swap(&ctx.id.key, &stored.raw, &mine).await {
                     Ok(Some(raw)) => {
@@ -467,6 +467,23 @@ impl<F: ChainFamily> Engine<F> {
         }
         let sent = match self.family.sign(signer, &ctx.id.key, req, payment).await {
             Ok(Signed::Tx(sent)) => sent,
+            Ok(Signed::Nothing) => {
+                // Nothing to send (`upto` charging 0): settled now, once, with no transaction.
+                let settled = SettlementRecord::Delivered(Settled {
+                    payment: facts,
+                    transaction: String::new(),
+                    cost: Default::default(),
+                    settled_at: now,
+                });
+                return Ok(Recorded::Not(
+                    match self.resolve(&ctx.id.key, &raw, settled).await? {
+                        Advance::Resolved(record) => {
+                            Step::Answer(self.answer_resolved(ctx, record))
+                        }
+                        _ => Step::Reread,
+                    },
+                ));
+            }
             Ok(Signed::Refused(inv)) => {
                 self.give_up(ctx, &raw).await;
                 // EVM settlement-time verification leaves the chain checks to the signing

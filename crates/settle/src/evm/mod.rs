@@ -148,7 +148,7 @@ impl<M: TransferMethod> EvmFamily<M> {
         };
         if !mined.status() {
             return failed(
-                self.method.transaction_failed(),
+                self.method.transaction_failed(broadcast),
                 "settlement transaction reverted".into(),
             );
         }
@@ -219,14 +219,14 @@ impl<M: TransferMethod> ChainFamily for EvmFamily<M> {
 
     /// `balanceOf(payer)` at the latest block against the amount plus the in-flight debits;
     /// with none in flight the settlement-time simulation in [`ChainFamily::sign`] checks the
-    /// same balance (no extra call).
+    /// same balance (no extra call); a charge of 0 sends nothing, so has nothing to cover.
     async fn check_funds(
         &self,
         payment: &M::Payment,
         amount: u128,
         in_flight: u128,
     ) -> Result<Option<Invalid>, SettleError> {
-        if in_flight == 0 {
+        if in_flight == 0 || amount == 0 {
             return Ok(None);
         }
         let payer = self.method.payer(payment);
@@ -257,7 +257,11 @@ impl<M: TransferMethod> ChainFamily for EvmFamily<M> {
         }))
     }
 
-    async fn acquire_signer(&self) -> Result<Held, SettleError> {
+    /// The signer the payment names ([`TransferMethod::signer`]), else any free one.
+    async fn acquire_signer(&self, payment: &M::Payment) -> Result<Held, SettleError> {
+        if let Some(signer) = self.method.signer(payment) {
+            return self.sender.take_slot_of(signer).await;
+        }
         self.sender.take_slot().await
     }
 
@@ -273,6 +277,9 @@ impl<M: TransferMethod> ChainFamily for EvmFamily<M> {
         payment: &M::Payment,
     ) -> Result<Signed, SettleError> {
         let signer = held.signer();
+        if self.method.settles_nothing(payment) {
+            return Ok(Signed::Nothing);
+        }
         let (to, data) = self.method.call(payment);
         let call = TransactionRequest::default()
             .from(signer)
@@ -282,7 +289,7 @@ impl<M: TransferMethod> ChainFamily for EvmFamily<M> {
             .sender
             .simulate(
                 call,
-                M::NAME,
+                self.method.gas_key(payment),
                 self.method.asset(payment),
                 self.method.ecdsa(payment),
             )
@@ -362,8 +369,8 @@ impl<M: TransferMethod> ChainFamily for EvmFamily<M> {
         self.sender.replacement(key, broadcast).await
     }
 
-    fn transaction_failed(&self) -> Reason {
-        self.method.transaction_failed()
+    fn transaction_failed(&self, broadcast: &Broadcast) -> Reason {
+        self.method.transaction_failed(broadcast)
     }
 
     fn blocked_payer(&self) -> Reason {

@@ -44,6 +44,35 @@ async fn f3_one_success_then_duplicate_settlement() {
     rig.chain.assert_invariants();
 }
 
+/// A payment with nothing to send (`upto` charging 0) is answered success once, with
+/// transaction `""` and amount `"0"`, recorded `delivered`: nothing is signed or sent, and a
+/// retry gets `duplicate_settlement` (one success per payment, x402-conformance F3).
+#[tokio::test(start_paused = true)]
+async fn f3_nothing_to_send_is_one_success_with_no_transaction() {
+    let rig = Rig::new();
+    let engine = rig.engine("a", Steps::none());
+    let req = request("p1", "0", FAR);
+    let first = rig.settle(&engine, &req).await;
+    assert!(is_success(&first), "{first:?}");
+    assert_eq!(first.transaction, "");
+    assert_eq!(first.amount.as_deref(), Some("0"));
+    let again = rig.settle(&engine, &req).await;
+    assert_eq!(reason(&again), dup(), "{again:?}");
+    assert_eq!(again.transaction, "");
+    match rig.record(&key_of("p1")).await {
+        Some(SettlementRecord::Delivered(s)) => {
+            assert_eq!(s.transaction, "");
+            assert_eq!(s.payment.amount, "0");
+        }
+        other => panic!("expected delivered, got {other:?}"),
+    }
+    assert!(
+        rig.chain
+            .with(|s| s.signed.is_empty() && s.sends.is_empty())
+    );
+    rig.chain.assert_invariants();
+}
+
 /// A payment that fails verification reserves nothing and broadcasts nothing.
 #[tokio::test(start_paused = true)]
 async fn a_refused_payment_leaves_no_record_and_sends_nothing() {

@@ -279,6 +279,8 @@ impl ChainState {
 pub struct Payment {
     id: String,
     payer: String,
+    /// Atomic units; 0 settles with nothing to send (as `upto` charging 0).
+    amount: u128,
 }
 
 impl ChainState {
@@ -440,6 +442,7 @@ impl ChainFamily for Family {
                         Ok(Payment {
                             id: id.clone(),
                             payer: payer.clone(),
+                            amount,
                         })
                     }
                 }))
@@ -502,7 +505,7 @@ impl ChainFamily for Family {
             .await
     }
 
-    async fn acquire_signer(&self) -> Result<Held, SettleError> {
+    async fn acquire_signer(&self, _payment: &Payment) -> Result<Held, SettleError> {
         self.steps
             .run("acquire_signer", async {
                 self.chain.with(|s| s.held += 1);
@@ -528,6 +531,9 @@ impl ChainFamily for Family {
     ) -> Result<Signed, SettleError> {
         self.steps
             .run("sign", async {
+                if payment.amount == 0 {
+                    return Ok(Signed::Nothing);
+                }
                 let tx = self.chain.with(|s| s.sign(&payment.id, None, 1));
                 Ok(Signed::Tx(sent_tx(&tx)))
             })
@@ -675,7 +681,7 @@ impl ChainFamily for Family {
             .await
     }
 
-    fn transaction_failed(&self) -> Reason {
+    fn transaction_failed(&self, _broadcast: &Broadcast) -> Reason {
         Reason::EvmTransactionFailed
     }
 

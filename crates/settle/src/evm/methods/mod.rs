@@ -71,6 +71,24 @@ pub trait TransferMethod: Send + Sync + 'static {
     /// The settlement call: the contract called and its calldata.
     fn call(&self, payment: &Self::Payment) -> (Address, Bytes);
 
+    /// The signer that must send `payment`'s settlement (`upto`: `witness.facilitator`), or
+    /// `None` for any. Default `None`.
+    fn signer(&self, _payment: &Self::Payment) -> Option<Address> {
+        None
+    }
+
+    /// Whether `payment` settles with no transaction (`upto` charging 0): answered success
+    /// with transaction `""`. Default `false`.
+    fn settles_nothing(&self, _payment: &Self::Payment) -> bool {
+        false
+    }
+
+    /// The key of `payment`'s learnt gas limit (with its asset): calls of different gas
+    /// (`exact` and `upto` through their proxies) need their own. Default [`Self::NAME`].
+    fn gas_key(&self, _payment: &Self::Payment) -> &'static str {
+        Self::NAME
+    }
+
     /// The reason for a settlement-time simulation that reverted (checks the chain again to
     /// word it). Errors: the chain unreachable.
     async fn diagnose(
@@ -100,8 +118,8 @@ pub trait TransferMethod: Send + Sync + 'static {
     /// The answer to a payment whose replay key holds a record bound to another payload.
     fn conflict_reason(&self) -> Reason;
 
-    /// The reason of a settlement that failed on chain.
-    fn transaction_failed(&self) -> Reason {
+    /// The reason of `broadcast`'s settlement that failed on chain.
+    fn transaction_failed(&self, _broadcast: &Broadcast) -> Reason {
         Reason::EvmTransactionFailed
     }
 

@@ -1,15 +1,21 @@
-//! `exact` over Permit2 (specs/schemes/exact/scheme_exact_evm.md §2): the x402 Permit2 proxy
+//! Payments over Permit2: `exact` (specs/schemes/exact/scheme_exact_evm.md §2) and `upto`
+//! (specs/schemes/upto/scheme_upto_evm.md). The x402 Permit2 proxy of the payment's scheme
 //! calls Permit2's `permitWitnessTransferFrom` with the payer's signature; any ERC-20 the payer
-//! approved to Permit2.
+//! approved to Permit2. One method for both schemes: they share Permit2's nonces, so they share
+//! one replay key space and one engine.
 //!
 //! - Replay key: `(chainId, "permit2", owner, nonce)`
 //!   ([`crate::replay::keys::evm_permit2_replay_key`]); Permit2's nonces are per owner, so a
 //!   second payment under the same owner and nonce can never land (`permit2_invalid_nonce`).
 //! - Binding: keccak256 of chain id, asset, owner, the whole signed message, the signature and
-//!   the requirements' `payTo` and amount.
-//! - Call: `proxy.settle(permit, owner, witness, signature)`, or `settleWithPermit` with the
-//!   payer's EIP-2612 permit (`eip2612GasSponsoring`).
-//! - Landed: the receipt logs the token's `Transfer(owner, witness.to, amount)`.
+//!   the requirements' `payTo` and amount (for `upto` the charge: another charge of the same
+//!   authorization is another payment, refused).
+//! - Call: `proxy.settle(permit, owner, witness, signature)` (`upto`: with the charge after
+//!   `permit`), or `settleWithPermit` with the payer's EIP-2612 permit
+//!   (`eip2612GasSponsoring`). `upto` is sent by `witness.facilitator`; an `upto` charge of 0
+//!   sends nothing (answered success with transaction `""`).
+//! - Landed: the receipt logs the token's `Transfer(owner, witness.to, amount)` (`upto`: the
+//!   charge).
 //! - Expired: `deadline` passed and Permit2's nonce bit still unset (`nonceBitmap`).
 
 use std::sync::Arc;
@@ -19,10 +25,11 @@ use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::sol_types::{SolCall, SolEvent};
 use async_trait::async_trait;
 use x402_chain::ChainError;
+use x402_chain::permit2::upto::IX402UptoPermit2Proxy;
 use x402_chain::permit2::{IErc20, IPermit2, IX402ExactPermit2Proxy, nonce_position};
 use x402_proto::{PaymentRequest, Reason};
 use x402_verify::Invalid;
-use x402_verify::evm::permit2::{Permit2Payment, Permit2Verifier};
+use x402_verify::evm::permit2::{Permit2Payment, Permit2Verifier, Stage};
 
 use super::{Revert, TransferMethod};
 use crate::SettleError;
@@ -31,7 +38,7 @@ use crate::family::{Identified, Identity};
 use crate::record::{Broadcast, PaymentFacts};
 use crate::replay::keys::{evm_permit2_key_space, evm_permit2_replay_key, replay_ttl_seconds};
 
-/// The `exact` Permit2 method on one chain.
+/// The Permit2 method (`exact` and `upto`) on one chain.
 pub struct Permit2Exact {
     verifier: Arc<Permit2Verifier>,
     key_prefix: String,
@@ -88,7 +95,11 @@ impl TransferMethod for Permit2Exact {
         req: &PaymentRequest,
         now: u64,
     ) -> Result<Result<Permit2Payment, Invalid>, SettleError> {
-        Ok(self.verifier.verify(req, now, false).await?.into_result())
+        Ok(self
+            .verifier
+            .verify(req, now, Stage::Settle)
+            .await?
+            .into_result())
     }
 
     fn payer(&self, payment: &Permit2Payment) -> Address {
@@ -104,7 +115,27 @@ impl TransferMethod for Permit2Exact {
     }
 
     fn call(&self, payment: &Permit2Payment) -> (Address, Bytes) {
-        (self.verifier.proxy(), payment.settlement_calldata())
+        (
+            self.verifier.proxy_of(payment),
+            payment.settlement_calldata(),
+        )
+    }
+
+    /// `upto`: `witness.facilitator` (the proxy refuses any other sender).
+    fn signer(&self, payment: &Permit2Payment) -> Option<Address> {
+        payment.facilitator
+    }
+
+    /// `upto` charging 0 (specs/schemes/upto/scheme_upto_evm.md "Zero Settlement").
+    fn settles_nothing(&self, payment: &Permit2Payment) -> bool {
+        payment.facilitator.is_some() && payment.amount.is_zero()
+    }
+
+    fn gas_key(&self, payment: &Permit2Payment) -> &'static str {
+        match payment.facilitator {
+            Some(_) => "permit2-upto",
+            None => Self::NAME,
+        }
     }
 
     async fn diagnose(
@@ -159,14 +190,7 @@ impl TransferMethod for Permit2Exact {
     async fn expired(&self, broadcast: &Broadcast) -> Result<Option<String>, SettleError> {
         let corrupt = || corrupt_record(broadcast);
         let input = recorded_input(broadcast).ok_or_else(corrupt)?;
-        let (owner, nonce) = match IX402ExactPermit2Proxy::settleCall::abi_decode(&input) {
-            Ok(call) => (call.owner, call.permit.nonce),
-            Err(_) => {
-                let call = IX402ExactPermit2Proxy::settleWithPermitCall::abi_decode(&input)
-                    .map_err(|_| corrupt())?;
-                (call.owner, call.permit.nonce)
-            }
-        };
+        let (owner, nonce) = owner_and_nonce(&input).ok_or_else(corrupt)?;
         let (word, bit) = nonce_position(nonce);
         let read = TransactionRequest::default()
             .to(self.verifier.permit2())
@@ -195,6 +219,20 @@ impl TransferMethod for Permit2Exact {
         }))
     }
 
+    /// `invalid_upto_evm_transaction_failed` for an `upto` settlement, else
+    /// `invalid_exact_evm_transaction_failed` (the reference's answers).
+    fn transaction_failed(&self, broadcast: &Broadcast) -> Reason {
+        let upto = recorded_input(broadcast).is_some_and(|input| {
+            input.starts_with(&IX402UptoPermit2Proxy::settleCall::SELECTOR)
+                || input.starts_with(&IX402UptoPermit2Proxy::settleWithPermitCall::SELECTOR)
+        });
+        if upto {
+            Reason::UptoTransactionFailed
+        } else {
+            Reason::EvmTransactionFailed
+        }
+    }
+
     /// Another payment under the same `(owner, nonce)`: Permit2 lands only one of them.
     fn conflict_reason(&self) -> Reason {
         Reason::Permit2InvalidNonce
@@ -203,4 +241,30 @@ impl TransferMethod for Permit2Exact {
     fn blocked_payer(&self) -> Reason {
         Reason::Permit2SimulationFailed
     }
+}
+
+/// Permit2's owner and nonce of a recorded settlement call through either proxy.
+fn owner_and_nonce(input: &[u8]) -> Option<(Address, U256)> {
+    use IX402ExactPermit2Proxy as X;
+    use IX402UptoPermit2Proxy as U;
+    let selector: [u8; 4] = input.get(..4)?.try_into().ok()?;
+    Some(match selector {
+        X::settleCall::SELECTOR => {
+            let c = X::settleCall::abi_decode(input).ok()?;
+            (c.owner, c.permit.nonce)
+        }
+        X::settleWithPermitCall::SELECTOR => {
+            let c = X::settleWithPermitCall::abi_decode(input).ok()?;
+            (c.owner, c.permit.nonce)
+        }
+        U::settleCall::SELECTOR => {
+            let c = U::settleCall::abi_decode(input).ok()?;
+            (c.owner, c.permit.nonce)
+        }
+        U::settleWithPermitCall::SELECTOR => {
+            let c = U::settleWithPermitCall::abi_decode(input).ok()?;
+            (c.owner, c.permit.nonce)
+        }
+        _ => return None,
+    })
 }

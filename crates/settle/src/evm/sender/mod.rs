@@ -359,6 +359,35 @@ impl EvmSender {
         )))
     }
 
+    /// A slot of signer `signer` (a payment that names its sender: `upto`'s
+    /// `witness.facilitator`) within the wait. Errors: [`SettleError::NoFundedSigner`] when it
+    /// is not one of this chain's signers or is below the balance floor,
+    /// [`SettleError::SignerBusy`].
+    pub async fn take_slot_of(&self, signer: Address) -> Result<Held, SettleError> {
+        let Some((_, slots)) = self.signers.iter().find(|(a, _)| *a == signer) else {
+            return Err(SettleError::NoFundedSigner(format!(
+                "{signer} is not a signer on eip155:{}",
+                self.chain_id()
+            )));
+        };
+        if !self.funded(signer).await {
+            return Err(SettleError::NoFundedSigner(format!(
+                "signer {signer} is below the balance floor of {} wei",
+                self.floor.min_wei
+            )));
+        }
+        match tokio::time::timeout(self.signer_wait, slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => Ok(Held {
+                signer,
+                _slot: slot,
+            }),
+            _ => Err(SettleError::SignerBusy(format!(
+                "no slot of signer {signer} free within {:?}",
+                self.signer_wait
+            ))),
+        }
+    }
+
     /// A free slot of a funded signer now, else one of the next in round-robin order within
     /// the wait. Errors: [`SettleError::NoFundedSigner`], [`SettleError::SignerBusy`].
     pub async fn take_slot(&self) -> Result<Held, SettleError> {

@@ -1,14 +1,21 @@
-//! EVM `exact` over Permit2 (specs/schemes/exact/scheme_exact_evm.md §2), checks in the
-//! reference order (`@x402/evm` 2.27 `verifyPermit2`), each with its reference reason:
+//! EVM payments over Permit2: `exact` (specs/schemes/exact/scheme_exact_evm.md §2) and `upto`
+//! (specs/schemes/upto/scheme_upto_evm.md), told apart by the requirements' `scheme`. Checks in
+//! the reference order (`@x402/evm` 2.27 `verifyPermit2`, `verifyUptoPermit2`), each with its
+//! reference reason:
 //!
-//! 1. scheme `exact` (`unsupported_payload_type`);
-//! 2. network (`invalid_exact_evm_network_mismatch`); then the asset is one this facilitator
-//!    settles with Permit2 (`invalid_payment_requirements`);
-//! 3. `spender` is the proxy (`invalid_permit2_spender`);
-//! 4. `witness.to == payTo` (`invalid_permit2_recipient_mismatch`);
+//! 1. scheme `exact` (`unsupported_payload_type`) / `upto` (`invalid_upto_evm_scheme`), in
+//!    both the payload's `accepted` and the requirements;
+//! 2. network (`invalid_exact_evm_network_mismatch` / `invalid_upto_evm_network_mismatch`);
+//!    then the asset is one this facilitator settles with Permit2
+//!    (`invalid_payment_requirements`);
+//! 3. `spender` is the scheme's proxy (`invalid_permit2_spender`);
+//! 4. `witness.to == payTo` (`invalid_permit2_recipient_mismatch`); `upto`:
+//!    `witness.facilitator` is one of this network's signers (`upto_facilitator_mismatch`);
 //! 5. `deadline >= now + 6 s` (`permit2_deadline_expired`);
 //! 6. `witness.validAfter <= now` (`permit2_not_yet_valid`);
-//! 7. `permitted.amount == amount` (`permit2_amount_mismatch`);
+//! 7. `permitted.amount == amount` (`permit2_amount_mismatch`); at `upto` settlement the
+//!    requirements' amount is the charge: checked last, `amount <= permitted.amount`
+//!    (`invalid_upto_evm_payload_settlement_exceeds_amount`);
 //! 8. `permitted.token == asset` (`permit2_token_mismatch`);
 //! 9. the asset has code (`asset_not_deployed_contract`, which wins over a bad signature);
 //! 10. signature of `from` over the Permit2 message: ECDSA, or ERC-1271 for a wallet with code
@@ -25,8 +32,12 @@
 //! At settlement (no `eth_call`; the sender's gas estimate simulates), a known revert of the
 //! proxy or Permit2 is named as the reference's settle answers it (`permit2_invalid_amount`,
 //! `permit2_invalid_destination`, `permit2_invalid_owner`, `permit2_payment_too_early`,
-//! `permit2_invalid_nonce`, `permit2_2612_amount_mismatch`, `invalid_permit2_signature`), else
-//! diagnosed as above.
+//! `permit2_invalid_nonce`, `permit2_2612_amount_mismatch`, `invalid_permit2_signature`,
+//! `upto_amount_exceeds_permitted`, `upto_unauthorized_facilitator`), else diagnosed as above.
+
+mod payment;
+
+pub use payment::{Permit2Payment, upto_message};
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -36,9 +47,10 @@ use alloy::rpc::types::TransactionRequest;
 use alloy::sol_types::{SolCall, SolError, SolValue};
 use x402_chain::EvmChain;
 use x402_chain::eip3009::{ERC1271_MAGIC, IErc1271};
+use x402_chain::permit2::upto::IX402UptoPermit2Proxy;
 use x402_chain::permit2::{
-    Eip2612Permit, IErc20, IPermit2, IX402ExactPermit2Proxy, PermitTransferFrom,
-    PermitWitnessTransferFrom, TokenPermissions, Witness, signing_digest,
+    Eip2612Permit, IErc20, IPermit2, IX402ExactPermit2Proxy, PermitWitnessTransferFrom,
+    TokenPermissions, Witness, signing_digest,
 };
 use x402_proto::evm::{Eip2612GasSponsoringInfo, ExactPermit2Payload};
 use x402_proto::{Network, ParseError, PaymentRequest, Reason};
@@ -47,60 +59,36 @@ use super::VALID_BEFORE_MARGIN_SECONDS;
 use super::signature::{PayerSignature, recover_ecdsa};
 use crate::{Invalid, Verdict, VerifyError};
 
-/// A verified Permit2 payment: everything settlement needs to call the proxy's `settle`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Permit2Payment {
-    /// `permit2Authorization.from` (Permit2's owner).
-    pub payer: Address,
-    /// The token.
-    pub asset: Address,
-    /// The signed message.
-    pub message: PermitWitnessTransferFrom,
-    /// The signature as Permit2 checks it: 65-byte `r‖s‖v` for ECDSA, the wallet's bytes for
-    /// ERC-1271.
-    pub signature: Bytes,
-    /// Whether the signature is a plain ECDSA one.
-    pub ecdsa: bool,
-    /// The payer's EIP-2612 permit of the token to Permit2 (`eip2612GasSponsoring`): settled
-    /// with `settleWithPermit` when present.
-    pub permit2612: Option<Eip2612Permit>,
+/// Which x402 scheme a Permit2 payment is paid under (the requirements' `scheme`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit2Scheme {
+    /// `exact`: `x402ExactPermit2Proxy` transfers `permitted.amount`.
+    Exact,
+    /// `upto`: `x402UptoPermit2Proxy` transfers the charge, at most `permitted.amount`, sent by
+    /// `witness.facilitator`.
+    Upto,
 }
 
-impl Permit2Payment {
-    /// Calldata of the proxy's `settle(permit, owner, witness, signature)`, or with an EIP-2612
-    /// permit `settleWithPermit(permit2612, permit, owner, witness, signature)`.
-    pub fn settlement_calldata(&self) -> Bytes {
-        let m = &self.message;
-        let permit = PermitTransferFrom {
-            permitted: m.permitted.clone(),
-            nonce: m.nonce,
-            deadline: m.deadline,
-        };
-        match &self.permit2612 {
-            None => IX402ExactPermit2Proxy::settleCall {
-                permit,
-                owner: self.payer,
-                witness: m.witness.clone(),
-                signature: self.signature.clone(),
-            }
-            .abi_encode()
-            .into(),
-            Some(permit2612) => IX402ExactPermit2Proxy::settleWithPermitCall {
-                permit2612: permit2612.clone(),
-                permit,
-                owner: self.payer,
-                witness: m.witness.clone(),
-                signature: self.signature.clone(),
-            }
-            .abi_encode()
-            .into(),
+impl Permit2Scheme {
+    /// The scheme of `req` (its requirements' `scheme`).
+    pub fn of(req: &PaymentRequest) -> Self {
+        if req.scheme() == "upto" {
+            Permit2Scheme::Upto
+        } else {
+            Permit2Scheme::Exact
         }
     }
+}
 
-    /// The payer as an EIP-55 checksummed string.
-    pub fn payer_string(&self) -> String {
-        self.payer.to_checksum(None)
-    }
+/// Where a Permit2 check runs: `/verify` (the requirements' `amount` is `permitted.amount`;
+/// the proxy call is simulated) or `/settle` (for `upto` the `amount` is the charge; the
+/// sender's estimate simulates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `POST /verify`.
+    Verify,
+    /// `POST /settle`.
+    Settle,
 }
 
 /// Identity of a Permit2 payment, without any check or I/O.
@@ -116,21 +104,24 @@ pub struct Permit2PaymentId {
     pub nonce: U256,
     /// `deadline`, Unix seconds (saturated).
     pub deadline: u64,
-    /// keccak256 of chain id, asset, the whole signed message, the signature and the
-    /// requirements' `payTo` and amount.
+    /// keccak256 of chain id, asset, the whole signed message (with `upto`'s
+    /// `witness.facilitator`), the signature and the requirements' `payTo` and amount.
     pub fingerprint: alloy::primitives::B256,
 }
 
-/// Verifies `exact` Permit2 payments on one network.
+/// Verifies `exact` (and, with [`Permit2Verifier::with_upto`], `upto`) Permit2 payments on one
+/// network.
 pub struct Permit2Verifier {
     chain: Arc<dyn EvmChain>,
     network: Network,
     assets: Vec<Address>,
     permit2: Address,
     proxy: Address,
-    /// Set once the proxy was seen with code (a call to an address without code succeeds, so
-    /// no simulation would notice it missing).
-    proxy_deployed: std::sync::atomic::AtomicBool,
+    /// `x402UptoPermit2Proxy`, when `upto` is taken.
+    upto_proxy: Option<Address>,
+    /// Set once each proxy (`exact`, `upto`) was seen with code (a call to an address without
+    /// code succeeds, so no simulation would notice it missing).
+    proxy_deployed: [std::sync::atomic::AtomicBool; 2],
 }
 
 impl Permit2Verifier {
@@ -149,7 +140,29 @@ impl Permit2Verifier {
             assets,
             permit2,
             proxy,
-            proxy_deployed: std::sync::atomic::AtomicBool::new(false),
+            upto_proxy: None,
+            proxy_deployed: Default::default(),
+        }
+    }
+
+    /// Takes `upto` payments too, through `x402UptoPermit2Proxy` at `upto_proxy` (the
+    /// canonical [`x402_chain::permit2::UPTO_PERMIT2_PROXY_ADDRESS`]); their
+    /// `witness.facilitator` must be one of the chain's signers.
+    pub fn with_upto(mut self, upto_proxy: Address) -> Self {
+        self.upto_proxy = Some(upto_proxy);
+        self
+    }
+
+    /// The `upto` proxy, when `upto` is taken.
+    pub fn upto_proxy(&self) -> Option<Address> {
+        self.upto_proxy
+    }
+
+    /// The proxy `payment` is settled through (its scheme's).
+    pub fn proxy_of(&self, payment: &Permit2Payment) -> Address {
+        match payment.facilitator {
+            Some(_) => self.upto_proxy.unwrap_or(self.proxy),
+            None => self.proxy,
         }
     }
 
@@ -171,13 +184,13 @@ impl Permit2Verifier {
     /// The identity of the payment in `req`. Errors name the malformed field.
     pub fn payment_id(&self, req: &PaymentRequest) -> Result<Permit2PaymentId, ParseError> {
         let payload: ExactPermit2Payload = req.scheme_payload_as()?;
-        let (owner, m) = parse_message(&payload)?;
+        let (owner, m, facilitator) = parse_message(&payload)?;
         let asset = address(req.asset(), "paymentRequirements.asset")?;
         let pay_to = address(req.pay_to(), "paymentRequirements.payTo")?;
         let amount = uint(req.amount(), req.amount_field())?;
         let chain_id = self.chain.chain_id();
         let signature = Bytes::from(payload.signature.to_ascii_lowercase().into_bytes());
-        let encoded = (
+        let mut encoded = (
             U256::from(chain_id),
             asset,
             owner,
@@ -195,6 +208,10 @@ impl Permit2Verifier {
             amount,
         )
             .abi_encode();
+        // `exact`'s fingerprint is the one of the releases before `upto` (records stay bound).
+        if let Some(facilitator) = facilitator {
+            encoded.extend_from_slice(facilitator.as_slice());
+        }
         Ok(Permit2PaymentId {
             chain_id,
             asset,
@@ -205,8 +222,9 @@ impl Permit2Verifier {
         })
     }
 
-    /// Runs every check (module docs); `now` is Unix seconds. With `simulate` false the final
-    /// `eth_call` is skipped (settlement simulates with `eth_estimateGas`).
+    /// Runs every check (module docs) for the scheme of `req`'s requirements
+    /// ([`Permit2Scheme::of`]) at `stage`; `now` is Unix seconds. At [`Stage::Settle`] the
+    /// final `eth_call` is skipped (settlement simulates with `eth_estimateGas`).
     ///
     /// Errors: [`VerifyError::Malformed`] naming an unparsable field,
     /// [`VerifyError::ChainUnavailable`] when the RPC cannot be reached.
@@ -214,21 +232,40 @@ impl Permit2Verifier {
         &self,
         req: &PaymentRequest,
         now: u64,
-        simulate: bool,
+        stage: Stage,
     ) -> Result<Verdict<Permit2Payment>, VerifyError> {
+        let scheme = Permit2Scheme::of(req);
         let payload: ExactPermit2Payload = req.scheme_payload_as()?;
         let payer = Some(payload.permit2_authorization.from.clone());
         let invalid =
             |reason, msg: String| Ok(Verdict::Invalid(Invalid::new(reason, msg, payer.clone())));
-        if req.accepted_scheme() != "exact" || req.scheme() != "exact" {
-            return invalid(
+        let (name, wrong_scheme, wrong_network, proxy) = match scheme {
+            Permit2Scheme::Exact => (
+                "exact",
                 Reason::UnsupportedPayloadType,
-                format!("scheme {:?} is not exact", req.accepted_scheme()),
+                Reason::EvmNetworkMismatch,
+                Some(self.proxy),
+            ),
+            Permit2Scheme::Upto => (
+                "upto",
+                Reason::UptoInvalidScheme,
+                Reason::UptoNetworkMismatch,
+                self.upto_proxy,
+            ),
+        };
+        if req.accepted_scheme() != name || req.scheme() != name {
+            return invalid(
+                wrong_scheme,
+                format!(
+                    "scheme {:?} / {:?} is not {name}",
+                    req.accepted_scheme(),
+                    req.scheme()
+                ),
             );
         }
         if req.accepted_network_wire() != req.network_wire() {
             return invalid(
-                Reason::EvmNetworkMismatch,
+                wrong_network,
                 format!(
                     "payload network {:?} differs from {:?}",
                     req.accepted_network_wire(),
@@ -237,22 +274,23 @@ impl Permit2Verifier {
             );
         }
         let asset = address(req.asset(), "paymentRequirements.asset")?;
-        if !self.assets.contains(&asset) {
+        let Some(proxy) = proxy.filter(|_| self.assets.contains(&asset)) else {
             return invalid(
                 Reason::InvalidPaymentRequirements,
                 format!(
-                    "asset {asset} is not settled through Permit2 by this facilitator on {}",
+                    "asset {asset} is not settled through Permit2 under {name} by this \
+                     facilitator on {}",
                     self.network
                 ),
             );
-        }
-        let (owner, message) = parse_message(&payload)?;
-        if message.spender != self.proxy {
+        };
+        let (owner, message, facilitator) = parse_message(&payload)?;
+        if message.spender != proxy {
             return invalid(
                 Reason::Permit2InvalidSpender,
                 format!(
-                    "spender {} is not the x402 Permit2 proxy {}",
-                    message.spender, self.proxy
+                    "spender {} is not the x402 {name} Permit2 proxy {proxy}",
+                    message.spender
                 ),
             );
         }
@@ -263,6 +301,20 @@ impl Permit2Verifier {
                 format!("witness.to {} is not payTo {pay_to}", message.witness.to),
             );
         }
+        let facilitator = match (scheme, facilitator) {
+            (Permit2Scheme::Exact, _) => None,
+            (Permit2Scheme::Upto, Some(f)) if self.chain.signers().contains(&f) => Some(f),
+            (Permit2Scheme::Upto, f) => {
+                return invalid(
+                    Reason::UptoFacilitatorMismatch,
+                    format!(
+                        "witness.facilitator {} is not a signer of this facilitator on {}",
+                        f.map_or("(missing)".to_string(), |f| f.to_string()),
+                        self.network
+                    ),
+                );
+            }
+        };
         if message.deadline < U256::from(now + VALID_BEFORE_MARGIN_SECONDS) {
             return invalid(
                 Reason::Permit2DeadlineExpired,
@@ -282,7 +334,9 @@ impl Permit2Verifier {
             );
         }
         let required = uint(req.amount(), req.amount_field())?;
-        if message.permitted.amount != required {
+        // At `upto` settlement the requirements' amount is the charge, checked last.
+        let charge = scheme == Permit2Scheme::Upto && stage == Stage::Settle;
+        if !charge && message.permitted.amount != required {
             return invalid(
                 Reason::Permit2AmountMismatch,
                 format!(
@@ -301,7 +355,7 @@ impl Permit2Verifier {
             );
         }
         let signature = self
-            .check_signature(owner, &message, &payload.signature)
+            .check_signature(owner, &message, facilitator, &payload.signature)
             .await?;
         if self.code(asset).await?.is_empty() {
             return invalid(
@@ -313,6 +367,15 @@ impl Permit2Verifier {
             Ok(sig) => sig,
             Err(bad) => return Ok(Verdict::Invalid(bad.with_payer(payer.clone()))),
         };
+        if charge && required > message.permitted.amount {
+            return invalid(
+                Reason::UptoSettlementExceedsAmount,
+                format!(
+                    "amount {required} to settle is above permitted.amount {}",
+                    message.permitted.amount
+                ),
+            );
+        }
         // The EIP-2612 permit, checked as the reference does before its simulation.
         let permit2612 = match Eip2612GasSponsoringInfo::of(req) {
             None => None,
@@ -331,33 +394,30 @@ impl Permit2Verifier {
                 PayerSignature::Contract(bytes) | PayerSignature::Erc6492(bytes) => bytes,
             },
             message,
+            facilitator,
+            amount: required,
         };
         // A call to an address without code succeeds: the simulation cannot tell.
-        if !self
-            .proxy_deployed
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            if self.code(self.proxy).await?.is_empty() {
+        let deployed = &self.proxy_deployed[usize::from(facilitator.is_some())];
+        if !deployed.load(std::sync::atomic::Ordering::Relaxed) {
+            if self.code(proxy).await?.is_empty() {
                 return invalid(
                     Reason::Permit2ProxyNotDeployed,
-                    format!("no contract at the x402 Permit2 proxy {}", self.proxy),
+                    format!("no contract at the x402 {name} Permit2 proxy {proxy}"),
                 );
             }
-            self.proxy_deployed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            deployed.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        if !simulate {
+        if stage == Stage::Settle {
             return Ok(Verdict::Valid(payment));
         }
+        // `upto` is simulated sent by its facilitator (the proxy checks the sender).
+        let from = facilitator
+            .or_else(|| self.chain.signers().first().copied())
+            .unwrap_or(Address::ZERO);
         let tx = TransactionRequest::default()
-            .from(
-                self.chain
-                    .signers()
-                    .first()
-                    .copied()
-                    .unwrap_or(Address::ZERO),
-            )
-            .to(self.proxy)
+            .from(from)
+            .to(proxy)
             .input(payment.settlement_calldata().into());
         match self.chain.call(&tx).await {
             Ok(_) => Ok(Verdict::Valid(payment)),
@@ -398,13 +458,14 @@ impl Permit2Verifier {
         {
             return out(reason, message);
         }
-        if self.code(self.proxy).await?.is_empty() {
+        let proxy = self.proxy_of(payment);
+        if self.code(proxy).await?.is_empty() {
             return out(
                 Reason::Permit2ProxyNotDeployed,
-                format!("no contract at the x402 Permit2 proxy {}", self.proxy),
+                format!("no contract at the x402 Permit2 proxy {proxy}"),
             );
         }
-        let amount = payment.message.permitted.amount;
+        let amount = payment.amount;
         if let Some(balance) = self
             .read(
                 payment.asset,
@@ -513,6 +574,7 @@ impl Permit2Verifier {
         &self,
         owner: Address,
         message: &PermitWitnessTransferFrom,
+        facilitator: Option<Address>,
         signature: &str,
     ) -> Result<Result<PayerSignature, Invalid>, VerifyError> {
         let bad = |msg: &str| {
@@ -526,7 +588,15 @@ impl Permit2Verifier {
             Ok(sig) => sig,
             Err(e) => return bad(&e.to_string()),
         };
-        let digest = signing_digest(self.chain.chain_id(), self.permit2, message);
+        let chain_id = self.chain.chain_id();
+        let digest = match facilitator {
+            None => signing_digest(chain_id, self.permit2, message),
+            Some(f) => x402_chain::permit2::upto::signing_digest(
+                chain_id,
+                self.permit2,
+                &upto_message(message, f),
+            ),
+        };
         let contract_sig = match parsed {
             PayerSignature::Ecdsa(ecdsa) => {
                 if recover_ecdsa(&ecdsa, &digest) == Some(owner) {
@@ -602,6 +672,7 @@ pub fn revert_reason(data: &[u8]) -> Option<Reason> {
     let selector: [u8; 4] = data.get(..4)?.try_into().ok()?;
     use IPermit2 as P;
     use IX402ExactPermit2Proxy as X;
+    use IX402UptoPermit2Proxy as U;
     Some(match selector {
         s if s == X::InvalidAmount::SELECTOR || s == P::InvalidAmount::SELECTOR => {
             Reason::Permit2InvalidAmount
@@ -609,6 +680,8 @@ pub fn revert_reason(data: &[u8]) -> Option<Reason> {
         s if s == X::InvalidDestination::SELECTOR => Reason::Permit2InvalidDestination,
         s if s == X::InvalidOwner::SELECTOR => Reason::Permit2InvalidOwner,
         s if s == X::PaymentTooEarly::SELECTOR => Reason::Permit2PaymentTooEarly,
+        s if s == U::AmountExceedsPermitted::SELECTOR => Reason::UptoAmountExceedsPermitted,
+        s if s == U::UnauthorizedFacilitator::SELECTOR => Reason::UptoUnauthorizedFacilitator,
         s if s == X::Permit2612AmountMismatch::SELECTOR => Reason::Permit2612AmountMismatch,
         s if s == P::InvalidNonce::SELECTOR => Reason::Permit2InvalidNonce,
         s if s == P::InvalidSigner::SELECTOR
@@ -624,11 +697,16 @@ pub fn revert_reason(data: &[u8]) -> Option<Reason> {
 }
 
 /// The owner and the signed message of a payload. Errors name the malformed field.
+/// `upto`'s `witness.facilitator` comes third when present.
 fn parse_message(
     payload: &ExactPermit2Payload,
-) -> Result<(Address, PermitWitnessTransferFrom), ParseError> {
+) -> Result<(Address, PermitWitnessTransferFrom, Option<Address>), ParseError> {
     let a = &payload.permit2_authorization;
     let f = |name: &str| format!("paymentPayload.payload.permit2Authorization.{name}");
+    let facilitator = match &a.witness.facilitator {
+        None => None,
+        Some(s) => Some(address(s, &f("witness.facilitator"))?),
+    };
     Ok((
         address(&a.from, &f("from"))?,
         PermitWitnessTransferFrom {
@@ -644,6 +722,7 @@ fn parse_message(
                 validAfter: uint(&a.witness.valid_after, &f("witness.validAfter"))?,
             },
         },
+        facilitator,
     ))
 }
 
@@ -687,6 +766,14 @@ mod tests {
             (
                 IPermit2::InvalidSigner::SELECTOR,
                 Reason::Permit2InvalidSignature,
+            ),
+            (
+                IX402UptoPermit2Proxy::AmountExceedsPermitted::SELECTOR,
+                Reason::UptoAmountExceedsPermitted,
+            ),
+            (
+                IX402UptoPermit2Proxy::UnauthorizedFacilitator::SELECTOR,
+                Reason::UptoUnauthorizedFacilitator,
             ),
         ];
         for (selector, reason) in cases {
