@@ -5,7 +5,8 @@
 //! - `request_parse`: a `/verify` body into `PaymentRequest` + the EVM payload, through a JSON
 //!   tree (before) and directly (now);
 //! - `evm_verify`: `ExactEvmVerifier::verify` of a valid payment over a chain stub whose
-//!   `eth_call` answers at once (everything `/verify` does but HTTP and the RPC round trip);
+//!   `eth_call` answers at once (everything `/verify` does but HTTP and the RPC round trip),
+//!   and `Permit2Verifier::verify` of an `exact` and an `upto` Permit2 payment over it;
 //! - `svm_verify`: Solana transaction decode + rule checks + payer signature
 //!   (`ExactSvmVerifier::verify` without simulation, in-process SVM);
 //! - `redis_reserve`: one reservation, `ReplayStore::create` of a `reserved` record (one atomic
@@ -30,8 +31,10 @@ use x402_settle::replay::{
 };
 use x402_tests::RedisServer;
 use x402_tests::eip3009::{ExactEvmRequirements, v2_evm_payment_json};
+use x402_tests::permit2;
 use x402_tests::svm_payment::SvmFixture;
 use x402_verify::Verdict;
+use x402_verify::evm::permit2::{Permit2Verifier, Stage};
 use x402_verify::evm::signature::{PayerSignature, recover_ecdsa};
 use x402_verify::evm::{ExactEvmVerifier, VALID_BEFORE_MARGIN_SECONDS};
 
@@ -211,6 +214,70 @@ fn bench_evm_verify(c: &mut Criterion) {
                 let req = PaymentRequest::parse(&body).unwrap();
                 let verdict = rt.block_on(verifier.verify(&req, now, true)).unwrap();
                 assert!(matches!(verdict, Verdict::Valid(_)));
+            })
+        });
+    }
+    // Permit2 (issue 17 target: verify CPU per Permit2 payment within 1.5x of EIP-3009's):
+    // the same steps over the same instant chain, `exact` and `upto`.
+    let facilitator = Address::repeat_byte(1);
+    let chain = Arc::new(InstantChain {
+        signers: vec![facilitator],
+        domain_separator: None,
+    });
+    let verifier = Permit2Verifier::new(
+        chain,
+        vec![x402_tests::BASE_USDC],
+        permit2::PERMIT2,
+        permit2::EXACT_PROXY,
+    )
+    .with_upto(permit2::UPTO_PROXY);
+    let payer = PrivateKeySigner::random();
+    let pay_to = Address::repeat_byte(0x42);
+    let amount = U256::from(10_000u64);
+    for (label, upto) in [
+        ("permit2 exact: parse + verify, instant eth_call", false),
+        ("permit2 upto: parse + verify, instant eth_call", true),
+    ] {
+        let (req, auth) = if upto {
+            (
+                permit2::upto_requirements(
+                    8453,
+                    x402_tests::BASE_USDC,
+                    amount,
+                    pay_to,
+                    facilitator,
+                ),
+                permit2::Permit2Auth::upto(
+                    payer.address(),
+                    x402_tests::BASE_USDC,
+                    amount,
+                    pay_to,
+                    facilitator,
+                    600,
+                ),
+            )
+        } else {
+            (
+                permit2::requirements(8453, x402_tests::BASE_USDC, amount, pay_to),
+                permit2::Permit2Auth::new(
+                    payer.address(),
+                    x402_tests::BASE_USDC,
+                    amount,
+                    pay_to,
+                    600,
+                ),
+            )
+        };
+        let signature = auth.sign(&payer, 8453).unwrap();
+        let body = serde_json::to_vec(&permit2::body(&req, &signature, &auth)).unwrap();
+        let now = x402_tests::eip3009::unix_now();
+        g.bench_function(label, |b| {
+            b.iter(|| {
+                let req = PaymentRequest::parse(&body).unwrap();
+                let verdict = rt
+                    .block_on(verifier.verify(&req, now, Stage::Verify))
+                    .unwrap();
+                assert!(matches!(verdict, Verdict::Valid(_)), "{verdict:?}");
             })
         });
     }
