@@ -96,6 +96,7 @@ sol! {
         function mint(address to, uint256 amount) external;
         function setFrozen(bool on) external;
         function approve(address spender, uint256 amount) external returns (bool);
+        function transfer(address to, uint256 amount) external returns (bool);
         function balanceOf(address account) external view returns (uint256);
         function allowance(address owner, address spender) external view returns (uint256);
     }
@@ -156,6 +157,25 @@ impl Plain {
         Ok(PlainToken::new(self.address, anvil.provider())
             .balanceOf(account)
             .call()
+            .await?)
+    }
+
+    /// `from` sends its whole balance to `to` with a high tip and a fixed gas limit (no
+    /// estimate), so that it lands before, and in the same block as, a pending settlement of
+    /// `from`'s tokens, which then reverts. Waits for the receipt (mine meanwhile).
+    pub async fn drain_before_pending(
+        &self,
+        anvil: &Anvil,
+        from: &PrivateKeySigner,
+        to: Address,
+    ) -> anyhow::Result<alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>> {
+        let balance = self.balance_of(anvil, from.address()).await?;
+        let t = PlainToken::new(self.address, anvil.wallet_provider(from.clone()));
+        Ok(t.transfer(to, balance)
+            .gas(100_000)
+            .max_priority_fee_per_gas(50_000_000_000)
+            .max_fee_per_gas(100_000_000_000)
+            .send()
             .await?)
     }
 

@@ -3,7 +3,9 @@
 //! - one signed event per final state (`settled`, `expired`, `failed`), the Standard Webhooks
 //!   HMAC checked here independently of the facilitator's code;
 //! - a receiver that is down at first gets the event once it comes back (short backoff);
-//! - a kill -9 of the real binary after settlement and a restart lose no event.
+//! - a kill -9 of the real binary after settlement and a restart lose no event;
+//! - `upto` (issue 17): the events carry the charge; a charge of 0 is `settled` with no
+//!   transaction; a reverted upto settlement is `failed` with `invalid_upto_evm_transaction_failed`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -572,4 +574,79 @@ async fn outbox_claims_lease_retry_dead_letter_and_complete_atomically() {
         store.complete(&second.id).await.unwrap();
         assert_eq!(store.depth().await.unwrap().pending, 0, "{kind}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upto_events_carry_the_charge_and_a_revert_its_upto_reason() {
+    use x402_tests::permit2::{Permit2Fixture, upto_settle_body, with_upto};
+    const MAX: u64 = 30_000;
+    const CHARGE: u64 = 7_000;
+    let sink = HttpSink::start().await.unwrap();
+    let redis = RedisServer::spawn().await.unwrap();
+    let (key, sha256) = generate_key().unwrap();
+    let secret = generate_secret().unwrap();
+    let hook = webhook_toml(&sha256, &sink.url("/x402/events"), &secret, 86_400);
+    let fx = Permit2Fixture::start_edited(Some(&redis.url()), |t| {
+        with_upto(t).replace(
+            "receipt_timeout_seconds = 10",
+            "receipt_timeout_seconds = 1",
+        ) + &hook
+    })
+    .await
+    .unwrap();
+    let base = fx.facilitator.url();
+
+    // settled, with the charge.
+    let (_, _, charged) = fx.plain_upto_payment(MAX);
+    let first = settle(base, &key, &upto_settle_body(&charged, CHARGE)).await;
+    assert_eq!(first["success"], true, "{first}");
+    // settled with nothing to send.
+    let (_, _, zero) = fx.plain_upto_payment(MAX);
+    let nothing = settle(base, &key, &upto_settle_body(&zero, 0)).await;
+    assert_eq!(nothing["success"], true, "{nothing}");
+    assert_eq!(nothing["transaction"], "", "{nothing}");
+    // failed on chain: broadcast, then the payer moves its whole balance away first.
+    fx.anvil.set_automine(false).await.unwrap();
+    let (_, _, doomed) = fx.plain_upto_payment(MAX);
+    let pending = settle(base, &key, &upto_settle_body(&doomed, CHARGE)).await;
+    assert_eq!(pending["errorReason"], "settlement_pending", "{pending}");
+    let failed_tx = pending["transaction"].as_str().unwrap().to_string();
+    let drain = fx
+        .plain
+        .drain_before_pending(&fx.anvil, &fx.payer, fx.anvil.address(4))
+        .await
+        .unwrap();
+    let _: String = fx
+        .anvil
+        .provider()
+        .raw_request("evm_mine".into(), ())
+        .await
+        .unwrap();
+    assert!(drain.get_receipt().await.unwrap().status());
+
+    let got = sink.wait_for(3, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 3, "{got:#?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.received().len(), 3, "each event once");
+    let events: Vec<Value> = got.iter().map(|r| verified(&secret, r)).collect();
+    let data = |tx: &str| {
+        events
+            .iter()
+            .map(|e| e["data"].clone())
+            .find(|d| d["transaction"] == tx)
+            .unwrap_or_else(|| panic!("no event of {tx:?}: {events:#?}"))
+    };
+    let settled = data(first["transaction"].as_str().unwrap());
+    assert_eq!(settled["state"], "settled", "{settled}");
+    assert_eq!(settled["amount"], CHARGE.to_string(), "{settled}");
+    let zero = data("");
+    assert_eq!(zero["state"], "settled", "{zero}");
+    assert_eq!(zero["amount"], "0", "{zero}");
+    let failed = data(&failed_tx);
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(
+        failed["errorReason"], "invalid_upto_evm_transaction_failed",
+        "{failed}"
+    );
+    assert_eq!(failed["amount"], CHARGE.to_string(), "{failed}");
 }
