@@ -9,6 +9,12 @@
 //   PAY_TO           (required) seller address
 //   PRICE            (default "$0.001"; "$" prices resolve to the network's default USDC)
 //   NETWORK          CAIP-2 (default eip155:8453)
+//   SCHEME           "exact" (default) or "upto" (@x402/evm's upto server and client schemes)
+//   PRICE_JSON       an AssetAmount {"amount","asset","extra"} used instead of PRICE (e.g. a plain
+//                    ERC-20 with extra.assetTransferMethod = "permit2")
+//   ALLOW_ASSET      a non-default token the buyer may pay (SDK spend controls)
+//   CHARGE           upto: the route settles this amount (atomic units) through
+//                    setSettlementOverrides, after the work
 //
 // Stdout: one JSON line
 //   {"status402":402, "status200":200, "paymentRequired":{…decoded PAYMENT-REQUIRED…},
@@ -17,7 +23,7 @@
 // Exit 0 only when the first answer is 402 and the paid one is 200 with a successful PAYMENT-RESPONSE;
 // 1 on a protocol failure, 2 on setup errors (e.g. facilitator unreachable at start).
 import express from "express";
-import { paymentMiddleware, x402ResourceServer } from "@x402/express";
+import { paymentMiddleware, setSettlementOverrides, x402ResourceServer } from "@x402/express";
 import {
   HTTPFacilitatorClient,
   decodePaymentRequiredHeader,
@@ -26,6 +32,8 @@ import {
 import { ExactEvmScheme as ExactEvmServerScheme } from "@x402/evm/exact/server";
 import { wrapFetchWithPayment, x402Client } from "@x402/fetch";
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
+import { UptoEvmScheme as UptoEvmClientScheme } from "@x402/evm/upto/client";
+import { UptoEvmScheme as UptoEvmServerScheme } from "@x402/evm/upto/server";
 import { privateKeyToAccount } from "viem/accounts";
 import { env } from "./env.mjs";
 
@@ -58,12 +66,14 @@ async function main() {
   const facilitatorUrl = env("FACILITATOR_URL");
   const account = privateKeyToAccount(env("PAYER_KEY"));
   const payTo = env("PAY_TO");
-  const price = env("PRICE", "$0.001");
+  const price = process.env.PRICE_JSON ? JSON.parse(process.env.PRICE_JSON) : env("PRICE", "$0.001");
   const network = env("NETWORK", "eip155:8453");
+  const scheme = env("SCHEME", "exact");
+  const upto = scheme === "upto";
 
   const resourceServer = new x402ResourceServer(
     new HTTPFacilitatorClient({ url: facilitatorUrl }),
-  ).register(network, new ExactEvmServerScheme());
+  ).register(network, upto ? new UptoEvmServerScheme() : new ExactEvmServerScheme());
   // Fail fast (exit 2) when the facilitator's /supported is unusable, instead of a 500 on first request.
   await resourceServer.initialize();
 
@@ -72,7 +82,7 @@ async function main() {
     paymentMiddleware(
       {
         "GET /weather": {
-          accepts: { scheme: "exact", price, network, payTo },
+          accepts: { scheme, price, network, payTo },
           description: "Weather report",
           mimeType: "application/json",
         },
@@ -81,6 +91,10 @@ async function main() {
     ),
   );
   app.get("/weather", (_req, res) => {
+    if (upto && process.env.CHARGE) {
+      // Metered: the work cost CHARGE, settled after the handler.
+      setSettlementOverrides(res, { amount: process.env.CHARGE });
+    }
     res.json({ report: { weather: "sunny", temperature: 70 } });
   });
 
@@ -95,7 +109,14 @@ async function main() {
     await unpaid.text();
 
     const buyer = new x402Client();
-    registerExactEvmScheme(buyer, { signer: account });
+    if (process.env.ALLOW_ASSET) {
+      buyer.setSpendControls({ allowedAssets: [{ network, asset: process.env.ALLOW_ASSET }] });
+    }
+    if (upto) {
+      buyer.register("eip155:*", new UptoEvmClientScheme(account));
+    } else {
+      registerExactEvmScheme(buyer, { signer: account });
+    }
     const fetchWithPayment = wrapFetchWithPayment(fetch, buyer);
     const paid = await fetchWithPayment(url, { method: "GET" });
     result.status200 = paid.status;

@@ -2,7 +2,9 @@
 //! SDK signs a Permit2 payload for a plain ERC-20 without EIP-3009 (requirements with
 //! `extra.assetTransferMethod = "permit2"`), `@x402/core`'s `HTTPFacilitatorClient` verifies
 //! and settles it through this facilitator on anvil; checked on chain. And `upto`: the SDK's
-//! upto client and server scheme, a smaller charge settled.
+//! upto client and server scheme, a smaller charge settled. Both again through the official
+//! `@x402/express` middleware and `@x402/fetch` buyer (`tests/peers/express_e2e.mjs`), the upto
+//! route charging through `setSettlementOverrides`.
 
 use alloy::primitives::U256;
 use serde_json::json;
@@ -102,4 +104,79 @@ async fn node_client_pays_a_smaller_upto_charge_once() {
     assert_eq!(answer["settle"]["amount"], CHARGE.to_string(), "{out}");
     assert_ne!(answer["settleAgain"]["success"], json!(true), "{out}");
     assert_eq!(fx.payee_plain().await.unwrap(), before + U256::from(CHARGE));
+}
+
+/// The official `@x402/express` middleware and `@x402/fetch` buyer through this facilitator:
+/// `scheme` on the plain ERC-20 (Permit2), priced `price` atomic units; for `upto` the route
+/// settles `charge` through `setSettlementOverrides`. Returns the peer's answer and the payee's
+/// balance gain.
+async fn express(
+    fx: &Permit2Fixture,
+    scheme: &str,
+    price: u64,
+    charge: Option<u64>,
+) -> (serde_json::Value, U256) {
+    let before = fx.payee_plain().await.unwrap();
+    let price_json = json!({
+        "amount": price.to_string(),
+        "asset": fx.plain.address.to_checksum(None),
+        "extra": {"assetTransferMethod": "permit2"},
+    });
+    let mut peer = Peer::node("express_e2e.mjs")
+        .env("FACILITATOR_URL", fx.facilitator.url())
+        .env("PAYER_KEY", DEV_PRIVATE_KEYS[2])
+        .env("PAY_TO", fx.pay_to.to_checksum(None))
+        .env("NETWORK", format!("eip155:{}", fx.anvil.chain_id()))
+        .env("SCHEME", scheme)
+        .env("PRICE_JSON", price_json.to_string())
+        .env("ALLOW_ASSET", fx.plain.address.to_checksum(None));
+    if let Some(c) = charge {
+        peer = peer.env("CHARGE", c.to_string());
+    }
+    let out = peer.run().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let answer = out.json().unwrap_or_else(|e| panic!("{e:#}\n{out}"));
+    assert!(answer.get("setupError").is_none(), "{out}");
+    assert_eq!(answer["status402"], json!(402), "{out}");
+    assert_eq!(answer["status200"], json!(200), "{out}");
+    assert_eq!(answer["paymentResponse"]["success"], json!(true), "{out}");
+    let gained = fx.payee_plain().await.unwrap() - before;
+    (answer, gained)
+}
+
+#[tokio::test]
+async fn express_middleware_sells_for_a_plain_erc20_through_permit2() {
+    let fx = Permit2Fixture::start(None).await.unwrap();
+    let (answer, gained) = express(&fx, "exact", AMOUNT, None).await;
+    assert_eq!(
+        answer["paymentRequired"]["accepts"][0]["extra"]["assetTransferMethod"], "permit2",
+        "{answer}"
+    );
+    assert_eq!(gained, U256::from(AMOUNT));
+}
+
+#[tokio::test]
+async fn express_middleware_charges_an_upto_payment_what_the_route_settles() {
+    const MAX: u64 = 12_000;
+    const CHARGE: u64 = 3_300;
+    let fx = Permit2Fixture::start_edited(None, x402_tests::permit2::with_upto)
+        .await
+        .unwrap();
+    let (answer, gained) = express(&fx, "upto", MAX, Some(CHARGE)).await;
+    let accepts = &answer["paymentRequired"]["accepts"][0];
+    assert_eq!(accepts["scheme"], "upto", "{answer}");
+    assert_eq!(
+        accepts["extra"]["facilitatorAddress"],
+        fx.anvil.address(1).to_checksum(None),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["paymentResponse"]["amount"],
+        CHARGE.to_string(),
+        "{answer}"
+    );
+    assert_eq!(
+        gained,
+        U256::from(CHARGE),
+        "the payee got the charge, not the maximum"
+    );
 }
