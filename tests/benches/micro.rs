@@ -337,6 +337,7 @@ fn bench_redis_reserve(c: &mut Criterion) {
             valid_until: 1_800_003_600,
             key: None,
             answer_keys: vec![],
+            kind: None,
         },
         owner: "bench:1:0".into(),
         lease_until_ms: 1_800_000_030_000,

@@ -74,6 +74,17 @@ async fn plain_erc20_settles_through_permit2_exactly_once() {
     assert_eq!(settle["amount"], AMOUNT.to_string());
     assert_eq!(settle["payer"], fx.payer.address().to_checksum(None));
     assert_eq!(settle["transaction"].as_str().unwrap().len(), 66);
+    let receipt = alloy::providers::Provider::get_transaction_receipt(
+        &fx.anvil.provider(),
+        settle["transaction"].as_str().unwrap().parse().unwrap(),
+    )
+    .await
+    .unwrap()
+    .expect("mined");
+    println!(
+        "exact Permit2 settlement of a plain ERC-20: gasUsed {}",
+        receipt.gas_used
+    );
     assert_eq!(fx.payee_plain().await.unwrap(), before + U256::from(AMOUNT));
     assert!(nonce_used(&fx.anvil, auth.from, auth.nonce).await.unwrap());
 

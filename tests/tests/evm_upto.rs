@@ -131,6 +131,10 @@ async fn upto_settles_the_smaller_actual_amount_once_sent_by_its_facilitator() {
         fx.anvil.address(1),
         "sent by witness.facilitator"
     );
+    println!(
+        "upto settlement of a plain ERC-20: gasUsed {}",
+        receipt.gas_used
+    );
     assert_eq!(receipt.to, Some(UPTO_PROXY));
     assert_eq!(
         fx.payee_plain().await.unwrap(),
@@ -338,4 +342,105 @@ async fn without_the_upto_proxy_the_facilitator_refuses_to_start_naming_schemes(
     let text = format!("{err:#}");
     assert!(text.contains("evm[0].schemes"), "{text}");
     assert!(text.contains("x402UptoPermit2Proxy"), "{text}");
+}
+
+/// Gas quotes per settlement call (issue 17 item 5): `upto` and `exact` over Permit2 are
+/// quoted at Permit2's initial upper bound until their own settlements land, then at the
+/// percentile of their receipts; EIP-3009 USDC keeps its own measured quote throughout, and
+/// `/requirements` with `scheme: "upto"` prices the upto call into the maximum.
+#[tokio::test]
+async fn quotes_are_per_settlement_call_and_upto_requirements_price_the_upto_call() {
+    const GAS_TOML: &str = r#"
+[evm.gas]
+markup_bps = 2000
+[[evm.gas.price_sources]]
+kind = "fixed"
+usd = "3000.00"
+
+[quotes]
+refresh_seconds = 1
+max_age_seconds = 60
+"#;
+    let fx = Permit2Fixture::start_edited(None, |t| with_upto(t) + GAS_TOML)
+        .await
+        .unwrap();
+    let network = format!("eip155:{}", fx.anvil.chain_id());
+    let plain = fx.plain.address.to_checksum(None);
+    let quote = |asset: String, scheme: &'static str| {
+        let path = format!("/quote?network={network}&asset={asset}&scheme={scheme}");
+        let f = &fx.facilitator;
+        async move {
+            for _ in 0..100 {
+                let (status, body) = f.get(&path).await.unwrap();
+                if status == 200 {
+                    return serde_json::from_str::<Value>(&body).unwrap();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("no quote for {path}");
+        }
+    };
+    let gas = |q: &Value| q["gasUnits"].as_u64().unwrap();
+    let usdc = quote(x402_tests::BASE_USDC.to_checksum(None), "exact").await;
+    let exact = quote(plain.clone(), "exact").await;
+    let upto = quote(plain.clone(), "upto").await;
+    println!(
+        "gas units quoted: USDC EIP-3009 {}, plain exact Permit2 {}, plain upto {}",
+        gas(&usdc),
+        gas(&exact),
+        gas(&upto)
+    );
+    assert!(usdc.get("kind").is_none(), "{usdc}");
+    assert_eq!(exact["kind"], "permit2", "{exact}");
+    assert_eq!(upto["kind"], "upto", "{upto}");
+    assert_eq!(gas(&upto), 150_000, "Permit2's initial upper bound: {upto}");
+    assert_eq!(gas(&exact), 150_000, "{exact}");
+    assert!(gas(&usdc) < 150_000, "EIP-3009 measured on its own: {usdc}");
+
+    let (status, req) = fx
+        .facilitator
+        .post(
+            "/requirements",
+            &json!({"network": network, "asset": plain, "scheme": "upto",
+                    "payTo": fx.pay_to.to_checksum(None), "price": "1000000"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{req}");
+    let v2 = &req["v2"];
+    assert_eq!(v2["scheme"], "upto", "{req}");
+    assert_eq!(
+        v2["extra"]["facilitatorAddress"],
+        fx.anvil.address(1).to_checksum(None),
+        "{req}"
+    );
+    assert_eq!(v2["extra"]["assetTransferMethod"], "permit2", "{req}");
+    let max: u128 = v2["amount"].as_str().unwrap().parse().unwrap();
+    assert!(max > 1_000_000, "the maximum carries the upto gas: {req}");
+    assert!(req.get("v1").is_none(), "upto has no v1 form: {req}");
+
+    // Five upto settlements land: the upto quote follows their receipts, exact's does not move.
+    for _ in 0..5 {
+        let (_, _, verify_body) = fx.plain_upto_payment(MAX);
+        let (_, settle) = fx
+            .facilitator
+            .post("/settle", &upto_settle_body(&verify_body, CHARGE))
+            .await
+            .unwrap();
+        assert_eq!(settle["success"], true, "{settle}");
+    }
+    let mut sampled = 0;
+    for _ in 0..50 {
+        sampled = gas(&quote(plain.clone(), "upto").await);
+        if sampled < 150_000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    println!("upto gas units quoted after 5 landed: {sampled}");
+    assert!(
+        (90_000..150_000).contains(&sampled),
+        "the upto quote follows its receipts: {sampled}"
+    );
+    assert_eq!(gas(&quote(plain.clone(), "exact").await), 150_000);
 }

@@ -476,6 +476,7 @@ async fn outbox_claims_lease_retry_dead_letter_and_complete_atomically() {
             valid_until: 2,
             key: Some("shop".into()),
             answer_keys: vec![],
+            kind: None,
         };
         // A broadcast record moved to `delivered` with its event.
         let write = |n: u8| {

@@ -162,8 +162,12 @@ impl ExactEvmHandler {
         // Landed settlements' gas, which the quoters price gas units from.
         let samples = Arc::new(x402_gas_oracle::GasSamples::default());
         let sampled = samples.clone();
-        sender = sender.with_gas_sampler(Arc::new(move |asset, gas_used| {
-            sampled.record(asset, gas_used)
+        sender = sender.with_gas_sampler(Arc::new(move |asset, kind, gas_used| {
+            sampled.record(
+                asset,
+                x402_gas_oracle::SettlementKind::from_name(kind),
+                gas_used,
+            )
         }));
         let net_quoters = gas::quoters(
             chain.clone(),
@@ -397,14 +401,18 @@ impl SchemeHandler for ExactEvmHandler {
         self.settler.status(req, unix_now()).await
     }
 
+    /// The asset's quote of its `exact` settlement call ([`gas::exact_kind`]: EIP-3009 when it
+    /// takes it, else Permit2).
     fn quote(&self, asset: Option<&str>) -> Result<Quote, QuoteLookupError> {
-        let address = self.asset(asset)?.address;
+        let asset = self.asset(asset)?;
         if !self.priced {
             return Err(self.no_pricing());
         }
-        Ok(self
-            .quotes
-            .get(self.network.as_str(), &address.to_checksum(None))?)
+        Ok(self.quotes.get_kind(
+            self.network.as_str(),
+            &asset.address.to_checksum(None),
+            gas::exact_kind(asset).as_str(),
+        )?)
     }
 
     /// The service price plus the cached gas quote, converted to the asset's units; `extra`
@@ -424,7 +432,11 @@ impl SchemeHandler for ExactEvmHandler {
             ParseError::new("price", "expected atomic units as a decimal integer string")
         })?;
         let address = asset.address.to_checksum(None);
-        let quote = self.quotes.get(self.network.as_str(), &address)?;
+        let quote = self.quotes.get_kind(
+            self.network.as_str(),
+            &address,
+            gas::exact_kind(asset).as_str(),
+        )?;
         let gas = requirements::usdc_to_asset_units(quote.gas_usdc_atomic, asset.decimals);
         let amounts = requirements::Amounts { service, gas };
         let total = amounts

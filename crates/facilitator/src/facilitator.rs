@@ -116,11 +116,13 @@ impl Facilitator {
         for (index, net) in config.evm().iter().enumerate() {
             let handler = ExactEvmHandler::connect(&shared, net, index, &mut quoters).await?;
             evm_chains.push((handler.network().to_string(), handler.chain().clone()));
-            if let Some(upto) = handler.upto_handler() {
-                registry.register(Arc::new(upto))?;
-            }
+            // `exact` first: the default scheme of `/quote` and `/requirements`.
+            let upto = handler.upto_handler();
             if handler.offers_exact() {
                 registry.register(Arc::new(handler))?;
+            }
+            if let Some(upto) = upto {
+                registry.register(Arc::new(upto))?;
             }
         }
         for (index, net) in config.svm().iter().enumerate() {
@@ -175,9 +177,15 @@ impl Facilitator {
     }
 
     /// The cached gas quote of `asset` (default: the first configured) on `network` (CAIP-2 or
-    /// v1 name). Memory only: never waits on a chain or price API.
-    pub fn quote(&self, network: &str, asset: Option<&str>) -> Result<Quote, QuoteLookupError> {
-        let (_, handler) = self.registry.pricing_handler(network, None)?;
+    /// v1 name) for `scheme` (default: the network's first, `exact`): the settlement call that
+    /// scheme sends. Memory only: never waits on a chain or price API.
+    pub fn quote(
+        &self,
+        network: &str,
+        asset: Option<&str>,
+        scheme: Option<&str>,
+    ) -> Result<Quote, QuoteLookupError> {
+        let (_, handler) = self.registry.pricing_handler(network, scheme)?;
         handler.quote(asset)
     }
 

@@ -12,15 +12,17 @@ use x402_gas_oracle::price::{
 };
 use x402_gas_oracle::{
     EvmAsset, EvmCostConfig, EvmCostModel, EvmQuoter, GasSamples, NativePrice, OpStackL1Fee,
-    PriceSource, Quote, QuoteCache, Quoter, UsdcConversion,
+    PriceSource, Quote, QuoteCache, Quoter, SettlementKind, UsdcConversion,
 };
 use x402_settle::evm::GasPricer;
 use x402_settle::replay::GasInUsdc;
 
-use crate::config::evm::EvmNetwork;
+use crate::config::evm::{EvmAsset as EvmAssetConfig, EvmNetwork, EvmTransferMethod};
 use crate::config::{GasConfig, PriceSourceConfig};
 
-/// Quoters for every asset of `net`, or none when it has no `[evm.gas]`. Quotes are served for
+/// Quoters for every settlement call of every asset of `net` (EIP-3009 for an asset taking
+/// it; `exact` over Permit2 and `upto` for one taking Permit2, as `schemes` offers them:
+/// [`settlement_kinds`]), or none when it has no `[evm.gas]`. Quotes are served for
 /// `refresh` (the cache's refresh interval: the quote's horizon before it is used); unless
 /// `fixed_headroom`, gas units come from `samples` (the network's landed settlements).
 /// Errors: a price source that cannot be built (names the key).
@@ -57,16 +59,48 @@ pub fn quoters(
     Ok(net
         .assets
         .iter()
-        .map(|a| {
-            let asset = EvmAsset::new(a.address, a.name.clone(), a.version.clone());
-            Arc::new(EvmQuoter::new(
-                cost.clone(),
-                asset,
-                price.clone(),
-                conversion,
-            )) as Arc<dyn Quoter>
+        .flat_map(|a| {
+            settlement_kinds(net, a).into_iter().map(|kind| {
+                let asset =
+                    EvmAsset::new(a.address, a.name.clone(), a.version.clone()).with_kind(kind);
+                Arc::new(EvmQuoter::new(
+                    cost.clone(),
+                    asset,
+                    price.clone(),
+                    conversion,
+                )) as Arc<dyn Quoter>
+            })
         })
         .collect())
+}
+
+/// The settlement calls `asset` of `net` is paid with: EIP-3009 when it takes it, `exact` over
+/// Permit2 when it takes Permit2 and `exact` is offered, `upto` when it takes Permit2 and `upto`
+/// is offered.
+pub fn settlement_kinds(net: &EvmNetwork, asset: &EvmAssetConfig) -> Vec<SettlementKind> {
+    let mut kinds = Vec::new();
+    if asset.takes(EvmTransferMethod::Eip3009) {
+        kinds.push(SettlementKind::Eip3009);
+    }
+    if asset.takes(EvmTransferMethod::Permit2) {
+        if net.exact {
+            kinds.push(SettlementKind::Permit2Exact);
+        }
+        if net.upto {
+            kinds.push(SettlementKind::Permit2Upto);
+        }
+    }
+    kinds
+}
+
+/// The settlement call an `exact` payment in `asset` is quoted for: EIP-3009 when the asset
+/// takes it (its requirements carry the EIP-712 domain), else Permit2.
+pub fn exact_kind(asset: &EvmAssetConfig) -> SettlementKind {
+    if asset.takes(EvmTransferMethod::Eip3009) {
+        SettlementKind::Eip3009
+    } else {
+        SettlementKind::Permit2Exact
+    }
 }
 
 /// The fallback chain of `gas.price_sources` (config key `at`); Chainlink feeds read `chain`, so
@@ -121,11 +155,17 @@ pub fn price_source(
     Ok(Arc::new(FallbackPriceSource::new(sources)))
 }
 
-/// Prices mined settlements on `network` with the cached quote of any of its `assets`: the fee
-/// at the quote's native price (no markup) next to the quote's gas charge.
+/// Prices mined settlements on `network` with the cached quote of the payment's asset and
+/// settlement call ([`x402_settle::record::PaymentFacts::kind`]), else of any of its `assets`
+/// (the native price is the network's): the fee at the quote's native price (no markup) next to
+/// the quote's gas charge.
 pub fn pricer(cache: Arc<QuoteCache>, network: String, assets: Vec<String>) -> GasPricer {
-    Arc::new(move |gas| {
-        let quote = assets.iter().find_map(|a| cache.get(&network, a).ok())?;
+    Arc::new(move |payment, gas| {
+        let kind = payment.kind.as_deref().unwrap_or("");
+        let quote = cache
+            .get_kind(&network, &payment.asset, kind)
+            .ok()
+            .or_else(|| assets.iter().find_map(|a| cache.get(&network, a).ok()))?;
         Some(GasInUsdc {
             actual: at_quote_price(&quote, gas.fee_wei, ETH_DECIMALS)?,
             quoted: u64::try_from(quote.gas_usdc_atomic).ok()?,

@@ -323,6 +323,8 @@ fn with_extension_responses(mut resp: HttpResponse, outcome: &serde_json::Value)
 struct QuoteQuery {
     network: Option<String>,
     asset: Option<String>,
+    /// Payment scheme (`exact`, `upto`); default: the first served on the network.
+    scheme: Option<String>,
 }
 
 fn quote_error(state: &AppState, endpoint: &str, e: QuoteLookupError) -> HttpResponse {
@@ -355,7 +357,10 @@ async fn quote(state: web::Data<AppState>, query: web::Query<QuoteQuery>) -> Htt
             &ParseError::new("network", "missing query parameter"),
         );
     };
-    match state.facilitator.quote(network, query.asset.as_deref()) {
+    match state
+        .facilitator
+        .quote(network, query.asset.as_deref(), query.scheme.as_deref())
+    {
         Ok(q) => HttpResponse::Ok().json(q),
         Err(e) => quote_error(&state, "quote", e),
     }

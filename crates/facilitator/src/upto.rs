@@ -17,7 +17,7 @@ use alloy::primitives::Address;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use x402_chain::clock::unix_now;
-use x402_gas_oracle::{Quote, QuoteCache};
+use x402_gas_oracle::{Quote, QuoteCache, SettlementKind};
 use x402_proto::{Network, ParseError, PaymentRequest, SettleResponse, VerifyResponse};
 use x402_settle::SettleError;
 use x402_settle::engine::Caller;
@@ -33,6 +33,9 @@ use crate::scheme::{QuoteLookupError, SchemeHandler};
 
 /// The scheme name this module serves.
 pub const SCHEME: &str = "upto";
+
+/// The settlement call `upto` quotes price.
+const UPTO_KIND: SettlementKind = SettlementKind::Permit2Upto;
 
 /// `upto` on one EVM network (see the module docs).
 pub struct UptoEvmHandler {
@@ -137,15 +140,18 @@ impl SchemeHandler for UptoEvmHandler {
         self.settler.status(req, unix_now()).await
     }
 
-    /// The cached settlement cost of one `upto` payment in `asset`, atomic USDC.
+    /// The cached settlement cost of one `upto` payment in `asset` (the upto proxy's call:
+    /// `kind: "upto"`), atomic USDC.
     fn quote(&self, asset: Option<&str>) -> Result<Quote, QuoteLookupError> {
         let address = self.asset(asset)?.address;
         if !self.priced {
             return Err(self.no_pricing());
         }
-        Ok(self
-            .quotes
-            .get(self.network.as_str(), &address.to_checksum(None))?)
+        Ok(self.quotes.get_kind(
+            self.network.as_str(),
+            &address.to_checksum(None),
+            UPTO_KIND.as_str(),
+        )?)
     }
 
     /// The maximum a client authorizes: the service price (itself a maximum) plus the quoted
@@ -166,7 +172,9 @@ impl SchemeHandler for UptoEvmHandler {
             ParseError::new("price", "expected atomic units as a decimal integer string")
         })?;
         let address = asset.address.to_checksum(None);
-        let quote = self.quotes.get(self.network.as_str(), &address)?;
+        let quote = self
+            .quotes
+            .get_kind(self.network.as_str(), &address, UPTO_KIND.as_str())?;
         let gas = requirements::usdc_to_asset_units(quote.gas_usdc_atomic, asset.decimals);
         let amounts = requirements::Amounts { service, gas };
         let total = amounts

@@ -73,7 +73,9 @@ pub mod quote;
 
 pub use convert::UsdcConversion;
 pub use cost::CostError;
-pub use cost::evm::{EvmAsset, EvmCostConfig, EvmCostModel, EvmGasCost, GasSamples};
+pub use cost::evm::{
+    EvmAsset, EvmCostConfig, EvmCostModel, EvmGasCost, GasSamples, SettlementKind,
+};
 pub use cost::l1_fee::OpStackL1Fee;
 pub use cost::svm::{SvmAsset, SvmCost, SvmCostModel, SvmCostParams};
 pub use price::{NativePrice, PriceError, PriceSource};

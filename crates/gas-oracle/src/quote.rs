@@ -65,6 +65,10 @@ pub struct Quote {
     /// Solana breakdown in lamports; absent on EVM quotes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub svm: Option<SvmQuoteDetails>,
+    /// EVM: the settlement call quoted when it is not EIP-3009's: `"permit2"` (`exact` over
+    /// Permit2) or `"upto"` ([`crate::cost::evm::SettlementKind`]); absent otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
 }
 
 /// The Solana part of a [`Quote`]: the cost in lamports ([`SvmCost`], flattened into this
@@ -155,6 +159,10 @@ pub trait Quoter: Send + Sync {
     fn asset(&self) -> &str;
     /// A fresh quote (chain reads, price sources).
     async fn quote(&self) -> Result<Quote, QuoteError>;
+    /// The settlement call quoted ([`Quote::kind`]); default `""`.
+    fn kind(&self) -> &str {
+        ""
+    }
 }
 
 /// Quotes EVM settlement gas of one asset: [`EvmCostModel::cost`] in wei, converted at the
@@ -199,6 +207,10 @@ impl Quoter for EvmQuoter {
         &self.asset_text
     }
 
+    fn kind(&self) -> &str {
+        self.asset.kind.as_str()
+    }
+
     async fn quote(&self) -> Result<Quote, QuoteError> {
         let (cost, price) = tokio::join!(self.cost.cost(&self.asset), self.price.price());
         let (cost, price) = (cost?, price?);
@@ -219,6 +231,7 @@ impl Quoter for EvmQuoter {
             markup_bps: self.conversion.markup_bps,
             quoted_at: unix_now(),
             svm: None,
+            kind: self.asset.kind.as_str().to_string(),
         })
     }
 }
@@ -316,6 +329,7 @@ impl Quoter for SvmQuoter {
                 ata_rent_lamports,
                 rent_usdc_atomic: 0,
             }),
+            kind: String::new(),
         })
     }
 }
@@ -386,14 +400,14 @@ pub async fn svm_quote_for_pay_to(
     quote_with_rent(base, if missing { svm.ata_rent_lamports } else { 0 })
 }
 
-/// Cache key: network and asset; EVM (`0x…`) assets compare case-insensitively.
-fn key(network: &str, asset: &str) -> (String, String) {
+/// Cache key: network, asset and kind; EVM (`0x…`) assets compare case-insensitively.
+fn key(network: &str, asset: &str, kind: &str) -> (String, String, String) {
     let asset = if asset.starts_with("0x") || asset.starts_with("0X") {
         asset.to_ascii_lowercase()
     } else {
         asset.to_owned()
     };
-    (network.to_owned(), asset)
+    (network.to_owned(), asset, kind.to_owned())
 }
 
 #[derive(Default)]
@@ -402,10 +416,10 @@ struct Entry {
     last_error: Option<String>,
 }
 
-/// The latest quote per (network, asset). Reads never do I/O.
+/// The latest quote per (network, asset, [`Quote::kind`]). Reads never do I/O.
 pub struct QuoteCache {
     max_age: Duration,
-    entries: RwLock<HashMap<(String, String), Entry>>,
+    entries: RwLock<HashMap<(String, String, String), Entry>>,
 }
 
 impl QuoteCache {
@@ -420,8 +434,20 @@ impl QuoteCache {
     /// The latest quote for `network` (CAIP-2) and `asset`, if it is younger than the max age.
     /// Memory only.
     pub fn get(&self, network: &str, asset: &str) -> Result<Quote, QuoteUnavailable> {
+        self.get_kind(network, asset, "")
+    }
+
+    /// The latest quote of the settlement call `kind` ([`Quote::kind`]: `""` EIP-3009 or
+    /// Solana, `"permit2"`, `"upto"`) for `network` and `asset`, if younger than the max age.
+    /// Memory only.
+    pub fn get_kind(
+        &self,
+        network: &str,
+        asset: &str,
+        kind: &str,
+    ) -> Result<Quote, QuoteUnavailable> {
         let entries = self.entries.read().expect("quote cache lock");
-        let Some(entry) = entries.get(&key(network, asset)) else {
+        let Some(entry) = entries.get(&key(network, asset, kind)) else {
             return Err(QuoteUnavailable::Unknown {
                 network: network.to_owned(),
                 asset: asset.to_owned(),
@@ -443,16 +469,20 @@ impl QuoteCache {
     pub fn put(&self, quote: Quote) {
         let mut entries = self.entries.write().expect("quote cache lock");
         let entry = entries
-            .entry(key(&quote.network, &quote.asset))
+            .entry(key(&quote.network, &quote.asset, &quote.kind))
             .or_default();
         entry.good = Some((quote, Instant::now()));
         entry.last_error = None;
     }
 
-    /// Records a failed refresh; the last good quote stays until it expires.
-    pub fn put_error(&self, network: &str, asset: &str, error: &QuoteError) {
+    /// Records a failed refresh of the `kind` quote; the last good quote stays until it
+    /// expires.
+    pub fn put_error(&self, network: &str, asset: &str, kind: &str, error: &QuoteError) {
         let mut entries = self.entries.write().expect("quote cache lock");
-        entries.entry(key(network, asset)).or_default().last_error = Some(error.to_string());
+        entries
+            .entry(key(network, asset, kind))
+            .or_default()
+            .last_error = Some(error.to_string());
     }
 
     /// Runs `quoter` once (bounded by `timeout`) and stores the quote or the error.
@@ -473,7 +503,7 @@ impl QuoteCache {
                     error = %e,
                     "gas quote refresh failed"
                 );
-                self.put_error(quoter.network(), quoter.asset(), &e);
+                self.put_error(quoter.network(), quoter.asset(), quoter.kind(), &e);
                 Err(e)
             }
         }
@@ -541,6 +571,7 @@ mod tests {
             markup_bps: 1000,
             quoted_at: 2,
             svm: None,
+            kind: String::new(),
         }
     }
 
@@ -577,6 +608,7 @@ mod tests {
         cache.put_error(
             "eip155:8453",
             USDC,
+            "",
             &QuoteError::Price(PriceError::NoPrice(vec![])),
         );
         assert!(
@@ -591,10 +623,26 @@ mod tests {
             other => panic!("expected Expired, got {other:?}"),
         }
         let other = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
-        cache.put_error("eip155:8453", other, &QuoteError::Timeout(3));
+        cache.put_error("eip155:8453", other, "", &QuoteError::Timeout(3));
         assert!(matches!(
             cache.get("eip155:8453", other),
             Err(QuoteUnavailable::Failed { .. })
+        ));
+        // Each settlement call of an asset has its own quote.
+        let mut upto = quote(USDC, 9);
+        upto.kind = "upto".into();
+        cache.put(upto);
+        assert_eq!(
+            cache
+                .get_kind("eip155:8453", USDC, "upto")
+                .unwrap()
+                .gas_usdc_atomic,
+            9
+        );
+        assert!(cache.get_kind("eip155:8453", USDC, "permit2").is_err());
+        assert!(matches!(
+            cache.get("eip155:8453", USDC),
+            Err(QuoteUnavailable::Expired { .. })
         ));
     }
 
@@ -618,6 +666,7 @@ mod tests {
                 ata_rent_lamports: 2_039_280,
                 rent_usdc_atomic: 0,
             }),
+            kind: String::new(),
         }
     }
 

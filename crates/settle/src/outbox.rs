@@ -248,6 +248,7 @@ mod tests {
             valid_until: 1_795_309_400,
             key: key.map(str::to_string),
             answer_keys: vec![],
+            kind: None,
         }
     }
 

@@ -80,6 +80,11 @@ pub struct PaymentFacts {
     /// ask; every other request gets `duplicate_settlement`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub answer_keys: Vec<String>,
+    /// EVM: the settlement call when it is not EIP-3009's: `"permit2"` (`exact` over Permit2)
+    /// or `"upto"` (what the gas oracle samples and quotes per kind); absent for EIP-3009,
+    /// Solana and records written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 /// A transaction the facilitator signed for a payment and recorded before sending it.
@@ -439,6 +444,7 @@ mod tests {
             valid_until: 2,
             key: None,
             answer_keys: vec![],
+            kind: None,
         }
     }
 

@@ -203,6 +203,7 @@ impl ChainFamily for SvmFamily {
                 valid_until: now + self.record_ttl.as_secs(),
                 key: None,
                 answer_keys: vec![],
+                kind: None,
             },
             ttl_seconds: self.record_ttl.as_secs(),
             claims,

@@ -158,12 +158,54 @@ pub fn observed_headroom_bps(base_fees: &[u128], blocks: u64, percentile: u8) ->
         .max(ONE_BLOCK_MAX_RISE_BPS)
 }
 
-/// The `gasUsed` of recent landed settlements, per asset: what [`EvmCostModel`] prices gas
-/// units from once it has enough ([`EvmCostModel::with_gas_samples`]). Shared by the settlement
-/// side, which records every landing, and the quoters.
+/// Which settlement call a quote prices (issue 17 item 5): their gas differs, so each has its
+/// own samples and quote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SettlementKind {
+    /// EIP-3009 `transferWithAuthorization` on the token (`exact`).
+    #[default]
+    Eip3009,
+    /// `x402ExactPermit2Proxy.settle` (`exact` over Permit2).
+    Permit2Exact,
+    /// `x402UptoPermit2Proxy.settle` (`upto`).
+    Permit2Upto,
+}
+
+impl SettlementKind {
+    /// Gas units a Permit2 settlement is priced at until [`GasSamples`] has enough landed
+    /// settlements of the kind (its call cannot be estimated without a funded, approved payer
+    /// and a signature): 1.5 x the `gasUsed` measured on anvil with Permit2's canonical
+    /// bytecode and this project's proxies (exact 99,666, upto 100,812: a plain ERC-20 to a
+    /// payee without a balance), an upper bound until the receipts say.
+    pub const PERMIT2_INITIAL_GAS_UNITS: u64 = 150_000;
+
+    /// The name quotes and records carry: `""` for EIP-3009 (the quotes of the releases
+    /// before Permit2), `"permit2"`, `"upto"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SettlementKind::Eip3009 => "",
+            SettlementKind::Permit2Exact => "permit2",
+            SettlementKind::Permit2Upto => "upto",
+        }
+    }
+
+    /// The kind named `s` ([`SettlementKind::as_str`]); anything else is EIP-3009.
+    pub fn from_name(s: &str) -> Self {
+        match s {
+            "permit2" => SettlementKind::Permit2Exact,
+            "upto" => SettlementKind::Permit2Upto,
+            _ => SettlementKind::Eip3009,
+        }
+    }
+}
+
+/// The `gasUsed` of recent landed settlements, per asset and [`SettlementKind`]: what
+/// [`EvmCostModel`] prices gas units from once it has enough
+/// ([`EvmCostModel::with_gas_samples`]). Shared by the settlement side, which records every
+/// landing, and the quoters.
 #[derive(Debug)]
 pub struct GasSamples {
-    samples: Mutex<HashMap<Address, std::collections::VecDeque<u64>>>,
+    samples: Mutex<HashMap<(Address, SettlementKind), std::collections::VecDeque<u64>>>,
     capacity: usize,
     min_samples: usize,
     percentile: u8,
@@ -188,20 +230,23 @@ impl GasSamples {
         }
     }
 
-    /// Records a landed settlement of `asset` that used `gas_used` gas units.
-    pub fn record(&self, asset: Address, gas_used: u64) {
+    /// Records a landed settlement of `asset` of `kind` that used `gas_used` gas units.
+    pub fn record(&self, asset: Address, kind: SettlementKind, gas_used: u64) {
         let mut all = self.samples.lock().expect("gas samples lock");
-        let q = all.entry(asset).or_default();
+        let q = all.entry((asset, kind)).or_default();
         q.push_back(gas_used);
         while q.len() > self.capacity {
             q.pop_front();
         }
     }
 
-    /// The configured percentile of `asset`'s recent `gasUsed`, once there are enough samples.
-    pub fn percentile(&self, asset: Address) -> Option<u64> {
+    /// The configured percentile of the recent `gasUsed` of `asset`'s settlements of `kind`,
+    /// once there are enough samples.
+    pub fn percentile(&self, asset: Address, kind: SettlementKind) -> Option<u64> {
         let all = self.samples.lock().expect("gas samples lock");
-        let q = all.get(&asset).filter(|q| q.len() >= self.min_samples)?;
+        let q = all
+            .get(&(asset, kind))
+            .filter(|q| q.len() >= self.min_samples)?;
         let mut sorted: Vec<u64> = q.iter().copied().collect();
         sorted.sort_unstable();
         let rank = (usize::from(self.percentile) * sorted.len()).div_ceil(100);
@@ -209,16 +254,19 @@ impl GasSamples {
     }
 }
 
-/// An EIP-3009 token settled by the facilitator, with its EIP-712 domain (`extra.name`,
-/// `extra.version` of x402 requirements; USDC on Base: "USD Coin" / "2").
+/// A token settled by the facilitator and the settlement call quoted: an EIP-3009 token with its
+/// EIP-712 domain (`extra.name`, `extra.version` of x402 requirements; USDC on Base: "USD Coin"
+/// / "2"), or any ERC-20 through a Permit2 proxy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EvmAsset {
     /// Token contract.
     pub address: Address,
-    /// EIP-712 domain name.
+    /// EIP-712 domain name (EIP-3009).
     pub name: String,
-    /// EIP-712 domain version.
+    /// EIP-712 domain version (EIP-3009).
     pub version: String,
+    /// The settlement call quoted (default EIP-3009).
+    pub kind: SettlementKind,
 }
 
 impl EvmAsset {
@@ -228,7 +276,14 @@ impl EvmAsset {
             address,
             name: name.into(),
             version: version.into(),
+            kind: SettlementKind::Eip3009,
         }
+    }
+
+    /// The same token, quoting the settlement call `kind`.
+    pub fn with_kind(mut self, kind: SettlementKind) -> Self {
+        self.kind = kind;
+        self
     }
 }
 
@@ -405,7 +460,7 @@ pub struct EvmCostModel {
     config: EvmCostConfig,
     l1_fee: Option<OpStackL1Fee>,
     /// asset → (measured gas units incl. allowance, when measured).
-    gas: Mutex<HashMap<Address, (u64, Instant)>>,
+    gas: Mutex<HashMap<(Address, SettlementKind), (u64, Instant)>>,
     /// Recent landed settlements' gas, when known.
     samples: Option<Arc<GasSamples>>,
     /// The first block number seen and when, to learn the block time.
@@ -470,8 +525,15 @@ impl EvmCostModel {
 
     /// Measures now: `eth_estimateGas` of a fresh [`representative_calldata`] to the asset, from
     /// the chain's first signer, plus [`EvmCostConfig::extra_gas`]; remembers the result for
-    /// [`EvmCostConfig::gas_refresh`]. Gas units.
+    /// [`EvmCostConfig::gas_refresh`]. Gas units. A Permit2 kind answers
+    /// [`SettlementKind::PERMIT2_INITIAL_GAS_UNITS`] (no estimate possible; its margin already
+    /// covers what the extra gas stands for).
     pub async fn measure_gas(&self, asset: &EvmAsset) -> Result<u64, CostError> {
+        if asset.kind != SettlementKind::Eip3009 {
+            // A Permit2 settlement cannot be estimated without a funded, approved payer and a
+            // signature: its upper bound until samples say.
+            return Ok(SettlementKind::PERMIT2_INITIAL_GAS_UNITS);
+        }
         let mut tx = TransactionRequest::default()
             .to(asset.address)
             .input(representative_calldata(self.chain.chain_id(), asset).into());
@@ -490,7 +552,7 @@ impl EvmCostModel {
         self.gas
             .lock()
             .expect("gas cache lock")
-            .insert(asset.address, (gas, Instant::now()));
+            .insert((asset.address, asset.kind), (gas, Instant::now()));
         Ok(gas)
     }
 
@@ -501,7 +563,7 @@ impl EvmCostModel {
         if let Some(gas) = self
             .samples
             .as_ref()
-            .and_then(|s| s.percentile(asset.address))
+            .and_then(|s| s.percentile(asset.address, asset.kind))
         {
             return Ok(gas);
         }
@@ -509,7 +571,7 @@ impl EvmCostModel {
             .gas
             .lock()
             .expect("gas cache lock")
-            .get(&asset.address)
+            .get(&(asset.address, asset.kind))
             .filter(|(_, at)| at.elapsed() < self.config.gas_refresh)
             .map(|(gas, _)| *gas);
         match cached {
@@ -669,19 +731,43 @@ mod tests {
 
     #[test]
     fn gas_samples_answer_a_high_percentile_once_there_are_enough() {
+        use SettlementKind::{Eip3009, Permit2Exact, Permit2Upto};
         let a = address!("0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913");
         let s = GasSamples::new(20, 5, 95);
         for g in [60_000, 61_000, 62_000, 63_000] {
-            s.record(a, g);
+            s.record(a, Eip3009, g);
         }
-        assert_eq!(s.percentile(a), None, "4 < 5 samples");
-        s.record(a, 80_000);
-        assert_eq!(s.percentile(a), Some(80_000));
+        assert_eq!(s.percentile(a, Eip3009), None, "4 < 5 samples");
+        s.record(a, Eip3009, 80_000);
+        assert_eq!(s.percentile(a, Eip3009), Some(80_000));
         for _ in 0..20 {
-            s.record(a, 61_000);
+            s.record(a, Eip3009, 61_000);
         }
-        assert_eq!(s.percentile(a), Some(61_000), "only the last 20 are kept");
-        assert_eq!(s.percentile(Address::ZERO), None);
+        assert_eq!(
+            s.percentile(a, Eip3009),
+            Some(61_000),
+            "only the last 20 are kept"
+        );
+        assert_eq!(s.percentile(Address::ZERO, Eip3009), None);
+        // Each settlement call has its own samples: Permit2's dearer gas never mixes in.
+        assert_eq!(s.percentile(a, Permit2Exact), None);
+        for _ in 0..5 {
+            s.record(a, Permit2Upto, 100_812);
+        }
+        assert_eq!(s.percentile(a, Permit2Upto), Some(100_812));
+        assert_eq!(s.percentile(a, Eip3009), Some(61_000));
+        assert_eq!(s.percentile(a, Permit2Exact), None);
+    }
+
+    #[test]
+    fn settlement_kinds_round_trip_their_names() {
+        for k in [
+            SettlementKind::Eip3009,
+            SettlementKind::Permit2Exact,
+            SettlementKind::Permit2Upto,
+        ] {
+            assert_eq!(SettlementKind::from_name(k.as_str()), k);
+        }
     }
 
     #[test]

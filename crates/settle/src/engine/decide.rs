@@ -203,6 +203,7 @@ mod tests {
                 valid_until: T0 / 1000 + 300,
                 key: None,
                 answer_keys: vec![],
+                kind: None,
             },
             sent: tx(99),
             replaced: (0..replaced).map(tx).collect(),

@@ -49,15 +49,17 @@ pub use methods::eip3009::Eip3009;
 pub use methods::permit2::Permit2Exact;
 pub use sender::{CONTRACT_SIGNATURE_GAS_CAP_MULTIPLE, DEFAULT_CONTRACT_SIGNATURE_GAS_CAP};
 
-/// Prices a mined settlement's fee in USDC for its record (see [`GasInUsdc`]).
-pub type GasPricer = Arc<dyn Fn(&GasPaid) -> Option<GasInUsdc> + Send + Sync>;
+/// Prices a mined settlement's fee in USDC for its record (see [`GasInUsdc`]), against the
+/// quote of its payment's asset and settlement call ([`PaymentFacts::kind`]).
+pub type GasPricer = Arc<dyn Fn(&PaymentFacts, &GasPaid) -> Option<GasInUsdc> + Send + Sync>;
 
 /// Called once per mined settlement with its gas cost.
 pub type GasObserver = Arc<dyn Fn(&GasPaid) + Send + Sync>;
 
-/// Called once per landed settlement with its asset and receipt `gasUsed` (what the gas
-/// oracle prices gas units from).
-pub type GasSampler = Arc<dyn Fn(alloy::primitives::Address, u64) + Send + Sync>;
+/// Called once per landed settlement with its asset, its settlement call
+/// ([`crate::record::PaymentFacts::kind`]: `""` for EIP-3009, `"permit2"`, `"upto"`) and its
+/// receipt `gasUsed` (what the gas oracle prices gas units from, per kind).
+pub type GasSampler = Arc<dyn Fn(alloy::primitives::Address, &str, u64) + Send + Sync>;
 
 /// Called after each nonce repair look with `(signer, nonces handed out but not mined)`.
 pub type NonceLagObserver = Arc<dyn Fn(alloy::primitives::Address, u64) + Send + Sync>;
@@ -123,7 +125,9 @@ impl<M: TransferMethod> EvmFamily<M> {
                 let other = format!("{:#x}", landed.transaction);
                 tracing::warn!(reverted = %transaction, settled_by = %other, gas_wasted_wei = u128::from(mined.gas_used).saturating_mul(mined.effective_gas_price), "settlement reverted: the payment was settled by an earlier transaction of ours (its record was lost)");
                 Lookup::SettledBefore {
-                    cost: self.sender.cost_of(&other, &landed.receipt),
+                    cost: self
+                        .sender
+                        .cost_of(&broadcast.payment, &other, &landed.receipt),
                     transaction: other,
                 }
             }
@@ -139,7 +143,7 @@ impl<M: TransferMethod> EvmFamily<M> {
         transaction: &str,
         mined: &TransactionReceipt,
     ) -> Lookup {
-        let cost = self.sender.cost_of(transaction, mined);
+        let cost = self.sender.cost_of(&broadcast.payment, transaction, mined);
         let failed = |reason: Reason, message: String| Lookup::Failed {
             transaction: transaction.to_string(),
             reason,
@@ -198,7 +202,9 @@ impl<M: TransferMethod> ChainFamily for EvmFamily<M> {
             return None;
         }
         let transaction = format!("{:#x}", landed.transaction);
-        let cost = self.sender.cost_of(&transaction, &landed.receipt);
+        let cost = self
+            .sender
+            .cost_of(&id.facts, &transaction, &landed.receipt);
         Some(crate::record::SettlementRecord::Delivered(
             crate::record::Settled {
                 payment: id.facts.clone(),

@@ -152,6 +152,7 @@ async fn every_final_state_releases_its_debit() {
             valid_until: FAR,
             key: None,
             answer_keys: Default::default(),
+            kind: None,
         },
         owner: "dead".into(),
         lease_until_ms: T0_MS,

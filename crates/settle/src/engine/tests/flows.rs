@@ -164,6 +164,7 @@ async fn takeover_after_a_lapsed_lease() {
         valid_until: FAR,
         key: None,
         answer_keys: vec![],
+        kind: None,
     };
     let dead = SettlementRecord::Reserved(Reserved {
         payment: facts,

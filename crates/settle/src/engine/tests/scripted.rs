@@ -405,6 +405,7 @@ impl ChainFamily for Family {
                         valid_until: valid_before,
                         key: None,
                         answer_keys: vec![],
+                        kind: None,
                     },
                     ttl_seconds: 3_600,
                     claims: vec![],

@@ -91,6 +91,7 @@ impl TransferMethod for Eip3009 {
                 valid_until: id.valid_before,
                 key: None,
                 answer_keys: vec![],
+                kind: None,
             },
             ttl_seconds: replay_ttl_seconds(id.valid_before, now),
             claims: vec![],

@@ -29,7 +29,7 @@ use x402_chain::permit2::upto::IX402UptoPermit2Proxy;
 use x402_chain::permit2::{IErc20, IPermit2, IX402ExactPermit2Proxy, nonce_position};
 use x402_proto::{PaymentRequest, Reason};
 use x402_verify::Invalid;
-use x402_verify::evm::permit2::{Permit2Payment, Permit2Verifier, Stage};
+use x402_verify::evm::permit2::{Permit2Payment, Permit2Scheme, Permit2Verifier, Stage};
 
 use super::{Revert, TransferMethod};
 use crate::SettleError;
@@ -84,6 +84,13 @@ impl TransferMethod for Permit2Exact {
                 valid_until: id.deadline,
                 key: None,
                 answer_keys: vec![],
+                kind: Some(
+                    match Permit2Scheme::of(req) {
+                        Permit2Scheme::Exact => "permit2",
+                        Permit2Scheme::Upto => "upto",
+                    }
+                    .to_string(),
+                ),
             },
             ttl_seconds: replay_ttl_seconds(id.deadline, now),
             claims: vec![],

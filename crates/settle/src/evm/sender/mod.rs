@@ -228,7 +228,8 @@ impl EvmSender {
         self
     }
 
-    /// Reports the asset and `gasUsed` of every landed settlement to `sampler`.
+    /// Reports the asset, settlement call and `gasUsed` of every landed settlement to
+    /// `sampler`.
     pub fn with_gas_sampler(mut self, sampler: GasSampler) -> Self {
         self.gas_sampler = Some(sampler);
         self
@@ -652,7 +653,12 @@ impl EvmSender {
     }
 
     /// The cost of a mined transaction (gas, and its USDC price with a pricer).
-    pub fn cost_of(&self, transaction: &str, mined: &TransactionReceipt) -> Cost {
+    pub fn cost_of(
+        &self,
+        payment: &PaymentFacts,
+        transaction: &str,
+        mined: &TransactionReceipt,
+    ) -> Cost {
         let price = mined.effective_gas_price;
         let mut gas = GasPaid {
             transaction: transaction.to_string(),
@@ -661,7 +667,7 @@ impl EvmSender {
             fee_wei: u128::from(mined.gas_used).saturating_mul(price),
             usdc: None,
         };
-        gas.usdc = self.gas_pricer.as_ref().and_then(|p| p(&gas));
+        gas.usdc = self.gas_pricer.as_ref().and_then(|p| p(payment, &gas));
         Cost {
             gas: Some(gas),
             svm_fee: None,
@@ -676,7 +682,7 @@ impl EvmSender {
         if let (Some(sampler), Some(gas)) = (&self.gas_sampler, &cost.gas)
             && let Ok(asset) = payment.asset.parse::<Address>()
         {
-            sampler(asset, gas.gas_used);
+            sampler(asset, payment.kind.as_deref().unwrap_or(""), gas.gas_used);
         }
     }
 
