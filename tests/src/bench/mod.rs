@@ -102,6 +102,34 @@ pub struct BenchConfig {
     pub facilitator_cpus: Option<String>,
     /// The replay store's Redis: one node, or a cluster (README "Scaling past one Redis").
     pub redis: RedisTopology,
+    /// The payment kind.
+    pub kind: PaymentKind,
+}
+
+/// The payment kind every pre-signed payment of a run is (issue 17 targets: Permit2 `exact`
+/// and `upto` settle throughput within 80 % of EIP-3009's, verify CPU within 1.5x).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PaymentKind {
+    /// `exact` with EIP-3009 `transferWithAuthorization` (USDC).
+    #[default]
+    Eip3009,
+    /// `exact` over Permit2 through `x402ExactPermit2Proxy` (the same USDC, approved to
+    /// Permit2).
+    Permit2,
+    /// `upto` through `x402UptoPermit2Proxy`, each settling half its maximum, naming the
+    /// signers in turn.
+    Upto,
+}
+
+impl PaymentKind {
+    /// Its name on the command line and in the report.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PaymentKind::Eip3009 => "eip3009",
+            PaymentKind::Permit2 => "permit2",
+            PaymentKind::Upto => "upto",
+        }
+    }
 }
 
 /// The Redis deployment a bench runs on.
@@ -179,6 +207,7 @@ impl Default for BenchConfig {
             anvil_log: None,
             facilitator_cpus: None,
             redis: RedisTopology::Single,
+            kind: PaymentKind::Eip3009,
         }
     }
 }
@@ -191,8 +220,10 @@ const PAY_TO_ACCOUNT: usize = 9;
 
 /// One pre-signed payment.
 struct Payment {
-    /// `/verify` and `/settle` body.
+    /// `/verify` body (and `/settle` body but for `upto`).
     body: Vec<u8>,
+    /// `/settle` body (`upto`: the charge, half the maximum).
+    settle_body: Vec<u8>,
     /// JSON-RPC `eth_call` body of its `transferWithAuthorization`.
     eth_call: Vec<u8>,
 }
@@ -217,6 +248,10 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
     );
     ensure!(config.replicas >= 1, "replicas must be >= 1");
     ensure!(
+        config.kind == PaymentKind::Eip3009 || !config.eth_call,
+        "the eth_call phase calls transferWithAuthorization: EIP-3009 only"
+    );
+    ensure!(
         config.concurrency >= 1 && config.settle_concurrency >= 1,
         "concurrency must be >= 1"
     );
@@ -230,6 +265,9 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
         anvil = anvil.log_to(path);
     }
     let anvil = anvil.spawn().await?;
+    if config.kind != PaymentKind::Eip3009 {
+        crate::permit2::install_contracts(&anvil).await?;
+    }
     let usdc = Usdc::deploy(&anvil, anvil.signer(0)).await?;
     let payers: Vec<PrivateKeySigner> = (0..config.payers.min(config.payments))
         .map(|_| PrivateKeySigner::random())
@@ -238,11 +276,23 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
     for payer in &payers {
         usdc.mint(payer.address(), per_payer * PAYMENT_AMOUNT)
             .await?;
+        if config.kind != PaymentKind::Eip3009 {
+            // Gas for the one approval of Permit2.
+            anvil
+                .provider()
+                .raw_request::<_, Value>(
+                    "anvil_setBalance".into(),
+                    (payer.address(), U256::from(10u128.pow(18))),
+                )
+                .await
+                .context("anvil_setBalance")?;
+            crate::permit2::approve_permit2(&anvil, payer, usdc.address(), U256::MAX).await?;
+        }
     }
     let pay_to = anvil.address(PAY_TO_ACCOUNT);
     let signer_keys: Vec<&str> = DEV_PRIVATE_KEYS[1..=config.signers].to_vec();
-    let first_signer = anvil.address(1);
-    let payments = sign_payments(config, &payers, pay_to, first_signer)?;
+    let signer_addresses: Vec<Address> = (1..=config.signers).map(|i| anvil.address(i)).collect();
+    let payments = sign_payments(config, &payers, pay_to, &signer_addresses)?;
 
     let anvil_addr = format!("127.0.0.1:{}", anvil.port()).parse()?;
     let relay = if config.rpc_delay.is_zero() {
@@ -319,17 +369,18 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
             &replicas.iter().filter_map(Replica::pid).collect::<Vec<_>>(),
             move |i| {
                 let url = format!("{}/settle", urls[i % urls.len()]);
-                post(client.clone(), url, payments_c[i].body.clone(), true)
+                post(client.clone(), url, payments_c[i].settle_body.clone(), true)
             },
         )
         .await;
         phases.push(phase);
-        chain = Some(chain_report(&anvil, usdc.address(), start_block, &answers).await?);
+        chain = Some(chain_report(&anvil, usdc.address(), pay_to, start_block, &answers).await?);
     }
     drop(client);
     drop(replicas);
     drop(relay);
     Ok(Report {
+        kind: config.kind.name().to_string(),
         payments: config.payments,
         payers: payers.len(),
         signers: config.signers,
@@ -350,13 +401,18 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<Report> {
     })
 }
 
-/// Signs `config.payments` authorizations (payer `i % payers`), valid for an hour.
+/// Signs `config.payments` authorizations of `config.kind` (payer `i % payers`), valid for an
+/// hour; `upto` payments name `signers[i % signers]` as their facilitator.
 fn sign_payments(
     config: &BenchConfig,
     payers: &[PrivateKeySigner],
     pay_to: Address,
-    eth_call_from: Address,
+    signers: &[Address],
 ) -> anyhow::Result<Vec<Payment>> {
+    if config.kind != PaymentKind::Eip3009 {
+        return sign_permit2_payments(config, payers, pay_to, signers);
+    }
+    let eth_call_from = signers[0];
     let mut requirements = ExactEvmRequirements::base_usdc(PAYMENT_AMOUNT, pay_to);
     requirements.max_timeout_seconds = 3600;
     let req_json = requirements.v2_json();
@@ -382,8 +438,57 @@ fn sign_payments(
                 "input": alloy::primitives::hex::encode_prefixed(call.abi_encode()),
             }, "latest"]});
             Ok(Payment {
+                settle_body: body.clone(),
                 body,
                 eth_call: serde_json::to_vec(&rpc)?,
+            })
+        })
+        .collect()
+}
+
+/// [`sign_payments`] of Permit2 kinds: `exact` of [`PAYMENT_AMOUNT`], or `upto` of at most
+/// [`PAYMENT_AMOUNT`] settling half of it.
+fn sign_permit2_payments(
+    config: &BenchConfig,
+    payers: &[PrivateKeySigner],
+    pay_to: Address,
+    signers: &[Address],
+) -> anyhow::Result<Vec<Payment>> {
+    use crate::permit2::{Permit2Auth, body, requirements, upto_requirements, upto_settle_body};
+    let amount = U256::from(PAYMENT_AMOUNT);
+    (0..config.payments)
+        .map(|i| {
+            let payer = &payers[i % payers.len()];
+            let (req, auth) = match config.kind {
+                PaymentKind::Upto => {
+                    let facilitator = signers[i % signers.len()];
+                    (
+                        upto_requirements(8453, crate::BASE_USDC, amount, pay_to, facilitator),
+                        Permit2Auth::upto(
+                            payer.address(),
+                            crate::BASE_USDC,
+                            amount,
+                            pay_to,
+                            facilitator,
+                            3600,
+                        ),
+                    )
+                }
+                _ => (
+                    requirements(8453, crate::BASE_USDC, amount, pay_to),
+                    Permit2Auth::new(payer.address(), crate::BASE_USDC, amount, pay_to, 3600),
+                ),
+            };
+            let signature = auth.sign(payer, 8453)?;
+            let verify = body(&req, &signature, &auth);
+            let settle = match config.kind {
+                PaymentKind::Upto => upto_settle_body(&verify, PAYMENT_AMOUNT / 2),
+                _ => verify.clone(),
+            };
+            Ok(Payment {
+                body: serde_json::to_vec(&verify)?,
+                settle_body: serde_json::to_vec(&settle)?,
+                eth_call: Vec::new(),
             })
         })
         .collect()
@@ -467,7 +572,15 @@ fn replica_toml(
     ws_url: Option<&str>,
     redis: &str,
     keys: &[&str],
+    kind: PaymentKind,
 ) -> String {
+    let (schemes, methods) = match kind {
+        PaymentKind::Eip3009 => ("", ""),
+        _ => (
+            "schemes = [\"exact\", \"upto\"]\n",
+            "transfer_methods = [\"eip3009\", \"permit2\"]\n",
+        ),
+    };
     let ws = ws_url
         .map(|u| format!("ws_url = \"{u}\"\n"))
         .unwrap_or_default();
@@ -487,13 +600,13 @@ receipt_timeout_seconds = 120
 [[evm]]
 chain_id = 8453
 rpc_url = "{rpc_url}"
-{ws}signer_private_keys = [{keys}]
+{ws}{schemes}signer_private_keys = [{keys}]
 
 [[evm.assets]]
 address = "{usdc}"
 name = "USD Coin"
 version = "2"
-"#,
+{methods}"#,
         usdc = crate::BASE_USDC,
     )
 }
@@ -519,6 +632,7 @@ async fn start_replicas(
                     ws,
                     redis,
                     keys,
+                    config.kind,
                 ))
                 .await?,
             ),
@@ -529,7 +643,7 @@ async fn start_replicas(
                 let config_path = dir.0.join("config.toml");
                 std::fs::write(
                     &config_path,
-                    replica_toml(&listen, rpc_url, ws, redis, keys),
+                    replica_toml(&listen, rpc_url, ws, redis, keys, config.kind),
                 )?;
                 let log = std::fs::File::create(dir.0.join("facilitator.log"))?;
                 let mut command = match &config.facilitator_cpus {
@@ -773,9 +887,12 @@ fn transport_error(e: &reqwest::Error) -> Answer {
 
 /// Reads what the settle phase left on chain: `AuthorizationUsed` events of the token after
 /// `start_block`, and the blocks holding them.
+/// On chain since `start_block`: the token's `Transfer`s to `pay_to` (one per settlement,
+/// whatever its kind), blocks used, transactions per block.
 async fn chain_report(
     anvil: &Anvil,
     token: Address,
+    pay_to: Address,
     start_block: u64,
     answers: &[Answer],
 ) -> anyhow::Result<ChainReport> {
@@ -783,7 +900,8 @@ async fn chain_report(
     let end_block = provider.get_block_number().await?;
     let filter = Filter::new()
         .address(token)
-        .event_signature(FiatToken::AuthorizationUsed::SIGNATURE_HASH)
+        .event_signature(FiatToken::Transfer::SIGNATURE_HASH)
+        .topic2(pay_to.into_word())
         .from_block(start_block + 1)
         .to_block(end_block);
     let logs = provider.get_logs(&filter).await?;

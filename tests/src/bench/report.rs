@@ -116,6 +116,8 @@ pub struct ChainReport {
 /// A whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The payment kind (`eip3009`, `permit2`, `upto`).
+    pub kind: String,
     /// Payments pre-signed.
     pub payments: usize,
     /// Distinct payers.
@@ -167,8 +169,9 @@ impl fmt::Display for Report {
         };
         writeln!(
             f,
-            "payments {} from {} payers; {} signer(s), {} replica(s) ({}); blocks {blocks}; \
+            "{} payments {} from {} payers; {} signer(s), {} replica(s) ({}); blocks {blocks}; \
              RPC +{} ms each way; concurrency {} (settle {}); setup {:.1} s",
+            self.kind,
             self.payments,
             self.payers,
             self.signers,

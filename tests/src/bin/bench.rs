@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use x402_tests::bench::RedisTopology;
-use x402_tests::bench::{self, BenchConfig, FacilitatorKind};
+use x402_tests::bench::{self, BenchConfig, FacilitatorKind, PaymentKind};
 
 /// Load harness: anvil + real USDC + Redis + facilitator replicas (+ a latency relay to the RPC).
 #[derive(Parser, Debug)]
@@ -82,6 +82,12 @@ struct Cli {
     /// their settle throughputs).
     #[arg(long, default_value = "single")]
     redis: String,
+    /// The payment kind: `eip3009` (exact, USDC), `permit2` (exact over Permit2, the same
+    /// USDC), `upto` (each settling half its maximum), or `all` (the three in one run, with
+    /// each Permit2 kind's settle throughput and verify CPU next to EIP-3009's). Permit2 kinds
+    /// skip the `eth_call` phase.
+    #[arg(long, default_value = "eip3009")]
+    kind: String,
 }
 
 #[tokio::main]
@@ -150,20 +156,61 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         "both" => vec![RedisTopology::Single, cluster],
         other => anyhow::bail!("--redis {other:?}: single, cluster or both"),
     };
+    let kinds = match cli.kind.as_str() {
+        "eip3009" => vec![PaymentKind::Eip3009],
+        "permit2" => vec![PaymentKind::Permit2],
+        "upto" => vec![PaymentKind::Upto],
+        "all" => vec![
+            PaymentKind::Eip3009,
+            PaymentKind::Permit2,
+            PaymentKind::Upto,
+        ],
+        other => anyhow::bail!("--kind {other:?}: eip3009, permit2, upto or all"),
+    };
     let mut settle_rates = Vec::new();
+    let mut by_kind = Vec::new();
     for topology in topologies {
-        let config = BenchConfig {
-            redis: topology,
-            ..config.clone()
-        };
-        let report = bench::run(&config).await?;
-        println!("== redis: {topology:?}");
-        print!("{report}");
-        if let Some(settle) = report.phase("settle") {
-            settle_rates.push((topology, settle.ok_per_second()));
+        for &kind in &kinds {
+            let config = BenchConfig {
+                redis: topology,
+                kind,
+                eth_call: config.eth_call && kind == PaymentKind::Eip3009,
+                ..config.clone()
+            };
+            let report = bench::run(&config).await?;
+            println!("== redis: {topology:?}, kind: {}", kind.name());
+            print!("{report}");
+            let settle = report.phase("settle").map(|p| p.ok_per_second());
+            let verify_cpu = report.phase("verify").and_then(|p| p.cpu_per_request_us());
+            if let (Some(rate), PaymentKind::Eip3009) = (settle, kind) {
+                settle_rates.push((topology, rate));
+            }
+            by_kind.push((kind, settle, verify_cpu));
+            if let Some(path) = &cli.json {
+                std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+            }
         }
-        if let Some(path) = &cli.json {
-            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    if let Some((_, base_settle, base_cpu)) = by_kind
+        .iter()
+        .find(|(k, _, _)| *k == PaymentKind::Eip3009)
+        .copied()
+    {
+        for (kind, settle, cpu) in by_kind
+            .iter()
+            .filter(|(k, _, _)| *k != PaymentKind::Eip3009)
+        {
+            let pct = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.0} %", a / b * 100.0),
+                _ => "n/a".into(),
+            };
+            println!(
+                "{}: settle throughput {} of EIP-3009's (target >= 80 %), verify CPU per \
+                 request {} of EIP-3009's (target <= 150 %)",
+                kind.name(),
+                pct(*settle, base_settle),
+                pct(*cpu, base_cpu)
+            );
         }
     }
     if let [(_, single), (_, cluster)] = settle_rates.as_slice() {
