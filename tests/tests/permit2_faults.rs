@@ -6,7 +6,8 @@
 //! - F3 across two replicas sharing Redis and one signer: one success per payment;
 //! - F10/F13/F14: a settled Permit2 payment replayed under other requirements never succeeds;
 //! - `upto` (issue 17 item 4): a kill -9 right after the broadcast of a smaller charge is
-//!   finished by a new process, which answers that charge once (record, status API).
+//!   finished by a new process, which answers that charge once (record, status API); F3 across
+//!   two replicas and F10/F13/F14 replays of a settled charge never succeed again.
 
 use std::time::{Duration, Instant};
 
@@ -462,4 +463,91 @@ async fn kill9_after_an_upto_broadcast_is_finished_with_its_charge() {
         U256::from(CHARGE)
     );
     assert!(nonce_used(&c.anvil, auth.from, auth.nonce).await.unwrap());
+}
+
+/// F3/F10/F13/F14 for `upto`: once a charge of an authorization settled, neither the same
+/// request, another charge, nor the payload under another `payTo`, asset or network ever gets a
+/// success, on two replicas sharing Redis; the payee got the one charge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn f3_f10_f13_f14_upto_replays_never_succeed_again() {
+    const MAX: u64 = 40_000;
+    const CHARGE: u64 = 9_000;
+    let c = chain().await;
+    let redis = RedisServer::spawn().await.unwrap();
+    let toml = with_upto(toml(&c, &redis));
+    let a = TestFacilitator::start_with_toml(&toml).await.unwrap();
+    let b = TestFacilitator::start_with_toml(&toml).await.unwrap();
+    let facilitator = c.anvil.address(1);
+    let req = upto_requirements(
+        c.anvil.chain_id(),
+        c.plain.address,
+        U256::from(MAX),
+        c.anvil.address(3),
+        facilitator,
+    );
+    let auth = Permit2Auth::upto(
+        c.anvil.address(2),
+        c.plain.address,
+        U256::from(MAX),
+        c.anvil.address(3),
+        facilitator,
+        300,
+    );
+    let sig = auth.sign(&c.anvil.signer(2), c.anvil.chain_id()).unwrap();
+    let body = upto_settle_body(&body(&req, &sig, &auth), CHARGE);
+    // F3: six concurrent settles across the two replicas, one success.
+    let answers = futures::future::join_all(
+        (0..6).map(|i| if i % 2 == 0 { &a } else { &b }.post("/settle", &body)),
+    )
+    .await;
+    let successes = answers
+        .iter()
+        .filter(|r| r.as_ref().unwrap().1["success"] == true)
+        .count();
+    assert!(successes <= 1, "{answers:?}");
+    let start = Instant::now();
+    loop {
+        let (_, answer) = a.post("/settle", &body).await.unwrap();
+        if answer["errorReason"] == "duplicate_settlement" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let edit = |field: &str, value: Value| {
+        let mut r = body.clone();
+        r["paymentRequirements"][field] = value.clone();
+        r["paymentPayload"]["accepted"][field] = value;
+        r
+    };
+    let cases = [
+        ("F3 another charge", {
+            let mut r = body.clone();
+            r["paymentRequirements"]["amount"] = json!((CHARGE + 1).to_string());
+            r
+        }),
+        (
+            "F10 payTo",
+            edit("payTo", json!(c.anvil.address(5).to_checksum(None))),
+        ),
+        (
+            "F13 asset",
+            edit("asset", json!(x402_tests::BASE_USDC.to_checksum(None))),
+        ),
+        ("F14 network", edit("network", json!("eip155:84532"))),
+    ];
+    for (case, replay) in cases {
+        for fac in [&a, &b] {
+            let (status, answer) = fac.post("/settle", &replay).await.unwrap();
+            assert_eq!(status, 200, "{case}: {answer}");
+            assert_eq!(answer["success"], false, "{case}: {answer}");
+        }
+    }
+    assert_eq!(
+        c.plain
+            .balance_of(&c.anvil, c.anvil.address(3))
+            .await
+            .unwrap(),
+        U256::from(CHARGE)
+    );
 }
