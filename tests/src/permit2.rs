@@ -535,6 +535,28 @@ transfer_methods = ["permit2"]
         (req, auth, body)
     }
 
+    /// `/verify` of `body`: asserts a 200 `isValid: false` naming the authorization's `from` as
+    /// payer, and returns the reason.
+    pub async fn verify_reason(&self, body: &Value) -> String {
+        let (status, answer) = self.facilitator.post("/verify", body).await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["isValid"], false, "{answer}");
+        assert_eq!(
+            answer["payer"], body["paymentPayload"]["payload"]["permit2Authorization"]["from"],
+            "{answer}"
+        );
+        answer["invalidReason"].as_str().unwrap().to_string()
+    }
+
+    /// `/settle` of `body`: asserts a 200 failure that broadcast nothing and returns the reason.
+    pub async fn settle_reason(&self, body: &Value) -> String {
+        let (status, answer) = self.facilitator.post("/settle", body).await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["success"], false, "{answer}");
+        assert_eq!(answer["transaction"], "", "{answer}");
+        answer["errorReason"].as_str().unwrap().to_string()
+    }
+
     /// The payee's plain-token balance.
     pub async fn payee_plain(&self) -> anyhow::Result<U256> {
         self.plain.balance_of(&self.anvil, self.pay_to).await

@@ -19,27 +19,6 @@ async fn fixture() -> Permit2Fixture {
     Permit2Fixture::start(None).await.expect("fixture starts")
 }
 
-/// `/verify` of `body`: asserts a 200 `isValid: false` and returns the reason.
-async fn verify_reason(fx: &Permit2Fixture, body: &Value) -> String {
-    let (status, answer) = fx.facilitator.post("/verify", body).await.unwrap();
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["isValid"], false, "{answer}");
-    assert_eq!(
-        answer["payer"], body["paymentPayload"]["payload"]["permit2Authorization"]["from"],
-        "{answer}"
-    );
-    answer["invalidReason"].as_str().unwrap().to_string()
-}
-
-/// `/settle` of `body`: asserts a 200 failure that broadcast nothing and returns the reason.
-async fn settle_reason(fx: &Permit2Fixture, body: &Value) -> String {
-    let (status, answer) = fx.facilitator.post("/settle", body).await.unwrap();
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["success"], false, "{answer}");
-    assert_eq!(answer["transaction"], "", "{answer}");
-    answer["errorReason"].as_str().unwrap().to_string()
-}
-
 /// A payment of the plain token with `edit` applied to the authorization before signing.
 fn edited(fx: &Permit2Fixture, edit: impl FnOnce(&mut Permit2Auth)) -> Value {
     let (req, mut auth, _) = fx.plain_payment(AMOUNT);
@@ -192,7 +171,7 @@ async fn permit2_lookup_and_status_name_the_settlement() {
 async fn wrong_spender_is_invalid_permit2_spender() {
     let fx = fixture().await;
     let body = edited(&fx, |a| a.spender = Address::repeat_byte(0x42));
-    assert_eq!(verify_reason(&fx, &body).await, "invalid_permit2_spender");
+    assert_eq!(fx.verify_reason(&body).await, "invalid_permit2_spender");
 }
 
 #[tokio::test]
@@ -200,7 +179,7 @@ async fn witness_to_other_than_pay_to_is_invalid_permit2_recipient_mismatch() {
     let fx = fixture().await;
     let body = edited(&fx, |a| a.to = Address::repeat_byte(0x43));
     assert_eq!(
-        verify_reason(&fx, &body).await,
+        fx.verify_reason(&body).await,
         "invalid_permit2_recipient_mismatch"
     );
 }
@@ -209,28 +188,28 @@ async fn witness_to_other_than_pay_to_is_invalid_permit2_recipient_mismatch() {
 async fn deadline_under_six_seconds_is_permit2_deadline_expired() {
     let fx = fixture().await;
     let body = edited(&fx, |a| a.deadline = unix_now() + 3);
-    assert_eq!(verify_reason(&fx, &body).await, "permit2_deadline_expired");
+    assert_eq!(fx.verify_reason(&body).await, "permit2_deadline_expired");
 }
 
 #[tokio::test]
 async fn future_valid_after_is_permit2_not_yet_valid() {
     let fx = fixture().await;
     let body = edited(&fx, |a| a.valid_after = unix_now() + 120);
-    assert_eq!(verify_reason(&fx, &body).await, "permit2_not_yet_valid");
+    assert_eq!(fx.verify_reason(&body).await, "permit2_not_yet_valid");
 }
 
 #[tokio::test]
 async fn other_amount_is_permit2_amount_mismatch() {
     let fx = fixture().await;
     let body = edited(&fx, |a| a.amount = U256::from(AMOUNT + 1));
-    assert_eq!(verify_reason(&fx, &body).await, "permit2_amount_mismatch");
+    assert_eq!(fx.verify_reason(&body).await, "permit2_amount_mismatch");
 }
 
 #[tokio::test]
 async fn other_token_is_permit2_token_mismatch() {
     let fx = fixture().await;
     let body = edited(&fx, |a| a.token = x402_tests::BASE_USDC);
-    assert_eq!(verify_reason(&fx, &body).await, "permit2_token_mismatch");
+    assert_eq!(fx.verify_reason(&body).await, "permit2_token_mismatch");
 }
 
 #[tokio::test]
@@ -239,7 +218,7 @@ async fn signature_of_another_key_is_invalid_permit2_signature() {
     let (req, auth, _) = fx.plain_payment(AMOUNT);
     let sig = auth.sign(&fx.anvil.signer(5), fx.anvil.chain_id()).unwrap();
     let body = body(&req, &sig, &auth);
-    assert_eq!(verify_reason(&fx, &body).await, "invalid_permit2_signature");
+    assert_eq!(fx.verify_reason(&body).await, "invalid_permit2_signature");
     // Settling it broadcasts nothing.
     let (_, settle) = fx.facilitator.post("/settle", &body).await.unwrap();
     assert_eq!(
@@ -275,10 +254,7 @@ async fn no_approval_to_permit2_is_permit2_allowance_required() {
         &auth.sign(&payer, fx.anvil.chain_id()).unwrap(),
         &auth,
     );
-    assert_eq!(
-        verify_reason(&fx, &body).await,
-        "permit2_allowance_required"
-    );
+    assert_eq!(fx.verify_reason(&body).await, "permit2_allowance_required");
 }
 
 #[tokio::test]
@@ -307,7 +283,7 @@ async fn approved_without_funds_is_permit2_insufficient_balance() {
         &auth,
     );
     assert_eq!(
-        verify_reason(&fx, &body).await,
+        fx.verify_reason(&body).await,
         "permit2_insufficient_balance"
     );
 }
@@ -320,10 +296,7 @@ async fn proxy_without_code_is_permit2_proxy_not_deployed() {
         .await
         .unwrap();
     let (_, _, body) = fx.plain_payment(AMOUNT);
-    assert_eq!(
-        verify_reason(&fx, &body).await,
-        "permit2_proxy_not_deployed"
-    );
+    assert_eq!(fx.verify_reason(&body).await, "permit2_proxy_not_deployed");
 }
 
 #[tokio::test]
@@ -331,7 +304,7 @@ async fn unexplained_revert_is_permit2_simulation_failed() {
     let fx = fixture().await;
     fx.plain.set_frozen(&fx.anvil, true).await.unwrap();
     let (_, _, body) = fx.plain_payment(AMOUNT);
-    assert_eq!(verify_reason(&fx, &body).await, "permit2_simulation_failed");
+    assert_eq!(fx.verify_reason(&body).await, "permit2_simulation_failed");
 }
 
 #[tokio::test]
@@ -351,8 +324,8 @@ async fn zero_amount_is_permit2_invalid_amount() {
         &auth,
     );
     // /verify answers as the reference does; /settle names the proxy's revert.
-    assert_eq!(verify_reason(&fx, &body).await, "permit2_simulation_failed");
-    assert_eq!(settle_reason(&fx, &body).await, "permit2_invalid_amount");
+    assert_eq!(fx.verify_reason(&body).await, "permit2_simulation_failed");
+    assert_eq!(fx.settle_reason(&body).await, "permit2_invalid_amount");
 }
 
 #[tokio::test]
@@ -377,11 +350,8 @@ async fn zero_destination_is_permit2_invalid_destination() {
         &auth,
     );
     // /verify answers as the reference does; /settle names the proxy's revert.
-    assert_eq!(verify_reason(&fx, &body).await, "permit2_simulation_failed");
-    assert_eq!(
-        settle_reason(&fx, &body).await,
-        "permit2_invalid_destination"
-    );
+    assert_eq!(fx.verify_reason(&body).await, "permit2_simulation_failed");
+    assert_eq!(fx.settle_reason(&body).await, "permit2_invalid_destination");
 }
 
 #[tokio::test]
@@ -392,8 +362,8 @@ async fn valid_after_past_our_clock_but_not_the_chains_is_permit2_payment_too_ea
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let body = edited(&fx, |a| a.valid_after = unix_now());
     // /verify answers as the reference does; /settle names the proxy's revert.
-    assert_eq!(verify_reason(&fx, &body).await, "permit2_simulation_failed");
-    assert_eq!(settle_reason(&fx, &body).await, "permit2_payment_too_early");
+    assert_eq!(fx.verify_reason(&body).await, "permit2_simulation_failed");
+    assert_eq!(fx.settle_reason(&body).await, "permit2_payment_too_early");
 }
 
 #[tokio::test]
@@ -401,8 +371,8 @@ async fn burnt_nonce_is_permit2_invalid_nonce() {
     let fx = fixture().await;
     let (_, auth, body) = fx.plain_payment(AMOUNT);
     burn_nonce(&fx.anvil, &fx.payer, auth.nonce).await.unwrap();
-    assert_eq!(verify_reason(&fx, &body).await, "permit2_simulation_failed");
-    assert_eq!(settle_reason(&fx, &body).await, "permit2_invalid_nonce");
+    assert_eq!(fx.verify_reason(&body).await, "permit2_simulation_failed");
+    assert_eq!(fx.settle_reason(&body).await, "permit2_invalid_nonce");
 }
 
 #[tokio::test]
@@ -454,7 +424,7 @@ async fn a_permit2_payload_for_an_eip3009_only_asset_is_refused() {
         &auth,
     );
     assert_eq!(
-        verify_reason(&fx, &body).await,
+        fx.verify_reason(&body).await,
         "invalid_payment_requirements"
     );
 }
@@ -481,7 +451,7 @@ async fn accepted_scheme_other_than_exact_is_unsupported_payload_type() {
     let fx = fixture().await;
     let (_, _, mut body) = fx.plain_payment(AMOUNT);
     body["paymentPayload"]["accepted"]["scheme"] = json!("upto");
-    assert_eq!(verify_reason(&fx, &body).await, "unsupported_payload_type");
+    assert_eq!(fx.verify_reason(&body).await, "unsupported_payload_type");
 }
 
 #[tokio::test]
@@ -490,7 +460,7 @@ async fn accepted_network_other_than_required_is_network_mismatch() {
     let (_, _, mut body) = fx.plain_payment(AMOUNT);
     body["paymentPayload"]["accepted"]["network"] = json!("eip155:84532");
     assert_eq!(
-        verify_reason(&fx, &body).await,
+        fx.verify_reason(&body).await,
         "invalid_exact_evm_network_mismatch"
     );
 }
@@ -518,10 +488,7 @@ async fn asset_without_code_is_asset_not_deployed_contract() {
         &auth.sign(&fx.payer, fx.anvil.chain_id()).unwrap(),
         &auth,
     );
-    assert_eq!(
-        verify_reason(&fx, &body).await,
-        "asset_not_deployed_contract"
-    );
+    assert_eq!(fx.verify_reason(&body).await, "asset_not_deployed_contract");
 }
 
 /// A USDC Permit2 payment from a payer (account 6, funded, no allowance to Permit2) carrying an
@@ -587,10 +554,7 @@ async fn an_eip2612_permit_settles_a_payer_who_never_approved_permit2() {
         .as_object_mut()
         .unwrap()
         .remove("extensions");
-    assert_eq!(
-        verify_reason(&fx, &bare).await,
-        "permit2_allowance_required"
-    );
+    assert_eq!(fx.verify_reason(&bare).await, "permit2_allowance_required");
     let (_, verify) = fx.facilitator.post("/verify", &body).await.unwrap();
     assert_eq!(verify["isValid"], true, "{verify}");
     let before = fx.usdc.balance_of(fx.pay_to).await.unwrap();
@@ -607,7 +571,7 @@ async fn malformed_eip2612_info_is_invalid_eip2612_extension_format() {
     let fx = fixture().await;
     let body = with_2612(&fx, U256::from(AMOUNT), |i| i["amount"] = json!("12a")).await;
     assert_eq!(
-        verify_reason(&fx, &body).await,
+        fx.verify_reason(&body).await,
         "invalid_eip2612_extension_format"
     );
 }
@@ -617,7 +581,7 @@ async fn eip2612_from_another_account_is_eip2612_from_mismatch() {
     let fx = fixture().await;
     let other = fx.anvil.address(7).to_checksum(None);
     let body = with_2612(&fx, U256::from(AMOUNT), |i| i["from"] = json!(other)).await;
-    assert_eq!(verify_reason(&fx, &body).await, "eip2612_from_mismatch");
+    assert_eq!(fx.verify_reason(&body).await, "eip2612_from_mismatch");
 }
 
 #[tokio::test]
@@ -625,7 +589,7 @@ async fn eip2612_of_another_token_is_eip2612_asset_mismatch() {
     let fx = fixture().await;
     let plain = fx.plain.address.to_checksum(None);
     let body = with_2612(&fx, U256::from(AMOUNT), |i| i["asset"] = json!(plain)).await;
-    assert_eq!(verify_reason(&fx, &body).await, "eip2612_asset_mismatch");
+    assert_eq!(fx.verify_reason(&body).await, "eip2612_asset_mismatch");
 }
 
 #[tokio::test]
@@ -633,10 +597,7 @@ async fn eip2612_to_the_proxy_is_eip2612_spender_not_permit2() {
     let fx = fixture().await;
     let proxy = EXACT_PROXY.to_checksum(None);
     let body = with_2612(&fx, U256::from(AMOUNT), |i| i["spender"] = json!(proxy)).await;
-    assert_eq!(
-        verify_reason(&fx, &body).await,
-        "eip2612_spender_not_permit2"
-    );
+    assert_eq!(fx.verify_reason(&body).await, "eip2612_spender_not_permit2");
 }
 
 #[tokio::test]
@@ -644,7 +605,7 @@ async fn eip2612_deadline_under_six_seconds_is_eip2612_deadline_expired() {
     let fx = fixture().await;
     let soon = (unix_now() + 2).to_string();
     let body = with_2612(&fx, U256::from(AMOUNT), |i| i["deadline"] = json!(soon)).await;
-    assert_eq!(verify_reason(&fx, &body).await, "eip2612_deadline_expired");
+    assert_eq!(fx.verify_reason(&body).await, "eip2612_deadline_expired");
 }
 
 #[tokio::test]
@@ -652,7 +613,7 @@ async fn eip2612_value_other_than_the_amount_is_permit2_2612_amount_mismatch() {
     let fx = fixture().await;
     let body = with_2612(&fx, U256::from(AMOUNT + 1), |_| {}).await;
     assert_eq!(
-        settle_reason(&fx, &body).await,
+        fx.settle_reason(&body).await,
         "permit2_2612_amount_mismatch"
     );
 }

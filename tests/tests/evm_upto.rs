@@ -34,23 +34,6 @@ async fn signer_nonce(fx: &Permit2Fixture, signer: Address) -> u64 {
         .unwrap()
 }
 
-/// `/verify` of `body`: asserts a 200 `isValid: false` and returns the reason.
-async fn verify_reason(fx: &Permit2Fixture, body: &Value) -> String {
-    let (status, answer) = fx.facilitator.post("/verify", body).await.unwrap();
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["isValid"], false, "{answer}");
-    answer["invalidReason"].as_str().unwrap().to_string()
-}
-
-/// `/settle` of `body`: asserts a 200 failure that broadcast nothing and returns the reason.
-async fn settle_reason(fx: &Permit2Fixture, body: &Value) -> String {
-    let (status, answer) = fx.facilitator.post("/settle", body).await.unwrap();
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["success"], false, "{answer}");
-    assert_eq!(answer["transaction"], "", "{answer}");
-    answer["errorReason"].as_str().unwrap().to_string()
-}
-
 /// An `upto` payment with `edit` applied to the authorization before signing.
 fn edited(fx: &Permit2Fixture, edit: impl FnOnce(&mut Permit2Auth)) -> Value {
     let (req, mut auth, _) = fx.plain_upto_payment(MAX);
@@ -213,7 +196,8 @@ async fn upto_charge_above_the_maximum_is_settlement_exceeds_amount() {
     let fx = fixture().await;
     let (_, _, verify_body) = fx.plain_upto_payment(MAX);
     assert_eq!(
-        settle_reason(&fx, &upto_settle_body(&verify_body, MAX + 1)).await,
+        fx.settle_reason(&upto_settle_body(&verify_body, MAX + 1))
+            .await,
         "invalid_upto_evm_payload_settlement_exceeds_amount"
     );
     assert_eq!(signer_nonce(&fx, fx.anvil.address(1)).await, 0);
@@ -223,9 +207,9 @@ async fn upto_charge_above_the_maximum_is_settlement_exceeds_amount() {
 async fn upto_witness_naming_another_facilitator_is_upto_facilitator_mismatch() {
     let fx = fixture().await;
     let body = edited(&fx, |a| a.facilitator = Some(fx.anvil.address(5)));
-    assert_eq!(verify_reason(&fx, &body).await, "upto_facilitator_mismatch");
+    assert_eq!(fx.verify_reason(&body).await, "upto_facilitator_mismatch");
     assert_eq!(
-        settle_reason(&fx, &upto_settle_body(&body, CHARGE)).await,
+        fx.settle_reason(&upto_settle_body(&body, CHARGE)).await,
         "upto_facilitator_mismatch"
     );
 }
@@ -234,7 +218,7 @@ async fn upto_witness_naming_another_facilitator_is_upto_facilitator_mismatch() 
 async fn upto_through_the_exact_proxy_is_invalid_permit2_spender() {
     let fx = fixture().await;
     let body = edited(&fx, |a| a.spender = EXACT_PROXY);
-    assert_eq!(verify_reason(&fx, &body).await, "invalid_permit2_spender");
+    assert_eq!(fx.verify_reason(&body).await, "invalid_permit2_spender");
 }
 
 #[tokio::test]
@@ -243,7 +227,7 @@ async fn upto_verify_with_an_amount_other_than_permitted_is_permit2_amount_misma
     let (_, _, mut body) = fx.plain_upto_payment(MAX);
     body["paymentRequirements"]["amount"] = json!(CHARGE.to_string());
     body["paymentPayload"]["accepted"]["amount"] = json!(CHARGE.to_string());
-    assert_eq!(verify_reason(&fx, &body).await, "permit2_amount_mismatch");
+    assert_eq!(fx.verify_reason(&body).await, "permit2_amount_mismatch");
 }
 
 #[tokio::test]
@@ -252,11 +236,11 @@ async fn upto_scheme_and_network_mismatches_use_the_upto_reasons() {
     let (_, _, body) = fx.plain_upto_payment(MAX);
     let mut scheme = body.clone();
     scheme["paymentPayload"]["accepted"]["scheme"] = json!("exact");
-    assert_eq!(verify_reason(&fx, &scheme).await, "invalid_upto_evm_scheme");
+    assert_eq!(fx.verify_reason(&scheme).await, "invalid_upto_evm_scheme");
     let mut network = body.clone();
     network["paymentPayload"]["accepted"]["network"] = json!("eip155:1");
     assert_eq!(
-        verify_reason(&fx, &network).await,
+        fx.verify_reason(&network).await,
         "invalid_upto_evm_network_mismatch"
     );
 }

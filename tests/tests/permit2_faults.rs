@@ -87,6 +87,31 @@ fn permit2_payment(c: &Chain) -> (Permit2Auth, Value) {
     (auth, b)
 }
 
+/// An `upto` payment of the plain token from account 2 to account 3 of at most `max`, naming
+/// the facilitator's signer (account 1): its authorization and the `/settle` body charging
+/// `charge`.
+fn upto_payment(c: &Chain, max: u64, charge: u64) -> (Permit2Auth, Value) {
+    let facilitator = c.anvil.address(1);
+    let req = upto_requirements(
+        c.anvil.chain_id(),
+        c.plain.address,
+        U256::from(max),
+        c.anvil.address(3),
+        facilitator,
+    );
+    let auth = Permit2Auth::upto(
+        c.anvil.address(2),
+        c.plain.address,
+        U256::from(max),
+        c.anvil.address(3),
+        facilitator,
+        300,
+    );
+    let sig = auth.sign(&c.anvil.signer(2), c.anvil.chain_id()).unwrap();
+    let settle = upto_settle_body(&body(&req, &sig, &auth), charge);
+    (auth, settle)
+}
+
 /// The replay keys in Redis.
 async fn replay_keys(redis: &RedisServer) -> Vec<(String, String)> {
     let client = redis::Client::open(redis.url()).unwrap();
@@ -388,24 +413,7 @@ async fn kill9_after_an_upto_broadcast_is_finished_with_its_charge() {
         .await
         .unwrap();
     c.anvil.set_automine(false).await.unwrap();
-    let facilitator = c.anvil.address(1);
-    let req = upto_requirements(
-        c.anvil.chain_id(),
-        c.plain.address,
-        U256::from(MAX),
-        c.anvil.address(3),
-        facilitator,
-    );
-    let auth = Permit2Auth::upto(
-        c.anvil.address(2),
-        c.plain.address,
-        U256::from(MAX),
-        c.anvil.address(3),
-        facilitator,
-        300,
-    );
-    let sig = auth.sign(&c.anvil.signer(2), c.anvil.chain_id()).unwrap();
-    let settle_body = upto_settle_body(&body(&req, &sig, &auth), CHARGE);
+    let (auth, settle_body) = upto_payment(&c, MAX, CHARGE);
     let url = format!("{}/settle", a.url());
     let sent = settle_body.clone();
     let request =
@@ -477,24 +485,7 @@ async fn f3_f10_f13_f14_upto_replays_never_succeed_again() {
     let toml = with_upto(toml(&c, &redis));
     let a = TestFacilitator::start_with_toml(&toml).await.unwrap();
     let b = TestFacilitator::start_with_toml(&toml).await.unwrap();
-    let facilitator = c.anvil.address(1);
-    let req = upto_requirements(
-        c.anvil.chain_id(),
-        c.plain.address,
-        U256::from(MAX),
-        c.anvil.address(3),
-        facilitator,
-    );
-    let auth = Permit2Auth::upto(
-        c.anvil.address(2),
-        c.plain.address,
-        U256::from(MAX),
-        c.anvil.address(3),
-        facilitator,
-        300,
-    );
-    let sig = auth.sign(&c.anvil.signer(2), c.anvil.chain_id()).unwrap();
-    let body = upto_settle_body(&body(&req, &sig, &auth), CHARGE);
+    let (_, body) = upto_payment(&c, MAX, CHARGE);
     // F3: six concurrent settles across the two replicas, one success.
     let answers = futures::future::join_all(
         (0..6).map(|i| if i % 2 == 0 { &a } else { &b }.post("/settle", &body)),

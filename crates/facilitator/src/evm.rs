@@ -24,16 +24,16 @@ use x402_settle::evm::sender::EvmSender;
 use x402_settle::evm::{Eip3009, EvmFamily, EvmSettler, GasObserver, Permit2Exact, Permit2Settler};
 use x402_settle::reconciler::Reconcile;
 use x402_settle::status::SettlementStatus;
+use x402_verify::VerifyError;
 use x402_verify::evm::ExactEvmVerifier;
 use x402_verify::evm::permit2::{Permit2Verifier, Stage};
-use x402_verify::{Verdict, VerifyError};
 
 use crate::config::ConfigError;
 use crate::config::evm::{EvmAsset, EvmNetwork, EvmTransferMethod};
 use crate::gas;
 use crate::metrics::Metrics;
 use crate::requirements::{self, RequirementsRequest, RequirementsResponse};
-use crate::scheme::{QuoteLookupError, SchemeHandler, Shared, StartError};
+use crate::scheme::{QuoteLookupError, SchemeHandler, Shared, StartError, verify_response};
 use crate::upto::UptoEvmHandler;
 
 /// The scheme name this module serves.
@@ -337,32 +337,19 @@ impl SchemeHandler for ExactEvmHandler {
             let Some((verifier, _)) = &self.permit2 else {
                 return Ok(no_permit2(req, &self.network));
             };
-            return Ok(
-                match verifier
+            return Ok(verify_response(
+                verifier
                     .verify(req, unix_now(), Stage::Verify)
                     .await?
-                    .map(|p| p.payer_string())
-                {
-                    Verdict::Valid(payer) => VerifyResponse::valid(payer),
-                    Verdict::Invalid(inv) => {
-                        VerifyResponse::invalid(inv.reason, inv.message, inv.payer)
-                    }
-                },
-            );
+                    .map(|p| p.payer_string()),
+            ));
         }
-        Ok(
-            match self
-                .verifier
+        Ok(verify_response(
+            self.verifier
                 .verify(req, unix_now(), true)
                 .await?
-                .map(|p| p.payer_string())
-            {
-                Verdict::Valid(payer) => VerifyResponse::valid(payer),
-                Verdict::Invalid(inv) => {
-                    VerifyResponse::invalid(inv.reason, inv.message, inv.payer)
-                }
-            },
-        )
+                .map(|p| p.payer_string()),
+        ))
     }
 
     async fn settle(
@@ -425,23 +412,6 @@ impl SchemeHandler for ExactEvmHandler {
         if !self.priced {
             return Err(self.no_pricing());
         }
-        req.pay_to
-            .parse::<Address>()
-            .map_err(|_| ParseError::new("payTo", "not a 0x 20-byte address"))?;
-        let service: u128 = req.price.parse().map_err(|_| {
-            ParseError::new("price", "expected atomic units as a decimal integer string")
-        })?;
-        let address = asset.address.to_checksum(None);
-        let quote = self.quotes.get_kind(
-            self.network.as_str(),
-            &address,
-            gas::exact_kind(asset).as_str(),
-        )?;
-        let gas = requirements::usdc_to_asset_units(quote.gas_usdc_atomic, asset.decimals);
-        let amounts = requirements::Amounts { service, gas };
-        let total = amounts
-            .total()
-            .ok_or_else(|| ParseError::new("price", "too large"))?;
         let mut scheme_extra = serde_json::Map::new();
         if asset.takes(EvmTransferMethod::Eip3009) {
             scheme_extra.insert("name".into(), Value::from(asset.name.clone()));
@@ -450,19 +420,14 @@ impl SchemeHandler for ExactEvmHandler {
             // A Permit2-only token: the payer signs Permit2's message (spec §2).
             scheme_extra.insert("assetTransferMethod".into(), Value::from("permit2"));
         }
-        let asset = requirements::Asset {
-            address: &address,
-            decimals: asset.decimals,
-            scheme_extra,
-        };
-        Ok(requirements::build(
+        priced_requirements(
             req,
-            SCHEME,
-            &self.network,
+            &self.quotes,
+            (&self.network, SCHEME),
             asset,
-            amounts,
-            total,
-        ))
+            gas::exact_kind(asset),
+            scheme_extra,
+        )
     }
 
     fn reconcilers(&self) -> Vec<Arc<dyn Reconcile>> {
@@ -472,6 +437,40 @@ impl SchemeHandler for ExactEvmHandler {
         }
         engines
     }
+}
+
+/// Requirements of `scheme` on `network` for `req`: its service price plus the cached quote of
+/// settlement call `kind` in `asset`, converted to the asset's units, with `scheme_extra`.
+/// Errors: a malformed `payTo` or `price`, no fresh quote.
+pub(crate) fn priced_requirements(
+    req: &RequirementsRequest,
+    quotes: &QuoteCache,
+    (network, scheme): (&Network, &str),
+    asset: &EvmAsset,
+    kind: x402_gas_oracle::SettlementKind,
+    scheme_extra: serde_json::Map<String, Value>,
+) -> Result<RequirementsResponse, QuoteLookupError> {
+    req.pay_to
+        .parse::<Address>()
+        .map_err(|_| ParseError::new("payTo", "not a 0x 20-byte address"))?;
+    let service: u128 = req.price.parse().map_err(|_| {
+        ParseError::new("price", "expected atomic units as a decimal integer string")
+    })?;
+    let address = asset.address.to_checksum(None);
+    let quote = quotes.get_kind(network.as_str(), &address, kind.as_str())?;
+    let gas = requirements::usdc_to_asset_units(quote.gas_usdc_atomic, asset.decimals);
+    let amounts = requirements::Amounts { service, gas };
+    let total = amounts
+        .total()
+        .ok_or_else(|| ParseError::new("price", "too large"))?;
+    let asset = requirements::Asset {
+        address: &address,
+        decimals: asset.decimals,
+        scheme_extra,
+    };
+    Ok(requirements::build(
+        req, scheme, network, asset, amounts, total,
+    ))
 }
 
 /// Whether `req`'s payload is a Permit2 one (it carries `permit2Authorization`).

@@ -201,3 +201,14 @@ pub enum StartError {
         network: String,
     },
 }
+
+/// The `/verify` answer of a verdict whose valid side is the payer: `isValid` with the payer,
+/// or the reason, message and payer of the failed check.
+pub fn verify_response(verdict: x402_verify::Verdict<String>) -> x402_proto::VerifyResponse {
+    match verdict {
+        x402_verify::Verdict::Valid(payer) => x402_proto::VerifyResponse::valid(payer),
+        x402_verify::Verdict::Invalid(inv) => {
+            x402_proto::VerifyResponse::invalid(inv.reason, inv.message, inv.payer)
+        }
+    }
+}

@@ -25,15 +25,15 @@ use x402_settle::reconciler::Reconcile;
 use x402_settle::replay::GasInUsdc;
 use x402_settle::status::SettlementStatus;
 use x402_settle::svm::{SvmFamily, SvmFeeObserver, SvmFeePricer, SvmSettler};
+use x402_verify::VerifyError;
 use x402_verify::svm::ExactSvmVerifier;
 use x402_verify::svm::PriceCeiling;
-use x402_verify::{Verdict, VerifyError};
 
 use crate::config::svm::SvmNetwork;
 use crate::gas;
 use crate::metrics::Metrics;
 use crate::requirements::{self, RequirementsRequest, RequirementsResponse};
-use crate::scheme::{QuoteLookupError, SchemeHandler, Shared, StartError};
+use crate::scheme::{QuoteLookupError, SchemeHandler, Shared, StartError, verify_response};
 
 /// The scheme name this module serves.
 const SCHEME: &str = "exact";
@@ -235,19 +235,12 @@ impl SchemeHandler for ExactSvmHandler {
     }
 
     async fn verify(&self, req: &PaymentRequest) -> Result<VerifyResponse, VerifyError> {
-        Ok(
-            match self
-                .verifier
+        Ok(verify_response(
+            self.verifier
                 .verify(req, true)
                 .await?
-                .map(|p| p.payer_string())
-            {
-                Verdict::Valid(payer) => VerifyResponse::valid(payer),
-                Verdict::Invalid(inv) => {
-                    VerifyResponse::invalid(inv.reason, inv.message, inv.payer)
-                }
-            },
-        )
+                .map(|p| p.payer_string()),
+        ))
     }
 
     async fn settle(

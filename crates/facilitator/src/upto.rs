@@ -24,12 +24,12 @@ use x402_settle::engine::Caller;
 use x402_settle::evm::Permit2Settler;
 use x402_settle::reconciler::Reconcile;
 use x402_settle::status::SettlementStatus;
+use x402_verify::VerifyError;
 use x402_verify::evm::permit2::{Permit2Verifier, Stage};
-use x402_verify::{Verdict, VerifyError};
 
 use crate::config::evm::{EvmAsset, EvmTransferMethod};
-use crate::requirements::{self, RequirementsRequest, RequirementsResponse};
-use crate::scheme::{QuoteLookupError, SchemeHandler};
+use crate::requirements::{RequirementsRequest, RequirementsResponse};
+use crate::scheme::{QuoteLookupError, SchemeHandler, verify_response};
 
 /// The scheme name this module serves.
 pub const SCHEME: &str = "upto";
@@ -107,19 +107,12 @@ impl SchemeHandler for UptoEvmHandler {
     /// The Permit2 checks in the reference order with `upto`'s reasons; the proxy's `settle`
     /// of the whole maximum is simulated, sent by `witness.facilitator`.
     async fn verify(&self, req: &PaymentRequest) -> Result<VerifyResponse, VerifyError> {
-        Ok(
-            match self
-                .verifier
+        Ok(verify_response(
+            self.verifier
                 .verify(req, unix_now(), Stage::Verify)
                 .await?
-                .map(|p| p.payer_string())
-            {
-                Verdict::Valid(payer) => VerifyResponse::valid(payer),
-                Verdict::Invalid(inv) => {
-                    VerifyResponse::invalid(inv.reason, inv.message, inv.payer)
-                }
-            },
-        )
+                .map(|p| p.payer_string()),
+        ))
     }
 
     /// Settles `paymentRequirements.amount` (the charge, at most `permitted.amount`; above it
@@ -165,21 +158,6 @@ impl SchemeHandler for UptoEvmHandler {
         if !self.priced {
             return Err(self.no_pricing());
         }
-        req.pay_to
-            .parse::<Address>()
-            .map_err(|_| ParseError::new("payTo", "not a 0x 20-byte address"))?;
-        let service: u128 = req.price.parse().map_err(|_| {
-            ParseError::new("price", "expected atomic units as a decimal integer string")
-        })?;
-        let address = asset.address.to_checksum(None);
-        let quote = self
-            .quotes
-            .get_kind(self.network.as_str(), &address, UPTO_KIND.as_str())?;
-        let gas = requirements::usdc_to_asset_units(quote.gas_usdc_atomic, asset.decimals);
-        let amounts = requirements::Amounts { service, gas };
-        let total = amounts
-            .total()
-            .ok_or_else(|| ParseError::new("price", "too large"))?;
         let mut scheme_extra = serde_json::Map::new();
         if asset.takes(EvmTransferMethod::Eip3009) {
             scheme_extra.insert("name".into(), Value::from(asset.name.clone()));
@@ -190,12 +168,14 @@ impl SchemeHandler for UptoEvmHandler {
             "facilitatorAddress".into(),
             Value::from(self.facilitator.to_checksum(None)),
         );
-        let asset = requirements::Asset {
-            address: &address,
-            decimals: asset.decimals,
+        let mut built = crate::evm::priced_requirements(
+            req,
+            &self.quotes,
+            (&self.network, SCHEME),
+            asset,
+            UPTO_KIND,
             scheme_extra,
-        };
-        let mut built = requirements::build(req, SCHEME, &self.network, asset, amounts, total);
+        )?;
         built.v1 = None;
         Ok(built)
     }
