@@ -148,6 +148,8 @@ pub struct Tally {
     /// Answers that were neither a success, a 503, `settlement_pending` nor
     /// `duplicate_settlement`: a failure, wrong for a payment that lands.
     pub failures: Vec<(usize, u16, Value)>,
+    /// The 503 answers by `errorMessage`.
+    pub refusals: HashMap<String, usize>,
 }
 
 impl Tally {
@@ -173,6 +175,8 @@ impl Tally {
             .map(str::to_string);
         if status == 503 {
             assert!(tx.is_none(), "a 503 names a transaction: {answer}");
+            let message = answer["errorMessage"].as_str().unwrap_or_default();
+            *self.refusals.entry(message.to_string()).or_default() += 1;
         } else if answer["success"] != true
             && !matches!(reason, "settlement_pending" | "duplicate_settlement")
         {
@@ -281,7 +285,10 @@ pub async fn assert_settled_once(
     tally: &Tally,
     replicas: &Replicas,
 ) {
-    eprintln!("answers by HTTP status: {:?}", tally.statuses);
+    eprintln!(
+        "answers by HTTP status: {:?}; 503 by message: {:#?}",
+        tally.statuses, tally.refusals
+    );
     assert!(
         tally.successes.iter().all(|s| *s <= 1),
         "a payment was answered success twice: {:?}",
