@@ -350,6 +350,36 @@ impl RedisCluster {
             .context("redis cluster command timed out")??)
     }
 
+    /// Index of the running node serving `slot` as primary now.
+    pub async fn primary_of_slot(&self, slot: u16) -> anyhow::Result<usize> {
+        for i in self.primaries().await {
+            if self.slots_of(i).await?.contains(&slot) {
+                return Ok(i);
+            }
+        }
+        bail!("no primary serves slot {slot}")
+    }
+
+    /// Indexes of the running nodes replicating primary `primary` (`INFO replication`:
+    /// `master_port`).
+    pub async fn replicas_of(&self, primary: usize) -> Vec<usize> {
+        let port = format!("master_port:{}", self.nodes[primary].port());
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if i == primary || !n.is_running() {
+                continue;
+            }
+            let repl: String = n
+                .cmd(redis::cmd("INFO").arg("replication"))
+                .await
+                .unwrap_or_default();
+            if repl.contains("role:slave") && repl.lines().any(|l| l.trim() == port) {
+                out.push(i);
+            }
+        }
+        out
+    }
+
     /// The cluster node id of node `i` (`CLUSTER MYID`).
     pub async fn node_id(&self, i: usize) -> anyhow::Result<String> {
         self.nodes[i].cmd(redis::cmd("CLUSTER").arg("MYID")).await

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::U256;
 use failover::{
-    AMOUNT, Replicas, Tally, assert_settled_once, chain, config, finish, finish_burst, payments,
-    start_burst, tx_count,
+    AMOUNT, BURST, Replicas, Tally, assert_settled_once, chain, config, finish, finish_burst,
+    payments, start_burst, tx_count,
 };
 use serde_json::Value;
 use x402_facilitator::auth::generate_key;
@@ -178,8 +178,18 @@ async fn cluster_primary_killed_mid_burst_settles_every_payment_exactly_once() {
     let victim = primaries[0];
     let replicas = [a, b];
     let burst = start_burst(&anvil, &replicas, Some(&key)).await;
+    // Killed while events are being delivered and payments are still settling.
+    let delivered = sink.wait_for(10, Duration::from_secs(30)).await.len();
+    let sent = tx_count(&anvil, 1).await + tx_count(&anvil, 4).await;
     cluster.nodes[victim].kill9();
-    eprintln!("killed cluster primary {victim}");
+    eprintln!(
+        "killed cluster primary {victim}: {sent} settlements sent, {delivered} events delivered"
+    );
+    assert!(delivered >= 10, "no event delivered before the kill");
+    assert!(
+        delivered < BURST && (sent as usize) < BURST,
+        "the burst was over before the kill"
+    );
     // Its replica is promoted; with no replica left it cannot acknowledge writes
     // (min_replicas_acked = 1: its slots answer 503) until the killed node comes back, empty,
     // as the new primary's replica.
@@ -363,4 +373,136 @@ async fn unacknowledged_write_refuses_before_broadcast() {
             .await
             .unwrap()
     );
+}
+
+/// The outbox across a failover, made deterministic: the replica of the primary holding an
+/// event's shard is paused (SIGSTOP), so that primary acknowledges writes its replica does not
+/// hold, exactly what a failover would undo. A claim then hands out nothing (delivering it
+/// could repeat it after a failover), and a completion fails; the worker's completion
+/// (`complete_within`) repeats it until the replica is back, and it lands, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_claims_and_completions_wait_for_the_replicas() {
+    use x402_facilitator::webhooks::delivery::complete_within;
+    use x402_settle::outbox::{Notify, Outbox};
+    use x402_settle::record::{Broadcast, Cost, PaymentFacts, SentTx, Settled, SettlementRecord};
+    use x402_settle::redis_conn::{RedisConn, RedisMode, RedisTarget};
+    use x402_settle::replay::{Created, RedisStore, ReplayStore, StoreOptions};
+
+    let cluster = RedisCluster::spawn(3, 1).await.unwrap();
+    let conn = RedisConn::connect(&RedisTarget {
+        mode: RedisMode::Cluster,
+        urls: cluster.urls(),
+        sentinel_master: None,
+        username: None,
+        password: None,
+        timeout: Duration::from_millis(1500),
+    })
+    .await
+    .unwrap();
+    let store = RedisStore::open(
+        conn,
+        StoreOptions {
+            min_replicas_acked: 1,
+            ..StoreOptions::new("x402")
+        },
+    )
+    .await
+    .unwrap();
+
+    // A broadcast record moved to `delivered`, with its event, while the replicas are up.
+    let key = "x402:replay:test:outbox-wait";
+    let facts = PaymentFacts {
+        binding: "0x01".into(),
+        network: "eip155:8453".into(),
+        payer: "0xA".into(),
+        amount: "1".into(),
+        asset: "0xB".into(),
+        pay_to: "0xC".into(),
+        created_at: 1,
+        valid_until: 2,
+        key: Some("shop".into()),
+        answer_keys: vec![],
+    };
+    let broadcast = SettlementRecord::Broadcast(Broadcast {
+        payment: facts.clone(),
+        sent: SentTx::Svm {
+            transaction: "sig".into(),
+            raw: "AA==".into(),
+            blockhash: "h".into(),
+            fee_lamports: 0,
+            rent_lamports: 0,
+        },
+        replaced: vec![],
+        sent_at: 1,
+        last_sent_ms: 1,
+        first_sent_ms: 1,
+        sent_since_ms: 1,
+    });
+    let Created::Created(raw) = store
+        .create(key, &broadcast, Duration::from_secs(60), &[])
+        .await
+        .unwrap()
+    else {
+        panic!("not created")
+    };
+    let delivered = SettlementRecord::Delivered(Settled {
+        payment: facts,
+        transaction: "sig".into(),
+        cost: Cost::default(),
+        settled_at: 3,
+    });
+    let event = Notify::for_keys(["shop".to_string()])
+        .event(key, &delivered, x402_chain::clock::unix_ms())
+        .unwrap();
+    assert!(
+        store
+            .swap_emitting(key, &raw, &delivered, Some(&event))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // The replica of the event's primary stops answering.
+    let layout = store.layout().clone();
+    let slot = cluster
+        .keyslot(&layout.outbox(layout.shard_of(key)))
+        .await
+        .unwrap();
+    let primary = cluster.primary_of_slot(slot).await.unwrap();
+    let replicas = cluster.replicas_of(primary).await;
+    assert_eq!(replicas.len(), 1, "primary {primary}: {replicas:?}");
+    let replica = &cluster.nodes[replicas[0]];
+    replica.pause().unwrap();
+    let lease = Duration::from_millis(300);
+    let claimed = store.claim(10, lease, "a").await;
+    assert!(
+        claimed.as_ref().is_err(),
+        "an unacknowledged claim was handed out: {claimed:?}"
+    );
+    replica.resume().unwrap();
+    // Its lease (on the primary) lapses; acknowledged now, the claim hands it out.
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    let claimed = store.claim(10, Duration::from_secs(30), "b").await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].event.id, event.id);
+
+    // Delivered; the completion is not acknowledged while the replica is paused.
+    replica.pause().unwrap();
+    let refused = store.complete(&event.id).await;
+    assert!(refused.is_err(), "an unacknowledged completion succeeded");
+    // The worker's completion repeats it: the replica comes back within the lease.
+    let resume = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        replica.resume().unwrap();
+    };
+    let t = Instant::now();
+    let (done, ()) = tokio::join!(
+        complete_within(&store, &event.id, Instant::now() + Duration::from_secs(20)),
+        resume
+    );
+    done.unwrap();
+    assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
+    let depth = Outbox::depth(&store).await.unwrap();
+    assert_eq!((depth.pending, depth.dead), (0, 0));
+    assert!(store.claim(10, lease, "c").await.unwrap().is_empty());
 }
