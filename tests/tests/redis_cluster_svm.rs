@@ -66,7 +66,11 @@ impl ClusterSvm {
 
     /// Replica `i % 2`.
     fn replica(&self, i: usize) -> &TestFacilitator {
-        if i % 2 == 0 { &self.a } else { &self.b }
+        if i.is_multiple_of(2) {
+            &self.a
+        } else {
+            &self.b
+        }
     }
 
     /// The payer's partially signed payment of [`AMOUNT`] to the payee on the latest
