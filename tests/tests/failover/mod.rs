@@ -276,8 +276,9 @@ pub async fn finish(
 }
 
 /// The end state every failover test asserts: each payment settled exactly once on chain, one
-/// success at most per payment, none answered `nonce_already_used`, and the status API of
-/// every replica finds each transaction, settled.
+/// success at most per payment, none answered `nonce_already_used` or any other failure (503
+/// and `settlement_pending` are not failures), and the status API of every replica finds each
+/// transaction, settled.
 pub async fn assert_settled_once(
     anvil: &Anvil,
     usdc: &Usdc,
@@ -286,8 +287,11 @@ pub async fn assert_settled_once(
     replicas: &Replicas,
 ) {
     eprintln!(
-        "answers by HTTP status: {:?}; 503 by message: {:#?}",
-        tally.statuses, tally.refusals
+        "answers by HTTP status: {:?}; 503 by message: {:#?}; {} failures, e.g. {:?}",
+        tally.statuses,
+        tally.refusals,
+        tally.failures.len(),
+        tally.failures.first()
     );
     assert!(
         tally.successes.iter().all(|s| *s <= 1),
@@ -297,6 +301,12 @@ pub async fn assert_settled_once(
     assert_eq!(
         tally.nonce_used, 0,
         "a paid payment was answered nonce_already_used"
+    );
+    assert!(
+        tally.failures.is_empty(),
+        "{} answers were a failure for a payment that lands: {:?}",
+        tally.failures.len(),
+        &tally.failures[..tally.failures.len().min(5)]
     );
     assert_eq!(
         usdc.balance_of(anvil.address(3)).await.unwrap(),
