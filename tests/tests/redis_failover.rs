@@ -422,6 +422,7 @@ async fn outbox_claims_and_completions_wait_for_the_replicas() {
         valid_until: 2,
         key: Some("shop".into()),
         answer_keys: vec![],
+        kind: None,
     };
     let broadcast = SettlementRecord::Broadcast(Broadcast {
         payment: facts.clone(),
