@@ -2,7 +2,7 @@
 //! `redis-cli` (installed by `scripts/install-tools.sh`), every port a free one:
 //! - [`RedisCluster`]: primaries and replicas with `cluster-enabled yes`, joined by
 //!   `redis-cli --cluster create`, node timeout 1 s (a killed primary's replica is promoted in
-//!   about 2 s);
+//!   about 2 s); slots moved between primaries with `redis-cli --cluster reshard`;
 //! - [`SentinelGroup`]: one primary, its replicas (`--replicaof`) and sentinels
 //!   (`redis-server --sentinel`, quorum 2, down after 1 s).
 //!
@@ -318,6 +318,159 @@ impl RedisCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The `[redis]` table of a facilitator on this cluster: `mode = "cluster"`, every node as
+    /// a seed, and `min_replicas_acked` (replicas per primary that must hold a write before
+    /// the facilitator acts on it).
+    pub fn redis_toml(&self, min_replicas_acked: u32) -> String {
+        let urls: Vec<String> = self.urls().iter().map(|u| format!("{u:?}")).collect();
+        format!(
+            "[redis]\nmode = \"cluster\"\nurls = [{}]\nmin_replicas_acked = {min_replicas_acked}\n",
+            urls.join(", ")
+        )
+    }
+
+    /// Runs one command on the cluster, routed by its key like a client would (a short-lived
+    /// cluster connection over every running node), within 5 s.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.url())
+            .collect();
+        let client = redis::cluster::ClusterClient::new(seeds)?;
+        let call = async {
+            let mut c = client.get_async_connection().await?;
+            cmd.query_async::<T>(&mut c).await
+        };
+        Ok(tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .context("redis cluster command timed out")??)
+    }
+
+    /// Index of the running node serving `slot` as primary now.
+    pub async fn primary_of_slot(&self, slot: u16) -> anyhow::Result<usize> {
+        for i in self.primaries().await {
+            if self.slots_of(i).await?.contains(&slot) {
+                return Ok(i);
+            }
+        }
+        bail!("no primary serves slot {slot}")
+    }
+
+    /// Indexes of the running nodes replicating primary `primary` (`INFO replication`:
+    /// `master_port`).
+    pub async fn replicas_of(&self, primary: usize) -> Vec<usize> {
+        let port = format!("master_port:{}", self.nodes[primary].port());
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if i == primary || !n.is_running() {
+                continue;
+            }
+            let repl: String = n
+                .cmd(redis::cmd("INFO").arg("replication"))
+                .await
+                .unwrap_or_default();
+            if repl.contains("role:slave") && repl.lines().any(|l| l.trim() == port) {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// The cluster node id of node `i` (`CLUSTER MYID`).
+    pub async fn node_id(&self, i: usize) -> anyhow::Result<String> {
+        self.nodes[i].cmd(redis::cmd("CLUSTER").arg("MYID")).await
+    }
+
+    /// The hash slot of `key` (`CLUSTER KEYSLOT`, asked of the first running node).
+    pub async fn keyslot(&self, key: &str) -> anyhow::Result<u16> {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running())
+            .context("no running node")?;
+        node.cmd(redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
+            .await
+    }
+
+    /// The slots node `i` serves now, ascending (its own line of `CLUSTER NODES`; slots being
+    /// imported or migrated, `[…]`, are not counted).
+    pub async fn slots_of(&self, i: usize) -> anyhow::Result<Vec<u16>> {
+        let text: String = self.nodes[i]
+            .cmd(redis::cmd("CLUSTER").arg("NODES"))
+            .await?;
+        let line = text
+            .lines()
+            .find(|l| {
+                l.split_whitespace()
+                    .nth(2)
+                    .is_some_and(|f| f.contains("myself"))
+            })
+            .context("CLUSTER NODES has no `myself` line")?;
+        let mut slots = Vec::new();
+        for range in line.split_whitespace().skip(8) {
+            if range.starts_with('[') {
+                continue;
+            }
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            let (a, b): (u16, u16) = (a.parse()?, b.parse()?);
+            slots.extend(a..=b);
+        }
+        Ok(slots)
+    }
+
+    /// Moves `slots` hash slots, with their keys, from primary `from` to primary `to` (indexes
+    /// in [`RedisCluster::nodes`]) with `redis-cli --cluster reshard` (non-interactive:
+    /// `--cluster-from/--cluster-to/--cluster-slots/--cluster-yes`). redis-cli takes the
+    /// source's lowest slots first. Fails when redis-cli fails or takes longer than `timeout`
+    /// (it is killed then).
+    pub async fn reshard(
+        &self,
+        from: usize,
+        to: usize,
+        slots: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let (from_id, to_id) = (self.node_id(from).await?, self.node_id(to).await?);
+        let cli = tools::redis_cli_bin()?;
+        let run = tokio::process::Command::new(cli)
+            .args([
+                "--cluster",
+                "reshard",
+                &format!("127.0.0.1:{}", self.nodes[from].port()),
+                "--cluster-from",
+                &from_id,
+                "--cluster-to",
+                &to_id,
+                "--cluster-slots",
+                &slots.to_string(),
+                "--cluster-yes",
+            ])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(timeout, run)
+            .await
+            .with_context(|| {
+                format!("redis-cli --cluster reshard still running after {timeout:?}")
+            })?
+            .context("redis-cli --cluster reshard")?;
+        // redis-cli exits 0 on some failures: an error line starts with `[ERR]`.
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() || text.contains("[ERR]") {
+            bail!(
+                "redis-cli --cluster reshard failed ({}): {text}",
+                out.status
+            );
+        }
+        Ok(())
     }
 
     /// Waits until `count` running nodes are primaries and the cluster is ok (after a failover).

@@ -3,93 +3,42 @@
 //! Circle's FiatTokenV2_2 and 2 s blocks, and the real `x402-facilitator` binary:
 //! - Redis Cluster (3 primaries + 3 replicas): a primary killed (SIGKILL) mid-burst, its
 //!   replica promoted: every payment settles exactly once, no success is answered twice, no
-//!   payment is answered `nonce_already_used`, every transaction is found by the status API;
+//!   payment is answered `nonce_already_used`, every transaction is found by the status API,
+//!   and (payments made through an API key with a webhook) every payment's
+//!   `settlement.settled` event reaches the receiver, each event id exactly once;
 //! - a Sentinel group (1 primary, 2 replicas, 3 sentinels): the same with the primary killed;
 //! - a cluster primary paused (SIGSTOP): 503 with nothing broadcast, then recovery;
 //! - x402-conformance F3 across two replicas on the cluster;
 //! - `min_replicas_acked` that Redis cannot meet: refused (503) before anything is broadcast.
 //!
-//! These tests start many processes: they run one at a time (nextest group `redis-multi-node`,
+//! A slot migration during a burst: `redis_reshard.rs`; Solana on the cluster:
+//! `redis_cluster_svm.rs`; the burst helpers: `failover/mod.rs`. These tests start many
+//! processes: they run one at a time (nextest group `redis-multi-node`,
 //! `.config/nextest.toml`).
 
-use std::collections::HashMap;
+mod failover;
+
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use alloy::primitives::U256;
-use alloy::providers::Provider;
+use failover::{
+    AMOUNT, BURST, Replicas, Tally, assert_settled_once, chain, config, finish, finish_burst,
+    payments, start_burst, tx_count,
+};
 use serde_json::Value;
-use x402_tests::eip3009::{Authorization, ExactEvmRequirements, v2_evm_payment_json};
+use x402_facilitator::auth::generate_key;
+use x402_facilitator::webhooks::signing::generate_secret;
+use x402_settle::outbox::{SETTLED, event_id};
+use x402_settle::replay::keys::{DEFAULT_SHARDS, Layout, evm_replay_key};
+use x402_tests::eip3009::Authorization;
 use x402_tests::facilitator::TestFacilitator;
+use x402_tests::http_sink::{HttpSink, Received};
 use x402_tests::process::FacilitatorProcess;
 use x402_tests::redis_group::{RedisCluster, SentinelGroup};
-use x402_tests::{Anvil, DEV_PRIVATE_KEYS, RedisServer, Usdc};
+use x402_tests::{Anvil, BASE_USDC, RedisServer, Usdc};
 
-const AMOUNT: u64 = 10_000;
-
-/// Payments of a burst.
-const BURST: usize = 200;
-
-/// Short deadlines so that a failover resolves within a test's time.
-const SETTLE: &str = r#"[settle]
-receipt_timeout_seconds = 8
-answer_within_seconds = 8
-poll_interval_ms = 100
-rpc_timeout_seconds = 3
-redis_timeout_ms = 1500
-lease_seconds = 3
-resend_after_seconds = 4
-reconcile_interval_seconds = 1
-reserved_wait_seconds = 1
-signer_wait_seconds = 10
-"#;
-
-/// anvil mining a block every 2 s, USDC with the payer (account 2) funded.
-async fn chain() -> (Anvil, Usdc) {
-    let anvil = Anvil::builder()
-        .arg("--block-time")
-        .arg("2")
-        .spawn()
-        .await
-        .expect("anvil");
-    let usdc = Usdc::deploy(&anvil, anvil.signer(0)).await.expect("usdc");
-    usdc.mint(anvil.address(2), 1_000_000_000u64)
-        .await
-        .expect("mint");
-    (anvil, usdc)
-}
-
-/// A facilitator configuration with the `[redis]` table `redis` and both signer keys (accounts
-/// 1 and 4) shared by every replica.
-fn config(anvil: &Anvil, redis: &str) -> String {
-    let base = TestFacilitator::config_toml_custom(
-        anvil,
-        anvil.rpc_url(),
-        DEV_PRIVATE_KEYS[1],
-        None,
-        SETTLE,
-    );
-    let keys = format!(
-        "signer_private_keys = [\"{}\", \"{}\"]",
-        DEV_PRIVATE_KEYS[1], DEV_PRIVATE_KEYS[4]
-    );
-    // `[redis]` last: a table header ends the top-level keys.
-    format!(
-        "{}\n{redis}",
-        base.replace(
-            &format!("signer_private_keys = [\"{}\"]", DEV_PRIVATE_KEYS[1]),
-            &keys
-        )
-    )
-}
-
-fn cluster_redis(cluster: &RedisCluster) -> String {
-    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("{u:?}")).collect();
-    format!(
-        "[redis]\nmode = \"cluster\"\nurls = [{}]\nmin_replicas_acked = 1\n",
-        urls.join(", ")
-    )
-}
-
+/// The `[redis]` table of a facilitator on the Sentinel group, `min_replicas_acked = 1`.
 fn sentinel_redis(group: &SentinelGroup) -> String {
     let urls: Vec<String> = group
         .sentinel_urls()
@@ -103,288 +52,144 @@ fn sentinel_redis(group: &SentinelGroup) -> String {
     )
 }
 
-/// `n` different payments of [`AMOUNT`] from account 2 to account 3.
-fn payments(anvil: &Anvil, n: usize) -> Vec<(Authorization, Value)> {
-    let req = ExactEvmRequirements::base_usdc(AMOUNT, anvil.address(3));
-    (0..n)
-        .map(|_| {
-            let (auth, sig) = req.authorize(&anvil.signer(2)).unwrap();
-            (
-                auth.clone(),
-                v2_evm_payment_json(&req.v2_json(), &sig, &auth),
-            )
-        })
-        .collect()
+/// The API key `shop` (scope `settle`) whose settlement webhook is `url`, signed with
+/// `secret`, retried every 200–400 ms and never given up within a test.
+fn webhook_toml(key_sha256: &str, url: &str, secret: &str) -> String {
+    format!(
+        r#"
+[[auth.keys]]
+name = "shop"
+sha256 = "{key_sha256}"
+scopes = ["settle"]
+webhook_url = "{url}"
+webhook_secret = "{secret}"
+
+[webhooks]
+timeout_ms = 2000
+initial_backoff_ms = 200
+max_backoff_ms = 400
+poll_interval_ms = 100
+give_up_after_seconds = 86400
+"#
+    )
 }
 
-async fn tx_count(anvil: &Anvil, index: usize) -> u64 {
-    anvil
-        .provider()
-        .get_transaction_count(anvil.address(index))
-        .await
-        .unwrap()
-}
-
-/// What the replicas answered each payment.
-#[derive(Default)]
-struct Tally {
-    successes: Vec<usize>,
-    transaction: Vec<Option<String>>,
-    statuses: HashMap<u16, usize>,
-    nonce_used: usize,
-}
-
-impl Tally {
-    fn new(n: usize) -> Self {
-        Tally {
-            successes: vec![0; n],
-            transaction: vec![None; n],
-            ..Default::default()
-        }
+/// Pending webhook events in the cluster's outbox, summed over the shards.
+async fn outbox_depth(cluster: &RedisCluster) -> u64 {
+    let layout = Layout::new("x402", DEFAULT_SHARDS);
+    let mut total = 0;
+    for shard in 0..layout.shards() {
+        total += cluster
+            .query::<u64>(redis::cmd("ZCARD").arg(layout.outbox(shard)))
+            .await
+            .unwrap();
     }
-
-    /// Records one answer of payment `i`; whether the payment is done (its success or its
-    /// `duplicate_settlement` with the transaction).
-    fn record(&mut self, i: usize, status: u16, answer: &Value) -> bool {
-        *self.statuses.entry(status).or_default() += 1;
-        let reason = answer["errorReason"].as_str().unwrap_or_default();
-        if reason.contains("nonce_already_used") {
-            self.nonce_used += 1;
-        }
-        let tx = answer["transaction"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-            .map(str::to_string);
-        if status == 503 {
-            assert!(tx.is_none(), "a 503 names a transaction: {answer}");
-        }
-        if answer["success"] == true {
-            self.successes[i] += 1;
-            self.transaction[i] = tx;
-            return true;
-        }
-        if reason == "duplicate_settlement"
-            && let Some(tx) = tx
-        {
-            self.transaction[i].get_or_insert(tx);
-            return true;
-        }
-        false
-    }
+    total
 }
 
-/// Posts every payment once, spread over `urls`, all at once.
-async fn burst(
-    urls: &[String],
-    payments: &[(Authorization, Value)],
-) -> Vec<tokio::task::JoinHandle<Option<(u16, Value)>>> {
-    payments
-        .iter()
-        .enumerate()
-        .map(|(i, (_, body))| {
-            let url = format!("{}/settle", urls[i % urls.len()]);
-            let body = body.clone();
-            tokio::spawn(async move {
-                let r = reqwest::Client::new()
-                    .post(url)
-                    .json(&body)
-                    .send()
-                    .await
-                    .ok()?;
-                let status = r.status().as_u16();
-                Some((status, r.json::<Value>().await.ok()?))
-            })
-        })
-        .collect()
-}
-
-/// Retries every payment not done yet until it is, within `within`.
-async fn finish(
-    urls: &[String],
-    payments: &[(Authorization, Value)],
-    tally: &mut Tally,
-    done: &mut [bool],
-    within: Duration,
-) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + within;
-    let mut round = 0;
-    while done.iter().any(|d| !d) {
-        assert!(
-            Instant::now() < deadline,
-            "payments never settled: {:?}",
-            done.iter()
-                .enumerate()
-                .filter(|(_, d)| !**d)
-                .map(|(i, _)| i)
-                .collect::<Vec<_>>()
-        );
-        let pending: Vec<usize> = (0..payments.len()).filter(|i| !done[*i]).collect();
-        let answers = futures::future::join_all(pending.iter().map(|&i| {
-            let url = format!("{}/settle", urls[(i + round) % urls.len()]);
-            let req = client.post(url).json(&payments[i].1).send();
-            async move {
-                let r = req.await.ok()?;
-                let status = r.status().as_u16();
-                Some((i, status, r.json::<Value>().await.ok()?))
-            }
-        }))
-        .await;
-        let mut sample = None;
-        let sent = pending.len();
-        let mut got = 0;
-        for (i, status, answer) in answers.into_iter().flatten() {
-            got += 1;
-            if tally.record(i, status, &answer) {
-                done[i] = true;
-            } else {
-                sample.get_or_insert((status, answer));
-            }
-        }
-        if round % 5 == 0 {
-            eprintln!(
-                "round {round}: {got} of {sent} answered, {} left; e.g. {sample:?}",
-                done.iter().filter(|d| !**d).count()
-            );
-        }
-        round += 1;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// The end state every failover test asserts: each payment settled exactly once on chain, one
-/// success at most per payment, none answered `nonce_already_used`, and the status API of
-/// every replica finds each transaction, settled.
-async fn assert_settled_once(
-    anvil: &Anvil,
-    usdc: &Usdc,
+/// Every payment's `settlement.settled` event reached the receiver, no other event did, and
+/// each event id was delivered exactly once: waits until the outbox is empty (an event whose
+/// completion was lost would still be there, due again) and every event arrived, then
+/// counts the deliveries per `webhook-id`.
+async fn assert_each_event_delivered_once(
+    cluster: &RedisCluster,
+    sink: &HttpSink,
     payments: &[(Authorization, Value)],
     tally: &Tally,
-    urls: &[String],
 ) {
-    eprintln!("answers by HTTP status: {:?}", tally.statuses);
-    assert!(
-        tally.successes.iter().all(|s| *s <= 1),
-        "a payment was answered success twice: {:?}",
-        tally.successes
-    );
-    assert_eq!(
-        tally.nonce_used, 0,
-        "a paid payment was answered nonce_already_used"
-    );
-    assert_eq!(
-        usdc.balance_of(anvil.address(3)).await.unwrap(),
-        U256::from(AMOUNT * payments.len() as u64),
-        "the payee got every payment once"
-    );
-    for (auth, _) in payments {
-        assert!(
-            usdc.authorization_state(auth.from, auth.nonce)
-                .await
-                .unwrap()
-        );
-    }
-    let client = reqwest::Client::new();
-    for (i, tx) in tally.transaction.iter().enumerate() {
-        let tx = tx
-            .as_ref()
-            .unwrap_or_else(|| panic!("payment {i} has no transaction"));
-        let url = &urls[i % urls.len()];
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let r = client
-                .get(format!("{url}/settlements/{tx}"))
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            let body: Value = r.json().await.unwrap_or_default();
-            if status == 200 && body["state"] == "settled" {
-                assert_eq!(body["transaction"], tx.as_str(), "{body}");
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "payment {i}: {tx} not found settled by the status API: {status} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    }
-}
-
-/// A burst in flight over `replicas`.
-struct Burst {
-    urls: Vec<String>,
-    payments: Vec<(Authorization, Value)>,
-    tasks: Vec<tokio::task::JoinHandle<Option<(u16, Value)>>>,
-}
-
-/// Sends [`BURST`] payments over `replicas` and returns once the signers have sent a few
-/// transactions (the moment for a fault).
-async fn start_burst(anvil: &Anvil, replicas: &[FacilitatorProcess]) -> Burst {
-    let urls: Vec<String> = replicas.iter().map(|r| r.url().to_string()).collect();
-    let payments = payments(anvil, BURST);
-    let tasks = burst(&urls, &payments).await;
+    let expected: HashMap<String, usize> = payments
+        .iter()
+        .enumerate()
+        .map(|(i, (auth, _))| {
+            let key = evm_replay_key("x402", 8453, BASE_USDC, auth.from, auth.nonce);
+            (event_id(&key, SETTLED), i)
+        })
+        .collect();
+    let ids = |got: &[Received]| -> HashSet<String> {
+        got.iter()
+            .filter_map(|r| r.header("webhook-id").map(str::to_string))
+            .collect()
+    };
     let start = Instant::now();
-    while tx_count(anvil, 1).await + tx_count(anvil, 4).await < 10
-        && start.elapsed() < Duration::from_secs(60)
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Burst {
-        urls,
-        payments,
-        tasks,
-    }
-}
-
-/// Collects the burst's answers, retries every payment until it is done, and asserts the end
-/// state ([`assert_settled_once`]).
-async fn finish_burst(anvil: &Anvil, usdc: &Usdc, burst: Burst) {
-    let Burst {
-        urls,
-        payments,
-        tasks,
-    } = burst;
-    let mut tally = Tally::new(payments.len());
-    let mut done = vec![false; payments.len()];
-    for (i, t) in tasks.into_iter().enumerate() {
-        if let Some((status, answer)) = t.await.unwrap()
-            && tally.record(i, status, &answer)
-        {
-            done[i] = true;
+    loop {
+        let depth = outbox_depth(cluster).await;
+        let got = sink.received();
+        if depth == 0 && ids(&got).len() >= expected.len() {
+            break;
         }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{} of {} events delivered, {depth} pending in the outbox",
+            ids(&got).len(),
+            expected.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Anything still on its way (a claim of the old primary's) has time to arrive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = sink.received();
+    let mut deliveries: HashMap<String, usize> = HashMap::new();
+    for r in &got {
+        let id = r.header("webhook-id").expect("webhook-id").to_string();
+        let payload: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(payload["data"]["eventId"], id.as_str(), "{payload}");
+        let i = *expected
+            .get(&id)
+            .unwrap_or_else(|| panic!("an event of no payment's final state: {payload}"));
+        assert_eq!(payload["type"], SETTLED, "{payload}");
+        assert_eq!(payload["data"]["state"], "settled", "{payload}");
+        assert_eq!(payload["data"]["key"], "shop", "{payload}");
+        assert_eq!(
+            payload["data"]["transaction"].as_str(),
+            tally.transaction[i].as_deref(),
+            "payment {i}: {payload}"
+        );
+        *deliveries.entry(id).or_default() += 1;
+    }
+    let twice: Vec<_> = deliveries.iter().filter(|(_, n)| **n > 1).collect();
     eprintln!(
-        "first answers: {} done, by status {:?}",
-        done.iter().filter(|d| **d).count(),
-        tally.statuses
+        "webhooks: {} deliveries of {} events, {} delivered more than once",
+        got.len(),
+        deliveries.len(),
+        twice.len()
     );
-    finish(
-        &urls,
-        &payments,
-        &mut tally,
-        &mut done,
-        Duration::from_secs(180),
-    )
-    .await;
-    assert_settled_once(anvil, usdc, &payments, &tally, &urls).await;
+    assert_eq!(deliveries.len(), expected.len(), "an event never arrived");
+    assert!(
+        twice.is_empty(),
+        "events delivered more than once: {twice:?}"
+    );
 }
 
+/// Redis Cluster primary killed mid-burst, payments made through an API key with a webhook:
+/// every payment settles exactly once, and every payment's `settlement.settled` event is
+/// delivered, each event id exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_primary_killed_mid_burst_settles_every_payment_exactly_once() {
     let (anvil, usdc) = chain().await;
     let mut cluster = RedisCluster::spawn(3, 1).await.unwrap();
-    let toml = config(&anvil, &cluster_redis(&cluster));
+    let sink = HttpSink::start().await.unwrap();
+    let (key, key_sha256) = generate_key().unwrap();
+    let toml = config(&anvil, &cluster.redis_toml(1))
+        + &webhook_toml(&key_sha256, &sink.url("/hook"), &generate_secret().unwrap());
     let a = FacilitatorProcess::start("cluster-a", &toml).await.unwrap();
     let b = FacilitatorProcess::start("cluster-b", &toml).await.unwrap();
     let primaries = cluster.primaries().await;
     assert_eq!(primaries.len(), 3);
     let victim = primaries[0];
     let replicas = [a, b];
-    let burst = start_burst(&anvil, &replicas).await;
+    let burst = start_burst(&anvil, &replicas, Some(&key)).await;
+    // Killed while events are being delivered and payments are still settling.
+    let delivered = sink.wait_for(10, Duration::from_secs(30)).await.len();
+    let sent = tx_count(&anvil, 1).await + tx_count(&anvil, 4).await;
     cluster.nodes[victim].kill9();
-    eprintln!("killed cluster primary {victim}");
+    eprintln!(
+        "killed cluster primary {victim}: {sent} settlements sent, {delivered} events delivered"
+    );
+    assert!(delivered >= 10, "no event delivered before the kill");
+    assert!(
+        delivered < BURST && (sent as usize) < BURST,
+        "the burst was over before the kill"
+    );
     // Its replica is promoted; with no replica left it cannot acknowledge writes
     // (min_replicas_acked = 1: its slots answer 503) until the killed node comes back, empty,
     // as the new primary's replica.
@@ -398,7 +203,9 @@ async fn cluster_primary_killed_mid_burst_settles_every_payment_exactly_once() {
         !cluster.primaries().await.contains(&victim),
         "the restarted node rejoined as a replica"
     );
-    finish_burst(&anvil, &usdc, burst).await;
+    let payments = burst.payments.clone();
+    let tally = finish_burst(&anvil, &usdc, burst).await;
+    assert_each_event_delivered_once(&cluster, &sink, &payments, &tally).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -414,7 +221,7 @@ async fn sentinel_primary_killed_mid_burst_settles_every_payment_exactly_once() 
         .unwrap();
     let old = group.primary().await.unwrap();
     let replicas = [a, b];
-    let burst = start_burst(&anvil, &replicas).await;
+    let burst = start_burst(&anvil, &replicas, None).await;
     group.data[old].kill9();
     eprintln!("killed the sentinel group's primary {old}");
     let new = group
@@ -429,7 +236,7 @@ async fn sentinel_primary_killed_mid_burst_settles_every_payment_exactly_once() 
 async fn cluster_primary_paused_refuses_with_503_then_recovers() {
     let (anvil, usdc) = chain().await;
     let cluster = RedisCluster::spawn(3, 1).await.unwrap();
-    let toml = config(&anvil, &cluster_redis(&cluster));
+    let toml = config(&anvil, &cluster.redis_toml(1));
     let fac = TestFacilitator::start_with_toml(&toml).await.unwrap();
     let payments = payments(&anvil, 30);
     let victim = cluster.primaries().await[0];
@@ -464,16 +271,16 @@ async fn cluster_primary_paused_refuses_with_503_then_recovers() {
         payments.len() - refused
     );
     cluster.nodes[victim].resume().unwrap();
-    let urls = [fac.url().to_string()];
+    let replicas = Replicas::of([fac.url().to_string()], None);
     finish(
-        &urls,
+        &replicas,
         &payments,
         &mut tally,
         &mut done,
         Duration::from_secs(120),
     )
     .await;
-    assert_settled_once(&anvil, &usdc, &payments, &tally, &urls).await;
+    assert_settled_once(&anvil, &usdc, &payments, &tally, &replicas).await;
 }
 
 /// x402-conformance F3 on the cluster: 30 concurrent settles of one payment across two
@@ -482,7 +289,7 @@ async fn cluster_primary_paused_refuses_with_503_then_recovers() {
 async fn cluster_f3_thirty_concurrent_settles_across_two_replicas_succeed_once() {
     let (anvil, usdc) = chain().await;
     let cluster = RedisCluster::spawn(3, 1).await.unwrap();
-    let toml = config(&anvil, &cluster_redis(&cluster));
+    let toml = config(&anvil, &cluster.redis_toml(1));
     let a = TestFacilitator::start_with_toml(&toml).await.unwrap();
     let b = TestFacilitator::start_with_toml(&toml).await.unwrap();
     let (_, body) = payments(&anvil, 1).remove(0);
@@ -566,4 +373,137 @@ async fn unacknowledged_write_refuses_before_broadcast() {
             .await
             .unwrap()
     );
+}
+
+/// The outbox across a failover, made deterministic: the replica of the primary holding an
+/// event's shard is paused (SIGSTOP), so that primary acknowledges writes its replica does not
+/// hold, exactly what a failover would undo. A claim then hands out nothing (delivering it
+/// could repeat it after a failover), and a completion fails; the worker's completion
+/// (`complete_within`) repeats it until the replica is back, and it lands, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_claims_and_completions_wait_for_the_replicas() {
+    use x402_facilitator::webhooks::delivery::complete_within;
+    use x402_settle::outbox::{Notify, Outbox};
+    use x402_settle::record::{Broadcast, Cost, PaymentFacts, SentTx, Settled, SettlementRecord};
+    use x402_settle::redis_conn::{RedisConn, RedisMode, RedisTarget};
+    use x402_settle::replay::{Created, RedisStore, ReplayStore, StoreOptions};
+
+    let cluster = RedisCluster::spawn(3, 1).await.unwrap();
+    let conn = RedisConn::connect(&RedisTarget {
+        mode: RedisMode::Cluster,
+        urls: cluster.urls(),
+        sentinel_master: None,
+        username: None,
+        password: None,
+        timeout: Duration::from_millis(1500),
+    })
+    .await
+    .unwrap();
+    let store = RedisStore::open(
+        conn,
+        StoreOptions {
+            min_replicas_acked: 1,
+            ..StoreOptions::new("x402")
+        },
+    )
+    .await
+    .unwrap();
+
+    // A broadcast record moved to `delivered`, with its event, while the replicas are up.
+    let key = "x402:replay:test:outbox-wait";
+    let facts = PaymentFacts {
+        binding: "0x01".into(),
+        network: "eip155:8453".into(),
+        payer: "0xA".into(),
+        amount: "1".into(),
+        asset: "0xB".into(),
+        pay_to: "0xC".into(),
+        created_at: 1,
+        valid_until: 2,
+        key: Some("shop".into()),
+        answer_keys: vec![],
+        kind: None,
+    };
+    let broadcast = SettlementRecord::Broadcast(Broadcast {
+        payment: facts.clone(),
+        sent: SentTx::Svm {
+            transaction: "sig".into(),
+            raw: "AA==".into(),
+            blockhash: "h".into(),
+            fee_lamports: 0,
+            rent_lamports: 0,
+        },
+        replaced: vec![],
+        sent_at: 1,
+        last_sent_ms: 1,
+        first_sent_ms: 1,
+        sent_since_ms: 1,
+    });
+    let Created::Created(raw) = store
+        .create(key, &broadcast, Duration::from_secs(60), &[])
+        .await
+        .unwrap()
+    else {
+        panic!("not created")
+    };
+    let delivered = SettlementRecord::Delivered(Settled {
+        payment: facts,
+        transaction: "sig".into(),
+        cost: Cost::default(),
+        settled_at: 3,
+    });
+    let event = Notify::for_keys(["shop".to_string()])
+        .event(key, &delivered, x402_chain::clock::unix_ms())
+        .unwrap();
+    assert!(
+        store
+            .swap_emitting(key, &raw, &delivered, Some(&event))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // The replica of the event's primary stops answering.
+    let layout = store.layout().clone();
+    let slot = cluster
+        .keyslot(&layout.outbox(layout.shard_of(key)))
+        .await
+        .unwrap();
+    let primary = cluster.primary_of_slot(slot).await.unwrap();
+    let replicas = cluster.replicas_of(primary).await;
+    assert_eq!(replicas.len(), 1, "primary {primary}: {replicas:?}");
+    let replica = &cluster.nodes[replicas[0]];
+    replica.pause().unwrap();
+    let lease = Duration::from_millis(300);
+    let claimed = store.claim(10, lease, "a").await;
+    assert!(
+        claimed.as_ref().is_err(),
+        "an unacknowledged claim was handed out: {claimed:?}"
+    );
+    replica.resume().unwrap();
+    // Its lease (on the primary) lapses; acknowledged now, the claim hands it out.
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    let claimed = store.claim(10, Duration::from_secs(30), "b").await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].event.id, event.id);
+
+    // Delivered; the completion is not acknowledged while the replica is paused.
+    replica.pause().unwrap();
+    let refused = store.complete(&event.id).await;
+    assert!(refused.is_err(), "an unacknowledged completion succeeded");
+    // The worker's completion repeats it: the replica comes back within the lease.
+    let resume = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        replica.resume().unwrap();
+    };
+    let t = Instant::now();
+    let (done, ()) = tokio::join!(
+        complete_within(&store, &event.id, Instant::now() + Duration::from_secs(20)),
+        resume
+    );
+    done.unwrap();
+    assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
+    let depth = Outbox::depth(&store).await.unwrap();
+    assert_eq!((depth.pending, depth.dead), (0, 0));
+    assert!(store.claim(10, lease, "c").await.unwrap().is_empty());
 }

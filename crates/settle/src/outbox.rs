@@ -76,14 +76,17 @@ pub struct OutboxDepth {
 pub trait Outbox: Send + Sync {
     /// Claims up to `limit` events due now for `lease`: they are not handed to anyone else
     /// until the lease ends (then they are due again: a worker that died loses nothing).
-    /// `claim` identifies this claim for [`Outbox::retry`] and [`Outbox::dead_letter`].
+    /// `claim` identifies this claim for [`Outbox::retry`] and [`Outbox::dead_letter`]. On
+    /// Redis with `min_replicas_acked`, only events whose claim the replicas acknowledged are
+    /// returned (a shard that fails is skipped; an error when none could be claimed).
     async fn claim(
         &self,
         limit: usize,
         lease: Duration,
         claim: &str,
     ) -> Result<Vec<ClaimedEvent>, StoreError>;
-    /// Removes a delivered event.
+    /// Removes a delivered event. Idempotent (a worker repeats a completion that failed);
+    /// on Redis with `min_replicas_acked`, fails unless the replicas acknowledged it.
     async fn complete(&self, id: &str) -> Result<(), StoreError>;
     /// Makes the event due again at Unix ms `at_ms`, if `claim` still holds it.
     async fn retry(&self, id: &str, claim: &str, at_ms: u64, error: &str)

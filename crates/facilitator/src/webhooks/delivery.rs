@@ -90,6 +90,31 @@ pub fn backoff(settings: &Settings, attempts: u32) -> Duration {
         .min(settings.max_backoff)
 }
 
+/// Pause between two tries of a completion that failed.
+const COMPLETE_RETRY: Duration = Duration::from_millis(200);
+
+/// Marks a delivered event complete, trying again every [`COMPLETE_RETRY`] while the outbox
+/// refuses (Redis down, failing over, or the replicas not acknowledging) until `lease_end`:
+/// the claim's lease. A completion the outbox does not hold by then leaves the event due
+/// again, and it is delivered once more (at least once); one that lands within the lease,
+/// on the primary promoted by a failover included, delivers it once.
+pub async fn complete_within(
+    outbox: &dyn Outbox,
+    id: &str,
+    lease_end: Instant,
+) -> Result<(), x402_settle::replay::StoreError> {
+    loop {
+        match outbox.complete(id).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() + COMPLETE_RETRY >= lease_end => return Err(e),
+            Err(e) => {
+                tracing::debug!(event = %id, error = %e, "webhook completion not recorded yet; retrying");
+                tokio::time::sleep(COMPLETE_RETRY).await;
+            }
+        }
+    }
+}
+
 /// Delivers one claimed event and records the outcome in the outbox and the metrics.
 pub async fn deliver(
     outbox: &dyn Outbox,
@@ -102,6 +127,9 @@ pub async fn deliver(
 ) {
     let event = &claimed.event;
     let started = Instant::now();
+    // The claim was made just before (by the worker, this process): its lease ends about a
+    // lease from now; a second's margin for the claim's own round trips.
+    let lease_end = started + settings.lease().saturating_sub(Duration::from_secs(1));
     let outcome = match endpoint {
         Some(endpoint) => attempt(http, endpoint, &claimed, settings.timeout).await,
         None => Outcome::Failed(format!("API key {:?} has no webhook now", event.key)),
@@ -116,7 +144,7 @@ pub async fn deliver(
             metrics.deliveries.with_label_values(&["delivered"]).inc();
             metrics.latency.observe(age_ms as f64 / 1000.0);
             tracing::info!(event = %event.id, kind = %event.kind, key = %event.key, %url, attempts = claimed.attempts, "webhook delivered");
-            outbox.complete(&event.id).await
+            complete_within(outbox, &event.id, lease_end).await
         }
         Outcome::Failed(error) if age_ms >= settings.give_up_after.as_millis() as u64 => {
             metrics

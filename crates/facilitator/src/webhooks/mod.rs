@@ -9,7 +9,11 @@
 //! with exponential backoff (`[webhooks]` `initial_backoff_ms` doubling up to
 //! `max_backoff_ms`) until the event is `give_up_after_seconds` old (24 h), then dead-letters
 //! it (metric `x402_webhook_deliveries_total{outcome="dead_lettered"}` and an ERROR log).
-//! Delivery is at least once: receivers deduplicate on `webhook-id`.
+//! Delivery is at least once: receivers deduplicate on `webhook-id`. A Redis failover alone
+//! does not repeat an event when `min_replicas_acked` > 0 (claims and completions are
+//! acknowledged by the replicas, and a completion is repeated within the claim's lease, see
+//! [`x402_settle::replay::RedisStore`]'s outbox); a replica that dies between a delivery and
+//! its completion, or a receiver that answers after the timeout, still can.
 
 pub mod delivery;
 pub mod metrics;

@@ -1,6 +1,16 @@
 //! The webhook outbox in Redis (layout in [`crate::outbox`]); events are written by the
 //! replay store's swap script, claimed, completed, rescheduled and dead-lettered here, each in
 //! one command or one Lua script.
+//!
+//! **Across a failover** (`min_replicas_acked` > 0) a claim and a completion are acknowledged
+//! by that many replicas (`WAIT`, as the record written before a broadcast), else they fail:
+//! - a claim the replicas do not hold is not delivered (the new primary would hand the event
+//!   to a second worker while the first delivers it), and its acknowledgement also covers the
+//!   event's own creation, so no event is delivered from a write a failover can still undo
+//!   (the engine would then write it again, and it would go out twice);
+//! - a completion the replicas do not hold fails, and the worker repeats it (it is
+//!   idempotent) within the claim's lease, so the new primary learns it before the event is
+//!   due again.
 
 use std::time::Duration;
 
@@ -101,9 +111,7 @@ impl RedisStore {
             .arg(format!("{}:webhooks:event:", self.layout.prefix()))
             .arg(claim)
             .arg(format!(":{}", self.layout.tag(shard)));
-        let flat: Vec<String> = self
-            .timed("outbox_claim", inv.invoke_async(&mut self.conn.clone()))
-            .await?;
+        let flat: Vec<String> = self.run_script("outbox_claim", &inv, true).await?;
         Ok(flat
             .chunks_exact(6)
             .map(|f| ClaimedEvent {
@@ -135,13 +143,21 @@ impl Outbox for RedisStore {
         let n = usize::from(self.layout.shards());
         let start = NEXT_SHARD.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
         let mut out = Vec::new();
+        // A shard whose node is down or unacknowledged waits; the others are still served.
+        let mut failed = None;
         for i in 0..n {
             let remaining = limit.max(1).saturating_sub(out.len());
             if remaining == 0 {
                 break;
             }
             let shard = ((start + i) % n) as u16;
-            let events = self.claim_shard(shard, remaining, lease, claim).await?;
+            let events = match self.claim_shard(shard, remaining, lease, claim).await {
+                Ok(events) => events,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
             if !events.is_empty() {
                 let mut map = self.claimed_shards.lock().expect("claimed shards lock");
                 for e in &events {
@@ -150,7 +166,14 @@ impl Outbox for RedisStore {
             }
             out.extend(events);
         }
-        Ok(out)
+        match failed {
+            Some(e) if out.is_empty() => Err(e),
+            Some(e) => {
+                tracing::warn!(error = %e, "webhook outbox: a shard could not be claimed");
+                Ok(out)
+            }
+            None => Ok(out),
+        }
     }
 
     async fn complete(&self, id: &str) -> Result<(), StoreError> {
@@ -158,9 +181,7 @@ impl Outbox for RedisStore {
             let script = redis::Script::new(COMPLETE);
             let mut inv = script.key(self.layout.outbox(shard));
             inv.key(self.layout.outbox_event(shard, id)).arg(id);
-            let _: i64 = self
-                .timed("outbox_done", inv.invoke_async(&mut self.conn.clone()))
-                .await?;
+            let _: i64 = self.run_script("outbox_done", &inv, true).await?;
         }
         self.forget_claimed(id);
         Ok(())

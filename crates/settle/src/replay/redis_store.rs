@@ -266,7 +266,7 @@ impl RedisStore {
     /// Runs `inv`; when `durable` and replicas are required, pipelines `WAIT` after it on the
     /// same connection (so it waits for exactly this write) and fails unless enough replicas
     /// acknowledged it within half the Redis deadline.
-    async fn run_script<T: redis::FromRedisValue>(
+    pub(super) async fn run_script<T: redis::FromRedisValue>(
         &self,
         op: &'static str,
         inv: &redis::ScriptInvocation<'_>,
