@@ -313,11 +313,16 @@ async fn redis_restarted_empty_mid_burst_answers_every_paid_payment_with_its_tra
                 .map(|i| (i, &last[i]))
                 .collect::<Vec<_>>()
         );
-        for (i, (_, body)) in payments.iter().enumerate() {
-            if done[i] {
-                continue;
-            }
-            if let Ok((_, answer)) = replicas[(i + round) % 2].post("/settle", body).await {
+        // One round retries every unanswered payment at once (a settle may wait for its
+        // block: one after the other, a round of 30 would outlast the deadline).
+        let payments = &payments;
+        let retries = futures::future::join_all((0..N).filter(|i| !done[*i]).map(|i| async move {
+            let body = &payments[i].1;
+            (i, replicas[(i + round) % 2].post("/settle", body).await)
+        }))
+        .await;
+        for (i, answer) in retries {
+            if let Ok((_, answer)) = answer {
                 done[i] = judge(i, &answer, &mut successes);
                 last[i].push(answer);
             }
