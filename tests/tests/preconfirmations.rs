@@ -220,7 +220,7 @@ async fn without_preconfirmations_the_same_settle_waits_for_the_block() {
     }
     assert_eq!(preconfirmed_total(&fx).await, 0);
     println!(
-        "preconfirmations off: {PAYMENTS} settles, p50 {} ms (each {:?} ms), block time {} ms; pre-confirmations the proxy served anyway: {:?}",
+        "preconfirmations off: {PAYMENTS} settles, p50 {} ms (each {:?} ms), block time {} ms; pre-confirmation receipts served (ok, reverted): {:?}",
         p50(&latencies).as_millis(),
         ms(&latencies),
         BLOCK_TIME.as_millis(),
