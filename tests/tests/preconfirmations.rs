@@ -9,7 +9,8 @@
 //!   `x402_settle_preconfirmed_total`; the same transaction then lands in the block.
 //! - With it off, through the same proxy, `/settle` answers only once the block holds it.
 //! - A pre-confirmed transaction the sequencer drops (`anvil_dropTransaction` after the success
-//!   was answered) is sent again from its record by nonce repair and lands.
+//!   was answered) is sent again from its record (in memory, and in Redis) by nonce repair and
+//!   lands.
 //! - A payment whose transaction reverts in the block being built (its payer's funds moved by a
 //!   transaction ordered before it) is pre-confirmed as reverted and never answered success.
 //!
@@ -36,10 +37,18 @@ const PAYMENTS: usize = 5;
 /// proxy in front of it, and the facilitator on the proxy (`[[evm]] rpc_url` = the proxy) with
 /// `preconfirmations` on or off.
 async fn start(preconfirmations: bool) -> (EvmFixture, FlashblocksProxy) {
+    start_with_store(preconfirmations, None).await
+}
+
+/// [`start`] with the replay store in Redis at `redis_url` (`None`: in memory).
+async fn start_with_store(
+    preconfirmations: bool,
+    redis_url: Option<&str>,
+) -> (EvmFixture, FlashblocksProxy) {
     let anvil = Anvil::spawn().await.unwrap();
     let proxy = FlashblocksProxy::start(anvil.rpc_url()).await.unwrap();
     let (anvil_url, proxy_url) = (anvil.rpc_url().to_string(), proxy.url().to_string());
-    let fx = EvmFixture::start_edited(anvil, None, 15, |toml| {
+    let fx = EvmFixture::start_edited(anvil, redis_url, 15, |toml| {
         let option = if preconfirmations {
             "\npreconfirmations = true\npreconfirmation_poll_ms = 200"
         } else {
@@ -301,7 +310,19 @@ async fn a_settlement_pre_confirmed_as_reverted_is_never_answered_success() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pre_confirmed_transaction_the_sequencer_drops_is_sent_again_and_lands() {
-    let (fx, _proxy) = start(true).await;
+    dropped_pre_confirmation_lands(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_pre_confirmation_is_sent_again_from_its_redis_record() {
+    let redis = x402_tests::RedisServer::spawn().await.unwrap();
+    dropped_pre_confirmation_lands(Some(&redis.url())).await;
+}
+
+/// A pre-confirmed settlement (records in Redis at `redis_url`, or in memory) whose
+/// transaction is then dropped from the pool is sent again by nonce repair and lands.
+async fn dropped_pre_confirmation_lands(redis_url: Option<&str>) {
+    let (fx, _proxy) = start_with_store(true, redis_url).await;
     let amount = 9_000u64;
     let body = payment(&fx, amount);
     next_block(&fx).await;
