@@ -1,6 +1,7 @@
 //! Test harness for the x402 facilitator: a private anvil with Circle's real USDC
 //! (`FiatTokenV2_2`) at the Base address, an independent EIP-3009 signer and x402 request
-//! builders, and a private Redis server. No mocks: every helper drives the real tool.
+//! builders, and a private Redis server. No mocks: every helper drives the real tool, except
+//! [`flashblocks_proxy`], a mock of Base's flashblocks RPC (no flashblocks node runs here).
 //!
 //! Units: token amounts are atomic USDC (6 decimals), gas prices and fees in wei, times in
 //! seconds since the Unix epoch.
@@ -10,6 +11,7 @@ pub mod artifacts;
 pub mod bench;
 pub mod eip3009;
 pub mod facilitator;
+pub mod flashblocks_proxy;
 pub mod http_sink;
 #[cfg(feature = "litesvm")]
 pub mod litesvm_chain;

@@ -451,6 +451,7 @@ async fn outbox_claims_and_completions_wait_for_the_replicas() {
         transaction: "sig".into(),
         cost: Cost::default(),
         settled_at: 3,
+        preconfirmed: None,
     });
     let event = Notify::for_keys(["shop".to_string()])
         .event(key, &delivered, x402_chain::clock::unix_ms())

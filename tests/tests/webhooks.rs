@@ -511,6 +511,7 @@ async fn outbox_claims_lease_retry_dead_letter_and_complete_atomically() {
                     transaction: format!("sig{n}"),
                     cost: Cost::default(),
                     settled_at: 3,
+                    preconfirmed: None,
                 });
                 let event = notify
                     .event(&key, &delivered, x402_chain::clock::unix_ms())

@@ -159,6 +159,18 @@ impl ExactEvmHandler {
         if let Some(ws_url) = &net.ws_url {
             sender = sender.with_new_heads(ws_url.clone(), net.rpc_timeout);
         }
+        if let Some(pre) = &net.preconfirmations {
+            sender = sender.with_preconfirmations(
+                preconfirmation_chain(shared, net, pre, &chain).map_err(rpc_err)?,
+                pre.poll,
+            );
+            shared
+                .metrics
+                .engine
+                .preconfirmed
+                .with_label_values(&[network.as_str()]);
+            tracing::warn!(network = %network, poll_ms = pre.poll.as_millis() as u64, "answering settlements at flashblock pre-confirmations: a pre-confirmation is the sequencer's promise, not a block");
+        }
         // Landed settlements' gas, which the quoters price gas units from.
         let samples = Arc::new(x402_gas_oracle::GasSamples::default());
         let sampled = samples.clone();
@@ -694,4 +706,25 @@ fn gas_metrics(metrics: &Metrics, network: &Network) -> GasObserver {
             quoted.inc_by(in_usdc.quoted);
         }
     })
+}
+
+/// The flashblocks-aware RPC that `pre` names (`[[evm]] preconfirmation_url`, same chain id,
+/// signers and time limit as the network's RPC), or the network's own `chain` without one.
+fn preconfirmation_chain(
+    shared: &Shared<'_>,
+    net: &EvmNetwork,
+    pre: &crate::config::evm::Preconfirmations,
+    chain: &Arc<dyn EvmChain>,
+) -> Result<Arc<dyn EvmChain>, String> {
+    let Some(url) = &pre.url else {
+        return Ok(chain.clone());
+    };
+    let rpc = FailoverEvmChain::new(
+        std::slice::from_ref(url),
+        net.chain_id,
+        net.signers.clone(),
+        net.rpc_timeout,
+    )?
+    .with_call_observer(shared.metrics.rpc_call_observer(net.network.as_str()));
+    Ok(Arc::new(rpc))
 }

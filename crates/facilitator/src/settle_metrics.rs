@@ -47,6 +47,9 @@ pub struct EngineMetrics {
     /// `x402_settle_payers_blocked_total{network}`: payers whose settlements are refused for
     /// reverting too often (`[settle] revert_limit`).
     pub payers_blocked: IntCounterVec,
+    /// `x402_settle_preconfirmed_total{network}`: settlements answered success at a flashblock
+    /// pre-confirmation, before their block (`[[evm]] preconfirmations`).
+    pub preconfirmed: IntCounterVec,
 }
 
 impl EngineMetrics {
@@ -147,12 +150,21 @@ impl EngineMetrics {
                 &["network"],
             )
             .expect("valid metric"),
+            preconfirmed: IntCounterVec::new(
+                Opts::new(
+                    "x402_settle_preconfirmed_total",
+                    "Settlements answered success at a flashblock pre-confirmation, before their block",
+                ),
+                &["network"],
+            )
+            .expect("valid metric"),
         };
         for c in [
             &m.refused_before_broadcast,
             &m.reverted,
             &m.svm_fee_wasted,
             &m.payers_blocked,
+            &m.preconfirmed,
         ] {
             registry
                 .register(Box::new(c.clone()))
@@ -250,5 +262,8 @@ impl SettleObserver for EngineMetrics {
     }
     fn payer_blocked(&self, network: &str) {
         self.payers_blocked.with_label_values(&[network]).inc();
+    }
+    fn preconfirmed(&self, network: &str) {
+        self.preconfirmed.with_label_values(&[network]).inc();
     }
 }

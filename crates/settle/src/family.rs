@@ -75,6 +75,20 @@ pub enum Lookup {
         /// What it cost.
         cost: Cost,
     },
+    /// Not in a block yet, but pre-confirmed: a flashblocks-aware RPC answered a receipt of it
+    /// from the block being built, with success and the transfer the method requires (EVM
+    /// `[[evm]] preconfirmations`). A request answers success at it and records `sent`, the
+    /// pre-confirmed transaction, so it can be sent again should the sequencer drop it; the
+    /// reconciler waits for the block. A reverted pre-confirmation is never this: it is
+    /// [`Lookup::NotYet`] until a block says.
+    Preconfirmed {
+        /// The pre-confirmed transaction.
+        transaction: String,
+        /// What its pre-confirmation receipt says it cost.
+        cost: Cost,
+        /// The recorded transaction pre-confirmed (its signed bytes).
+        sent: SentTx,
+    },
     /// This transaction failed, but the payment was settled by another transaction of this
     /// facilitator's, sent for it before its record was lost (EVM: [`crate::evm::rebuild`]).
     /// Resolved as `delivered` with that transaction: its success may have been answered.
@@ -262,6 +276,7 @@ pub trait ChainFamily: Send + Sync + 'static {
     /// The reason of `broadcast`'s transaction that failed on chain or could not be sent.
     fn transaction_failed(&self, broadcast: &Broadcast) -> Reason;
 
-    /// Called once per landed settlement with its cost (metrics, accounting).
+    /// Called once per landed settlement with its cost (metrics, accounting); also for one
+    /// answered at a pre-confirmation ([`Lookup::Preconfirmed`]).
     fn observe_landed(&self, _payment: &PaymentFacts, _cost: &Cost) {}
 }

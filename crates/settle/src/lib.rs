@@ -114,6 +114,9 @@ pub trait SettleObserver: Send + Sync {
     fn reverted(&self, _network: &str, _reason: &str, _gas_wei: u128, _fee_lamports: u64) {}
     /// A payer's settlements on `network` are now refused for reverting too often.
     fn payer_blocked(&self, _network: &str) {}
+    /// A settlement on `network` was answered success at a flashblock pre-confirmation
+    /// ([`family::Lookup::Preconfirmed`]), before its block.
+    fn preconfirmed(&self, _network: &str) {}
 }
 
 struct NoEvents;
@@ -160,6 +163,9 @@ impl SettleEvents {
     }
     fn payer_blocked(&self, network: &str) {
         self.0.payer_blocked(network)
+    }
+    fn preconfirmed(&self, network: &str) {
+        self.0.preconfirmed(network)
     }
 }
 

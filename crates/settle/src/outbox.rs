@@ -270,6 +270,7 @@ mod tests {
             transaction: "0xab".into(),
             cost: Cost::default(),
             settled_at: 1_795_309_350,
+            preconfirmed: None,
         });
         let event = notify.event("x402:replay:evm:1", &settled, 1_000).unwrap();
         assert_eq!(event.kind, SETTLED);
@@ -306,6 +307,7 @@ mod tests {
             transaction: "0xab".into(),
             cost: Cost::default(),
             settled_at: 1,
+            preconfirmed: None,
         });
         assert!(notify.event("k", &other, 1_000).is_none());
         let anonymous = SettlementRecord::Delivered(Settled {
@@ -313,6 +315,7 @@ mod tests {
             transaction: "0xab".into(),
             cost: Cost::default(),
             settled_at: 1,
+            preconfirmed: None,
         });
         assert!(notify.event("k", &anonymous, 1_000).is_none());
     }

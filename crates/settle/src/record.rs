@@ -219,6 +219,12 @@ pub struct Settled {
     pub cost: Cost,
     /// Unix seconds when the landing was recorded.
     pub settled_at: u64,
+    /// EVM, `[[evm]] preconfirmations`: the success was answered at a flashblock
+    /// pre-confirmation (a sequencer promise, not yet a block), and this is the transaction
+    /// then pre-confirmed, its signed bytes kept so that nonce repair can send it again if the
+    /// sequencer drops it ([`crate::evm::gaps`]). `None`: answered from a block receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preconfirmed: Option<SentTx>,
 }
 
 /// `failed` / `expired`: final, no success.
@@ -467,6 +473,7 @@ mod tests {
                 svm_fee: None,
             },
             settled_at: 3,
+            preconfirmed: None,
         });
         let json = serde_json::to_string(&settled).unwrap();
         assert!(json.starts_with(r#"{"state":"delivered","#), "{json}");

@@ -47,6 +47,11 @@ pub struct SettlementStatus {
     /// settlement charged for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<CostView>,
+    /// Settled, EVM with `[[evm]] preconfirmations`: `true` when the success was answered at a
+    /// flashblock pre-confirmation (a sequencer promise) rather than at a block receipt; left
+    /// out otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub preconfirmed: bool,
 }
 
 /// A settlement's cost as `/settlements` shows it (amounts as decimal strings where they may
@@ -138,6 +143,7 @@ impl SettlementStatus {
             error_reason,
             error_message,
             cost,
+            preconfirmed: matches!(record, SettlementRecord::Confirmed(s) | SettlementRecord::Delivered(s) if s.preconfirmed.is_some()),
         }
     }
 }

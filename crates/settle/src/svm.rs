@@ -242,6 +242,7 @@ impl ChainFamily for SvmFamily {
             transaction: signature.to_string(),
             cost: Cost::default(),
             settled_at: now,
+            preconfirmed: None,
         }))
     }
 

@@ -13,6 +13,7 @@
 //! - `X402_EVM_<chainId>_SIGNER_KEYS`: comma-separated 0x private keys for one chain.
 //! - `X402_EVM_<chainId>_RPC_URL`: comma-separated RPC URLs for one chain.
 //! - `X402_EVM_<chainId>_WS_URL`: the WebSocket URL (`newHeads`) for one chain.
+//! - `X402_EVM_<chainId>_PRECONFIRMATION_URL`: the flashblocks-aware RPC of one chain.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -63,6 +64,27 @@ pub struct EvmNetworkConfig {
     /// default: the deprecated `[settle] rpc_timeout_seconds` when set, else 5).
     #[serde(default)]
     pub rpc_timeout_seconds: Option<u64>,
+    /// Answer `/settle` success at a flashblock pre-confirmation (Base; any OP-stack chain with
+    /// flashblocks) instead of at the block: a waiting request asks a flashblocks-aware RPC
+    /// (`preconfirmation_url`) for its transaction's receipt every `preconfirmation_poll_ms`,
+    /// and a successful receipt with the transfer answers success (~200 ms after the send on
+    /// Base instead of up to a 2 s block). A pre-confirmation is the sequencer's promise, not a
+    /// block: a sequencer failure or unsafe-head reorg can drop it (the facilitator then sends
+    /// the same transaction again while its `validBefore` allows). Failures are never taken
+    /// from a pre-confirmation. Default false.
+    #[serde(default)]
+    pub preconfirmations: bool,
+    /// HTTP(S) JSON-RPC URL of a flashblocks-aware node of this chain (e.g.
+    /// `https://mainnet-preconf.base.org`, or a provider's flashblocks endpoint), asked for
+    /// pre-confirmation receipts. Default: this network's RPC (`rpc_url` / `rpc_urls`, with
+    /// failover), which must then be flashblocks-aware. Needs `preconfirmations = true`. Env
+    /// override: `X402_EVM_<chainId>_PRECONFIRMATION_URL`.
+    #[serde(default)]
+    pub preconfirmation_url: Option<String>,
+    /// How often a waiting request asks for a pre-confirmation, milliseconds (default 200,
+    /// Base's flashblock interval; 20 to 5,000). Needs `preconfirmations = true`.
+    #[serde(default)]
+    pub preconfirmation_poll_ms: Option<u64>,
     /// Facilitator signer keys (0x hex); prefer the environment overrides. `Debug` prints
     /// them redacted.
     #[serde(default)]
@@ -208,6 +230,8 @@ pub struct EvmNetwork {
     pub rpc_timeout: Duration,
     /// WebSocket URL whose `newHeads` wake the receipt poller, if any.
     pub ws_url: Option<String>,
+    /// With `preconfirmations = true`: where and how often pre-confirmations are asked for.
+    pub preconfirmations: Option<Preconfirmations>,
     /// Signer keys (at least one).
     pub signers: Vec<PrivateKeySigner>,
     /// Smallest native balance of a signer, wei, for it to take new settlements and to count
@@ -241,6 +265,21 @@ impl EvmNetwork {
         self.signers.first().map(|s| s.address())
     }
 }
+
+/// `[[evm]] preconfirmations = true`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preconfirmations {
+    /// The flashblocks-aware RPC; `None`: the network's `rpc_urls`.
+    pub url: Option<String>,
+    /// How often a waiting request asks (`preconfirmation_poll_ms`).
+    pub poll: Duration,
+}
+
+/// Default of `[[evm]] preconfirmation_poll_ms`, milliseconds (Base's flashblock interval).
+pub const DEFAULT_PRECONFIRMATION_POLL_MS: u64 = 200;
+
+/// Bounds of `[[evm]] preconfirmation_poll_ms`, milliseconds.
+const PRECONFIRMATION_POLL_MS: std::ops::RangeInclusive<u64> = 20..=5_000;
 
 /// The values a network that leaves a key out gets: the deprecated global key's when it is
 /// set, else the default.
@@ -279,6 +318,9 @@ pub(super) fn apply_env(nets: &mut [EvmNetworkConfig], env: &HashMap<String, Str
         }
         if let Some(url) = env.get(&format!("X402_EVM_{}_WS_URL", net.chain_id)) {
             net.ws_url = Some(url.trim().to_string()).filter(|u| !u.is_empty());
+        }
+        if let Some(url) = env.get(&format!("X402_EVM_{}_PRECONFIRMATION_URL", net.chain_id)) {
+            net.preconfirmation_url = Some(url.trim().to_string()).filter(|u| !u.is_empty());
         }
         if let Some(keys) = env.get(&format!("X402_EVM_{}_SIGNER_KEYS", net.chain_id)) {
             net.signer_private_keys = split(keys).into_iter().map(SecretString::from).collect();
@@ -379,6 +421,7 @@ impl EvmNetworkConfig {
         if self.rpc_timeout_seconds == Some(0) {
             return Err(err(at("rpc_timeout_seconds"), "must be at least 1"));
         }
+        let preconfirmations = self.preconfirmations(&at)?;
         if self.signer_private_keys.is_empty() {
             return Err(err(
                 at("signer_private_keys"),
@@ -473,6 +516,7 @@ impl EvmNetworkConfig {
             key: format!("evm[{index}]"),
             rpc_urls,
             ws_url: self.ws_url.clone(),
+            preconfirmations,
             rpc_timeout: Duration::from_secs(
                 self.rpc_timeout_seconds
                     .unwrap_or(fallbacks.rpc_timeout_seconds),
@@ -491,6 +535,56 @@ impl EvmNetworkConfig {
             exact,
             upto,
         })
+    }
+
+    /// `preconfirmations`, `preconfirmation_url` and `preconfirmation_poll_ms`, checked (`at`
+    /// names a key of this network).
+    fn preconfirmations(
+        &self,
+        at: &dyn Fn(&str) -> String,
+    ) -> Result<Option<Preconfirmations>, ConfigError> {
+        if !self.preconfirmations {
+            for (key, set) in [
+                ("preconfirmation_url", self.preconfirmation_url.is_some()),
+                (
+                    "preconfirmation_poll_ms",
+                    self.preconfirmation_poll_ms.is_some(),
+                ),
+            ] {
+                if set {
+                    return Err(err(at(key), "set preconfirmations = true to use it"));
+                }
+            }
+            return Ok(None);
+        }
+        if let Some(url) = &self.preconfirmation_url {
+            let parsed = url
+                .parse::<alloy::transports::http::reqwest::Url>()
+                .map_err(|e| err(at("preconfirmation_url"), e.to_string()))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(err(
+                    at("preconfirmation_url"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        let poll_ms = self
+            .preconfirmation_poll_ms
+            .unwrap_or(DEFAULT_PRECONFIRMATION_POLL_MS);
+        if !PRECONFIRMATION_POLL_MS.contains(&poll_ms) {
+            return Err(err(
+                at("preconfirmation_poll_ms"),
+                format!(
+                    "must be between {} and {} (milliseconds)",
+                    PRECONFIRMATION_POLL_MS.start(),
+                    PRECONFIRMATION_POLL_MS.end()
+                ),
+            ));
+        }
+        Ok(Some(Preconfirmations {
+            url: self.preconfirmation_url.clone(),
+            poll: Duration::from_millis(poll_ms),
+        }))
     }
 
     /// The assets of the `index`-th `[[evm]]`, the `preset`'s USDC filling what is left out.
@@ -768,6 +862,66 @@ version = "2"
             .err()
             .unwrap();
         assert_eq!(e.key, "evm[0].exact_permit2_proxy");
+    }
+
+    #[test]
+    fn preconfirmations_are_off_by_default_and_their_keys_are_checked() {
+        let with = |line: &str| {
+            let line = line.to_string();
+            move |t: &str| t.replace("[[evm.assets]]", &format!("{line}\n[[evm.assets]]"))
+        };
+        assert_eq!(
+            validated(|t| t.to_string()).unwrap().evm()[0].preconfirmations,
+            None
+        );
+        let on = validated(with("preconfirmations = true")).unwrap();
+        assert_eq!(
+            on.evm()[0].preconfirmations,
+            Some(super::Preconfirmations {
+                url: None,
+                poll: std::time::Duration::from_millis(200)
+            })
+        );
+        let own = validated(with(
+            "preconfirmations = true\npreconfirmation_url = \"https://mainnet-preconf.base.org\"\npreconfirmation_poll_ms = 100",
+        ))
+        .unwrap();
+        assert_eq!(
+            own.evm()[0].preconfirmations,
+            Some(super::Preconfirmations {
+                url: Some("https://mainnet-preconf.base.org".into()),
+                poll: std::time::Duration::from_millis(100)
+            })
+        );
+        for (line, key) in [
+            (
+                "preconfirmation_url = \"https://mainnet-preconf.base.org\"",
+                "evm[0].preconfirmation_url",
+            ),
+            (
+                "preconfirmation_poll_ms = 200",
+                "evm[0].preconfirmation_poll_ms",
+            ),
+            (
+                "preconfirmations = true\npreconfirmation_url = \"wss://x.example\"",
+                "evm[0].preconfirmation_url",
+            ),
+            (
+                "preconfirmations = true\npreconfirmation_url = \"not a url\"",
+                "evm[0].preconfirmation_url",
+            ),
+            (
+                "preconfirmations = true\npreconfirmation_poll_ms = 5",
+                "evm[0].preconfirmation_poll_ms",
+            ),
+            (
+                "preconfirmations = true\npreconfirmation_poll_ms = 60000",
+                "evm[0].preconfirmation_poll_ms",
+            ),
+        ] {
+            let e = validated(with(line)).err().unwrap();
+            assert_eq!(e.key, key, "{line}: {e}");
+        }
     }
 
     #[test]

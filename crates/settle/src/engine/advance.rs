@@ -84,6 +84,10 @@ impl<F: ChainFamily> Engine<F> {
                 }
                 if let SettlementRecord::Confirmed(s) | SettlementRecord::Delivered(s) = &next {
                     self.family.observe_landed(&s.payment, &s.cost);
+                    if s.preconfirmed.is_some() {
+                        tracing::info!(key, transaction = %s.transaction, network = %s.payment.network, "settlement answered at a flashblock pre-confirmation, before its block");
+                        self.events.preconfirmed(&s.payment.network);
+                    }
                 }
                 if let SettlementRecord::Failed(c) = &next {
                     self.count_revert(key, c).await;

@@ -6,6 +6,8 @@
 //! |---|---|---|
 //! | landed | resolved by a request | `delivered` (answer success) |
 //! | landed | resolved by the reconciler | `confirmed` (the next request answers success) |
+//! | pre-confirmed (flashblocks, success) | resolved by a request | `delivered`, marked pre-confirmed (answer success) |
+//! | pre-confirmed | the reconciler | as not yet, a node holds it (the block decides) |
 //! | failed on chain | | `failed` with its reason |
 //! | expired (`validBefore` / blockhash passed, never landed) | | `expired`, reason = the family's transaction failure |
 //! | not yet, a node holds it | the current transaction unmined for `replace_after` since it was first sent | replace (same nonce, higher fees) |
@@ -86,13 +88,30 @@ pub fn decide(
     let now = now_ms / 1000;
     let since_sent = since_sent_ms(broadcast, now_ms);
     let stale = unmined_for_ms(broadcast, now_ms) >= timing.replace_after.as_millis() as u64;
+    // A pre-confirmation answers a waiting request only: with nobody waiting, the block decides.
+    let outcome = match (outcome, resolver) {
+        (Lookup::Preconfirmed { .. }, Resolver::Reconciler) => Lookup::NotYet { known: true },
+        (outcome, _) => outcome,
+    };
     match outcome {
+        Lookup::Preconfirmed {
+            transaction,
+            cost,
+            sent,
+        } => Action::Resolve(SettlementRecord::Delivered(Settled {
+            payment: broadcast.payment.clone(),
+            transaction,
+            cost,
+            settled_at: now,
+            preconfirmed: Some(sent),
+        })),
         Lookup::Landed { transaction, cost } => {
             let settled = Settled {
                 payment: broadcast.payment.clone(),
                 transaction,
                 cost,
                 settled_at: now,
+                preconfirmed: None,
             };
             Action::Resolve(match resolver {
                 Resolver::Request => SettlementRecord::Delivered(settled),
@@ -105,6 +124,7 @@ pub fn decide(
                 transaction,
                 cost,
                 settled_at: now,
+                preconfirmed: None,
             }))
         }
         Lookup::Failed {
@@ -249,6 +269,41 @@ mod tests {
                 matches!(action, Action::Resolve(SettlementRecord::Delivered(ref s)) if s.transaction == "0x42"),
                 "{resolver:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_preconfirmation_answers_a_request_and_the_reconciler_waits_for_the_block() {
+        let b = broadcast(0);
+        let pre = || Lookup::Preconfirmed {
+            transaction: b.sent.transaction().to_string(),
+            cost: Cost::default(),
+            sent: b.sent.clone(),
+        };
+        let by_request = decide(
+            pre(),
+            &b,
+            T0,
+            &timing(),
+            Resolver::Request,
+            Reason::EvmTransactionFailed,
+        );
+        let Action::Resolve(SettlementRecord::Delivered(s)) = by_request else {
+            panic!("not delivered: {by_request:?}")
+        };
+        assert_eq!(s.transaction, b.sent.transaction());
+        assert_eq!(s.preconfirmed.as_ref(), Some(&b.sent));
+        // The reconciler treats it as a transaction a node holds: wait, then (stale) replace.
+        for (after_ms, expected) in [(1_000, Action::Wait), (60_000, Action::Replace)] {
+            let by_reconciler = decide(
+                pre(),
+                &b,
+                T0 + after_ms,
+                &timing(),
+                Resolver::Reconciler,
+                Reason::EvmTransactionFailed,
+            );
+            assert_eq!(by_reconciler, expected, "after {after_ms} ms");
         }
     }
 

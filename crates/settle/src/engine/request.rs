@@ -474,6 +474,7 @@ impl<F: ChainFamily> Engine<F> {
                     transaction: String::new(),
                     cost: Default::default(),
                     settled_at: now,
+                    preconfirmed: None,
                 });
                 return Ok(Recorded::Not(
                     match self.resolve(&ctx.id.key, &raw, settled).await? {

@@ -10,6 +10,9 @@
 //!    - a recorded, unresolved settlement signed at it: its transaction is re-sent (the node
 //!      may have dropped it), unless its authorization's `validBefore` has passed (it could only
 //!      revert; the nonce is filled and the record expires);
+//!    - a settlement answered success at a flashblock pre-confirmation
+//!      ([`super::preconfirm`]) signed at it: the sequencer dropped it; its transaction is
+//!      re-sent likewise (a nonce filled under it would leave a success answered for nothing);
 //!    - a reservation whose owner's lease is live (signing now), or a free nonce (the next
 //!      settlement takes it): left alone for the fill delay;
 //!    - anything else (the owner's lease lapsed, the record is gone or resolved with another
@@ -258,6 +261,29 @@ async fn classify<'a>(
                 return Ok(Missing::Wait);
             }
             SettlementRecord::Reserved(_) => why = "its owner's lease lapsed",
+            SettlementRecord::Delivered(s) | SettlementRecord::Confirmed(s)
+                if s.preconfirmed.is_some() =>
+            {
+                // Answered success at a pre-confirmation that no block holds: the sequencer
+                // dropped it. The same bytes are sent again while they can still land.
+                if family.clock.unix_now() > s.payment.valid_until {
+                    why = "its pre-confirmed settlement's validBefore passed";
+                    tracing::error!(%signer, nonce, transaction = %s.transaction, "a settlement answered success at a pre-confirmation never landed and no longer can");
+                    continue;
+                }
+                if let Some(tx) = s
+                    .preconfirmed
+                    .as_ref()
+                    .and_then(|tx| signed_at(tx, &[], signer, nonce))
+                {
+                    return Ok(Missing::Resend(
+                        tx.clone(),
+                        key.to_string(),
+                        Box::new(stored.clone()),
+                    ));
+                }
+                why = "its settlement is resolved";
+            }
             _ => why = "its settlement is resolved",
         }
     }

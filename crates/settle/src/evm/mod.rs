@@ -21,6 +21,7 @@ pub mod fees;
 pub mod gaps;
 pub mod gas_limits;
 pub mod methods;
+pub mod preconfirm;
 pub mod rebuild;
 pub mod receipts;
 pub mod sender;
@@ -211,6 +212,7 @@ impl<M: TransferMethod> ChainFamily for EvmFamily<M> {
                 transaction,
                 cost,
                 settled_at: now,
+                preconfirmed: None,
             },
         ))
     }
@@ -340,6 +342,25 @@ impl<M: TransferMethod> ChainFamily for EvmFamily<M> {
         if let Some((transaction, mined)) = self.sender.find_mined(broadcast).await? {
             return Ok(self.outcome(broadcast, &transaction, &mined).await);
         }
+        if let Some((sent, receipt)) = self.sender.find_preconfirmed(broadcast).await {
+            let transaction = sent.transaction().to_string();
+            // Only a success is taken from a pre-confirmation; a failure waits for its block.
+            match self.mined(broadcast, &transaction, &receipt) {
+                Lookup::Landed { transaction, cost } => {
+                    return Ok(Lookup::Preconfirmed {
+                        transaction,
+                        cost,
+                        sent,
+                    });
+                }
+                Lookup::Failed {
+                    reason, message, ..
+                } => {
+                    tracing::debug!(%transaction, reason = reason.as_str(), %message, "the pre-confirmation says the settlement fails: waiting for its block");
+                }
+                _ => {}
+            }
+        }
         if probe == Probe::LandedOnly {
             return Ok(Lookup::NotYet { known: true });
         }
@@ -357,7 +378,12 @@ impl<M: TransferMethod> ChainFamily for EvmFamily<M> {
         self.sender.receipts().mark()
     }
 
+    /// With pre-confirmations, at most their poll interval: a waiting request asks again.
     async fn wait_for_news(&self, mark: u64, max: Duration) {
+        let max = self
+            .sender
+            .preconfirmations()
+            .map_or(max, |p| max.min(p.poll_interval()));
         self.sender.receipts().next_block(mark, max).await
     }
 

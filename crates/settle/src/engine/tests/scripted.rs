@@ -471,6 +471,7 @@ impl ChainFamily for Family {
                     transaction,
                     cost: Cost::default(),
                     settled_at: now,
+                    preconfirmed: None,
                 }))
             })
             .await

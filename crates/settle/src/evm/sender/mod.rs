@@ -108,6 +108,8 @@ pub struct EvmSender {
     /// WebSocket endpoint whose `newHeads` wake the receipt poller, and the time limit of
     /// opening its subscription.
     heads: Option<(String, Duration)>,
+    /// Flashblock pre-confirmations, when enabled ([`super::preconfirm`]).
+    preconfirmations: Option<super::preconfirm::Preconfirmations>,
 }
 
 /// What [`EvmSender::simulate`] found: the call ready to sign (fees and gas limit set), or
@@ -160,7 +162,21 @@ impl EvmSender {
             contract_gas_caps: std::collections::HashMap::new(),
             maintainer_taken: AtomicBool::new(false),
             heads: None,
+            preconfirmations: None,
         }
+    }
+
+    /// Answers success at flashblock pre-confirmations ([`super::preconfirm`]): a request
+    /// waiting for its transaction asks `chain` (a flashblocks-aware RPC) every `poll` for a
+    /// receipt of it.
+    pub fn with_preconfirmations(mut self, chain: Arc<dyn EvmChain>, poll: Duration) -> Self {
+        self.preconfirmations = Some(super::preconfirm::Preconfirmations::new(chain, poll));
+        self
+    }
+
+    /// The pre-confirmation source, when enabled.
+    pub fn preconfirmations(&self) -> Option<&super::preconfirm::Preconfirmations> {
+        self.preconfirmations.as_ref()
     }
 
     /// Wakes the receipt poller on every head the node at `ws_url` pushes
@@ -630,12 +646,44 @@ impl EvmSender {
         }
         if !watcher.covers(broadcast.first_sent_ms) {
             for (tx, hash) in &sent {
-                if let Some(mined) = self.chain.receipt(*hash).await.map_err(unavailable)? {
+                if let Some(mined) = self.chain.receipt(*hash).await.map_err(unavailable)?
+                    && self.in_a_block(&mined).await?
+                {
                     return Ok(Some((tx.transaction().to_string(), mined)));
                 }
             }
         }
         Ok(None)
+    }
+
+    /// Whether a receipt the node answered is of a block at or below its head: a
+    /// flashblocks-aware node also answers receipts of the block it is still building
+    /// (pre-confirmations, [`super::preconfirm`], numbered above the head), which are no block
+    /// receipts. A receipt without a block number is taken as mined (as before this check).
+    async fn in_a_block(&self, receipt: &TransactionReceipt) -> Result<bool, SettleError> {
+        let Some(number) = receipt.block_number else {
+            return Ok(true);
+        };
+        match self.chain.block_number().await {
+            Ok(head) => Ok(number <= head),
+            // A node without `eth_blockNumber` is no flashblocks node.
+            Err(ChainError::Unsupported(_)) => Ok(true),
+            Err(e) => Err(SettleError::ChainUnavailable(e.into())),
+        }
+    }
+
+    /// With pre-confirmations enabled, the pre-confirmation receipt of whichever of a
+    /// broadcast's transactions the flashblocks-aware RPC has one of, with that transaction.
+    /// `None` when disabled, when it has none, or when it cannot be asked.
+    pub async fn find_preconfirmed(
+        &self,
+        broadcast: &Broadcast,
+    ) -> Option<(SentTx, TransactionReceipt)> {
+        let pre = self.preconfirmations.as_ref()?;
+        let sent = sent_hashes(broadcast).ok()?;
+        let hashes: Vec<B256> = sent.iter().map(|(_, h)| *h).collect();
+        let (i, receipt) = pre.receipt(&hashes).await?;
+        Some((sent[i].0.clone(), receipt))
     }
 
     /// Whether a node still holds one of a broadcast's transactions.
