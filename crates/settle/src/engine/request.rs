@@ -42,6 +42,10 @@ enum Recorded {
     Not(Step),
 }
 
+/// How many times a funds refusal with debits in flight is read again after news (see
+/// `funds_refusal`).
+const FUNDS_RECHECKS: usize = 3;
+
 impl<F: ChainFamily> Engine<F> {
     /// Settles the payment in `req` at Unix time `now` (seconds).
     ///
@@ -549,16 +553,29 @@ impl<F: ChainFamily> Engine<F> {
                 Some(facts.payer.clone()),
             )));
         }
-        let in_flight = crate::debits::total(&standing.ahead);
         let amount = facts.amount.parse::<u128>().unwrap_or(u128::MAX);
-        let refusal = self
-            .family
-            .check_funds(payment, amount, in_flight)
-            .await?
-            .map(|inv| x402_verify::Invalid {
-                reason: self.family.reason_for(inv.reason, ctx.version),
-                ..inv
-            });
+        let mut in_flight = crate::debits::total(&standing.ahead);
+        let mut refusal = self.family.check_funds(payment, amount, in_flight).await?;
+        // A settlement of this payer that landed in the balance just read still debits until
+        // its record resolves (a poll later): counted twice, it would refuse a payer who can
+        // pay. While debits are in flight, a refusal is read again after the next news, at most
+        // `FUNDS_RECHECKS` times.
+        for _ in 0..FUNDS_RECHECKS {
+            if refusal.is_none() || in_flight == 0 {
+                break;
+            }
+            let mark = self.family.news_mark();
+            self.family
+                .wait_for_news(mark, self.timing.poll_interval)
+                .await;
+            tokio::time::sleep(self.timing.poll_interval.min(Duration::from_millis(100))).await;
+            in_flight = crate::debits::total(&self.store.standing(&ctx.id.key, facts).await?.ahead);
+            refusal = self.family.check_funds(payment, amount, in_flight).await?;
+        }
+        let refusal = refusal.map(|inv| x402_verify::Invalid {
+            reason: self.family.reason_for(inv.reason, ctx.version),
+            ..inv
+        });
         if let Some(inv) = &refusal {
             tracing::info!(key = %ctx.id.key, payer = %facts.payer, amount = %facts.amount, in_flight, reason = inv.reason.as_str(), "refused before broadcast: the payer's balance does not cover its settlements in flight");
             self.events.refused_before_broadcast(inv.reason.as_str());

@@ -122,6 +122,9 @@ pub struct Permit2Verifier {
     /// Set once each proxy (`exact`, `upto`) was seen with code (a call to an address without
     /// code succeeds, so no simulation would notice it missing).
     proxy_deployed: [std::sync::atomic::AtomicBool; 2],
+    /// Assets seen with code (a deployed token stays deployed): one `eth_getCode` per asset,
+    /// not per payment.
+    assets_deployed: std::sync::RwLock<std::collections::HashSet<Address>>,
 }
 
 impl Permit2Verifier {
@@ -142,6 +145,7 @@ impl Permit2Verifier {
             proxy,
             upto_proxy: None,
             proxy_deployed: Default::default(),
+            assets_deployed: Default::default(),
         }
     }
 
@@ -354,10 +358,24 @@ impl Permit2Verifier {
                 ),
             );
         }
-        let signature = self
-            .check_signature(owner, &message, facilitator, &payload.signature)
-            .await?;
-        if self.code(asset).await?.is_empty() {
+        // At /verify Permit2 checks the signature itself when the simulation calls it (ecrecover
+        // of the same EIP-712 digest, or the wallet's ERC-1271 for a 65-byte signature of a
+        // contract): a successful simulation proves it, and the local recovery is needed only to
+        // word a later failure (a bad signature wins over everything after it, as in the
+        // reference order). Settlement always recovers it.
+        let deferred = match (stage, PayerSignature::parse(&payload.signature)) {
+            (Stage::Verify, Ok(PayerSignature::Ecdsa(sig))) => Some(sig),
+            _ => None,
+        };
+        let signature = match deferred {
+            Some(sig) => Ok(PayerSignature::Ecdsa(sig)),
+            None => {
+                self.check_signature(owner, &message, facilitator, &payload.signature)
+                    .await?
+            }
+        };
+        let deferred = deferred.is_some();
+        if !self.asset_deployed(asset).await? {
             return invalid(
                 Reason::AssetNotDeployedContract,
                 format!("no contract at {asset}"),
@@ -381,7 +399,21 @@ impl Permit2Verifier {
             None => None,
             Some(info) => match self.eip2612_permit(&info, owner, asset, now) {
                 Ok(permit) => Some(permit),
-                Err((reason, msg)) => return invalid(reason, msg),
+                Err((reason, msg)) => {
+                    if let Some(bad) = self
+                        .deferred_failure(
+                            deferred,
+                            owner,
+                            facilitator,
+                            &message,
+                            &payload.signature,
+                        )
+                        .await?
+                    {
+                        return Ok(Verdict::Invalid(bad.with_payer(payer.clone())));
+                    }
+                    return invalid(reason, msg);
+                }
             },
         };
         let payment = Permit2Payment {
@@ -401,6 +433,18 @@ impl Permit2Verifier {
         let deployed = &self.proxy_deployed[usize::from(facilitator.is_some())];
         if !deployed.load(std::sync::atomic::Ordering::Relaxed) {
             if self.code(proxy).await?.is_empty() {
+                if let Some(bad) = self
+                    .deferred_failure(
+                        deferred,
+                        owner,
+                        facilitator,
+                        &payment.message,
+                        &payload.signature,
+                    )
+                    .await?
+                {
+                    return Ok(Verdict::Invalid(bad.with_payer(payer.clone())));
+                }
                 return invalid(
                     Reason::Permit2ProxyNotDeployed,
                     format!("no contract at the x402 {name} Permit2 proxy {proxy}"),
@@ -423,6 +467,18 @@ impl Permit2Verifier {
             Ok(_) => Ok(Verdict::Valid(payment)),
             Err(e) => match e.node_message() {
                 Some(message) => {
+                    if let Some(bad) = self
+                        .deferred_failure(
+                            deferred,
+                            owner,
+                            facilitator,
+                            &payment.message,
+                            &payload.signature,
+                        )
+                        .await?
+                    {
+                        return Ok(Verdict::Invalid(bad.with_payer(payer.clone())));
+                    }
                     let data = match &e {
                         x402_chain::ChainError::Reverted { data, .. } => data.clone(),
                         _ => None,
@@ -567,6 +623,26 @@ impl Permit2Verifier {
         })
     }
 
+    /// The signature failure a deferred check finds (`deferred`: the recovery was left to the
+    /// simulation, see [`Permit2Verifier::verify`]), before a later failure is answered; `None`
+    /// when not deferred or the signature is good.
+    async fn deferred_failure(
+        &self,
+        deferred: bool,
+        owner: Address,
+        facilitator: Option<Address>,
+        message: &PermitWitnessTransferFrom,
+        signature: &str,
+    ) -> Result<Option<Invalid>, VerifyError> {
+        if !deferred {
+            return Ok(None);
+        }
+        Ok(self
+            .check_signature(owner, message, facilitator, signature)
+            .await?
+            .err())
+    }
+
     /// ECDSA recovery must give `owner`; otherwise (`owner` has code) ERC-1271
     /// `isValidSignature` must return its magic value; an ERC-6492 signature of a wallet
     /// without code is refused.
@@ -640,6 +716,26 @@ impl Permit2Verifier {
             }
             Err(e) => Err(VerifyError::ChainUnavailable(e.into())),
         }
+    }
+
+    /// Whether `asset` has code (remembered once seen).
+    async fn asset_deployed(&self, asset: Address) -> Result<bool, VerifyError> {
+        let known = self
+            .assets_deployed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&asset);
+        if known {
+            return Ok(true);
+        }
+        if self.code(asset).await?.is_empty() {
+            return Ok(false);
+        }
+        self.assets_deployed
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(asset);
+        Ok(true)
     }
 
     async fn code(&self, at: Address) -> Result<Bytes, VerifyError> {
