@@ -39,8 +39,8 @@ use x402_proto::{Network, ParseError, PaymentRequest, Reason, X402Version};
 
 use crate::{Invalid, Verdict, VerifyError};
 use eip712::TransferWithAuthorization;
-use signature::{PayerSignature, recover_ecdsa};
-use token::{IEip3009Token, IErc1271};
+use signature::PayerSignature;
+use token::IEip3009Token;
 
 /// `validBefore` must be at least this many seconds ahead of now (reference: 6 s, about
 /// the time to land the transaction).
@@ -377,58 +377,22 @@ impl ExactEvmVerifier {
         Ok(None)
     }
 
-    /// EOA: ECDSA recovery must give `from`. Otherwise (`from` has code) ERC-1271
-    /// `isValidSignature` must return its magic value. ERC-6492 of an undeployed wallet is refused.
+    /// The payer's signature of the EIP-3009 digest ([`signature::verify_payer_signature`],
+    /// failures `invalid_exact_evm_signature`).
     async fn check_signature(
         &self,
         sig: PayerSignature,
         signed: &Signed,
     ) -> Result<Result<PayerSignature, Invalid>, VerifyError> {
-        let Signed { from, digest } = *signed;
-        let bad = |msg: &str| Ok(Err(Invalid::new(Reason::EvmSignature, msg, None)));
-        let contract_sig = match sig {
-            PayerSignature::Ecdsa(ecdsa) => {
-                if recover_ecdsa(&ecdsa, &digest) == Some(from) {
-                    return Ok(Ok(PayerSignature::Ecdsa(ecdsa)));
-                }
-                Bytes::from(ecdsa.as_bytes().to_vec())
-            }
-            PayerSignature::Contract(bytes) => bytes,
-            PayerSignature::Erc6492(wrapped) => {
-                if self.code(from).await?.is_empty() {
-                    return Ok(Err(Invalid::new(
-                        Reason::EvmUndeployedSmartWallet,
-                        "ERC-6492 signature of an undeployed wallet",
-                        None,
-                    )));
-                }
-                let inner = &wrapped[..wrapped.len() - 32];
-                match <(Address, Bytes, Bytes)>::abi_decode_params(inner) {
-                    Ok((_, _, inner_sig)) => inner_sig,
-                    Err(_) => return bad("malformed ERC-6492 wrapper"),
-                }
-            }
-        };
-        if self.code(from).await?.is_empty() {
-            return bad("signature does not recover to authorization.from");
-        }
-        let call = IErc1271::isValidSignatureCall {
-            hash: digest,
-            signature: contract_sig.clone(),
-        };
-        let tx = alloy::rpc::types::TransactionRequest::default()
-            .to(from)
-            .input(call.abi_encode().into());
-        match self.chain.call(&tx).await {
-            Ok(ret) if ret.len() >= 4 && ret[..4] == token::ERC1271_MAGIC => {
-                Ok(Ok(PayerSignature::Contract(contract_sig)))
-            }
-            Ok(_) => bad("ERC-1271 isValidSignature refused the signature"),
-            Err(e) if e.node_message().is_some() => {
-                bad("ERC-1271 isValidSignature refused the signature")
-            }
-            Err(e) => Err(VerifyError::ChainUnavailable(e.into())),
-        }
+        signature::verify_payer_signature(
+            self.chain.as_ref(),
+            signed.from,
+            signed.digest,
+            sig,
+            Reason::EvmSignature,
+            "authorization.from",
+        )
+        .await
     }
 
     async fn code(&self, address: Address) -> Result<Bytes, VerifyError> {

@@ -97,6 +97,76 @@ pub fn recover_ecdsa(sig: &alloy::primitives::Signature, digest: &B256) -> Optio
     ))
 }
 
+/// Whether `sig` is `signer`'s signature of `digest` (EIP-712): ECDSA recovery must give
+/// `signer`; otherwise (`signer` has code) ERC-1271 `isValidSignature` must return its magic
+/// value; an ERC-6492 signature of a wallet without code is refused
+/// (`invalid_exact_evm_payload_undeployed_smart_wallet`). Other failures carry `bad` (the
+/// scheme's invalid-signature reason) and name `signer_field`. `Ok(Ok(sig))` is the form that
+/// verified (a 65-byte signature of a wallet becomes [`PayerSignature::Contract`]).
+///
+/// Errors: [`VerifyError::ChainUnavailable`] when the RPC cannot be reached.
+pub async fn verify_payer_signature(
+    chain: &dyn x402_chain::EvmChain,
+    signer: Address,
+    digest: B256,
+    sig: PayerSignature,
+    bad: x402_proto::Reason,
+    signer_field: &str,
+) -> Result<Result<PayerSignature, crate::Invalid>, crate::VerifyError> {
+    use alloy::sol_types::{SolCall, SolValue};
+    use x402_chain::eip3009::{ERC1271_MAGIC, IErc1271};
+    let refuse = |msg: &str| Ok(Err(crate::Invalid::new(bad, msg, None)));
+    let code = |at: Address| async move {
+        chain
+            .code_at(at)
+            .await
+            .map_err(|e| crate::VerifyError::ChainUnavailable(e.into()))
+    };
+    let contract_sig = match sig {
+        PayerSignature::Ecdsa(ecdsa) => {
+            if recover_ecdsa(&ecdsa, &digest) == Some(signer) {
+                return Ok(Ok(PayerSignature::Ecdsa(ecdsa)));
+            }
+            Bytes::from(ecdsa.as_bytes().to_vec())
+        }
+        PayerSignature::Contract(bytes) => bytes,
+        PayerSignature::Erc6492(wrapped) => {
+            if code(signer).await?.is_empty() {
+                return Ok(Err(crate::Invalid::new(
+                    x402_proto::Reason::EvmUndeployedSmartWallet,
+                    "ERC-6492 signature of an undeployed wallet",
+                    None,
+                )));
+            }
+            let inner = &wrapped[..wrapped.len() - 32];
+            match <(Address, Bytes, Bytes)>::abi_decode_params(inner) {
+                Ok((_, _, inner_sig)) => inner_sig,
+                Err(_) => return refuse("malformed ERC-6492 wrapper"),
+            }
+        }
+    };
+    if code(signer).await?.is_empty() {
+        return refuse(&format!("signature does not recover to {signer_field}"));
+    }
+    let call = IErc1271::isValidSignatureCall {
+        hash: digest,
+        signature: contract_sig.clone(),
+    };
+    let tx = alloy::rpc::types::TransactionRequest::default()
+        .to(signer)
+        .input(call.abi_encode().into());
+    match chain.call(&tx).await {
+        Ok(ret) if ret.len() >= 4 && ret[..4] == ERC1271_MAGIC => {
+            Ok(Ok(PayerSignature::Contract(contract_sig)))
+        }
+        Ok(_) => refuse("ERC-1271 isValidSignature refused the signature"),
+        Err(e) if e.node_message().is_some() => {
+            refuse("ERC-1271 isValidSignature refused the signature")
+        }
+        Err(e) => Err(crate::VerifyError::ChainUnavailable(e.into())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

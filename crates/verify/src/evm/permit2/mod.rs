@@ -46,7 +46,6 @@ use alloy::primitives::{Address, Bytes, U256};
 use alloy::rpc::types::TransactionRequest;
 use alloy::sol_types::{SolCall, SolError, SolValue};
 use x402_chain::EvmChain;
-use x402_chain::eip3009::{ERC1271_MAGIC, IErc1271};
 use x402_chain::permit2::upto::IX402UptoPermit2Proxy;
 use x402_chain::permit2::{
     Eip2612Permit, IErc20, IPermit2, IX402ExactPermit2Proxy, PermitWitnessTransferFrom,
@@ -56,7 +55,7 @@ use x402_proto::evm::{Eip2612GasSponsoringInfo, ExactPermit2Payload};
 use x402_proto::{Network, ParseError, PaymentRequest, Reason};
 
 use super::VALID_BEFORE_MARGIN_SECONDS;
-use super::signature::{PayerSignature, recover_ecdsa};
+use super::signature::{PayerSignature, verify_payer_signature};
 use crate::{Invalid, Verdict, VerifyError};
 
 /// Which x402 scheme a Permit2 payment is paid under (the requirements' `scheme`).
@@ -643,9 +642,8 @@ impl Permit2Verifier {
             .err())
     }
 
-    /// ECDSA recovery must give `owner`; otherwise (`owner` has code) ERC-1271
-    /// `isValidSignature` must return its magic value; an ERC-6492 signature of a wallet
-    /// without code is refused.
+    /// `owner`'s signature of the Permit2 message ([`verify_payer_signature`], failures
+    /// `invalid_permit2_signature`).
     async fn check_signature(
         &self,
         owner: Address,
@@ -673,49 +671,15 @@ impl Permit2Verifier {
                 &upto_message(message, f),
             ),
         };
-        let contract_sig = match parsed {
-            PayerSignature::Ecdsa(ecdsa) => {
-                if recover_ecdsa(&ecdsa, &digest) == Some(owner) {
-                    return Ok(Ok(PayerSignature::Ecdsa(ecdsa)));
-                }
-                Bytes::from(ecdsa.as_bytes().to_vec())
-            }
-            PayerSignature::Contract(bytes) => bytes,
-            PayerSignature::Erc6492(wrapped) => {
-                if self.code(owner).await?.is_empty() {
-                    return Ok(Err(Invalid::new(
-                        Reason::EvmUndeployedSmartWallet,
-                        "ERC-6492 signature of an undeployed wallet",
-                        None,
-                    )));
-                }
-                let inner = &wrapped[..wrapped.len() - 32];
-                match <(Address, Bytes, Bytes)>::abi_decode_params(inner) {
-                    Ok((_, _, inner_sig)) => inner_sig,
-                    Err(_) => return bad("malformed ERC-6492 wrapper"),
-                }
-            }
-        };
-        if self.code(owner).await?.is_empty() {
-            return bad("signature does not recover to permit2Authorization.from");
-        }
-        let call = IErc1271::isValidSignatureCall {
-            hash: digest,
-            signature: contract_sig.clone(),
-        };
-        let tx = TransactionRequest::default()
-            .to(owner)
-            .input(call.abi_encode().into());
-        match self.chain.call(&tx).await {
-            Ok(ret) if ret.len() >= 4 && ret[..4] == ERC1271_MAGIC => {
-                Ok(Ok(PayerSignature::Contract(contract_sig)))
-            }
-            Ok(_) => bad("ERC-1271 isValidSignature refused the signature"),
-            Err(e) if e.node_message().is_some() => {
-                bad("ERC-1271 isValidSignature refused the signature")
-            }
-            Err(e) => Err(VerifyError::ChainUnavailable(e.into())),
-        }
+        verify_payer_signature(
+            self.chain.as_ref(),
+            owner,
+            digest,
+            parsed,
+            Reason::Permit2InvalidSignature,
+            "permit2Authorization.from",
+        )
+        .await
     }
 
     /// Whether `asset` has code (remembered once seen).
